@@ -1,0 +1,206 @@
+'use strict'
+// Shared test parts: a real Hono server on @hono/node-server with setupBrowserStream, a fake
+// browser toolset of the Mastra shape that emits real JPEG bytes, and WebSocket viewers.
+
+const { EventEmitter } = require('node:events')
+const fs = require('node:fs')
+const path = require('node:path')
+const { Hono } = require('hono')
+const { serve } = require('@hono/node-server')
+const WebSocket = require('ws')
+const { setupBrowserStream } = require('..')
+
+const BASE_JPEG = fs.readFileSync(path.join(__dirname, 'fixtures', 'frame-320x240.jpg'))
+
+/**
+ * A real JPEG (320x240, from Chromium) carrying `seq` and a timestamp in a COM segment,
+ * padded with further COM segments to about `size` bytes.
+ */
+function jpegFrame(seq, size = 0, timestamp = Date.now()) {
+  const tag = Buffer.from(`bsn:seq=${seq};t=${timestamp};`)
+  const segments = [comSegment(tag)]
+  let total = BASE_JPEG.length + tag.length + 4
+  while (total < size) {
+    const chunk = Math.min(65533, size - total)
+    segments.push(comSegment(Buffer.alloc(chunk, 0x20 + (seq % 64))))
+    total += chunk + 4
+  }
+  return Buffer.concat([BASE_JPEG.subarray(0, 2), ...segments, BASE_JPEG.subarray(2)])
+}
+
+function comSegment(payload) {
+  const header = Buffer.from([0xff, 0xfe, 0, 0])
+  header.writeUInt16BE(payload.length + 2, 2)
+  return Buffer.concat([header, payload])
+}
+
+/** The `seq` tagged in a frame (base64 string or bytes), or null. */
+function frameSeq(data) {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'base64') : data
+  const match = /bsn:seq=(\d+);/.exec(bytes.subarray(0, 200).toString('latin1'))
+  return match ? Number(match[1]) : null
+}
+
+class FakeStream extends EventEmitter {
+  constructor(toolset) {
+    super()
+    this.toolset = toolset
+    this.stopped = false
+  }
+  async stop() {
+    if (this.stopped) return
+    this.stopped = true
+    this.toolset.stops += 1
+    this.emit('stop', 'stopped')
+  }
+}
+
+/** A browser toolset of the Mastra `BrowserToolsetLike` shape, driven by the test. */
+class FakeToolset {
+  constructor({ running = true, url = 'https://example.test/start' } = {}) {
+    this.running = running
+    this.url = url
+    this.starts = 0
+    this.stops = 0
+    this.current = null
+    this.readyCallbacks = new Set()
+    this.mouse = []
+    this.keys = []
+    this.closed = 0
+  }
+  isBrowserRunning() {
+    return this.running
+  }
+  onBrowserReady(callback) {
+    this.readyCallbacks.add(callback)
+    return () => this.readyCallbacks.delete(callback)
+  }
+  launch() {
+    this.running = true
+    for (const callback of this.readyCallbacks) callback()
+  }
+  async startScreencastIfBrowserActive(options) {
+    if (!this.running) return null
+    return this.startScreencast(options)
+  }
+  async startScreencast() {
+    this.starts += 1
+    this.current = new FakeStream(this)
+    return this.current
+  }
+  /** Emits frame `seq` on the current stream; returns its base64 data. */
+  emitFrame(seq, { size = 0, width = 1280, height = 720 } = {}) {
+    const data = jpegFrame(seq, size).toString('base64')
+    this.current?.emit('frame', {
+      data,
+      timestamp: Date.now(),
+      viewport: { width, height, offsetTop: 0, scrollOffsetX: 0, scrollOffsetY: 0, pageScaleFactor: 1 },
+      sessionId: 1,
+    })
+    return data
+  }
+  getCurrentUrl() {
+    return this.url
+  }
+  async injectMouseEvent(event) {
+    this.mouse.push(event)
+  }
+  async injectKeyboardEvent(event) {
+    this.keys.push(event)
+  }
+  async close() {
+    this.closed += 1
+    this.running = false
+    await this.current?.stop()
+  }
+}
+
+/**
+ * Starts a Hono app on @hono/node-server with setupBrowserStream. `configure(app)` may add
+ * middleware before the stream routes are registered.
+ */
+async function startServer(config = {}, { configure, createServer, serverOptions } = {}) {
+  const app = new Hono()
+  configure?.(app)
+  app.get('/health', (c) => c.json({ ok: true }))
+  const { injectWebSocket, registry } = setupBrowserStream(app, { lingerMs: 100, ...config })
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer, serverOptions }, () => resolve(s))
+  })
+  injectWebSocket(server)
+  const { port } = server.address()
+  const scheme = createServer ? 'wss' : 'ws'
+  return {
+    app,
+    server,
+    registry,
+    port,
+    url: (agentId, query = '') => `${scheme}://127.0.0.1:${port}/browser/${agentId}/stream${query}`,
+    async close() {
+      await registry.close()
+      server.closeAllConnections?.()
+      await new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+/** A connected WebSocket viewer that records every message. */
+class Viewer {
+  constructor(url, options = {}) {
+    this.ws = new WebSocket(url, options)
+    this.messages = []
+    this.frames = []
+    this.json = []
+    this.closeCode = null
+    this.unexpected = null
+    this.ws.on('message', (data, isBinary) => {
+      const text = data.toString('utf8')
+      this.messages.push(text)
+      if (!isBinary && text.startsWith('{')) this.json.push(JSON.parse(text))
+      else this.frames.push(text)
+    })
+    this.ws.on('unexpected-response', (_req, res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => {
+        this.unexpected = { status: res.statusCode, headers: res.headers, body }
+      })
+    })
+    this.ws.on('error', () => {})
+    this.ws.on('close', (code) => {
+      this.closeCode = code
+    })
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('close', () => reject(new Error(`closed before open: ${JSON.stringify(this.unexpected)}`)))
+    })
+    this.opened.catch(() => {})
+  }
+  statuses() {
+    return this.json.filter((m) => m.status).map((m) => m.status)
+  }
+  send(obj) {
+    this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj))
+  }
+  close() {
+    this.ws.close()
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) resolve()
+      else this.ws.once('close', resolve)
+    })
+  }
+}
+
+async function waitFor(predicate, { timeout = 5000, interval = 10, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout
+  for (;;) {
+    const value = await predicate()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, interval))
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+module.exports = { jpegFrame, frameSeq, FakeToolset, FakeStream, startServer, Viewer, waitFor, sleep, BASE_JPEG }

@@ -1,0 +1,153 @@
+// Types of the handwritten glue (lib/); the native types come from binding.d.ts, which napi
+// generates from the Rust doc comments.
+import type { Hono, Context } from 'hono'
+import type { Server as HttpServer } from 'node:http'
+import type { Http2SecureServer, Http2Server } from 'node:http2'
+import type { NativeRegistry, NativeRegistryOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent } from './binding'
+
+export { NativeRegistry }
+export type { NativeRegistryOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent }
+
+/** A frame as a toolset's screencast stream emits it. */
+export interface ScreencastFrame {
+  /** Base64 JPEG (or the image bytes). */
+  data: string | Buffer
+  timestamp?: number
+  viewport?: {
+    width: number
+    height: number
+    offsetTop?: number
+    scrollOffsetX?: number
+    scrollOffsetY?: number
+    pageScaleFactor?: number
+  }
+  sessionId?: number | string
+}
+
+/** The stream `startScreencast` returns. */
+export interface ScreencastStreamLike {
+  on(event: 'frame', handler: (frame: ScreencastFrame) => void): unknown
+  on(event: 'url', handler: (url: string) => void): unknown
+  on(event: 'stop', handler: (reason?: string) => void): unknown
+  on(event: 'error', handler: (error: Error) => void): unknown
+  stop(): Promise<void> | void
+}
+
+/** The mouse event handed to `injectMouseEvent` (already validated). */
+export interface MouseEventInput {
+  type: 'mousePressed' | 'mouseReleased' | 'mouseMoved' | 'mouseWheel'
+  x: number
+  y: number
+  button?: 'none' | 'left' | 'middle' | 'right' | 'back' | 'forward'
+  clickCount?: number
+  deltaX?: number
+  deltaY?: number
+  modifiers?: number
+}
+
+/** The keyboard event handed to `injectKeyboardEvent` (already validated). */
+export interface KeyboardEventInput {
+  type: 'keyDown' | 'keyUp' | 'char'
+  key?: string
+  code?: string
+  text?: string
+  modifiers?: number
+}
+
+/** The browser toolset shape (Mastra's `BrowserToolsetLike`). */
+export interface BrowserToolsetLike {
+  isBrowserRunning(): boolean
+  onBrowserReady?(callback: () => void): (() => void) | void
+  startScreencast?(options?: unknown): Promise<ScreencastStreamLike | null | undefined> | ScreencastStreamLike | null | undefined
+  startScreencastIfBrowserActive?(options?: unknown): Promise<ScreencastStreamLike | null | undefined> | ScreencastStreamLike | null | undefined
+  getCurrentUrl?(): string | null | undefined | Promise<string | null | undefined>
+  injectMouseEvent?(event: MouseEventInput): Promise<void> | void
+  injectKeyboardEvent?(event: KeyboardEventInput): Promise<void> | void
+  close?(): Promise<void> | void
+}
+
+export type GetToolset = (
+  agentId: string,
+  threadId?: string,
+) => BrowserToolsetLike | undefined | null | Promise<BrowserToolsetLike | undefined | null>
+
+export interface Logger {
+  info?(...args: unknown[]): void
+  warn?(...args: unknown[]): void
+  error?(...args: unknown[]): void
+}
+
+/** Options of a `ViewerRegistry` (all optional). */
+export interface ViewerRegistryOptions extends NativeRegistryOptions {
+  /** Default toolset lookup for channels started without one. */
+  getToolset?: GetToolset
+  /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
+  screencastOptions?: unknown
+  /** Milliseconds `getToolset` and `startScreencast` may take (default 10000). */
+  toolsetTimeoutMs?: number
+  /** Where diagnostics go (default: warnings and errors to the console). */
+  logger?: Logger
+}
+
+/** Configuration of `setupBrowserStream`. */
+export interface BrowserStreamConfig extends ViewerRegistryOptions {
+  /** The toolset of an agent (and thread), or undefined when it has no browser. */
+  getToolset?: GetToolset
+  /**
+   * Decides whether an upgrade request may watch. Gets the Hono context and the token from
+   * `Authorization: Bearer …` or `?apiKey=`. Falsy → 401 `{error:'auth_failed'}`; a Response
+   * is sent as it is.
+   */
+  authenticate?: (c: Context, token: string | undefined) => boolean | Response | Promise<boolean | Response>
+  /** Origins allowed to open the stream (403 otherwise); a function decides per origin. */
+  allowedOrigins?: string[] | ((origin: string | undefined) => boolean)
+  /** Prefix of the session probe and close routes (default `/api`). */
+  apiPrefix?: string
+  /** Set false to keep every socket in JS (no file-descriptor handover). */
+  nativeSockets?: boolean
+  /** Use this registry instead of creating one. */
+  registry?: ViewerRegistry
+}
+
+/** The drop-in `ViewerRegistry`, backed by the native registry. */
+export declare class ViewerRegistry {
+  constructor(options?: ViewerRegistryOptions)
+  addViewer(
+    key: string,
+    ws: { send(data: string): void; close?(code?: number, reason?: string): void; raw?: unknown },
+    getToolset?: GetToolset,
+    agentId?: string,
+    threadId?: string,
+  ): Promise<void>
+  removeViewer(key: string, ws: object): Promise<void>
+  broadcastFrame(key: string, data: string | Buffer): void
+  broadcastStatus(key: string, status: { status: string } | Record<string, unknown>): void
+  getViewerCount(key: string): number
+  hasActiveScreencast(key: string): boolean
+  closeBrowserSession(key: string): Promise<void>
+  /** Why a viewer of this agent would be refused now, or null. */
+  checkAdmission(agentId: string, threadId?: string): string | null
+  stats(): RegistryStats
+  close(): Promise<void>
+}
+
+export declare function setupBrowserStream(
+  app: Hono<any, any, any>,
+  config?: BrowserStreamConfig,
+): {
+  injectWebSocket: (server: HttpServer | Http2Server | Http2SecureServer | import('node:https').Server) => void
+  registry: ViewerRegistry
+}
+
+/** Close codes used on the stream socket (docs/PROTOCOL.md). */
+export declare const CloseCode: Readonly<{
+  NORMAL: 1000
+  GOING_AWAY: 1001
+  PROTOCOL_ERROR: 1002
+  INVALID_PAYLOAD: 1007
+  POLICY: 1008
+  MESSAGE_TOO_BIG: 1009
+  INTERNAL_ERROR: 1011
+  TRY_AGAIN_LATER: 1013
+  SLOW_CONSUMER: 4001
+}>

@@ -1,0 +1,267 @@
+'use strict'
+// setupBrowserStream: the Hono glue. Owns the routes it registers on the user's app (the
+// stream route, the session probe and the close route), running upgrade requests through the
+// app so its middleware decides admission, and handing admitted sockets over: plain TCP to
+// Rust by file descriptor, anything else to a `ws` socket bridged through JS. Must not touch
+// frames or viewer state beyond handing sockets to the registry.
+
+const { STATUS_CODES } = require('node:http')
+const { WebSocketServer } = require('ws')
+const { ViewerRegistry } = require('./viewer-registry')
+const { errorText, isToolset, withTimeout } = require('./toolset-source')
+
+const STREAM_ROUTE = '/browser/:agentId/stream'
+const MAX_ID_LENGTH = 256
+
+/** Marks upgrade requests that injectWebSocket is running through the app. */
+const upgrading = new WeakSet()
+
+function jsonError(c, status, error, message) {
+  return c.json({ error, message }, status)
+}
+
+function normalizePrefix(prefix) {
+  if (prefix === undefined) return '/api'
+  if (typeof prefix !== 'string') throw new TypeError('apiPrefix must be a string')
+  const trimmed = prefix.replace(/\/+$/, '')
+  if (trimmed === '') return ''
+  return trimmed.startsWith('/') ? trimmed : `/${trimmed}`
+}
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+/** The token of a request: `Authorization: Bearer …`, else `?apiKey=`. */
+function requestToken(c) {
+  const header = c.req.header('authorization')
+  const match = header && /^Bearer\s+(.+)$/i.exec(header)
+  if (match) return match[1].trim()
+  return c.req.query('apiKey') || undefined
+}
+
+function originAllowed(allowedOrigins, origin) {
+  if (!allowedOrigins) return true
+  if (typeof allowedOrigins === 'function') return allowedOrigins(origin) === true
+  if (!origin) return false
+  return allowedOrigins.includes('*') || allowedOrigins.includes(origin)
+}
+
+function checkId(value, name) {
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > MAX_ID_LENGTH) {
+    return `${name} must be 1 to ${MAX_ID_LENGTH} bytes long`
+  }
+  if (/[\u0000-\u001f\u007f]/.test(value)) return `${name} must not contain control characters`
+  return null
+}
+
+/** Writes a Fetch `Response` as a raw HTTP/1.1 response on a socket and ends it. */
+async function writeHttpResponse(socket, response) {
+  let body = Buffer.alloc(0)
+  try {
+    body = Buffer.from(await response.arrayBuffer())
+  } catch {
+    // An unreadable body still gets its status line.
+  }
+  if (socket.destroyed) return
+  const status = response.status
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
+  for (const [name, value] of response.headers) {
+    if (/^(content-length|connection|transfer-encoding|keep-alive)$/i.test(name)) continue
+    head += `${name}: ${value}\r\n`
+  }
+  head += `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n`
+  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
+}
+
+function rejectUpgrade(socket, status, error, message, extraHeaders = {}) {
+  const response = new Response(JSON.stringify({ error, message }), {
+    status,
+    headers: { 'content-type': 'application/json', ...extraHeaders },
+  })
+  return writeHttpResponse(socket, response)
+}
+
+/**
+ * Registers `GET /browser/:agentId/stream` (and the session probe and close routes) on `app`
+ * and returns `{ injectWebSocket, registry }`; call `injectWebSocket(server)` after `serve()`.
+ * @param {import('hono').Hono} app
+ * @param {import('../index').BrowserStreamConfig} config
+ */
+function setupBrowserStream(app, config = {}) {
+  if (!app || typeof app.get !== 'function' || typeof app.post !== 'function' || typeof app.request !== 'function') {
+    throw new TypeError('setupBrowserStream: app must be a Hono app')
+  }
+  if (config === null || typeof config !== 'object') throw new TypeError('setupBrowserStream: config must be an object')
+  const { getToolset, authenticate, allowedOrigins } = config
+  if (getToolset !== undefined && typeof getToolset !== 'function') {
+    throw new TypeError('setupBrowserStream: getToolset must be a function')
+  }
+  if (authenticate !== undefined && typeof authenticate !== 'function') {
+    throw new TypeError('setupBrowserStream: authenticate must be a function')
+  }
+  if (allowedOrigins !== undefined && typeof allowedOrigins !== 'function' && !Array.isArray(allowedOrigins)) {
+    throw new TypeError('setupBrowserStream: allowedOrigins must be an array of origins or a function')
+  }
+  const apiPrefix = normalizePrefix(config.apiPrefix)
+  const registry = config.registry ?? new ViewerRegistry(config)
+  const nativeSockets = config.nativeSockets !== false && process.platform !== 'win32'
+  const log = { info() {}, warn: console.warn, error: console.error, ...(config.logger ?? {}) }
+  /** upgrade request → admission decided by the route (agentId, threadId) */
+  const admissions = new WeakMap()
+  const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''
+  const streamPath = new RegExp(`^${escapeRegExp(basePath)}/browser/[^/]+/stream/?$`)
+
+  app.get(STREAM_ROUTE, async (c) => {
+    const incoming = c.env?.incoming
+    if (!incoming || !upgrading.has(incoming)) {
+      return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
+    }
+    const origin = c.req.header('origin')
+    if (!originAllowed(allowedOrigins, origin)) {
+      return jsonError(c, 403, 'origin_not_allowed', 'this origin may not open the browser stream')
+    }
+    if (authenticate) {
+      let verdict
+      try {
+        verdict = await authenticate(c, requestToken(c))
+      } catch (err) {
+        log.warn(`[browser-stream] authenticate threw: ${errorText(err)}`)
+        verdict = false
+      }
+      if (verdict instanceof Response) return verdict
+      if (!verdict) return jsonError(c, 401, 'auth_failed', 'missing or invalid credentials')
+    }
+    const agentId = c.req.param('agentId')
+    const threadId = c.req.query('threadId') || undefined
+    const invalid = checkId(agentId, 'agentId') ?? (threadId === undefined ? null : checkId(threadId, 'threadId'))
+    if (invalid) return jsonError(c, 400, 'bad_request', invalid)
+    const refused = registry.checkAdmission(agentId, threadId)
+    if (refused) return jsonError(c, 503, 'over_capacity', refused)
+    admissions.set(incoming, { agentId, threadId })
+    return c.body(null, 204)
+  })
+
+  app.get(`${apiPrefix}/agents/:agentId/browser/session`, async (c) => {
+    const agentId = c.req.param('agentId')
+    const threadId = c.req.query('threadId') || undefined
+    let toolset
+    try {
+      toolset = getToolset ? await withTimeout(Promise.resolve(getToolset(agentId, threadId)), 5000, 'getToolset') : undefined
+    } catch (err) {
+      return jsonError(c, 500, 'toolset_failed', errorText(err))
+    }
+    const available = isToolset(toolset)
+    let running = false
+    try {
+      running = available && toolset.isBrowserRunning() === true
+    } catch {
+      running = false
+    }
+    return c.json({ hasSession: running, screencastAvailable: available })
+  })
+
+  app.post(`${apiPrefix}/agents/:agentId/browser/close`, async (c) => {
+    const agentId = c.req.param('agentId')
+    const threadId = c.req.query('threadId') || undefined
+    let toolset
+    try {
+      toolset = getToolset ? await Promise.resolve(getToolset(agentId, threadId)) : undefined
+    } catch (err) {
+      return jsonError(c, 500, 'toolset_failed', errorText(err))
+    }
+    if (!toolset) return c.json({ error: 'No browser session for this agent' }, 404)
+    try {
+      await registry.closeBrowserSession(threadId ? `${agentId}:${threadId}` : agentId)
+      await toolset.close?.()
+      return c.json({ success: true })
+    } catch (err) {
+      log.error(`[browser-stream] closing browser of ${agentId}: ${errorText(err)}`)
+      return c.json({ error: 'Failed to close browser' }, 500)
+    }
+  })
+
+  const bridgeServer = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.maxMessageBytes ?? 64 * 1024,
+    perMessageDeflate: false,
+  })
+
+  function handOver(req, socket, head, { agentId, threadId }) {
+    const fd = socket._handle?.fd
+    const adoptable = nativeSockets && !socket.encrypted && typeof fd === 'number' && fd >= 0
+    if (adoptable) {
+      try {
+        registry.adoptSocket(fd, req.headers['sec-websocket-key'], head, agentId, threadId)
+        // Same tick: libuv closes its fd without shutdown(), the duplicate lives on in Rust.
+        socket.destroy()
+        return
+      } catch (err) {
+        const refused = registry.checkAdmission(agentId, threadId)
+        if (refused) return rejectUpgrade(socket, 503, 'over_capacity', refused)
+        log.warn(`[browser-stream] native handover failed, bridging in JS: ${errorText(err)}`)
+      }
+    }
+    bridgeServer.handleUpgrade(req, socket, head, (ws) => {
+      try {
+        registry.attachSocket(ws, agentId, threadId)
+      } catch (err) {
+        ws.close(1013, errorText(err).slice(0, 120))
+      }
+    })
+  }
+
+  async function handleUpgrade(req, socket, head) {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    if (!streamPath.test(url.pathname)) return // not ours: other listeners handle it
+    socket.on('error', () => {})
+    const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase()
+    const key = req.headers['sec-websocket-key']
+    if (req.method !== 'GET' || upgradeHeader !== 'websocket' || typeof key !== 'string' || !/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+      return rejectUpgrade(socket, 400, 'bad_request', 'not a valid WebSocket upgrade request')
+    }
+    if (req.headers['sec-websocket-version'] !== '13') {
+      return rejectUpgrade(socket, 426, 'bad_request', 'unsupported WebSocket version', {
+        'sec-websocket-version': '13',
+      })
+    }
+    const headers = new Headers()
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1])
+    const host = req.headers.host ?? 'localhost'
+    upgrading.add(req)
+    let response
+    try {
+      response = await app.request(`http://${host}${req.url}`, { method: 'GET', headers }, { incoming: req, outgoing: undefined })
+    } catch (err) {
+      log.error(`[browser-stream] upgrade request failed in the app: ${errorText(err)}`)
+      return rejectUpgrade(socket, 500, 'internal_error', 'the server failed to handle the upgrade')
+    } finally {
+      upgrading.delete(req)
+    }
+    const admission = admissions.get(req)
+    admissions.delete(req)
+    if (socket.destroyed) return
+    if (!admission) return writeHttpResponse(socket, response)
+    return handOver(req, socket, head, admission)
+  }
+
+  /**
+   * Hooks the stream route's WebSocket upgrades on a Node HTTP(S) server (the value `serve()`
+   * returns). Upgrades for other paths are left to other listeners.
+   * @param {import('node:http').Server} server
+   */
+  function injectWebSocket(server) {
+    if (!server || typeof server.on !== 'function') throw new TypeError('injectWebSocket: server must be a Node HTTP server')
+    server.on('upgrade', (req, socket, head) => {
+      handleUpgrade(req, socket, head).catch((err) => {
+        log.error(`[browser-stream] upgrade failed: ${errorText(err)}`)
+        socket.destroy()
+      })
+    })
+    server.on('close', () => void registry.close())
+  }
+
+  return { injectWebSocket, registry }
+}
+
+module.exports = { setupBrowserStream }

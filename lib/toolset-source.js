@@ -1,0 +1,282 @@
+'use strict'
+// The JS frame source: one screencast session of a Mastra-style browser toolset for one
+// channel. Owns calling the toolset (getToolset, onBrowserReady, startScreencast, inject*) and
+// forwarding its events to the native registry, tagged with the session's generation so that
+// late events of a stopped session are ignored in Rust. Must not fan out or hold viewers.
+
+const DEFAULT_TOOLSET_TIMEOUT_MS = 10_000
+
+function errorText(err) {
+  if (err instanceof Error) return err.message
+  return String(err)
+}
+
+/** Resolves `promise`, or rejects after `ms` with a message naming `what`. */
+function withTimeout(promise, ms, what) {
+  let timer
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
+    timer.unref?.()
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Whether `value` looks like a browser toolset this module can stream from. */
+function isToolset(value) {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof value.isBrowserRunning === 'function' &&
+    (typeof value.startScreencast === 'function' || typeof value.startScreencastIfBrowserActive === 'function')
+  )
+}
+
+class ToolsetSource {
+  /**
+   * @param {object} o
+   * @param {import('../binding').NativeRegistry} o.native
+   * @param {string} o.key channel key
+   * @param {string} o.agentId
+   * @param {string | undefined} o.threadId
+   * @param {number} o.generation source generation from the native `start` event
+   * @param {Function | undefined} o.getToolset (agentId, threadId?) => toolset | undefined | Promise
+   * @param {object | undefined} o.screencastOptions passed to startScreencast
+   * @param {number | undefined} o.toolsetTimeoutMs
+   * @param {{info: Function, warn: Function, error: Function}} o.log
+   */
+  constructor(o) {
+    this.native = o.native
+    this.key = o.key
+    this.agentId = o.agentId
+    this.threadId = o.threadId
+    this.generation = o.generation
+    this.getToolset = o.getToolset
+    this.screencastOptions = o.screencastOptions
+    this.timeoutMs = o.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
+    this.log = o.log
+    this.toolset = null
+    this.stream = null
+    this.starting = false
+    this.stopped = false
+    this.unsubscribeReady = null
+    this.lastUrl = null
+  }
+
+  /** The toolset for this channel, `undefined` when there is none. Throws on a bad answer. */
+  async resolveToolset() {
+    if (this.toolset) return this.toolset
+    if (typeof this.getToolset !== 'function') return undefined
+    const toolset = await withTimeout(
+      Promise.resolve().then(() => this.getToolset(this.agentId, this.threadId)),
+      this.timeoutMs,
+      'getToolset',
+    )
+    if (toolset === undefined || toolset === null) return undefined
+    if (!isToolset(toolset)) {
+      throw new Error('getToolset returned something that is not a browser toolset')
+    }
+    return toolset
+  }
+
+  fail(message) {
+    this.native.broadcastError(this.key, 'screencast_failed', message, this.generation)
+  }
+
+  /** Starts the session; never rejects (errors go to the viewers as `{error}`). */
+  async start() {
+    let toolset
+    try {
+      toolset = await this.resolveToolset()
+    } catch (err) {
+      if (!this.stopped) this.fail(`could not get the browser toolset: ${errorText(err)}`)
+      return
+    }
+    if (this.stopped) return
+    if (!toolset) {
+      // No browser for this agent yet: viewers stay connected, as the TypeScript module does.
+      this.log.info(`[browser-stream] no toolset for ${this.key}; viewers wait`)
+      return
+    }
+    this.toolset = toolset
+    let running = false
+    try {
+      running = toolset.isBrowserRunning() === true
+    } catch (err) {
+      this.fail(`toolset.isBrowserRunning failed: ${errorText(err)}`)
+      return
+    }
+    if (running) {
+      await this.begin(false)
+    } else if (typeof toolset.onBrowserReady === 'function') {
+      try {
+        const unsubscribe = toolset.onBrowserReady(() => {
+          if (!this.stopped && !this.stream && !this.starting) void this.begin(false)
+        })
+        this.unsubscribeReady = typeof unsubscribe === 'function' ? unsubscribe : null
+      } catch (err) {
+        this.fail(`toolset.onBrowserReady failed: ${errorText(err)}`)
+      }
+    }
+  }
+
+  /** Starts the screencast; `mayLaunch` uses `startScreencast` (which may launch a browser). */
+  async begin(mayLaunch) {
+    const toolset = this.toolset
+    if (!toolset || this.stopped || this.starting) return
+    this.starting = true
+    this.native.setStatus(this.key, 'browser_starting', this.generation)
+    try {
+      const start =
+        !mayLaunch && typeof toolset.startScreencastIfBrowserActive === 'function'
+          ? toolset.startScreencastIfBrowserActive
+          : toolset.startScreencast
+      const stream = await withTimeout(
+        Promise.resolve().then(() => start.call(toolset, this.screencastOptions)),
+        this.timeoutMs,
+        'startScreencast',
+      )
+      if (!stream) {
+        this.native.setStatus(this.key, 'browser_closed', this.generation)
+        return
+      }
+      if (typeof stream.on !== 'function') {
+        this.fail('startScreencast returned something that is not a screencast stream')
+        return
+      }
+      if (this.stopped) {
+        await stopQuietly(stream)
+        return
+      }
+      this.attach(stream)
+      this.native.setStatus(this.key, 'streaming', this.generation)
+      this.syncUrl()
+    } catch (err) {
+      if (!this.stopped) this.fail(`could not start the screencast: ${errorText(err)}`)
+    } finally {
+      this.starting = false
+    }
+  }
+
+  attach(stream) {
+    this.stream = stream
+    stream.on('frame', (frame) => {
+      if (this.stream !== stream) return
+      const data = frame?.data
+      if (typeof data !== 'string' && !Buffer.isBuffer(data)) return
+      const viewport = frame.viewport ?? {}
+      this.native.pushFrame(
+        this.key,
+        data,
+        {
+          width: viewport.width,
+          height: viewport.height,
+          offsetTop: viewport.offsetTop,
+          scrollOffsetX: viewport.scrollOffsetX,
+          scrollOffsetY: viewport.scrollOffsetY,
+          pageScaleFactor: viewport.pageScaleFactor,
+          timestamp: typeof frame.timestamp === 'number' ? frame.timestamp : undefined,
+        },
+        this.generation,
+      )
+      this.syncUrl()
+    })
+    stream.on('url', (url) => {
+      if (this.stream === stream) this.setUrl(url)
+    })
+    stream.on('stop', () => {
+      if (this.stream !== stream) return
+      this.stream = null
+      this.native.setStatus(this.key, 'browser_closed', this.generation)
+    })
+    stream.on('error', (err) => {
+      if (this.stream !== stream) return
+      this.log.warn(`[browser-stream] screencast error for ${this.key}: ${errorText(err)}`)
+      this.fail(`screencast error: ${errorText(err)}`)
+    })
+  }
+
+  setUrl(url) {
+    if (typeof url !== 'string' || url === '' || url === this.lastUrl) return
+    this.lastUrl = url
+    this.native.setUrl(this.key, url.slice(0, 8192), this.generation)
+  }
+
+  syncUrl() {
+    const toolset = this.toolset
+    if (!toolset || typeof toolset.getCurrentUrl !== 'function') return
+    try {
+      const url = toolset.getCurrentUrl()
+      if (url && typeof url.then === 'function') {
+        url.then((u) => this.setUrl(u), () => {})
+      } else {
+        this.setUrl(url)
+      }
+    } catch {
+      // A URL is a nicety; a failing getter must not disturb frames.
+    }
+  }
+
+  /** Applies one input from a viewer; rejects when the toolset fails (counted in Rust). */
+  async input(kind, event) {
+    if (this.stopped) return
+    if (kind === 'relaunch') {
+      await this.relaunch()
+      return
+    }
+    const toolset = this.toolset ?? (await this.resolveToolset())
+    if (!toolset) return
+    if (kind === 'mouse' && typeof toolset.injectMouseEvent === 'function') {
+      await toolset.injectMouseEvent(event)
+    } else if (kind === 'keyboard' && typeof toolset.injectKeyboardEvent === 'function') {
+      await toolset.injectKeyboardEvent(event)
+    }
+  }
+
+  /** Stops the current screencast (if any) and starts a new one, launching when needed. */
+  async relaunch() {
+    if (!this.toolset) this.toolset = (await this.resolveToolset()) ?? null
+    if (!this.toolset || this.stopped) return
+    const stream = this.stream
+    this.stream = null
+    if (stream) await stopQuietly(stream)
+    this.lastUrl = null
+    await this.begin(true)
+  }
+
+  /**
+   * Ends the browser session but keeps waiting for the next one (drop-in
+   * `closeBrowserSession`): viewers get `{status:'browser_closed'}` exactly once.
+   */
+  async closeStream() {
+    const stream = this.stream
+    this.stream = null
+    this.lastUrl = null
+    if (stream) await stopQuietly(stream)
+    this.native.setStatus(this.key, 'browser_closed', this.generation)
+  }
+
+  /** Stops the session for good (last viewer gone, or registry closed). Never rejects. */
+  async stop() {
+    this.stopped = true
+    try {
+      this.unsubscribeReady?.()
+    } catch {
+      // The toolset's unsubscribe failing must not keep the stream alive.
+    }
+    this.unsubscribeReady = null
+    const stream = this.stream
+    this.stream = null
+    // Errored streams are stopped too: a stream is always stopped exactly once.
+    if (stream) await stopQuietly(stream)
+  }
+}
+
+async function stopQuietly(stream) {
+  try {
+    await stream.stop?.()
+  } catch {
+    // Stopping a dead stream may throw; it is stopped either way.
+  }
+}
+
+module.exports = { ToolsetSource, withTimeout, isToolset, errorText }

@@ -1,0 +1,328 @@
+'use strict'
+// ViewerRegistry: the drop-in for the TypeScript module's class of the same name, backed by
+// the native registry. Owns the JS side of the native host callback (start/stop of JS toolset
+// sources, input relay to the toolset, writes to JS-bridged sockets) and the mapping of
+// drop-in keys and WSContext objects to native viewer ids. Must not fan out frames itself:
+// every frame goes through Rust once.
+
+const { NativeRegistry } = require('../binding')
+const { ToolsetSource, errorText } = require('./toolset-source')
+
+const NATIVE_OPTION_NAMES = [
+  'lingerMs',
+  'maxViewersPerAgent',
+  'maxAgents',
+  'maxViewersTotal',
+  'maxMessageBytes',
+  'heartbeatIntervalMs',
+  'heartbeatTimeoutMs',
+  'maxQueuedMessages',
+  'maxPendingInputs',
+]
+
+const quietLogger = {
+  info() {},
+  warn: (...args) => console.warn(...args),
+  error: (...args) => console.error(...args),
+}
+
+function channelKey(agentId, threadId) {
+  return threadId ? `${agentId}:${threadId}` : agentId
+}
+
+/** Sends on a `ws` WebSocket and resolves once the data was handed to the socket. */
+function sendPaced(ws, text) {
+  return new Promise((resolve, reject) => {
+    ws.send(text, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+class ViewerRegistry {
+  #native
+  #getToolset
+  #screencastOptions
+  #toolsetTimeoutMs
+  #heartbeatIntervalMs
+  #log
+  /** channel key → ToolsetSource of the live session */
+  #sources = new Map()
+  /** channel key → getToolset given by the drop-in addViewer */
+  #toolsetGetters = new Map()
+  /** drop-in key → channel key, when they differ */
+  #keyAliases = new Map()
+  /** viewer id → { send(text): Promise, close(code, reason) } for sockets kept in JS */
+  #bridged = new Map()
+  /** WSContext (drop-in) → viewer id */
+  #contexts = new Map()
+  #closed = false
+
+  /**
+   * @param {import('./index').ViewerRegistryOptions} [options]
+   */
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError('ViewerRegistry options must be an object')
+    }
+    const nativeOptions = {}
+    for (const name of NATIVE_OPTION_NAMES) {
+      const value = options[name]
+      if (value === undefined) continue
+      if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+        throw new TypeError(`ViewerRegistry option ${name} must be a non-negative integer`)
+      }
+      nativeOptions[name] = value
+    }
+    this.#getToolset = options.getToolset
+    this.#screencastOptions = options.screencastOptions
+    this.#toolsetTimeoutMs = options.toolsetTimeoutMs
+    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
+    this.#log = { ...quietLogger, ...(options.logger ?? {}) }
+    this.#native = new NativeRegistry((event) => this.#onHostEvent(event), nativeOptions)
+  }
+
+  // ---- host events from Rust -------------------------------------------------------------
+
+  async #onHostEvent(event) {
+    switch (event.kind) {
+      case 'start':
+        this.#startSource(event)
+        return
+      case 'stop':
+        await this.#stopSource(event)
+        return
+      case 'input':
+        await this.#relayInput(event)
+        return
+      case 'send': {
+        const socket = this.#bridged.get(event.viewerId)
+        if (!socket) throw new Error(`viewer ${event.viewerId} is gone`)
+        await socket.send(event.text)
+        return
+      }
+      case 'close': {
+        const socket = this.#bridged.get(event.viewerId)
+        this.#bridged.delete(event.viewerId)
+        socket?.close(event.code, event.reason)
+        return
+      }
+      default:
+        this.#log.warn(`[browser-stream] unknown host event ${event.kind}`)
+    }
+  }
+
+  #startSource({ key, agentId, threadId, generation }) {
+    const source = new ToolsetSource({
+      native: this.#native,
+      key,
+      agentId,
+      threadId: threadId ?? undefined,
+      generation,
+      getToolset: this.#toolsetGetters.get(key) ?? this.#getToolset,
+      screencastOptions: this.#screencastOptions,
+      toolsetTimeoutMs: this.#toolsetTimeoutMs,
+      log: this.#log,
+    })
+    this.#sources.set(key, source)
+    source.start().catch((err) => this.#log.error(`[browser-stream] source ${key}: ${errorText(err)}`))
+  }
+
+  async #stopSource({ key, generation }) {
+    const source = this.#sources.get(key)
+    if (!source || source.generation !== generation) return
+    this.#sources.delete(key)
+    try {
+      await source.stop()
+    } catch (err) {
+      this.#log.warn(`[browser-stream] stopping ${key}: ${errorText(err)}`)
+    }
+  }
+
+  async #relayInput({ key, generation, inputKind, input }) {
+    const source = this.#sources.get(key)
+    if (!source || source.generation !== generation) return
+    await source.input(inputKind, input)
+  }
+
+  // ---- sockets ---------------------------------------------------------------------------
+
+  /**
+   * Why a viewer of this agent would be refused now (limits, closed), or null.
+   * @param {string} agentId
+   * @param {string} [threadId]
+   * @returns {string | null}
+   */
+  checkAdmission(agentId, threadId) {
+    return this.#native.checkAdmission(agentId, threadId || undefined)
+  }
+
+  /**
+   * Hands an upgraded plain-TCP socket to Rust by file descriptor. The caller must
+   * `socket.destroy()` in the same tick. Returns the viewer id.
+   * @internal used by setupBrowserStream
+   */
+  adoptSocket(fd, websocketKey, head, agentId, threadId) {
+    return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined)
+  }
+
+  /**
+   * Serves a `ws` WebSocket kept in JS (TLS, no usable fd). Returns the viewer id.
+   * @internal used by setupBrowserStream
+   */
+  attachSocket(ws, agentId, threadId) {
+    const id = this.#native.attachBridged(agentId, threadId || undefined, true)
+    this.#bridged.set(id, {
+      send: (text) => sendPaced(ws, text),
+      close: (code, reason) => ws.close(code, reason),
+    })
+    let alive = true
+    ws.on('pong', () => {
+      alive = true
+    })
+    const heartbeat = setInterval(() => {
+      if (!alive) {
+        ws.terminate()
+        return
+      }
+      alive = false
+      ws.ping()
+    }, this.#heartbeatIntervalMs)
+    heartbeat.unref()
+    ws.on('message', (data, isBinary) => {
+      alive = true
+      if (isBinary) this.#native.bridgedBinary(id)
+      else this.#native.bridgedMessage(id, data.toString('utf8'))
+    })
+    ws.on('error', () => {})
+    ws.on('close', () => {
+      clearInterval(heartbeat)
+      this.#bridged.delete(id)
+      this.#native.closeViewer(id)
+    })
+    return id
+  }
+
+  #nativeKey(key) {
+    return this.#keyAliases.get(key) ?? key
+  }
+
+  // ---- the drop-in API of the TypeScript ViewerRegistry ----------------------------------
+
+  /**
+   * Adds a viewer whose socket the caller owns (a @hono/node-ws `WSContext`: `send`, `close`,
+   * optionally `raw`). The first viewer of a key starts its screencast through `getToolset`.
+   * @param {string} key agentId, or agentId:threadId
+   * @param {{send(data: string): void, close?(code?: number, reason?: string): void, raw?: any}} ws
+   * @param {(agentId: string, threadId?: string) => any} [getToolset]
+   * @param {string} [agentId] defaults to `key`
+   * @param {string} [threadId]
+   */
+  async addViewer(key, ws, getToolset, agentId, threadId) {
+    if (typeof key !== 'string' || key === '') throw new TypeError('addViewer: key must be a non-empty string')
+    if (!ws || typeof ws.send !== 'function') throw new TypeError('addViewer: ws must have a send() method')
+    if (this.#contexts.has(ws)) return
+    const agent = agentId ?? key
+    const nativeKey = channelKey(agent, threadId)
+    if (nativeKey !== key) this.#keyAliases.set(key, nativeKey)
+    if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)
+    // The TypeScript route sends {status:'connected'} itself before addViewer.
+    const id = this.#native.attachBridged(agent, threadId || undefined, false)
+    const raw = ws.raw
+    this.#bridged.set(id, {
+      send:
+        raw && typeof raw.send === 'function' && raw.send.length >= 2
+          ? (text) => sendPaced(raw, text)
+          : async (text) => {
+              ws.send(text)
+            },
+      close: (code, reason) => ws.close?.(code, reason),
+    })
+    this.#contexts.set(ws, id)
+  }
+
+  /**
+   * Removes a viewer added with `addViewer` (its socket is left as it is). The last viewer's
+   * screencast stops after the linger.
+   * @param {string} key
+   * @param {object} ws
+   */
+  async removeViewer(key, ws) {
+    const id = this.#contexts.get(ws)
+    if (id === undefined) return
+    this.#contexts.delete(ws)
+    this.#bridged.delete(id)
+    this.#native.closeViewer(id)
+  }
+
+  /**
+   * Broadcasts a frame (base64 JPEG string, or the image bytes) to every viewer of `key`.
+   * @param {string} key
+   * @param {string | Buffer} data
+   */
+  broadcastFrame(key, data) {
+    this.#native.pushFrame(this.#nativeKey(key), data)
+  }
+
+  /**
+   * Broadcasts a status (or any JSON object) to every viewer of `key`.
+   * @param {string} key
+   * @param {object} status e.g. `{ status: 'streaming' }`
+   */
+  broadcastStatus(key, status) {
+    if (status === null || typeof status !== 'object') {
+      throw new TypeError('broadcastStatus: status must be an object such as { status: "streaming" }')
+    }
+    this.#native.broadcastJson(this.#nativeKey(key), JSON.stringify(status))
+  }
+
+  /** @param {string} key */
+  getViewerCount(key) {
+    return this.#native.viewerCount(this.#nativeKey(key))
+  }
+
+  /** @param {string} key */
+  hasActiveScreencast(key) {
+    return this.#native.isStreaming(this.#nativeKey(key))
+  }
+
+  /**
+   * Ends the browser session of `key`: stops its screencast and tells viewers
+   * `{status:'browser_closed'}`; viewers stay connected for the next session.
+   * @param {string} key
+   */
+  async closeBrowserSession(key) {
+    const nativeKey = this.#nativeKey(key)
+    this.#native.clearPageState(nativeKey)
+    const source = this.#sources.get(nativeKey)
+    if (source) await source.closeStream()
+    else this.#native.setStatus(nativeKey, 'browser_closed')
+  }
+
+  /** Per-channel and per-viewer counters. */
+  stats() {
+    return this.#native.stats()
+  }
+
+  /**
+   * Closes every viewer with 1001, stops every screencast and refuses new viewers; the Node
+   * process can then exit.
+   */
+  async close() {
+    if (this.#closed) return
+    this.#closed = true
+    this.#native.close()
+    const sources = [...this.#sources.values()]
+    this.#sources.clear()
+    const bridged = [...this.#bridged.values()]
+    this.#bridged.clear()
+    for (const socket of bridged) {
+      try {
+        socket.close(1001, 'server shutting down')
+      } catch {
+        // Already closed.
+      }
+    }
+    await Promise.all(sources.map((source) => source.stop()))
+  }
+}
+
+module.exports = { ViewerRegistry, channelKey }

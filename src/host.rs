@@ -1,0 +1,59 @@
+//! The seam between the Rust core and whoever embeds it: the JavaScript glue (through napi
+//! threadsafe functions) in production, a recording fake in unit tests.
+//!
+//! Owns: the `Host` trait and the requests the core makes of its host on lifecycle edges
+//! (start/stop a frame source), for input relay, and for writes to JS-bridged viewers. Must not
+//! touch napi types: those live in `node_api`, so the core builds and tests without Node.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::protocol::ClientMessage;
+
+/// A host call that completes when the host is done with it (e.g. a JS promise settled).
+pub type HostFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Identifies one source session of one channel: the channel key plus the generation number
+/// the registry gave this start. Calls carrying an older generation are stale and ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRequest {
+    /// Channel key: `agentId`, or `agentId:threadId`.
+    pub key: String,
+    /// The agent the channel streams.
+    pub agent_id: String,
+    /// The thread, when the viewer scoped itself with `?threadId=`.
+    pub thread_id: Option<String>,
+    /// Generation of this source session (unique across the registry's life).
+    pub generation: u32,
+}
+
+/// What the core asks a JS-bridged viewer's socket to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgedOutbound {
+    /// Send one TEXT message.
+    Text(Bytes),
+    /// Close the socket with this code and reason.
+    Close {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+}
+
+/// The embedder's side of the registry. Calls are made from tokio worker threads and must not
+/// block: they enqueue work for the host and return.
+pub trait Host: Send + Sync + 'static {
+    /// A channel went from no source to wanting one (0→1 viewers): start its frame source.
+    fn start_source(&self, request: SourceRequest);
+    /// The channel's source is no longer wanted (last viewer gone and linger over, or close).
+    fn stop_source(&self, request: SourceRequest);
+    /// Relay a viewer's input to the page; the future completes when it has been applied, so
+    /// the registry relays one input at a time per channel, in order.
+    fn relay_input(&self, request: SourceRequest, input: ClientMessage) -> HostFuture;
+    /// Write to a JS-bridged viewer; completes when the socket has taken the data, which is
+    /// what paces a bridged viewer (latest frame wins while it is busy).
+    fn bridged_send(&self, viewer_id: u32, message: BridgedOutbound) -> HostFuture;
+}

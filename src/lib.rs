@@ -1,0 +1,21 @@
+//! browser-stream-native: streams an agent's live browser to every viewer of it, natively.
+//!
+//! The JS glue (`lib/`) keeps routing in Hono and hands admitted sockets to this crate, which
+//! serves them on a tokio runtime. Modules, one concept each:
+//! - [`ws_codec`]: WebSocket framing (server side);
+//! - [`protocol`]: the application messages on the wire;
+//! - [`frame`]: a frame as it is fanned out;
+//! - [`registry`]: channels, viewers, source lifecycle, limits, stats;
+//! - [`viewer`]: serving one viewer's socket (native or JS-bridged);
+//! - [`host`]: what the core asks of its embedder;
+//! - [`node_api`]: the napi classes and objects.
+
+#![deny(missing_docs)]
+
+pub mod frame;
+pub mod host;
+pub mod node_api;
+pub mod protocol;
+pub mod registry;
+pub mod viewer;
+pub mod ws_codec;

@@ -1,0 +1,738 @@
+//! The JavaScript face of the core (napi): the `NativeRegistry` class that the JS glue wraps,
+//! the plain objects that cross the boundary, and `JsHost`, which turns the core's host calls
+//! into calls of one JS callback through a weak threadsafe function.
+//!
+//! Owns: argument conversion and validation, file-descriptor adoption (dup) and errors as JS
+//! `Error`s. Must not hold protocol or lifecycle logic: everything it does is delegate to
+//! `registry` and `viewer`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Either, Promise};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+
+use crate::frame::FrameMeta;
+use crate::host::{BridgedOutbound, Host, HostFuture, SourceRequest};
+use crate::protocol::ClientMessage;
+use crate::registry::{
+    ChannelId, ChannelStats, PushOutcome, Registry, RegistryConfig, Transport, ViewerStats,
+};
+use crate::viewer::{check_websocket_key, serve_bridged, serve_native};
+
+/// Options of a `NativeRegistry`; every field is optional.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeRegistryOptions {
+    /// Milliseconds a source keeps running after its last viewer left (default 3000).
+    pub linger_ms: Option<u32>,
+    /// Viewers per agent channel (default 100).
+    pub max_viewers_per_agent: Option<u32>,
+    /// Agent channels (default 1000).
+    pub max_agents: Option<u32>,
+    /// Viewers in all (default 10000).
+    pub max_viewers_total: Option<u32>,
+    /// Largest client message in bytes; larger closes with 1009 (default 65536).
+    pub max_message_bytes: Option<u32>,
+    /// Milliseconds between server pings (default 15000).
+    pub heartbeat_interval_ms: Option<u32>,
+    /// Milliseconds of silence after which a viewer is closed with 1001 (default 45000).
+    pub heartbeat_timeout_ms: Option<u32>,
+    /// Reliable messages queued per viewer before it is closed with 4001 (default 256).
+    pub max_queued_messages: Option<u32>,
+    /// Inputs waiting per channel before new ones are dropped (default 256).
+    pub max_pending_inputs: Option<u32>,
+}
+
+impl NativeRegistryOptions {
+    fn into_config(self) -> Result<RegistryConfig> {
+        let defaults = RegistryConfig::default();
+        let ms = |v: Option<u32>, d: Duration| v.map_or(d, |ms| Duration::from_millis(ms.into()));
+        let count = |v: Option<u32>, d: usize, name: &str| match v {
+            Some(0) => Err(Error::new(
+                Status::InvalidArg,
+                format!("option {name} must be at least 1"),
+            )),
+            Some(n) => Ok(n as usize),
+            None => Ok(d),
+        };
+        let config = RegistryConfig {
+            linger: ms(self.linger_ms, defaults.linger),
+            max_viewers_per_agent: count(
+                self.max_viewers_per_agent,
+                defaults.max_viewers_per_agent,
+                "maxViewersPerAgent",
+            )?,
+            max_agents: count(self.max_agents, defaults.max_agents, "maxAgents")?,
+            max_viewers_total: count(
+                self.max_viewers_total,
+                defaults.max_viewers_total,
+                "maxViewersTotal",
+            )?,
+            max_message_bytes: count(
+                self.max_message_bytes,
+                defaults.max_message_bytes,
+                "maxMessageBytes",
+            )?,
+            heartbeat_interval: ms(self.heartbeat_interval_ms, defaults.heartbeat_interval),
+            heartbeat_timeout: ms(self.heartbeat_timeout_ms, defaults.heartbeat_timeout),
+            max_queued_messages: count(
+                self.max_queued_messages,
+                defaults.max_queued_messages,
+                "maxQueuedMessages",
+            )?,
+            max_pending_inputs: count(
+                self.max_pending_inputs,
+                defaults.max_pending_inputs,
+                "maxPendingInputs",
+            )?,
+        };
+        if config.heartbeat_interval.is_zero() || config.heartbeat_timeout.is_zero() {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "heartbeatIntervalMs and heartbeatTimeoutMs must be positive",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// A request from the native registry to the JS glue. `kind` says which:
+/// - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
+/// - `stop`: stop that source (last viewer gone and linger over, or `close()`);
+/// - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`) to the page;
+/// - `send`: write `text` to the JS-bridged viewer `viewerId`;
+/// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`.
+///
+/// The callback returns a promise; `input` and `send` are awaited (one input at a time per
+/// channel; a bridged viewer gets its next frame once the last one was written).
+#[napi(object)]
+pub struct HostEvent {
+    /// `start` | `stop` | `input` | `send` | `close`.
+    pub kind: String,
+    /// Channel key (`agentId` or `agentId:threadId`).
+    pub key: Option<String>,
+    /// Agent id.
+    pub agent_id: Option<String>,
+    /// Thread id, when the channel is thread-scoped.
+    pub thread_id: Option<String>,
+    /// Source generation.
+    pub generation: Option<u32>,
+    /// Bridged viewer id.
+    pub viewer_id: Option<u32>,
+    /// `mouse` | `keyboard` | `relaunch`.
+    pub input_kind: Option<String>,
+    /// The validated input event, in the toolset's `injectMouseEvent` / `injectKeyboardEvent`
+    /// shape.
+    pub input: Option<serde_json::Value>,
+    /// Text to send.
+    pub text: Option<String>,
+    /// Close code.
+    pub code: Option<u32>,
+    /// Close reason.
+    pub reason: Option<String>,
+}
+
+impl HostEvent {
+    fn source(kind: &str, request: SourceRequest) -> HostEvent {
+        HostEvent {
+            kind: kind.to_string(),
+            key: Some(request.key),
+            agent_id: Some(request.agent_id),
+            thread_id: request.thread_id,
+            generation: Some(request.generation),
+            viewer_id: None,
+            input_kind: None,
+            input: None,
+            text: None,
+            code: None,
+            reason: None,
+        }
+    }
+}
+
+/// The JS callback receiving `HostEvent`s: weak, so it never keeps Node alive.
+type HostCallback = ThreadsafeFunction<HostEvent, Promise<()>, HostEvent, Status, false, true>;
+
+/// Calls the JS glue for the core.
+struct JsHost {
+    callback: Arc<HostCallback>,
+}
+
+impl JsHost {
+    fn call_and_wait(&self, event: HostEvent) -> HostFuture {
+        let callback = self.callback.clone();
+        Box::pin(async move {
+            let promise = callback
+                .call_async_catch(event)
+                .await
+                .map_err(|e| e.to_string())?;
+            promise.await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Host for JsHost {
+    fn start_source(&self, request: SourceRequest) {
+        self.callback.call(
+            HostEvent::source("start", request),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+
+    fn stop_source(&self, request: SourceRequest) {
+        self.callback.call(
+            HostEvent::source("stop", request),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+
+    fn relay_input(&self, request: SourceRequest, input: ClientMessage) -> HostFuture {
+        let (input_kind, input) = match input {
+            ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok()),
+            ClientMessage::Keyboard(key) => ("keyboard", serde_json::to_value(key).ok()),
+            ClientMessage::Relaunch => ("relaunch", None),
+        };
+        let mut event = HostEvent::source("input", request);
+        event.input_kind = Some(input_kind.to_string());
+        event.input = input;
+        self.call_and_wait(event)
+    }
+
+    fn bridged_send(&self, viewer_id: u32, message: BridgedOutbound) -> HostFuture {
+        let mut event = HostEvent {
+            kind: String::new(),
+            key: None,
+            agent_id: None,
+            thread_id: None,
+            generation: None,
+            viewer_id: Some(viewer_id),
+            input_kind: None,
+            input: None,
+            text: None,
+            code: None,
+            reason: None,
+        };
+        match message {
+            BridgedOutbound::Text(text) => {
+                event.kind = "send".to_string();
+                // Frames and messages are ASCII/UTF-8 by construction (validated base64, JSON).
+                event.text = Some(String::from_utf8_lossy(&text).into_owned());
+            }
+            BridgedOutbound::Close { code, reason } => {
+                event.kind = "close".to_string();
+                event.code = Some(code.into());
+                event.reason = Some(reason);
+            }
+        }
+        self.call_and_wait(event)
+    }
+}
+
+/// Metadata of a pushed frame: the toolset frame's `viewport` plus its `timestamp`.
+#[napi(object)]
+#[derive(Default, Clone, Copy)]
+pub struct FrameMetadata {
+    /// Device width (CSS pixels).
+    pub width: Option<f64>,
+    /// Device height.
+    pub height: Option<f64>,
+    /// Top offset of the visible area.
+    pub offset_top: Option<f64>,
+    /// Horizontal scroll offset.
+    pub scroll_offset_x: Option<f64>,
+    /// Vertical scroll offset.
+    pub scroll_offset_y: Option<f64>,
+    /// Page scale factor.
+    pub page_scale_factor: Option<f64>,
+    /// Capture time, ms since the epoch.
+    pub timestamp: Option<f64>,
+}
+
+impl From<FrameMetadata> for FrameMeta {
+    fn from(m: FrameMetadata) -> FrameMeta {
+        let finite = |v: Option<f64>, d: f64| v.filter(|x| x.is_finite()).unwrap_or(d);
+        FrameMeta {
+            device_width: finite(m.width, 0.0),
+            device_height: finite(m.height, 0.0),
+            page_scale_factor: finite(m.page_scale_factor, 1.0),
+            offset_top: finite(m.offset_top, 0.0),
+            scroll_offset_x: finite(m.scroll_offset_x, 0.0),
+            scroll_offset_y: finite(m.scroll_offset_y, 0.0),
+            timestamp_ms: finite(m.timestamp, 0.0),
+        }
+    }
+}
+
+impl From<FrameMeta> for FrameMetadata {
+    fn from(m: FrameMeta) -> FrameMetadata {
+        FrameMetadata {
+            width: Some(m.device_width),
+            height: Some(m.device_height),
+            offset_top: Some(m.offset_top),
+            scroll_offset_x: Some(m.scroll_offset_x),
+            scroll_offset_y: Some(m.scroll_offset_y),
+            page_scale_factor: Some(m.page_scale_factor),
+            timestamp: Some(m.timestamp_ms),
+        }
+    }
+}
+
+/// Stats of one viewer.
+#[napi(object, js_name = "ViewerStats")]
+pub struct JsViewerStats {
+    /// Viewer id.
+    pub id: u32,
+    /// `native` (socket owned by Rust) or `bridged` (socket kept in JS).
+    pub transport: String,
+    /// Frames written.
+    pub frames_sent: i64,
+    /// Frames skipped because the viewer was busy (latest frame wins).
+    pub frames_skipped: i64,
+    /// Bytes written.
+    pub bytes_sent: i64,
+    /// JSON messages written.
+    pub messages_sent: i64,
+    /// Reliable messages waiting.
+    pub queued_messages: u32,
+    /// Seconds since the viewer joined.
+    pub connected_seconds: f64,
+}
+
+impl From<ViewerStats> for JsViewerStats {
+    fn from(v: ViewerStats) -> Self {
+        JsViewerStats {
+            id: v.id,
+            transport: match v.transport {
+                Transport::Native => "native".into(),
+                Transport::Bridged => "bridged".into(),
+            },
+            frames_sent: v.frames_sent as i64,
+            frames_skipped: v.frames_skipped as i64,
+            bytes_sent: v.bytes_sent as i64,
+            messages_sent: v.messages_sent as i64,
+            queued_messages: v.queued_messages as u32,
+            connected_seconds: v.connected_secs,
+        }
+    }
+}
+
+/// Stats of one agent channel.
+#[napi(object, js_name = "ChannelStats")]
+pub struct JsChannelStats {
+    /// Channel key.
+    pub key: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// Thread id.
+    pub thread_id: Option<String>,
+    /// `idle`, `running` or `lingering`.
+    pub source_state: String,
+    /// Current source generation.
+    pub generation: u32,
+    /// Last status broadcast.
+    pub status: Option<String>,
+    /// Current page URL.
+    pub url: Option<String>,
+    /// Sequence number of the newest frame.
+    pub last_seq: i64,
+    /// Metadata of the newest frame.
+    pub last_frame: Option<FrameMetadata>,
+    /// Frames accepted from the source.
+    pub frames_in: i64,
+    /// Frames refused (not base64 images).
+    pub frames_rejected: i64,
+    /// Pushes from stale source sessions, ignored.
+    pub frames_stale: i64,
+    /// Bytes accepted from the source.
+    pub bytes_in: i64,
+    /// Malformed client messages (ignored in compat mode).
+    pub malformed_messages: i64,
+    /// Inputs relayed to the page.
+    pub inputs_relayed: i64,
+    /// Inputs dropped because the input queue was full.
+    pub inputs_dropped: i64,
+    /// Inputs the toolset failed to apply.
+    pub inputs_failed: i64,
+    /// Source starts.
+    pub starts: i64,
+    /// Source stops.
+    pub stops: i64,
+    /// Total frames sent to all viewers.
+    pub frames_out: i64,
+    /// Its viewers.
+    pub viewers: Vec<JsViewerStats>,
+}
+
+impl From<ChannelStats> for JsChannelStats {
+    fn from(c: ChannelStats) -> Self {
+        let frames_out = c.viewers.iter().map(|v| v.frames_sent as i64).sum();
+        JsChannelStats {
+            key: c.id.key,
+            agent_id: c.id.agent_id,
+            thread_id: c.id.thread_id,
+            source_state: c.source_state.into(),
+            generation: c.generation,
+            status: c.status,
+            url: c.url,
+            last_seq: c.last_seq as i64,
+            last_frame: c.last_frame_meta.map(FrameMetadata::from),
+            frames_in: c.frames_in as i64,
+            frames_rejected: c.frames_rejected as i64,
+            frames_stale: c.frames_stale as i64,
+            bytes_in: c.bytes_in as i64,
+            malformed_messages: c.malformed_messages as i64,
+            inputs_relayed: c.inputs_relayed as i64,
+            inputs_dropped: c.inputs_dropped as i64,
+            inputs_failed: c.inputs_failed as i64,
+            starts: c.starts as i64,
+            stops: c.stops as i64,
+            frames_out,
+            viewers: c.viewers.into_iter().map(JsViewerStats::from).collect(),
+        }
+    }
+}
+
+/// Stats of the whole registry.
+#[napi(object, js_name = "RegistryStats")]
+pub struct JsRegistryStats {
+    /// Live channels.
+    pub channels: Vec<JsChannelStats>,
+    /// Viewers connected now.
+    pub viewers: u32,
+    /// Source starts since creation.
+    pub starts: i64,
+    /// Source stops since creation.
+    pub stops: i64,
+    /// Viewers admitted since creation.
+    pub viewers_admitted: i64,
+    /// Viewers gone since creation.
+    pub viewers_closed: i64,
+    /// Admissions refused by a limit.
+    pub admissions_refused: i64,
+    /// Whether `close()` was called.
+    pub closed: bool,
+}
+
+/// The native registry: channels, viewers and their sockets, on a tokio runtime. The JS
+/// `ViewerRegistry` wraps it; use that unless you are writing glue.
+#[napi]
+pub struct NativeRegistry {
+    registry: Arc<Registry>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(Status::InvalidArg, message.into())
+}
+
+fn check_agent_id(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId> {
+    const MAX_ID: usize = 256;
+    if agent_id.is_empty() || agent_id.len() > MAX_ID {
+        return Err(invalid(format!("agentId must be 1 to {MAX_ID} bytes long")));
+    }
+    if thread_id.is_some_and(|t| t.len() > MAX_ID) {
+        return Err(invalid(format!(
+            "threadId must be at most {MAX_ID} bytes long"
+        )));
+    }
+    Ok(ChannelId::new(agent_id, thread_id))
+}
+
+#[cfg(unix)]
+fn dup_tcp_socket(fd: i32) -> Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(invalid(format!("invalid file descriptor {fd}")));
+    }
+    // SAFETY: fcntl with F_DUPFD_CLOEXEC only reads `fd`; a bad fd yields -1 (EBADF).
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(Error::from_reason(format!(
+            "cannot duplicate socket fd {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `dup` is a new descriptor that nothing else owns; the TcpStream closes it.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(dup) };
+    let mut sock_type: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `sock_type`.
+    let rc = unsafe {
+        libc::getsockopt(
+            dup,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut sock_type as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || sock_type != libc::SOCK_STREAM || stream.peer_addr().is_err() {
+        return Err(invalid(format!("fd {fd} is not a connected TCP socket")));
+    }
+    Ok(stream)
+}
+
+#[cfg(not(unix))]
+fn dup_tcp_socket(_fd: i32) -> Result<std::net::TcpStream> {
+    Err(Error::from_reason(
+        "socket adoption by file descriptor is not supported on this platform",
+    ))
+}
+
+fn status_arg(status: &str) -> Result<()> {
+    if status.is_empty() || status.len() > 64 {
+        return Err(invalid("status must be 1 to 64 characters"));
+    }
+    Ok(())
+}
+
+#[napi]
+impl NativeRegistry {
+    /// Creates a registry. `host` receives every `HostEvent` and must return a promise.
+    #[napi(constructor)]
+    pub fn new(
+        host: ThreadsafeFunction<HostEvent, Promise<()>, HostEvent, Status, false, true>,
+        options: Option<NativeRegistryOptions>,
+    ) -> Result<Self> {
+        let config = options.unwrap_or_default().into_config()?;
+        let runtime =
+            napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::current);
+        let host = Arc::new(JsHost {
+            callback: Arc::new(host),
+        });
+        Ok(NativeRegistry {
+            registry: Registry::new(config, host, runtime),
+        })
+    }
+
+    /// Why a viewer of this agent (and thread) would be refused now, or null if it would be
+    /// admitted. Called before the upgrade so that a refusal is an HTTP 503.
+    #[napi]
+    pub fn check_admission(
+        &self,
+        agent_id: String,
+        thread_id: Option<String>,
+    ) -> Result<Option<String>> {
+        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        Ok(self
+            .registry
+            .check_admission(&id)
+            .err()
+            .map(|e| e.to_string()))
+    }
+
+    /// Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
+    /// caller must `socket.destroy()` in the same tick. Writes the `101` from Rust and serves
+    /// the viewer natively. `head` is what Node read past the request. Returns the viewer id.
+    #[napi]
+    pub fn adopt_socket(
+        &self,
+        fd: i32,
+        websocket_key: String,
+        head: Option<Buffer>,
+        agent_id: String,
+        thread_id: Option<String>,
+    ) -> Result<u32> {
+        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        check_websocket_key(&websocket_key).map_err(|e| invalid(e.to_string()))?;
+        let stream = dup_tcp_socket(fd)?;
+        let slot = self
+            .registry
+            .admit(&id, Transport::Native, true)
+            .map_err(|e| Error::from_reason(e.to_string()))?;
+        let viewer_id = slot.id;
+        let head = head.map_or_else(Bytes::new, |h| Bytes::copy_from_slice(&h));
+        self.registry.runtime().spawn(serve_native(
+            self.registry.clone(),
+            slot,
+            stream,
+            websocket_key,
+            head,
+        ));
+        Ok(viewer_id)
+    }
+
+    /// Registers a viewer whose socket stays in JS; its writes arrive as `send`/`close` host
+    /// events. `sendConnected` queues `{status:'connected'}` first. Returns the viewer id.
+    #[napi]
+    pub fn attach_bridged(
+        &self,
+        agent_id: String,
+        thread_id: Option<String>,
+        send_connected: bool,
+    ) -> Result<u32> {
+        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        let slot = self
+            .registry
+            .admit(&id, Transport::Bridged, send_connected)
+            .map_err(|e| Error::from_reason(e.to_string()))?;
+        let viewer_id = slot.id;
+        self.registry
+            .runtime()
+            .spawn(serve_bridged(self.registry.clone(), slot));
+        Ok(viewer_id)
+    }
+
+    /// A TEXT message received by a JS-bridged viewer. False if the viewer is unknown.
+    #[napi]
+    pub fn bridged_message(&self, viewer_id: u32, text: String) -> bool {
+        match self.registry.viewer_channel(viewer_id) {
+            Some(channel) => {
+                channel.on_client_text(&text);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A binary message received by a JS-bridged viewer (not part of compat mode: counted).
+    #[napi]
+    pub fn bridged_binary(&self, viewer_id: u32) -> bool {
+        match self.registry.viewer_channel(viewer_id) {
+            Some(channel) => {
+                channel.count_malformed();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer
+    /// is only detached (its socket already closed, or the caller keeps it). False if unknown.
+    #[napi]
+    pub fn close_viewer(
+        &self,
+        viewer_id: u32,
+        code: Option<u32>,
+        reason: Option<String>,
+    ) -> Result<bool> {
+        let close = match code {
+            None => None,
+            Some(code @ (1000 | 1001 | 1008 | 1011 | 1013 | 3000..=4999)) => Some(code as u16),
+            Some(code) => return Err(invalid(format!("close code {code} cannot be sent"))),
+        };
+        let reason = reason.unwrap_or_default();
+        Ok(self
+            .registry
+            .close_viewer(viewer_id, close.map(|code| (code, reason.as_str()))))
+    }
+
+    /// Publishes a frame of `key`'s source: base64 image text (as CDP sends it) or the image
+    /// bytes. `generation` (from the `start` event) makes pushes of an older session stale;
+    /// omit it to push into whatever session is live. Returns `published`, `no_channel`,
+    /// `stale` or `rejected`.
+    #[napi]
+    pub fn push_frame(
+        &self,
+        key: String,
+        data: Either<String, Buffer>,
+        metadata: Option<FrameMetadata>,
+        generation: Option<u32>,
+    ) -> String {
+        let text = match data {
+            Either::A(text) => Bytes::from(text),
+            Either::B(bytes) => {
+                Bytes::from(base64::engine::general_purpose::STANDARD.encode(&bytes[..]))
+            }
+        };
+        let meta = FrameMeta::from(metadata.unwrap_or_default());
+        match self.registry.push_frame(&key, generation, text, meta) {
+            PushOutcome::Published(_) => "published",
+            PushOutcome::NoChannel => "no_channel",
+            PushOutcome::Stale => "stale",
+            PushOutcome::Rejected(_) => "rejected",
+        }
+        .to_string()
+    }
+
+    /// Sets and broadcasts `{status}` for `key`. False when stale or no channel.
+    #[napi]
+    pub fn set_status(&self, key: String, status: String, generation: Option<u32>) -> Result<bool> {
+        status_arg(&status)?;
+        Ok(self.registry.set_status(&key, generation, &status))
+    }
+
+    /// Sets and broadcasts `{url}` for `key` when it changed.
+    #[napi]
+    pub fn set_url(&self, key: String, url: String, generation: Option<u32>) -> Result<bool> {
+        if url.len() > 8192 {
+            return Err(invalid("url longer than 8192 bytes"));
+        }
+        Ok(self.registry.set_url(&key, generation, &url))
+    }
+
+    /// Broadcasts `{error, message}` to `key`'s viewers.
+    #[napi]
+    pub fn broadcast_error(
+        &self,
+        key: String,
+        code: String,
+        message: String,
+        generation: Option<u32>,
+    ) -> Result<bool> {
+        status_arg(&code)?;
+        Ok(self
+            .registry
+            .broadcast_error(&key, generation, &code, &message))
+    }
+
+    /// Broadcasts a JSON object text as it is; a `status` field also becomes the sticky
+    /// status that late joiners get.
+    #[napi]
+    pub fn broadcast_json(&self, key: String, json: String) -> Result<bool> {
+        match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(serde_json::Value::Object(_)) => Ok(self.registry.broadcast_json(&key, &json)),
+            _ => Err(invalid("broadcastJson takes the text of a JSON object")),
+        }
+    }
+
+    /// Forgets url, viewport and newest frame of `key` (browser session over).
+    #[napi]
+    pub fn clear_page_state(&self, key: String) {
+        self.registry.clear_page_state(&key);
+    }
+
+    /// Viewers of `key`.
+    #[napi]
+    pub fn viewer_count(&self, key: String) -> u32 {
+        self.registry.viewer_count(&key) as u32
+    }
+
+    /// Whether `key`'s source is live and its status is `streaming`.
+    #[napi]
+    pub fn is_streaming(&self, key: String) -> bool {
+        self.registry.is_streaming(&key)
+    }
+
+    /// Stats of every channel and viewer.
+    #[napi]
+    pub fn stats(&self) -> JsRegistryStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let totals = &self.registry.totals;
+        JsRegistryStats {
+            channels: self
+                .registry
+                .stats()
+                .into_iter()
+                .map(JsChannelStats::from)
+                .collect(),
+            viewers: self.registry.viewer_total() as u32,
+            starts: totals.starts.load(Relaxed) as i64,
+            stops: totals.stops.load(Relaxed) as i64,
+            viewers_admitted: totals.viewers_admitted.load(Relaxed) as i64,
+            viewers_closed: totals.viewers_closed.load(Relaxed) as i64,
+            admissions_refused: totals.admissions_refused.load(Relaxed) as i64,
+            closed: self.registry.is_closed(),
+        }
+    }
+
+    /// Closes every viewer with 1001, stops every source and refuses new viewers.
+    #[napi]
+    pub fn close(&self) {
+        self.registry.close();
+    }
+}

@@ -1,0 +1,1322 @@
+//! The registry: agent channels, their viewers, and the lifecycle of each channel's frame
+//! source (idle → running → lingering → idle).
+//!
+//! Owns: admission limits, reference counting of viewers per channel, the start/stop edges sent
+//! to the host (exactly one start per 0→1 transition, one stop per 1→0 after the linger), the
+//! channel's sticky state (status, url, viewport, latest frame) that late joiners receive, the
+//! bounded reliable queue per viewer, the ordered input queue per channel, and stats.
+//! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node_api`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{check_base64_image, Frame, FrameMeta};
+use crate::host::{Host, SourceRequest};
+use crate::protocol::{self, parse_client_message};
+use crate::ws_codec::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER};
+
+/// Tunables of a registry; every limit is enforced, none grows memory without bound.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// How long a source keeps running after its last viewer left (a reload must not restart
+    /// Chrome's encoder).
+    pub linger: Duration,
+    /// Viewers one channel accepts.
+    pub max_viewers_per_agent: usize,
+    /// Channels (agent or agent:thread keys) the registry holds.
+    pub max_agents: usize,
+    /// Viewers across all channels.
+    pub max_viewers_total: usize,
+    /// Largest client message accepted (bytes); larger closes with 1009.
+    pub max_message_bytes: usize,
+    /// Interval of server pings.
+    pub heartbeat_interval: Duration,
+    /// A viewer silent for this long (no data, no pong) is closed with 1001.
+    pub heartbeat_timeout: Duration,
+    /// Reliable messages (status, url, errors…) queued per viewer before it is closed 4001.
+    pub max_queued_messages: usize,
+    /// Inputs waiting to be relayed per channel; more are dropped and counted.
+    pub max_pending_inputs: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            linger: Duration::from_secs(3),
+            max_viewers_per_agent: 100,
+            max_agents: 1000,
+            max_viewers_total: 10_000,
+            max_message_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+            max_queued_messages: 256,
+            max_pending_inputs: 256,
+        }
+    }
+}
+
+/// Which channel a viewer watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelId {
+    /// `agentId`, or `agentId:threadId`.
+    pub key: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The thread scope, if any.
+    pub thread_id: Option<String>,
+}
+
+impl ChannelId {
+    /// The id of `agent_id`, scoped to `thread_id` when given (key `agentId:threadId`).
+    pub fn new(agent_id: &str, thread_id: Option<&str>) -> ChannelId {
+        let thread_id = thread_id.filter(|t| !t.is_empty()).map(str::to_string);
+        let key = match &thread_id {
+            Some(thread) => format!("{agent_id}:{thread}"),
+            None => agent_id.to_string(),
+        };
+        ChannelId {
+            key,
+            agent_id: agent_id.to_string(),
+            thread_id,
+        }
+    }
+}
+
+/// Why a viewer is not admitted. Answered with HTTP 503 before the upgrade when possible,
+/// else with close code 1013 (1001 when the registry is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitError {
+    /// `close()` was called.
+    Closed,
+    /// The channel has `max_viewers_per_agent` viewers.
+    TooManyViewers,
+    /// The registry holds `max_agents` channels.
+    TooManyAgents,
+    /// The registry holds `max_viewers_total` viewers.
+    TooManyViewersTotal,
+}
+
+impl std::fmt::Display for AdmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdmitError::Closed => "the stream registry is closed",
+            AdmitError::TooManyViewers => "too many viewers for this agent",
+            AdmitError::TooManyAgents => "too many agents are being streamed",
+            AdmitError::TooManyViewersTotal => "too many viewers",
+        })
+    }
+}
+
+/// How a viewer's socket is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The socket was handed to Rust by file descriptor.
+    Native,
+    /// The socket stays in JS (TLS, no usable fd, or a drop-in `WSContext`).
+    Bridged,
+}
+
+/// A message queued for one viewer's writer, in order.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A JSON TEXT message. `after_seq`: the newest frame when it was queued; the writer sends
+    /// that frame first if it has not yet, so e.g. `{viewport}` follows its frame.
+    Text {
+        /// The JSON text.
+        text: Bytes,
+        /// Frame sequence number this message must follow.
+        after_seq: u64,
+    },
+    /// Answer to a client ping.
+    Pong(Bytes),
+}
+
+/// How one viewer is asked to close: the first request wins; the token stops its tasks.
+#[derive(Debug, Default)]
+pub struct ViewerCloser {
+    token: CancellationToken,
+    request: Mutex<Option<(u16, String)>>,
+}
+
+impl ViewerCloser {
+    /// Close with a close frame carrying `code` (first request wins).
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut request = lock(&self.request);
+        if request.is_none() && !self.token.is_cancelled() {
+            *request = Some((code, reason.to_string()));
+        }
+        drop(request);
+        self.token.cancel();
+    }
+
+    /// Drop the connection without a close frame (the peer is gone).
+    pub fn abort(&self) {
+        self.token.cancel();
+    }
+
+    /// Resolves when the viewer must stop.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the viewer was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The close frame to send, if the close was requested with one.
+    pub fn request(&self) -> Option<(u16, String)> {
+        lock(&self.request).clone()
+    }
+}
+
+/// Counters of one viewer, updated by its writer without locks.
+#[derive(Debug, Default)]
+pub struct ViewerCounters {
+    /// Frames written to the socket.
+    pub frames_sent: AtomicU64,
+    /// Frames published while this viewer was busy and never sent to it.
+    pub frames_skipped: AtomicU64,
+    /// Bytes written (frames and messages, headers included).
+    pub bytes_sent: AtomicU64,
+    /// JSON messages written.
+    pub messages_sent: AtomicU64,
+}
+
+struct ViewerEntry {
+    transport: Transport,
+    outbox: mpsc::Sender<Outbound>,
+    closer: Arc<ViewerCloser>,
+    counters: Arc<ViewerCounters>,
+    joined: Instant,
+}
+
+/// Everything a transport needs to serve one admitted viewer.
+pub struct ViewerSlot {
+    /// Viewer id, unique in the registry.
+    pub id: u32,
+    /// The channel watched.
+    pub channel: Arc<Channel>,
+    /// Reliable messages for this viewer, in order.
+    pub outbox: mpsc::Receiver<Outbound>,
+    /// Sender side of `outbox` (the reader queues pongs on it).
+    pub outbox_tx: mpsc::Sender<Outbound>,
+    /// The channel's latest frame; marked changed when there is one to send at once.
+    pub frames: watch::Receiver<Option<Arc<Frame>>>,
+    /// Sequence number of the newest frame this viewer is considered to have seen.
+    pub seen_seq: u64,
+    /// Close control.
+    pub closer: Arc<ViewerCloser>,
+    /// Counters.
+    pub counters: Arc<ViewerCounters>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceState {
+    Idle,
+    Running,
+    Lingering,
+}
+
+impl SourceState {
+    fn name(self) -> &'static str {
+        match self {
+            SourceState::Idle => "idle",
+            SourceState::Running => "running",
+            SourceState::Lingering => "lingering",
+        }
+    }
+}
+
+struct ChannelState {
+    viewers: HashMap<u32, ViewerEntry>,
+    source: SourceState,
+    generation: u32,
+    status: Option<String>,
+    url: Option<String>,
+    viewport: Option<(f64, f64)>,
+    seq: u64,
+    rejection_reported_for: u32,
+    linger_timer: Option<AbortHandle>,
+}
+
+/// Counters of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    /// Frames accepted from the source.
+    pub frames_in: AtomicU64,
+    /// Payloads refused as frames (not base64 images).
+    pub frames_rejected: AtomicU64,
+    /// Pushes for a stale generation or an idle channel, ignored.
+    pub frames_stale: AtomicU64,
+    /// Bytes of accepted frames.
+    pub bytes_in: AtomicU64,
+    /// Client messages that failed validation.
+    pub malformed_messages: AtomicU64,
+    /// Inputs handed to the host.
+    pub inputs_relayed: AtomicU64,
+    /// Inputs dropped because the channel's input queue was full.
+    pub inputs_dropped: AtomicU64,
+    /// Inputs the host failed to apply.
+    pub inputs_failed: AtomicU64,
+    /// Source starts requested.
+    pub starts: AtomicU64,
+    /// Source stops requested.
+    pub stops: AtomicU64,
+}
+
+/// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.
+pub struct Channel {
+    /// Which channel.
+    pub id: ChannelId,
+    state: Mutex<ChannelState>,
+    frames: watch::Sender<Option<Arc<Frame>>>,
+    inputs: mpsc::Sender<protocol::ClientMessage>,
+    /// Counters.
+    pub counters: ChannelCounters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still consistent
+    // enough to serve and to shut down; never let it take the process down.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Channel {
+    fn source_request(&self, generation: u32) -> SourceRequest {
+        SourceRequest {
+            key: self.id.key.clone(),
+            agent_id: self.id.agent_id.clone(),
+            thread_id: self.id.thread_id.clone(),
+            generation,
+        }
+    }
+
+    /// Handles one TEXT message from a viewer: valid inputs go to the ordered input queue,
+    /// anything else is counted (compat mode sends no answer).
+    pub fn on_client_text(&self, text: &str) {
+        match parse_client_message(text) {
+            Ok(message) => {
+                if self.inputs.try_send(message).is_err() {
+                    self.counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => self.count_malformed(),
+        }
+    }
+
+    /// Counts a client message that is not valid for this protocol.
+    pub fn count_malformed(&self) {
+        self.counters
+            .malformed_messages
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues `text` for every viewer. A viewer whose queue is full is closed (4001): reliable
+    /// messages are never dropped silently and never grow memory.
+    fn broadcast(state: &mut ChannelState, text: String) {
+        let text = Bytes::from(text);
+        let after_seq = state.seq;
+        for viewer in state.viewers.values() {
+            let message = Outbound::Text {
+                text: text.clone(),
+                after_seq,
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = viewer.outbox.try_send(message) {
+                viewer
+                    .closer
+                    .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
+            }
+        }
+    }
+}
+
+/// Counters across the registry's life (channels come and go; these do not).
+#[derive(Debug, Default)]
+pub struct RegistryTotals {
+    /// Source starts requested.
+    pub starts: AtomicU64,
+    /// Source stops requested.
+    pub stops: AtomicU64,
+    /// Viewers admitted.
+    pub viewers_admitted: AtomicU64,
+    /// Viewers gone.
+    pub viewers_closed: AtomicU64,
+    /// Admissions refused by a limit.
+    pub admissions_refused: AtomicU64,
+}
+
+/// What a source push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Accepted and published with this sequence number.
+    Published(u64),
+    /// No channel with that key (no viewers): dropped.
+    NoChannel,
+    /// The push belongs to an older source session or the channel is idle: dropped.
+    Stale,
+    /// Not a base64 image: dropped, counted, viewers told once per session.
+    Rejected(String),
+}
+
+/// Stats of one viewer.
+#[derive(Debug, Clone)]
+pub struct ViewerStats {
+    /// Viewer id.
+    pub id: u32,
+    /// How its socket is served.
+    pub transport: Transport,
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Frames skipped (it was busy).
+    pub frames_skipped: u64,
+    /// Bytes written.
+    pub bytes_sent: u64,
+    /// JSON messages written.
+    pub messages_sent: u64,
+    /// Reliable messages waiting in its queue.
+    pub queued_messages: usize,
+    /// Seconds since it joined.
+    pub connected_secs: f64,
+}
+
+/// Stats of one channel.
+#[derive(Debug, Clone)]
+pub struct ChannelStats {
+    /// Channel id.
+    pub id: ChannelId,
+    /// `idle`, `running` or `lingering`.
+    pub source_state: &'static str,
+    /// Current source generation.
+    pub generation: u32,
+    /// Last status broadcast.
+    pub status: Option<String>,
+    /// Current page URL.
+    pub url: Option<String>,
+    /// Sequence number of the newest frame.
+    pub last_seq: u64,
+    /// Metadata of the newest frame.
+    pub last_frame_meta: Option<FrameMeta>,
+    /// Frames accepted.
+    pub frames_in: u64,
+    /// Frames refused.
+    pub frames_rejected: u64,
+    /// Stale pushes ignored.
+    pub frames_stale: u64,
+    /// Bytes accepted.
+    pub bytes_in: u64,
+    /// Malformed client messages.
+    pub malformed_messages: u64,
+    /// Inputs relayed.
+    pub inputs_relayed: u64,
+    /// Inputs dropped (queue full).
+    pub inputs_dropped: u64,
+    /// Inputs the host failed to apply.
+    pub inputs_failed: u64,
+    /// Starts requested.
+    pub starts: u64,
+    /// Stops requested.
+    pub stops: u64,
+    /// Its viewers.
+    pub viewers: Vec<ViewerStats>,
+}
+
+/// What the registry did to a channel's source under its lock, done after unlocking.
+enum SourceEdge {
+    Start(SourceRequest),
+    Stop(SourceRequest),
+}
+
+/// All channels of one server.
+pub struct Registry {
+    config: RegistryConfig,
+    host: Arc<dyn Host>,
+    runtime: Handle,
+    channels: Mutex<HashMap<String, Arc<Channel>>>,
+    viewer_index: Mutex<HashMap<u32, Arc<Channel>>>,
+    next_viewer_id: AtomicU32,
+    next_generation: AtomicU32,
+    closed: AtomicBool,
+    /// Counters across the registry's life.
+    pub totals: RegistryTotals,
+}
+
+impl Registry {
+    /// A registry spawning its tasks on `runtime` and calling `host` on lifecycle edges.
+    pub fn new(config: RegistryConfig, host: Arc<dyn Host>, runtime: Handle) -> Arc<Registry> {
+        Arc::new(Registry {
+            config,
+            host,
+            runtime,
+            channels: Mutex::new(HashMap::new()),
+            viewer_index: Mutex::new(HashMap::new()),
+            next_viewer_id: AtomicU32::new(1),
+            next_generation: AtomicU32::new(1),
+            closed: AtomicBool::new(false),
+            totals: RegistryTotals::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The runtime the registry's tasks run on.
+    pub fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Arc<dyn Host> {
+        &self.host
+    }
+
+    /// Whether `close()` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a viewer for `id` would be admitted now (checked before the upgrade so a
+    /// refusal is an HTTP 503; `admit` checks again).
+    pub fn check_admission(&self, id: &ChannelId) -> Result<(), AdmitError> {
+        if self.is_closed() {
+            return Err(AdmitError::Closed);
+        }
+        if lock(&self.viewer_index).len() >= self.config.max_viewers_total {
+            return Err(AdmitError::TooManyViewersTotal);
+        }
+        let channels = lock(&self.channels);
+        match channels.get(&id.key) {
+            Some(channel)
+                if lock(&channel.state).viewers.len() >= self.config.max_viewers_per_agent =>
+            {
+                Err(AdmitError::TooManyViewers)
+            }
+            None if channels.len() >= self.config.max_agents => Err(AdmitError::TooManyAgents),
+            _ => Ok(()),
+        }
+    }
+
+    fn new_channel(self: &Arc<Self>, id: &ChannelId) -> Arc<Channel> {
+        let (inputs, input_rx) = mpsc::channel(self.config.max_pending_inputs.max(1));
+        let channel = Arc::new(Channel {
+            id: id.clone(),
+            state: Mutex::new(ChannelState {
+                viewers: HashMap::new(),
+                source: SourceState::Idle,
+                generation: 0,
+                status: None,
+                url: None,
+                viewport: None,
+                seq: 0,
+                rejection_reported_for: 0,
+                linger_timer: None,
+            }),
+            frames: watch::Sender::new(None),
+            inputs,
+            counters: ChannelCounters::default(),
+        });
+        self.runtime.spawn(relay_inputs(
+            self.host.clone(),
+            Arc::downgrade(&channel),
+            input_rx,
+        ));
+        channel
+    }
+
+    /// Admits a viewer: registers it in its channel (creating the channel), queues what a
+    /// joiner gets at once (`{status:'connected'}` when `send_connected`, the current status,
+    /// url, viewport, then the newest frame) and starts the source on the 0→1 transition.
+    pub fn admit(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        transport: Transport,
+        send_connected: bool,
+    ) -> Result<ViewerSlot, AdmitError> {
+        let refused = |error| {
+            self.totals
+                .admissions_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Err(error)
+        };
+        if self.is_closed() {
+            return refused(AdmitError::Closed);
+        }
+        if lock(&self.viewer_index).len() >= self.config.max_viewers_total {
+            return refused(AdmitError::TooManyViewersTotal);
+        }
+        let viewer_id = self.next_viewer_id.fetch_add(1, Ordering::Relaxed);
+        let (slot, edge) = {
+            let mut channels = lock(&self.channels);
+            let channel = match channels.get(&id.key) {
+                Some(channel) => channel.clone(),
+                None => {
+                    if channels.len() >= self.config.max_agents {
+                        return refused(AdmitError::TooManyAgents);
+                    }
+                    let channel = self.new_channel(id);
+                    channels.insert(id.key.clone(), channel.clone());
+                    channel
+                }
+            };
+            let mut state = lock(&channel.state);
+            if state.viewers.len() >= self.config.max_viewers_per_agent {
+                return refused(AdmitError::TooManyViewers);
+            }
+            // Room for the join messages on top of the reliable-message bound.
+            let (outbox_tx, outbox) = mpsc::channel(self.config.max_queued_messages.max(1) + 4);
+            let mut join_messages = Vec::with_capacity(4);
+            if send_connected {
+                join_messages.push(protocol::status_message("connected"));
+            }
+            if let Some(status) = &state.status {
+                join_messages.push(protocol::status_message(status));
+            }
+            if let Some(url) = &state.url {
+                join_messages.push(protocol::url_message(url));
+            }
+            if let Some((width, height)) = state.viewport {
+                join_messages.push(protocol::viewport_message(width, height));
+            }
+            for text in join_messages {
+                // Cannot fail: the queue is new and has room for these.
+                let _ = outbox_tx.try_send(Outbound::Text {
+                    text: Bytes::from(text),
+                    after_seq: 0,
+                });
+            }
+            let mut frames = channel.frames.subscribe();
+            let seen_seq = match frames.borrow().as_ref() {
+                Some(frame) => frame.seq - 1,
+                None => state.seq,
+            };
+            if frames.borrow().is_some() {
+                frames.mark_changed();
+            }
+            let closer = Arc::new(ViewerCloser::default());
+            let counters = Arc::new(ViewerCounters::default());
+            state.viewers.insert(
+                viewer_id,
+                ViewerEntry {
+                    transport,
+                    outbox: outbox_tx.clone(),
+                    closer: closer.clone(),
+                    counters: counters.clone(),
+                    joined: Instant::now(),
+                },
+            );
+            let edge = match state.source {
+                SourceState::Idle => {
+                    state.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                    state.source = SourceState::Running;
+                    Some(SourceEdge::Start(channel.source_request(state.generation)))
+                }
+                SourceState::Lingering => {
+                    if let Some(timer) = state.linger_timer.take() {
+                        timer.abort();
+                    }
+                    state.source = SourceState::Running;
+                    None
+                }
+                SourceState::Running => None,
+            };
+            drop(state);
+            let slot = ViewerSlot {
+                id: viewer_id,
+                channel,
+                outbox,
+                outbox_tx,
+                frames,
+                seen_seq,
+                closer,
+                counters,
+            };
+            (slot, edge)
+        };
+        lock(&self.viewer_index).insert(viewer_id, slot.channel.clone());
+        self.totals.viewers_admitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(edge) = edge {
+            self.apply(&slot.channel, edge);
+        }
+        Ok(slot)
+    }
+
+    fn apply(&self, channel: &Channel, edge: SourceEdge) {
+        match edge {
+            SourceEdge::Start(request) => {
+                channel.counters.starts.fetch_add(1, Ordering::Relaxed);
+                self.totals.starts.fetch_add(1, Ordering::Relaxed);
+                self.host.start_source(request);
+            }
+            SourceEdge::Stop(request) => {
+                channel.counters.stops.fetch_add(1, Ordering::Relaxed);
+                self.totals.stops.fetch_add(1, Ordering::Relaxed);
+                self.host.stop_source(request);
+            }
+        }
+    }
+
+    /// Removes a viewer whose connection ended. On the 1→0 transition the source lingers, then
+    /// stops; an idle channel with no viewers is forgotten.
+    pub fn release(self: &Arc<Self>, channel: &Arc<Channel>, viewer_id: u32) {
+        lock(&self.viewer_index).remove(&viewer_id);
+        let edge = {
+            let mut channels = lock(&self.channels);
+            let mut state = lock(&channel.state);
+            if state.viewers.remove(&viewer_id).is_none() {
+                return;
+            }
+            self.totals.viewers_closed.fetch_add(1, Ordering::Relaxed);
+            if !state.viewers.is_empty() {
+                return;
+            }
+            match state.source {
+                SourceState::Running if !self.config.linger.is_zero() && !self.is_closed() => {
+                    state.source = SourceState::Lingering;
+                    let registry = Arc::downgrade(self);
+                    let lingering = Arc::downgrade(channel);
+                    let generation = state.generation;
+                    let linger = self.config.linger;
+                    let timer = self.runtime.spawn(async move {
+                        tokio::time::sleep(linger).await;
+                        if let (Some(registry), Some(channel)) =
+                            (registry.upgrade(), lingering.upgrade())
+                        {
+                            registry.linger_expired(&channel, generation);
+                        }
+                    });
+                    state.linger_timer = Some(timer.abort_handle());
+                    None
+                }
+                SourceState::Running | SourceState::Lingering => {
+                    state.source = SourceState::Idle;
+                    forget_channel(&mut channels, channel);
+                    Some(SourceEdge::Stop(channel.source_request(state.generation)))
+                }
+                SourceState::Idle => {
+                    forget_channel(&mut channels, channel);
+                    None
+                }
+            }
+        };
+        if let Some(edge) = edge {
+            self.apply(channel, edge);
+        }
+    }
+
+    fn linger_expired(&self, channel: &Arc<Channel>, generation: u32) {
+        let edge = {
+            let mut channels = lock(&self.channels);
+            let mut state = lock(&channel.state);
+            if state.source != SourceState::Lingering
+                || state.generation != generation
+                || !state.viewers.is_empty()
+            {
+                return;
+            }
+            state.source = SourceState::Idle;
+            state.linger_timer = None;
+            forget_channel(&mut channels, channel);
+            SourceEdge::Stop(channel.source_request(generation))
+        };
+        self.apply(channel, edge);
+    }
+
+    /// The channel for `key`, if it has viewers or a lingering source.
+    pub fn channel(&self, key: &str) -> Option<Arc<Channel>> {
+        lock(&self.channels).get(key).cloned()
+    }
+
+    /// The channel a viewer watches.
+    pub fn viewer_channel(&self, viewer_id: u32) -> Option<Arc<Channel>> {
+        lock(&self.viewer_index).get(&viewer_id).cloned()
+    }
+
+    /// Locks the state of `key`'s channel if `generation` (when given) is its current source
+    /// generation and its source is not idle.
+    fn with_live_source<R>(
+        &self,
+        key: &str,
+        generation: Option<u32>,
+        f: impl FnOnce(&Channel, &mut ChannelState) -> R,
+    ) -> Option<R> {
+        let channel = self.channel(key)?;
+        let mut state = lock(&channel.state);
+        let live =
+            state.source != SourceState::Idle && generation.is_none_or(|g| g == state.generation);
+        if !live {
+            return None;
+        }
+        Some(f(&channel, &mut state))
+    }
+
+    /// Publishes a frame (base64 image text) from the source of `key`. `generation` `None`
+    /// accepts it for whatever source is live (the drop-in `broadcastFrame`).
+    pub fn push_frame(
+        &self,
+        key: &str,
+        generation: Option<u32>,
+        text: Bytes,
+        meta: FrameMeta,
+    ) -> PushOutcome {
+        let Some(channel) = self.channel(key) else {
+            return PushOutcome::NoChannel;
+        };
+        let outcome = self.with_live_source(key, generation, |channel, state| {
+            if let Err(rejection) = check_base64_image(&text) {
+                channel
+                    .counters
+                    .frames_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                if state.rejection_reported_for != state.generation {
+                    state.rejection_reported_for = state.generation;
+                    let message = format!("the browser source sent an invalid frame: {rejection}");
+                    Channel::broadcast(
+                        state,
+                        protocol::error_message("screencast_failed", &message),
+                    );
+                }
+                return PushOutcome::Rejected(rejection.to_string());
+            }
+            state.seq += 1;
+            let seq = state.seq;
+            channel.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+            channel
+                .counters
+                .bytes_in
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
+            channel
+                .frames
+                .send_replace(Some(Arc::new(Frame::from_base64(seq, text, meta))));
+            let size = (meta.device_width, meta.device_height);
+            if size.0 > 0.0 && size.1 > 0.0 && state.viewport != Some(size) {
+                state.viewport = Some(size);
+                Channel::broadcast(state, protocol::viewport_message(size.0, size.1));
+            }
+            PushOutcome::Published(seq)
+        });
+        outcome.unwrap_or_else(|| {
+            channel
+                .counters
+                .frames_stale
+                .fetch_add(1, Ordering::Relaxed);
+            PushOutcome::Stale
+        })
+    }
+
+    /// Sets and broadcasts the status of `key`'s source (`browser_starting`, `streaming`,
+    /// `browser_closed`…). Returns false when stale or unknown.
+    pub fn set_status(&self, key: &str, generation: Option<u32>, status: &str) -> bool {
+        self.with_live_source(key, generation, |_, state| {
+            state.status = Some(status.to_string());
+            Channel::broadcast(state, protocol::status_message(status));
+        })
+        .is_some()
+    }
+
+    /// Sets and broadcasts the page URL if it changed.
+    pub fn set_url(&self, key: &str, generation: Option<u32>, url: &str) -> bool {
+        self.with_live_source(key, generation, |_, state| {
+            if state.url.as_deref() != Some(url) {
+                state.url = Some(url.to_string());
+                Channel::broadcast(state, protocol::url_message(url));
+            }
+        })
+        .is_some()
+    }
+
+    /// Broadcasts `{error, message}` to the viewers of `key`.
+    pub fn broadcast_error(
+        &self,
+        key: &str,
+        generation: Option<u32>,
+        code: &str,
+        message: &str,
+    ) -> bool {
+        self.with_live_source(key, generation, |_, state| {
+            Channel::broadcast(state, protocol::error_message(code, message));
+        })
+        .is_some()
+    }
+
+    /// Broadcasts a JSON text as it is (drop-in `broadcastStatus` of an arbitrary object).
+    /// A `{status}` object also becomes the channel's sticky status.
+    pub fn broadcast_json(&self, key: &str, json: &str) -> bool {
+        let status = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(String::from));
+        self.with_live_source(key, None, |_, state| {
+            if let Some(status) = status {
+                state.status = Some(status);
+            }
+            Channel::broadcast(state, json.to_string());
+        })
+        .is_some()
+    }
+
+    /// Forgets the page state of `key` (url, viewport, latest frame): the browser session is
+    /// over and the next one must send fresh data.
+    pub fn clear_page_state(&self, key: &str) {
+        if let Some(channel) = self.channel(key) {
+            let mut state = lock(&channel.state);
+            state.url = None;
+            state.viewport = None;
+            channel.frames.send_replace(None);
+        }
+    }
+
+    /// Number of viewers of `key`.
+    pub fn viewer_count(&self, key: &str) -> usize {
+        self.channel(key)
+            .map_or(0, |channel| lock(&channel.state).viewers.len())
+    }
+
+    /// Whether `key`'s source is live and streaming.
+    pub fn is_streaming(&self, key: &str) -> bool {
+        self.channel(key).is_some_and(|channel| {
+            let state = lock(&channel.state);
+            state.source != SourceState::Idle && state.status.as_deref() == Some("streaming")
+        })
+    }
+
+    /// Closes a viewer with a close frame carrying `code`, or, with `None`, just detaches it
+    /// (drop-in `removeViewer`, a bridged socket that already closed). False if unknown.
+    pub fn close_viewer(&self, viewer_id: u32, close: Option<(u16, &str)>) -> bool {
+        let Some(channel) = self.viewer_channel(viewer_id) else {
+            return false;
+        };
+        let state = lock(&channel.state);
+        match state.viewers.get(&viewer_id) {
+            Some(viewer) => {
+                match close {
+                    Some((code, reason)) => viewer.closer.close(code, reason),
+                    None => viewer.closer.abort(),
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every viewer with 1001, stops every source, refuses new viewers. Writers get
+    /// `CLOSE_GRACE` to send their close frame; then their tasks are cut.
+    pub fn close(self: &Arc<Self>) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
+        for channel in channels {
+            let edge = {
+                let mut channels = lock(&self.channels);
+                let mut state = lock(&channel.state);
+                for viewer in state.viewers.values() {
+                    viewer
+                        .closer
+                        .close(CLOSE_GOING_AWAY, "server shutting down");
+                }
+                if let Some(timer) = state.linger_timer.take() {
+                    timer.abort();
+                }
+                let was_live = state.source != SourceState::Idle;
+                state.source = SourceState::Idle;
+                if state.viewers.is_empty() {
+                    forget_channel(&mut channels, &channel);
+                }
+                was_live.then(|| SourceEdge::Stop(channel.source_request(state.generation)))
+            };
+            if let Some(edge) = edge {
+                self.apply(&channel, edge);
+            }
+        }
+    }
+
+    /// Stats of every channel.
+    pub fn stats(&self) -> Vec<ChannelStats> {
+        let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
+        channels
+            .iter()
+            .map(|channel| {
+                let state = lock(&channel.state);
+                let counters = &channel.counters;
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let mut viewers: Vec<ViewerStats> = state
+                    .viewers
+                    .iter()
+                    .map(|(id, viewer)| ViewerStats {
+                        id: *id,
+                        transport: viewer.transport,
+                        frames_sent: get(&viewer.counters.frames_sent),
+                        frames_skipped: get(&viewer.counters.frames_skipped),
+                        bytes_sent: get(&viewer.counters.bytes_sent),
+                        messages_sent: get(&viewer.counters.messages_sent),
+                        queued_messages: viewer.outbox.max_capacity() - viewer.outbox.capacity(),
+                        connected_secs: viewer.joined.elapsed().as_secs_f64(),
+                    })
+                    .collect();
+                viewers.sort_by_key(|v| v.id);
+                ChannelStats {
+                    id: channel.id.clone(),
+                    source_state: state.source.name(),
+                    generation: state.generation,
+                    status: state.status.clone(),
+                    url: state.url.clone(),
+                    last_seq: state.seq,
+                    last_frame_meta: channel.frames.borrow().as_ref().map(|f| f.meta),
+                    frames_in: get(&counters.frames_in),
+                    frames_rejected: get(&counters.frames_rejected),
+                    frames_stale: get(&counters.frames_stale),
+                    bytes_in: get(&counters.bytes_in),
+                    malformed_messages: get(&counters.malformed_messages),
+                    inputs_relayed: get(&counters.inputs_relayed),
+                    inputs_dropped: get(&counters.inputs_dropped),
+                    inputs_failed: get(&counters.inputs_failed),
+                    starts: get(&counters.starts),
+                    stops: get(&counters.stops),
+                    viewers,
+                }
+            })
+            .collect()
+    }
+
+    /// Viewers across all channels.
+    pub fn viewer_total(&self) -> usize {
+        lock(&self.viewer_index).len()
+    }
+}
+
+fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Channel>) {
+    if channels
+        .get(&channel.id.key)
+        .is_some_and(|current| Arc::ptr_eq(current, channel))
+    {
+        channels.remove(&channel.id.key);
+    }
+}
+
+/// Relays a channel's inputs to the host one at a time, in arrival order. Ends when the
+/// channel is dropped.
+async fn relay_inputs(
+    host: Arc<dyn Host>,
+    channel: Weak<Channel>,
+    mut inputs: mpsc::Receiver<protocol::ClientMessage>,
+) {
+    while let Some(input) = inputs.recv().await {
+        let Some(channel) = channel.upgrade() else {
+            return;
+        };
+        let request = {
+            let state = lock(&channel.state);
+            if state.source == SourceState::Idle {
+                continue;
+            }
+            channel.source_request(state.generation)
+        };
+        channel
+            .counters
+            .inputs_relayed
+            .fetch_add(1, Ordering::Relaxed);
+        if host.relay_input(request, input).await.is_err() {
+            channel
+                .counters
+                .inputs_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::host::{BridgedOutbound, HostFuture};
+    use crate::protocol::ClientMessage;
+
+    /// A host that records what the registry asked of it.
+    #[derive(Default)]
+    pub(crate) struct RecordingHost {
+        pub starts: Mutex<Vec<SourceRequest>>,
+        pub stops: Mutex<Vec<SourceRequest>>,
+        pub inputs: Mutex<Vec<ClientMessage>>,
+        pub bridged: Mutex<Vec<(u32, BridgedOutbound)>>,
+    }
+
+    impl Host for RecordingHost {
+        fn start_source(&self, request: SourceRequest) {
+            lock(&self.starts).push(request);
+        }
+        fn stop_source(&self, request: SourceRequest) {
+            lock(&self.stops).push(request);
+        }
+        fn relay_input(&self, _request: SourceRequest, input: ClientMessage) -> HostFuture {
+            lock(&self.inputs).push(input);
+            Box::pin(async { Ok(()) })
+        }
+        fn bridged_send(&self, viewer_id: u32, message: BridgedOutbound) -> HostFuture {
+            lock(&self.bridged).push((viewer_id, message));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    pub(crate) fn registry_with(config: RegistryConfig) -> (Arc<Registry>, Arc<RecordingHost>) {
+        let host = Arc::new(RecordingHost::default());
+        let registry = Registry::new(config, host.clone(), Handle::current());
+        (registry, host)
+    }
+
+    fn drain_texts(slot: &mut ViewerSlot) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Text { text, .. }) = slot.outbox.try_recv() {
+            out.push(String::from_utf8(text.to_vec()).expect("utf8"));
+        }
+        out
+    }
+
+    const JPEG: &str = "/9j/4AAQSkZJRgABAQ==";
+
+    #[tokio::test]
+    async fn first_viewer_starts_once_last_viewer_stops_after_linger() {
+        let config = RegistryConfig {
+            linger: Duration::from_millis(50),
+            ..RegistryConfig::default()
+        };
+        let (registry, host) = registry_with(config);
+        let id = ChannelId::new("agent", None);
+        let slots: Vec<ViewerSlot> = (0..50)
+            .map(|_| {
+                registry
+                    .admit(&id, Transport::Native, true)
+                    .expect("admitted")
+            })
+            .collect();
+        assert_eq!(lock(&host.starts).len(), 1);
+        assert_eq!(registry.viewer_count("agent"), 50);
+        for slot in &slots {
+            registry.release(&slot.channel, slot.id);
+        }
+        assert!(lock(&host.stops).is_empty(), "stop waits for the linger");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(lock(&host.stops).len(), 1);
+        assert!(
+            registry.channel("agent").is_none(),
+            "idle channel forgotten"
+        );
+        assert_eq!(registry.totals.starts.load(Ordering::Relaxed), 1);
+        assert_eq!(registry.totals.stops.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn rejoin_during_linger_keeps_the_source() {
+        let config = RegistryConfig {
+            linger: Duration::from_millis(80),
+            ..RegistryConfig::default()
+        };
+        let (registry, host) = registry_with(config);
+        let id = ChannelId::new("a", Some("t1"));
+        assert_eq!(id.key, "a:t1");
+        let first = registry
+            .admit(&id, Transport::Native, true)
+            .expect("admitted");
+        registry.release(&first.channel, first.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = registry
+            .admit(&id, Transport::Native, true)
+            .expect("admitted");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(lock(&host.starts).len(), 1);
+        assert!(lock(&host.stops).is_empty());
+        registry.release(&second.channel, second.id);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(lock(&host.stops).len(), 1);
+        // A new session gets a new generation, so late pushes of the old one are stale.
+        let third = registry
+            .admit(&id, Transport::Native, true)
+            .expect("admitted");
+        let starts = lock(&host.starts).clone();
+        assert_eq!(starts.len(), 2);
+        assert!(starts[1].generation > starts[0].generation);
+        assert_eq!(
+            registry.push_frame(
+                "a:t1",
+                Some(starts[0].generation),
+                JPEG.into(),
+                FrameMeta::default()
+            ),
+            PushOutcome::Stale
+        );
+        registry.release(&third.channel, third.id);
+    }
+
+    #[tokio::test]
+    async fn late_joiner_gets_state_then_newest_frame() {
+        let (registry, _host) = registry_with(RegistryConfig::default());
+        let id = ChannelId::new("agent", None);
+        let mut first = registry
+            .admit(&id, Transport::Native, true)
+            .expect("admitted");
+        assert!(registry.set_status("agent", None, "browser_starting"));
+        assert!(registry.set_status("agent", None, "streaming"));
+        assert!(registry.set_url("agent", None, "https://example.test/"));
+        let meta = FrameMeta {
+            device_width: 800.0,
+            device_height: 600.0,
+            ..FrameMeta::default()
+        };
+        assert_eq!(
+            registry.push_frame("agent", None, JPEG.into(), meta),
+            PushOutcome::Published(1)
+        );
+        assert_eq!(
+            drain_texts(&mut first),
+            vec![
+                r#"{"status":"connected"}"#,
+                r#"{"status":"browser_starting"}"#,
+                r#"{"status":"streaming"}"#,
+                r#"{"url":"https://example.test/"}"#,
+                r#"{"viewport":{"width":800,"height":600}}"#,
+            ]
+        );
+        let mut late = registry
+            .admit(&id, Transport::Native, true)
+            .expect("admitted");
+        assert_eq!(
+            drain_texts(&mut late),
+            vec![
+                r#"{"status":"connected"}"#,
+                r#"{"status":"streaming"}"#,
+                r#"{"url":"https://example.test/"}"#,
+                r#"{"viewport":{"width":800,"height":600}}"#,
+            ]
+        );
+        assert!(late.frames.has_changed().expect("sender alive"));
+        assert_eq!(late.frames.borrow().as_ref().map(|f| f.seq), Some(1));
+        assert_eq!(late.seen_seq, 0);
+    }
+
+    #[tokio::test]
+    async fn invalid_frames_are_rejected_and_reported_once() {
+        let (registry, _host) = registry_with(RegistryConfig::default());
+        let id = ChannelId::new("agent", None);
+        let mut slot = registry
+            .admit(&id, Transport::Native, false)
+            .expect("admitted");
+        for _ in 0..3 {
+            assert!(matches!(
+                registry.push_frame("agent", None, "{\"oops\":1}".into(), FrameMeta::default()),
+                PushOutcome::Rejected(_)
+            ));
+        }
+        let texts = drain_texts(&mut slot);
+        assert_eq!(texts.len(), 1);
+        assert!(texts[0].contains("screencast_failed"));
+        let stats = registry.stats();
+        assert_eq!(stats[0].frames_rejected, 3);
+        assert_eq!(stats[0].frames_in, 0);
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_admission() {
+        let config = RegistryConfig {
+            max_viewers_per_agent: 2,
+            max_agents: 1,
+            ..RegistryConfig::default()
+        };
+        let (registry, _host) = registry_with(config);
+        let a = ChannelId::new("a", None);
+        let _v1 = registry
+            .admit(&a, Transport::Native, true)
+            .expect("admitted");
+        let _v2 = registry
+            .admit(&a, Transport::Native, true)
+            .expect("admitted");
+        assert_eq!(
+            registry.admit(&a, Transport::Native, true).err(),
+            Some(AdmitError::TooManyViewers)
+        );
+        assert_eq!(
+            registry.check_admission(&ChannelId::new("b", None)),
+            Err(AdmitError::TooManyAgents)
+        );
+        registry.close();
+        assert_eq!(
+            registry.admit(&a, Transport::Native, true).err(),
+            Some(AdmitError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_the_slow_viewer_only() {
+        let config = RegistryConfig {
+            max_queued_messages: 3,
+            ..RegistryConfig::default()
+        };
+        let (registry, _host) = registry_with(config);
+        let id = ChannelId::new("agent", None);
+        let stalled = registry
+            .admit(&id, Transport::Native, false)
+            .expect("admitted");
+        let mut healthy = registry
+            .admit(&id, Transport::Native, false)
+            .expect("admitted");
+        for i in 0..20 {
+            registry.set_url("agent", None, &format!("https://x.test/{i}"));
+            drain_texts(&mut healthy);
+        }
+        assert!(stalled.closer.is_cancelled());
+        assert_eq!(
+            stalled.closer.request().map(|r| r.0),
+            Some(CLOSE_SLOW_CONSUMER)
+        );
+        assert!(!healthy.closer.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn inputs_are_relayed_in_order_and_malformed_counted() {
+        let (registry, host) = registry_with(RegistryConfig::default());
+        let id = ChannelId::new("agent", None);
+        let slot = registry
+            .admit(&id, Transport::Native, false)
+            .expect("admitted");
+        for x in 0..5 {
+            slot.channel.on_client_text(&format!(
+                r#"{{"type":"mouse","eventType":"mouseMoved","x":{x},"y":1}}"#
+            ));
+        }
+        slot.channel.on_client_text("garbage");
+        slot.channel
+            .on_client_text(r#"{"type":"mouse","eventType":"mouseMoved","x":-5,"y":1}"#);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let xs: Vec<f64> = lock(&host.inputs)
+            .iter()
+            .map(|input| match input {
+                ClientMessage::Mouse(m) => m.x,
+                _ => -1.0,
+            })
+            .collect();
+        assert_eq!(xs, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(registry.stats()[0].malformed_messages, 2);
+    }
+
+    #[tokio::test]
+    async fn close_stops_sources_and_closes_viewers_with_1001() {
+        let (registry, host) = registry_with(RegistryConfig::default());
+        let slot = registry
+            .admit(&ChannelId::new("agent", None), Transport::Native, true)
+            .expect("admitted");
+        registry.close();
+        assert_eq!(slot.closer.request().map(|r| r.0), Some(CLOSE_GOING_AWAY));
+        assert_eq!(lock(&host.stops).len(), 1);
+        registry.release(&slot.channel, slot.id);
+        assert!(registry.stats().is_empty());
+        assert_eq!(lock(&host.stops).len(), 1, "no second stop");
+    }
+}
