@@ -159,11 +159,14 @@ class Viewer {
       if (!isBinary && text.startsWith('{')) this.json.push(JSON.parse(text))
       else this.frames.push(text)
     })
-    this.ws.on('unexpected-response', (_req, res) => {
+    this.ws.on('unexpected-response', (req, res) => {
       let body = ''
       res.on('data', (d) => (body += d))
       res.on('end', () => {
         this.unexpected = { status: res.statusCode, headers: res.headers, body }
+        // With this listener ws leaves the request open; abort it so the socket closes.
+        req.destroy()
+        this.ws.terminate()
       })
     })
     this.ws.on('error', () => {})
