@@ -37,8 +37,8 @@ export declare class NativeRegistry {
   /** A binary message received by a JS-bridged viewer (not part of compat mode: counted). */
   bridgedBinary(viewerId: number): boolean
   /**
-   * Closes a viewer (code default 1000). For a bridged viewer whose socket already closed,
-   * this just forgets it. False if unknown.
+   * Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer
+   * is only detached (its socket already closed, or the caller keeps it). False if unknown.
    */
   closeViewer(viewerId: number, code?: number | undefined | null, reason?: string | undefined | null): boolean
   /**

@@ -146,18 +146,30 @@ async function startServer(config = {}, { configure, createServer, serverOptions
 
 /** A connected WebSocket viewer that records every message. */
 class Viewer {
-  constructor(url, options = {}) {
+  /** `keepFrames: false` keeps only each frame's tagged seq (in `frameSeqs`), not its data. */
+  constructor(url, { keepFrames = true, ...options } = {}) {
     this.ws = new WebSocket(url, options)
     this.messages = []
     this.frames = []
+    this.frameSeqs = []
+    this.frameCount = 0
     this.json = []
     this.closeCode = null
     this.unexpected = null
     this.ws.on('message', (data, isBinary) => {
       const text = data.toString('utf8')
-      this.messages.push(text)
-      if (!isBinary && text.startsWith('{')) this.json.push(JSON.parse(text))
-      else this.frames.push(text)
+      if (!isBinary && text.startsWith('{')) {
+        this.messages.push(text)
+        this.json.push(JSON.parse(text))
+        return
+      }
+      this.frameCount += 1
+      if (keepFrames) {
+        this.messages.push(text)
+        this.frames.push(text)
+      } else {
+        this.frameSeqs.push(frameSeq(text.slice(0, 300)))
+      }
     })
     this.ws.on('unexpected-response', (req, res) => {
       let body = ''

@@ -183,8 +183,10 @@ impl ViewerCloser {
 pub struct ViewerCounters {
     /// Frames written to the socket.
     pub frames_sent: AtomicU64,
-    /// Frames published while this viewer was busy and never sent to it.
+    /// Frames superseded before this viewer's writer got to them (counted when it moves on).
     pub frames_skipped: AtomicU64,
+    /// Sequence number of the frame last written, or being written, to this viewer.
+    pub seen_seq: AtomicU64,
     /// Bytes written (frames and messages, headers included).
     pub bytes_sent: AtomicU64,
     /// JSON messages written.
@@ -606,6 +608,7 @@ impl Registry {
             }
             let closer = Arc::new(ViewerCloser::default());
             let counters = Arc::new(ViewerCounters::default());
+            counters.seen_seq.store(seen_seq, Ordering::Relaxed);
             state.viewers.insert(
                 viewer_id,
                 ViewerEntry {
@@ -957,7 +960,13 @@ impl Registry {
                         id: *id,
                         transport: viewer.transport,
                         frames_sent: get(&viewer.counters.frames_sent),
-                        frames_skipped: get(&viewer.counters.frames_skipped),
+                        // Frames strictly between the one it is on and the newest are
+                        // superseded already: it can never get them.
+                        frames_skipped: get(&viewer.counters.frames_skipped)
+                            + state
+                                .seq
+                                .saturating_sub(get(&viewer.counters.seen_seq))
+                                .saturating_sub(1),
                         bytes_sent: get(&viewer.counters.bytes_sent),
                         messages_sent: get(&viewer.counters.messages_sent),
                         queued_messages: viewer.outbox.max_capacity() - viewer.outbox.capacity(),

@@ -156,6 +156,7 @@ impl Writer {
         }
         let skipped = frame.seq - self.seen_seq - 1;
         self.seen_seq = frame.seq;
+        self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
         self.counters
             .frames_skipped
             .fetch_add(skipped, Ordering::Relaxed);

@@ -1,0 +1,114 @@
+'use strict'
+// Transports: TLS sockets fall back to a JS-bridged viewer with the same wire; a stalled viewer
+// skips frames without slowing the others or growing memory.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const https = require('node:https')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const crypto = require('node:crypto')
+const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep } = require('./helpers')
+
+function selfSignedCert() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
+  const key = path.join(dir, 'key.pem')
+  const cert = path.join(dir, 'cert.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' })
+  return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
+}
+
+test('a TLS server falls back to a JS-bridged viewer that streams the same wire', async (t) => {
+  const toolset = new FakeToolset()
+  const srv = await startServer({ getToolset: () => toolset }, { createServer: https.createServer, serverOptions: selfSignedCert() })
+  t.after(() => srv.close())
+  const viewer = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false })
+  await viewer.opened
+  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming over TLS' })
+  const sent = []
+  for (let seq = 1; seq <= 20; seq++) {
+    sent.push(toolset.emitFrame(seq, { size: 30_000 }))
+    await waitFor(() => viewer.frames.length === seq, { what: `frame ${seq}` })
+  }
+  assert.deepEqual(viewer.frames, sent)
+  assert.deepEqual(viewer.statuses(), ['connected', 'browser_starting', 'streaming'])
+  viewer.send({ type: 'keyboard', eventType: 'char', text: 'z' })
+  viewer.send('garbage')
+  await waitFor(() => toolset.keys.length === 1, { what: 'input over the bridge' })
+  const channel = srv.registry.stats().channels[0]
+  assert.equal(channel.viewers[0].transport, 'bridged')
+  assert.equal(channel.viewers[0].framesSent, 20)
+  await waitFor(() => srv.registry.stats().channels[0].malformedMessages === 1, { what: 'malformed counted' })
+  await viewer.close()
+  await waitFor(() => toolset.stops === 1, { what: 'stop after the bridged viewer left' })
+})
+
+/** Opens a WebSocket by hand and then never reads from it again. */
+async function stalledViewer(port, agentId) {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  const key = crypto.randomBytes(16).toString('base64')
+  socket.write(
+    `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  )
+  const head = await new Promise((resolve) => socket.once('data', resolve))
+  assert.match(head.toString('latin1'), /^HTTP\/1.1 101 /)
+  socket.pause()
+  return socket
+}
+
+test('a stalled viewer skips frames; healthy viewers get every frame and memory stays bounded', async (t) => {
+  const toolset = new FakeToolset()
+  const srv = await startServer({ getToolset: () => toolset })
+  t.after(() => srv.close())
+  const healthy = [new Viewer(srv.url('stall'), { keepFrames: false }), new Viewer(srv.url('stall'), { keepFrames: false })]
+  await Promise.all(healthy.map((v) => v.opened))
+  const stalled = await Promise.all([stalledViewer(srv.port, 'stall'), stalledViewer(srv.port, 'stall')])
+  t.after(() => stalled.forEach((s) => s.destroy()))
+  await waitFor(() => healthy.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  global.gc?.()
+  const rssBefore = process.memoryUsage().rss
+  const frames = 400
+  const size = 100_000
+  for (let seq = 1; seq <= frames; seq++) {
+    toolset.emitFrame(seq, { size })
+    await waitFor(() => healthy.every((v) => v.frameCount === seq), { what: `frame ${seq} to healthy viewers` })
+  }
+  const rssAfter = process.memoryUsage().rss
+  for (const viewer of healthy) assert.deepEqual(viewer.frameSeqs, Array.from({ length: frames }, (_, i) => i + 1))
+  const viewers = srv.registry.stats().channels[0].viewers
+  const slow = viewers.filter((v) => v.framesSkipped > 0)
+  assert.equal(slow.length, 2, 'both stalled viewers skip frames')
+  for (const v of slow) {
+    assert.ok(v.framesSent < frames / 2, `stalled viewer was written ${v.framesSent} frames`)
+    // Every frame is sent, skipped, or is one of: the one being written, the newest.
+    const accounted = v.framesSent + v.framesSkipped
+    assert.ok(accounted >= frames - 2 && accounted <= frames, `accounted ${accounted} of ${frames}`)
+  }
+  // 400 frames of ~133 KB base64 went out (≈53 MB per viewer); a queue per stalled viewer
+  // would hold tens of MB each. Latest-frame-wins keeps at most one frame per viewer.
+  const growthMb = (rssAfter - rssBefore) / 1e6
+  assert.ok(growthMb < 40, `RSS grew ${growthMb.toFixed(1)} MB`)
+  console.log(`stalled viewers: sent ${slow.map((v) => v.framesSent)}, skipped ${slow.map((v) => v.framesSkipped)}; RSS growth ${growthMb.toFixed(1)} MB`)
+})
+
+test('a viewer that stops answering pings is closed by the heartbeat', async (t) => {
+  const toolset = new FakeToolset()
+  const srv = await startServer({ getToolset: () => toolset, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 300 })
+  t.after(() => srv.close())
+  const silent = await stalledViewer(srv.port, 'hb')
+  t.after(() => silent.destroy())
+  const alive = new Viewer(srv.url('hb'))
+  await alive.opened
+  await waitFor(() => srv.registry.getViewerCount('hb') === 2, { what: 'two viewers' })
+  await sleep(800)
+  assert.equal(srv.registry.getViewerCount('hb'), 1, 'the silent one is gone, the one answering pings stays')
+  assert.equal(alive.ws.readyState, 1)
+})
