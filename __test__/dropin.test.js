@@ -65,6 +65,8 @@ test('a @hono/node-ws route using addViewer/removeViewer streams through the nat
   }
   // broadcastFrame / broadcastStatus directly, as the TS module's callers may.
   srv.registry.broadcastFrame('m1', jpegFrame(99).toString('base64'))
+  // Latest frame wins: wait for 99 to land before pushing 100, or 100 may replace it.
+  await waitFor(() => viewers.every((v) => v.frames.length === 11), { what: 'broadcastFrame 99' })
   srv.registry.broadcastFrame('m1', jpegFrame(100)) // bytes are accepted too
   srv.registry.broadcastStatus('m1', { status: 'streaming', note: 'custom' })
   await waitFor(() => viewers.every((v) => v.frames.length === 12), { what: 'broadcastFrame' })

@@ -895,21 +895,24 @@ impl Registry {
 
     /// Closes a viewer with a close frame carrying `code`, or, with `None`, just detaches it
     /// (drop-in `removeViewer`, a bridged socket that already closed). False if unknown.
-    pub fn close_viewer(&self, viewer_id: u32, close: Option<(u16, &str)>) -> bool {
+    /// A detached viewer is released at once, so counts are exact when this returns.
+    pub fn close_viewer(self: &Arc<Self>, viewer_id: u32, close: Option<(u16, &str)>) -> bool {
         let Some(channel) = self.viewer_channel(viewer_id) else {
             return false;
         };
         let state = lock(&channel.state);
-        match state.viewers.get(&viewer_id) {
-            Some(viewer) => {
-                match close {
-                    Some((code, reason)) => viewer.closer.close(code, reason),
-                    None => viewer.closer.abort(),
-                }
-                true
-            }
-            None => false,
+        let Some(viewer) = state.viewers.get(&viewer_id) else {
+            return false;
+        };
+        match close {
+            Some((code, reason)) => viewer.closer.close(code, reason),
+            None => viewer.closer.abort(),
         }
+        drop(state);
+        if close.is_none() {
+            self.release(&channel, viewer_id);
+        }
+        true
     }
 
     /// Closes every viewer with 1001, stops every source, refuses new viewers. Writers get
