@@ -430,28 +430,36 @@ mod tests {
         ))
     }
 
-    #[tokio::test]
-    async fn native_viewer_end_to_end() {
-        let (registry, host) = registry_with(RegistryConfig {
-            linger: Duration::ZERO,
-            ..RegistryConfig::default()
-        });
+    type ClientSocket =
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+    /// A real WebSocket client connected to a viewer of `agent` served by `serve_native`.
+    async fn connect_viewer(
+        registry: &Arc<Registry>,
+        agent: &str,
+    ) -> (ClientSocket, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!(
-            "ws://{}/browser/agent/stream",
-            listener.local_addr().expect("addr")
-        );
-        let id = ChannelId::new("agent", None);
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("ws://{addr}/browser/{agent}/stream");
         let client = tokio::spawn(async move {
             tokio_tungstenite::connect_async(url)
                 .await
                 .expect("connect")
                 .0
         });
-        let served = accept_viewer(&listener, &registry, &id).await;
-        let mut ws = client.await.expect("client task");
+        let served = accept_viewer(&listener, registry, &ChannelId::new(agent, None)).await;
+        (client.await.expect("client task"), served)
+    }
+
+    #[tokio::test]
+    async fn native_viewer_end_to_end() {
+        let (registry, host) = registry_with(RegistryConfig {
+            linger: Duration::ZERO,
+            ..RegistryConfig::default()
+        });
+        let (mut ws, served) = connect_viewer(&registry, "agent").await;
         let first = ws.next().await.expect("message").expect("ok");
         assert_eq!(first, Message::Text(r#"{"status":"connected"}"#.into()));
         registry.set_status("agent", None, "streaming");
@@ -489,19 +497,7 @@ mod tests {
             max_message_bytes: 1024,
             ..RegistryConfig::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("ws://{}/x", listener.local_addr().expect("addr"));
-        let id = ChannelId::new("agent", None);
-        let client = tokio::spawn(async move {
-            tokio_tungstenite::connect_async(url)
-                .await
-                .expect("connect")
-                .0
-        });
-        let served = accept_viewer(&listener, &registry, &id).await;
-        let mut ws = client.await.expect("client task");
+        let (mut ws, served) = connect_viewer(&registry, "agent").await;
         let _connected = ws.next().await;
         ws.send(Message::Text("x".repeat(4096).into()))
             .await
