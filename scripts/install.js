@@ -77,4 +77,8 @@ if (!loads(target)) {
   console.error(`browser-stream-native: built ${target} but Node cannot load it.`)
   process.exit(1)
 }
+// Installed as a dependency, the build tree is only weight in node_modules.
+if (!process.env.CARGO_TARGET_DIR && root.split(path.sep).includes('node_modules')) {
+  fs.rmSync(targetDir, { recursive: true, force: true })
+}
 console.log(`browser-stream-native: built ${path.basename(target)}`)
