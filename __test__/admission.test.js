@@ -88,6 +88,9 @@ test('limits answer 503 before the upgrade; bad agent ids 400; plain GET 426', a
   assert.equal(srv.registry.getViewerCount('cap'), 2, 'refusals leave the others alone')
   assert.equal((await refusal(srv.url('x'.repeat(300)))).status, 400)
   assert.equal((await refusal(srv.url('%00bad'))).status, 400)
+  assert.equal((await refusal(srv.url('a:b'))).status, 400, 'a colon would alias agent a, thread b')
+  // With no other upgrade listener, an upgrade to another path is answered, not left open.
+  assert.equal((await refusal(`ws://127.0.0.1:${srv.port}/nowhere`)).status, 404)
   const res = await fetch(`http://127.0.0.1:${srv.port}/browser/cap/stream`)
   assert.equal(res.status, 426)
   assert.equal((await fetch(`http://127.0.0.1:${srv.port}/health`)).status, 200)

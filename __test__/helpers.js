@@ -147,8 +147,8 @@ async function startServer(config = {}, { configure, createServer, serverOptions
 /** A connected WebSocket viewer that records every message. */
 class Viewer {
   /** `keepFrames: false` keeps only each frame's tagged seq (in `frameSeqs`), not its data. */
-  constructor(url, { keepFrames = true, ...options } = {}) {
-    this.ws = new WebSocket(url, options)
+  constructor(url, { keepFrames = true, protocols, ...options } = {}) {
+    this.ws = new WebSocket(url, protocols, options)
     this.messages = []
     this.frames = []
     this.frameSeqs = []

@@ -45,6 +45,10 @@ test('a TLS server falls back to a JS-bridged viewer that streams the same wire'
   assert.equal(channel.viewers[0].transport, 'bridged')
   assert.equal(channel.viewers[0].framesSent, 20)
   await waitFor(() => srv.registry.stats().channels[0].malformedMessages === 1, { what: 'malformed counted' })
+  // Compat only, as on the native path: an offered subprotocol is not echoed, so a client
+  // that requires one fails its handshake (RFC 6455) instead of misreading the wire.
+  const offering = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false, protocols: ['browser-stream.v1'] })
+  await assert.rejects(offering.opened)
   await viewer.close()
   await waitFor(() => toolset.stops === 1, { what: 'stop after the bridged viewer left' })
 })

@@ -52,6 +52,7 @@ function checkId(value, name) {
     return `${name} must be 1 to ${MAX_ID_LENGTH} bytes long`
   }
   if (/[\u0000-\u001f\u007f]/.test(value)) return `${name} must not contain control characters`
+  if (name === 'agentId' && value.includes(':')) return 'agentId must not contain ":" (it separates agent and thread)'
   return null
 }
 
@@ -185,6 +186,8 @@ function setupBrowserStream(app, config = {}) {
     noServer: true,
     maxPayload: config.maxMessageBytes ?? 64 * 1024,
     perMessageDeflate: false,
+    // Compat mode only, like the native path: never echo an offered subprotocol.
+    handleProtocols: () => false,
   })
 
   function handOver(req, socket, head, { agentId, threadId }) {
@@ -211,9 +214,17 @@ function setupBrowserStream(app, config = {}) {
     })
   }
 
-  async function handleUpgrade(req, socket, head) {
+  async function handleUpgrade(server, req, socket, head) {
     const url = new URL(req.url ?? '/', 'http://localhost')
-    if (!streamPath.test(url.pathname)) return // not ours: other listeners handle it
+    if (!streamPath.test(url.pathname)) {
+      // Not ours: other listeners handle it. With no other listener nobody would ever answer
+      // it, so answer 404 rather than leave the socket open.
+      if (server.listenerCount('upgrade') <= 1) {
+        socket.on('error', () => {})
+        return rejectUpgrade(socket, 404, 'not_found', 'no WebSocket endpoint at this path')
+      }
+      return
+    }
     socket.on('error', () => {})
     const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase()
     const key = req.headers['sec-websocket-key']
@@ -253,7 +264,7 @@ function setupBrowserStream(app, config = {}) {
   function injectWebSocket(server) {
     if (!server || typeof server.on !== 'function') throw new TypeError('injectWebSocket: server must be a Node HTTP server')
     server.on('upgrade', (req, socket, head) => {
-      handleUpgrade(req, socket, head).catch((err) => {
+      handleUpgrade(server, req, socket, head).catch((err) => {
         log.error(`[browser-stream] upgrade failed: ${errorText(err)}`)
         socket.destroy()
       })

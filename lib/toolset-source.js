@@ -198,7 +198,12 @@ class ToolsetSource {
   setUrl(url) {
     if (typeof url !== 'string' || url === '' || url === this.lastUrl) return
     this.lastUrl = url
-    this.native.setUrl(this.key, url.slice(0, 8192), this.generation)
+    if (Buffer.byteLength(url) > 8192) return // not a URL a viewer can use; Rust would refuse it
+    try {
+      this.native.setUrl(this.key, url, this.generation)
+    } catch {
+      // A URL is a nicety; never let it disturb frames.
+    }
   }
 
   syncUrl() {
@@ -225,10 +230,11 @@ class ToolsetSource {
     }
     const toolset = this.toolset ?? (await this.resolveToolset())
     if (!toolset) return
+    // A hung injection must not block the channel's input queue forever.
     if (kind === 'mouse' && typeof toolset.injectMouseEvent === 'function') {
-      await toolset.injectMouseEvent(event)
+      await withTimeout(Promise.resolve().then(() => toolset.injectMouseEvent(event)), this.timeoutMs, 'injectMouseEvent')
     } else if (kind === 'keyboard' && typeof toolset.injectKeyboardEvent === 'function') {
-      await toolset.injectKeyboardEvent(event)
+      await withTimeout(Promise.resolve().then(() => toolset.injectKeyboardEvent(event)), this.timeoutMs, 'injectKeyboardEvent')
     }
   }
 

@@ -111,6 +111,8 @@ class ViewerRegistry {
   }
 
   #startSource({ key, agentId, threadId, generation }) {
+    const previous = this.#sources.get(key)
+    if (previous && previous.generation !== generation) void previous.stop()
     const source = new ToolsetSource({
       native: this.#native,
       key,
@@ -123,13 +125,14 @@ class ViewerRegistry {
       log: this.#log,
     })
     this.#sources.set(key, source)
-    source.start().catch((err) => this.#log.error(`[browser-stream] source ${key}: ${errorText(err)}`))
+    source.start().catch(() => {})
   }
 
   async #stopSource({ key, generation }) {
     const source = this.#sources.get(key)
     if (!source || source.generation !== generation) return
     this.#sources.delete(key)
+    this.#forgetKey(key)
     try {
       await source.stop()
     } catch (err) {
@@ -172,7 +175,13 @@ class ViewerRegistry {
     const id = this.#native.attachBridged(agentId, threadId || undefined, true)
     this.#bridged.set(id, {
       send: (text) => sendPaced(ws, text),
-      close: (code, reason) => ws.close(code, reason),
+      close: (code, reason) => {
+        try {
+          ws.close(code, reason)
+        } catch {
+          ws.terminate()
+        }
+      },
     })
     let alive = true
     ws.on('pong', () => {
@@ -201,6 +210,12 @@ class ViewerRegistry {
     return id
   }
 
+  /** Drops the drop-in bookkeeping of a channel whose source stopped (no viewers left). */
+  #forgetKey(nativeKey) {
+    this.#toolsetGetters.delete(nativeKey)
+    for (const [alias, target] of this.#keyAliases) if (target === nativeKey) this.#keyAliases.delete(alias)
+  }
+
   #nativeKey(key) {
     return this.#keyAliases.get(key) ?? key
   }
@@ -220,7 +235,13 @@ class ViewerRegistry {
     if (typeof key !== 'string' || key === '') throw new TypeError('addViewer: key must be a non-empty string')
     if (!ws || typeof ws.send !== 'function') throw new TypeError('addViewer: ws must have a send() method')
     if (this.#contexts.has(ws)) return
-    const agent = agentId ?? key
+    // A key of the TypeScript module is `agentId` or `agentId:threadId`.
+    let agent = agentId
+    if (agent === undefined) {
+      const colon = key.indexOf(':')
+      agent = colon < 0 ? key : key.slice(0, colon)
+      if (colon >= 0 && threadId === undefined) threadId = key.slice(colon + 1)
+    }
     const nativeKey = channelKey(agent, threadId)
     if (nativeKey !== key) this.#keyAliases.set(key, nativeKey)
     if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)

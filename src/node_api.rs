@@ -434,6 +434,10 @@ fn check_agent_id(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId> 
     if agent_id.is_empty() || agent_id.len() > MAX_ID {
         return Err(invalid(format!("agentId must be 1 to {MAX_ID} bytes long")));
     }
+    if agent_id.contains(':') {
+        // `agentId:threadId` is the channel key; a colon would let two agents share one.
+        return Err(invalid("agentId must not contain ':'"));
+    }
     if thread_id.is_some_and(|t| t.len() > MAX_ID) {
         return Err(invalid(format!(
             "threadId must be at most {MAX_ID} bytes long"

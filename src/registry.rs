@@ -248,6 +248,8 @@ struct ChannelState {
     seq: u64,
     rejection_reported_for: u32,
     linger_timer: Option<AbortHandle>,
+    /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
+    linger_epoch: u64,
 }
 
 /// Counters of one channel.
@@ -524,6 +526,7 @@ impl Registry {
                 seq: 0,
                 rejection_reported_for: 0,
                 linger_timer: None,
+                linger_epoch: 0,
             }),
             frames: watch::Sender::new(None),
             inputs,
@@ -559,7 +562,7 @@ impl Registry {
             return refused(AdmitError::TooManyViewersTotal);
         }
         let viewer_id = self.next_viewer_id.fetch_add(1, Ordering::Relaxed);
-        let (slot, edge) = {
+        let slot = {
             let mut channels = lock(&self.channels);
             let channel = match channels.get(&id.key) {
                 Some(channel) => channel.clone(),
@@ -635,7 +638,10 @@ impl Registry {
                 SourceState::Running => None,
             };
             drop(state);
-            let slot = ViewerSlot {
+            if let Some(edge) = edge {
+                self.apply(&channel, edge);
+            }
+            ViewerSlot {
                 id: viewer_id,
                 channel,
                 outbox,
@@ -644,14 +650,10 @@ impl Registry {
                 seen_seq,
                 closer,
                 counters,
-            };
-            (slot, edge)
+            }
         };
         lock(&self.viewer_index).insert(viewer_id, slot.channel.clone());
         self.totals.viewers_admitted.fetch_add(1, Ordering::Relaxed);
-        if let Some(edge) = edge {
-            self.apply(&slot.channel, edge);
-        }
         Ok(slot)
     }
 
@@ -674,8 +676,8 @@ impl Registry {
     /// stops; an idle channel with no viewers is forgotten.
     pub fn release(self: &Arc<Self>, channel: &Arc<Channel>, viewer_id: u32) {
         lock(&self.viewer_index).remove(&viewer_id);
+        let mut channels = lock(&self.channels);
         let edge = {
-            let mut channels = lock(&self.channels);
             let mut state = lock(&channel.state);
             if state.viewers.remove(&viewer_id).is_none() {
                 return;
@@ -687,16 +689,17 @@ impl Registry {
             match state.source {
                 SourceState::Running if !self.config.linger.is_zero() && !self.is_closed() => {
                     state.source = SourceState::Lingering;
+                    state.linger_epoch += 1;
                     let registry = Arc::downgrade(self);
                     let lingering = Arc::downgrade(channel);
-                    let generation = state.generation;
+                    let epoch = state.linger_epoch;
                     let linger = self.config.linger;
                     let timer = self.runtime.spawn(async move {
                         tokio::time::sleep(linger).await;
                         if let (Some(registry), Some(channel)) =
                             (registry.upgrade(), lingering.upgrade())
                         {
-                            registry.linger_expired(&channel, generation);
+                            registry.linger_expired(&channel, epoch);
                         }
                     });
                     state.linger_timer = Some(timer.abort_handle());
@@ -713,26 +716,29 @@ impl Registry {
                 }
             }
         };
+        // Under the channels lock, like every edge: see `linger_expired`.
         if let Some(edge) = edge {
             self.apply(channel, edge);
         }
+        drop(channels);
     }
 
-    fn linger_expired(&self, channel: &Arc<Channel>, generation: u32) {
-        let edge = {
-            let mut channels = lock(&self.channels);
-            let mut state = lock(&channel.state);
-            if state.source != SourceState::Lingering
-                || state.generation != generation
-                || !state.viewers.is_empty()
-            {
-                return;
-            }
-            state.source = SourceState::Idle;
-            state.linger_timer = None;
-            forget_channel(&mut channels, channel);
-            SourceEdge::Stop(channel.source_request(generation))
-        };
+    fn linger_expired(&self, channel: &Arc<Channel>, epoch: u64) {
+        let mut channels = lock(&self.channels);
+        let mut state = lock(&channel.state);
+        if state.source != SourceState::Lingering
+            || state.linger_epoch != epoch
+            || !state.viewers.is_empty()
+        {
+            return;
+        }
+        state.source = SourceState::Idle;
+        state.linger_timer = None;
+        forget_channel(&mut channels, channel);
+        let edge = SourceEdge::Stop(channel.source_request(state.generation));
+        drop(state);
+        // Still under the channels lock: the host sees stops and starts of a key in the order
+        // the state changed (a start of a new channel for this key needs this lock).
         self.apply(channel, edge);
     }
 
@@ -923,7 +929,7 @@ impl Registry {
         }
         let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         for channel in channels {
-            let edge = {
+            {
                 let mut channels = lock(&self.channels);
                 let mut state = lock(&channel.state);
                 for viewer in state.viewers.values() {
@@ -939,11 +945,13 @@ impl Registry {
                 if state.viewers.is_empty() {
                     forget_channel(&mut channels, &channel);
                 }
-                was_live.then(|| SourceEdge::Stop(channel.source_request(state.generation)))
+                let edge =
+                    was_live.then(|| SourceEdge::Stop(channel.source_request(state.generation)));
+                drop(state);
+                if let Some(edge) = edge {
+                    self.apply(&channel, edge);
+                }
             };
-            if let Some(edge) = edge {
-                self.apply(&channel, edge);
-            }
         }
     }
 
