@@ -185,7 +185,8 @@ pub struct ViewerCounters {
     pub frames_sent: AtomicU64,
     /// Frames superseded before this viewer's writer got to them (counted when it moves on).
     pub frames_skipped: AtomicU64,
-    /// Sequence number of the frame last written, or being written, to this viewer.
+    /// Sequence number of the frame last written, or being written, to this viewer (at join:
+    /// just below the newest frame, so that frame is sent at once). Stored only by its writer.
     pub seen_seq: AtomicU64,
     /// Bytes written (frames and messages, headers included).
     pub bytes_sent: AtomicU64,
@@ -213,8 +214,6 @@ pub struct ViewerSlot {
     pub outbox_tx: mpsc::Sender<Outbound>,
     /// The channel's latest frame; marked changed when there is one to send at once.
     pub frames: watch::Receiver<Option<Arc<Frame>>>,
-    /// Sequence number of the newest frame this viewer is considered to have seen.
-    pub seen_seq: u64,
     /// Close control.
     pub closer: Arc<ViewerCloser>,
     /// Counters.
@@ -647,7 +646,6 @@ impl Registry {
                 outbox,
                 outbox_tx,
                 frames,
-                seen_seq,
                 closer,
                 counters,
             }
@@ -1219,7 +1217,7 @@ pub(crate) mod tests {
         );
         assert!(late.frames.has_changed().expect("sender alive"));
         assert_eq!(late.frames.borrow().as_ref().map(|f| f.seq), Some(1));
-        assert_eq!(late.seen_seq, 0);
+        assert_eq!(late.counters.seen_seq.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

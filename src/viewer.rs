@@ -138,7 +138,6 @@ impl Sink {
 pub struct Writer {
     outbox: mpsc::Receiver<Outbound>,
     frames: watch::Receiver<Option<Arc<Frame>>>,
-    seen_seq: u64,
     closer: Arc<ViewerCloser>,
     counters: Arc<ViewerCounters>,
     heartbeat: Duration,
@@ -151,11 +150,12 @@ impl Writer {
         let Some(frame) = frame else {
             return Ok(());
         };
-        if frame.seq <= self.seen_seq {
+        // Only this writer stores `seen_seq`; the registry reads it for stats.
+        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
+        if frame.seq <= seen {
             return Ok(());
         }
-        let skipped = frame.seq - self.seen_seq - 1;
-        self.seen_seq = frame.seq;
+        let skipped = frame.seq - seen - 1;
         self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
         self.counters
             .frames_skipped
@@ -194,7 +194,8 @@ impl Writer {
                 message = self.outbox.recv() => match message {
                     None => return Ok(()),
                     Some(Outbound::Text { text, after_seq }) => {
-                        if after_seq > self.seen_seq && self.frames.has_changed().unwrap_or(false) {
+                        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
+                        if after_seq > seen && self.frames.has_changed().unwrap_or(false) {
                             self.send_latest_frame(sink).await?;
                         }
                         let header = FrameHeader::new(OP_TEXT, text.len());
@@ -241,7 +242,6 @@ pub fn split_slot(slot: ViewerSlot, heartbeat: Duration) -> (Writer, Reader, Arc
     let writer = Writer {
         outbox: slot.outbox,
         frames: slot.frames,
-        seen_seq: slot.seen_seq,
         closer: slot.closer.clone(),
         counters: slot.counters,
         heartbeat,
