@@ -11,7 +11,6 @@ const { ViewerRegistry } = require('./viewer-registry')
 const { errorText, isToolset, withTimeout } = require('./toolset-source')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
-const MAX_ID_LENGTH = 256
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()
@@ -45,15 +44,6 @@ function originAllowed(allowedOrigins, origin) {
   if (typeof allowedOrigins === 'function') return allowedOrigins(origin) === true
   if (!origin) return false
   return allowedOrigins.includes('*') || allowedOrigins.includes(origin)
-}
-
-function checkId(value, name) {
-  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > MAX_ID_LENGTH) {
-    return `${name} must be 1 to ${MAX_ID_LENGTH} bytes long`
-  }
-  if (/[\u0000-\u001f\u007f]/.test(value)) return `${name} must not contain control characters`
-  if (name === 'agentId' && value.includes(':')) return 'agentId must not contain ":" (it separates agent and thread)'
-  return null
 }
 
 /** Writes a Fetch `Response` as a raw HTTP/1.1 response on a socket and ends it. */
@@ -135,9 +125,13 @@ function setupBrowserStream(app, config = {}) {
     }
     const agentId = c.req.param('agentId')
     const threadId = c.req.query('threadId') || undefined
-    const invalid = checkId(agentId, 'agentId') ?? (threadId === undefined ? null : checkId(threadId, 'threadId'))
-    if (invalid) return jsonError(c, 400, 'bad_request', invalid)
-    const refused = registry.checkAdmission(agentId, threadId)
+    let refused
+    try {
+      // The native registry owns the id rules (length, control characters, ':').
+      refused = registry.checkAdmission(agentId, threadId)
+    } catch (err) {
+      return jsonError(c, 400, 'bad_request', errorText(err))
+    }
     if (refused) return jsonError(c, 503, 'over_capacity', refused)
     admissions.set(incoming, { agentId, threadId })
     return c.body(null, 204)
