@@ -230,12 +230,10 @@ class ToolsetSource {
     }
     const toolset = this.toolset ?? (await this.resolveToolset())
     if (!toolset) return
+    const method = { mouse: 'injectMouseEvent', keyboard: 'injectKeyboardEvent' }[kind]
+    if (!method || typeof toolset[method] !== 'function') return
     // A hung injection must not block the channel's input queue forever.
-    if (kind === 'mouse' && typeof toolset.injectMouseEvent === 'function') {
-      await withTimeout(Promise.resolve().then(() => toolset.injectMouseEvent(event)), this.timeoutMs, 'injectMouseEvent')
-    } else if (kind === 'keyboard' && typeof toolset.injectKeyboardEvent === 'function') {
-      await withTimeout(Promise.resolve().then(() => toolset.injectKeyboardEvent(event)), this.timeoutMs, 'injectKeyboardEvent')
-    }
+    await withTimeout(Promise.resolve().then(() => toolset[method](event)), this.timeoutMs, method)
   }
 
   /** Stops the current screencast (if any) and starts a new one, launching when needed. */
