@@ -39,7 +39,7 @@ test("the app's own middleware rejects with its own response and nothing is regi
 
   const allowed = new Viewer(srv.url('secret'), { headers: { 'x-session': 'let-me-in' } })
   await allowed.opened
-  await waitFor(() => allowed.statuses().includes('streaming'), { what: 'streaming' })
+  await allowed.untilStreaming('streaming')
 })
 
 test('authenticate hook: Bearer token or ?apiKey=, 401 auth_failed otherwise', async (t) => {

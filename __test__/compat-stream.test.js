@@ -12,10 +12,10 @@ test('every healthy viewer gets every frame, in order, byte-identical, from a na
   t.after(() => srv.close())
   const first = new Viewer(srv.url('agent-1'))
   await first.opened
-  await waitFor(() => first.statuses().includes('streaming'), { what: 'streaming' })
+  await first.untilStreaming('streaming')
   const viewers = [first, new Viewer(srv.url('agent-1')), new Viewer(srv.url('agent-1'))]
   await Promise.all(viewers.map((v) => v.opened))
-  await waitFor(() => viewers.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  await Promise.all(viewers.map((v) => v.untilStreaming()))
   const sent = []
   for (let seq = 1; seq <= 60; seq++) {
     sent.push(toolset.emitFrame(seq, { size: 20_000 }))
@@ -48,7 +48,7 @@ test('status, url and viewport messages follow the TypeScript wire and late join
   t.after(() => srv.close())
   const first = new Viewer(srv.url('agent-2'))
   await first.opened
-  await waitFor(() => first.statuses().includes('streaming'), { what: 'streaming' })
+  await first.untilStreaming('streaming')
   toolset.emitFrame(1, { width: 1280, height: 720 })
   await waitFor(() => first.frames.length === 1, { what: 'frame 1' })
   toolset.url = 'https://example.test/b'
@@ -98,7 +98,7 @@ test('mouse and keyboard messages reach the toolset in order; malformed ones are
   t.after(() => srv.close())
   const viewer = new Viewer(srv.url('agent-3'))
   await viewer.opened
-  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming' })
+  await viewer.untilStreaming('streaming')
   for (let x = 0; x < 20; x++) viewer.send({ type: 'mouse', eventType: 'mouseMoved', x, y: 5, modifiers: 8 })
   viewer.send({ type: 'mouse', eventType: 'mousePressed', x: 10, y: 20, button: 'left', clickCount: 1 })
   viewer.send({ type: 'keyboard', eventType: 'keyDown', key: 'a', code: 'KeyA' })
@@ -142,7 +142,7 @@ test('?threadId= scopes the viewer to agentId:threadId and passes the thread to 
   const a = new Viewer(srv.url('agent-4', '?threadId=t1'))
   const b = new Viewer(srv.url('agent-4', '?threadId=t2'))
   await Promise.all([a.opened, b.opened])
-  await waitFor(() => a.statuses().includes('streaming') && b.statuses().includes('streaming'), { what: 'both streaming' })
+  await Promise.all([a, b].map((v) => v.untilStreaming()))
   toolsets.get('agent-4:t1').emitFrame(11)
   toolsets.get('agent-4:t2').emitFrame(22)
   await waitFor(() => a.frames.length === 1 && b.frames.length === 1, { what: 'frames' })
@@ -174,7 +174,7 @@ test('no toolset keeps the viewer connected; a browser launched later starts the
   await waitFor(() => toolset.readyCallbacks.size === 1, { what: 'onBrowserReady registered' })
   assert.deepEqual(waiting.statuses(), ['connected'])
   toolset.launch()
-  await waitFor(() => waiting.statuses().includes('streaming'), { what: 'streaming after launch' })
+  await waiting.untilStreaming('streaming after launch')
   assert.deepEqual(waiting.statuses(), ['connected', 'browser_starting', 'streaming'])
   toolset.emitFrame(1)
   await waitFor(() => waiting.frames.length === 1, { what: 'frame' })
@@ -201,7 +201,7 @@ test('probe and close routes under apiPrefix', async (t) => {
 
   const viewer = new Viewer(srv.url('agent-6'))
   await viewer.opened
-  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming' })
+  await viewer.untilStreaming('streaming')
   toolset.emitFrame(1)
   await waitFor(() => viewer.frames.length === 1, { what: 'frame' })
   res = await fetch(`${base}/v2/api/agents/agent-6/browser/close`, { method: 'POST' })
@@ -228,7 +228,7 @@ test('a toolset stream that emits non-image data: viewers get one screencast_fai
   t.after(() => srv.close())
   const viewer = new Viewer(srv.url('agent-7'))
   await viewer.opened
-  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming' })
+  await viewer.untilStreaming('streaming')
   for (let i = 0; i < 3; i++) {
     toolset.current.emit('frame', { data: '{"status":"spoofed"}', viewport: { width: 1, height: 1 } })
   }
@@ -276,5 +276,5 @@ test('getToolset that throws, rejects or hangs gives screencast_failed and a lat
   mode = 'good'
   const viewer = new Viewer(srv.url('agent-8'))
   await viewer.opened
-  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming at last' })
+  await viewer.untilStreaming('streaming at last')
 })

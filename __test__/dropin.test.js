@@ -51,7 +51,7 @@ test('a @hono/node-ws route using addViewer/removeViewer streams through the nat
   t.after(() => srv.close())
   const viewers = [new Viewer(srv.url('m1')), new Viewer(srv.url('m1'))]
   await Promise.all(viewers.map((v) => v.opened))
-  await waitFor(() => viewers.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  await Promise.all(viewers.map((v) => v.untilStreaming()))
   assert.equal(srv.registry.getViewerCount('m1'), 2)
   assert.equal(srv.registry.hasActiveScreencast('m1'), true)
   for (let seq = 1; seq <= 10; seq++) {

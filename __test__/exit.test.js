@@ -15,7 +15,7 @@ test('close() sends 1001 to every viewer and the process exits promptly', async 
   const { port } = await waitFor(() => messages.find((m) => m.port), { what: 'child port' })
   const viewers = Array.from({ length: 5 }, () => new Viewer(`ws://127.0.0.1:${port}/browser/exit-agent/stream`))
   await Promise.all(viewers.map((v) => v.opened))
-  await waitFor(() => viewers.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  await Promise.all(viewers.map((v) => v.untilStreaming()))
   const closedAt = Date.now()
   child.send('close')
   const stats = (await waitFor(() => messages.find((m) => m.stats), { what: 'stats' })).stats

@@ -194,6 +194,10 @@ class Viewer {
   statuses() {
     return this.json.filter((m) => m.status).map((m) => m.status)
   }
+  /** Resolves once this viewer was told `{status:'streaming'}`. */
+  untilStreaming(what = 'streaming') {
+    return waitFor(() => this.statuses().includes('streaming'), { what })
+  }
   send(obj) {
     this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj))
   }

@@ -19,7 +19,7 @@ test('50 concurrent first connects start exactly one screencast; the last leavin
   t.after(() => srv.close())
   const viewers = Array.from({ length: 50 }, () => new Viewer(srv.url('busy')))
   await Promise.all(viewers.map((v) => v.opened))
-  await waitFor(() => viewers.every((v) => v.statuses().includes('streaming')), { what: 'all streaming' })
+  await Promise.all(viewers.map((v) => v.untilStreaming()))
   assert.equal(toolset.starts, 1)
   assert.equal(getToolsetCalls, 1)
   assert.equal(srv.registry.getViewerCount('busy'), 50)
@@ -47,7 +47,7 @@ test('a viewer back within the linger keeps the screencast (a page reload does n
   t.after(() => srv.close())
   const before = new Viewer(srv.url('reload'))
   await before.opened
-  await waitFor(() => before.statuses().includes('streaming'), { what: 'streaming' })
+  await before.untilStreaming('streaming')
   toolset.emitFrame(7)
   await waitFor(() => before.frames.length === 1, { what: 'frame' })
   await before.close()
@@ -76,7 +76,7 @@ test('each agent gets its own screencast; an errored stream is still stopped', a
   const viewers = []
   for (let a = 0; a < 5; a++) for (let v = 0; v < 4; v++) viewers.push(new Viewer(srv.url(`agent-${a}`)))
   await Promise.all(viewers.map((v) => v.opened))
-  await waitFor(() => viewers.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  await Promise.all(viewers.map((v) => v.untilStreaming()))
   assert.equal(toolsets.size, 5)
   for (const toolset of toolsets.values()) assert.equal(toolset.starts, 1)
   toolsets.get('agent-0').current.emit('error', new Error('encoder hiccup'))

@@ -30,7 +30,7 @@ test('a TLS server falls back to a JS-bridged viewer that streams the same wire'
   t.after(() => srv.close())
   const viewer = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false })
   await viewer.opened
-  await waitFor(() => viewer.statuses().includes('streaming'), { what: 'streaming over TLS' })
+  await viewer.untilStreaming('streaming over TLS')
   const sent = []
   for (let seq = 1; seq <= 20; seq++) {
     sent.push(toolset.emitFrame(seq, { size: 30_000 }))
@@ -76,7 +76,7 @@ test('a stalled viewer skips frames; healthy viewers get every frame and memory 
   await Promise.all(healthy.map((v) => v.opened))
   const stalled = await Promise.all([stalledViewer(srv.port, 'stall'), stalledViewer(srv.port, 'stall')])
   t.after(() => stalled.forEach((s) => s.destroy()))
-  await waitFor(() => healthy.every((v) => v.statuses().includes('streaming')), { what: 'streaming' })
+  await Promise.all(healthy.map((v) => v.untilStreaming()))
   global.gc?.()
   const rssBefore = process.memoryUsage().rss
   const frames = 400
