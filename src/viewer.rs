@@ -7,7 +7,9 @@
 //! header and the shared payload, pings) and the close sequence. Must not touch registry state
 //! except through `Registry::release` and `Channel::on_client_text`.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,9 +79,14 @@ pub enum Sink {
     },
 }
 
-async fn write_all_vectored(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut slices = &mut slices[..];
+/// Writes `head` then `body` with vectored writes (one syscall for both in the usual case).
+async fn write_all_vectored(
+    writer: &mut OwnedWriteHalf,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut storage = [IoSlice::new(head), IoSlice::new(body)];
+    let mut slices = &mut storage[..];
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
         let written = writer.write_vectored(slices).await?;
@@ -91,11 +98,24 @@ async fn write_all_vectored(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io:
     Ok(())
 }
 
+/// Runs a write unless the viewer is closed meanwhile (`cancelled` resolves); a cut write leaves
+/// the stream mid-frame, reported as `Interrupted` so no close frame follows it.
+async fn interruptible<C: Future<Output = ()>>(
+    cancelled: Pin<&mut C>,
+    write: impl Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    tokio::select! {
+        biased;
+        _ = cancelled => Err(io::ErrorKind::Interrupted.into()),
+        result = write => result,
+    }
+}
+
 impl Sink {
     /// Writes one TEXT message whose header is already built (frames) or built here.
     async fn send_text(&mut self, header: &FrameHeader, text: &Bytes) -> io::Result<()> {
         match self {
-            Sink::Tcp(writer) => write_all_vectored(writer, &[header.as_bytes(), text]).await,
+            Sink::Tcp(writer) => write_all_vectored(writer, header.as_bytes(), text).await,
             Sink::Bridged { viewer_id, host } => host
                 .bridged_send(*viewer_id, BridgedOutbound::Text(text.clone()))
                 .await
@@ -145,7 +165,11 @@ pub struct Writer {
 
 impl Writer {
     /// Sends the newest frame if this viewer has not seen it; counts the frames it skipped.
-    async fn send_latest_frame(&mut self, sink: &mut Sink) -> io::Result<()> {
+    async fn send_latest_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
         let frame = self.frames.borrow_and_update().clone();
         let Some(frame) = frame else {
             return Ok(());
@@ -160,8 +184,7 @@ impl Writer {
         self.counters
             .frames_skipped
             .fetch_add(skipped, Ordering::Relaxed);
-        self.interruptible(sink.send_text(&frame.text_header, &frame.text))
-            .await?;
+        interruptible(cancelled, sink.send_text(&frame.text_header, &frame.text)).await?;
         self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(
             (frame.text_header.as_bytes().len() + frame.text.len()) as u64,
@@ -170,36 +193,39 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs a write unless the viewer is closed meanwhile; a cut write leaves the stream
-    /// mid-frame, reported as `Interrupted` so no close frame follows it.
-    async fn interruptible(
-        &self,
-        write: impl std::future::Future<Output = io::Result<()>>,
-    ) -> io::Result<()> {
-        tokio::select! {
-            biased;
-            _ = self.closer.cancelled() => Err(io::ErrorKind::Interrupted.into()),
-            result = write => result,
-        }
-    }
-
     async fn pump(&mut self, sink: &mut Sink) -> io::Result<()> {
         let start = tokio::time::Instant::now() + self.heartbeat;
         let mut ping = tokio::time::interval_at(start, self.heartbeat);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One cancellation future for the writer's life: re-creating it per frame registered
+        // and unregistered a waiter (two lock round trips) for every frame of every viewer.
+        let closer = self.closer.clone();
+        let cancelled = closer.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                _ = self.closer.cancelled() => return Ok(()),
+                _ = cancelled.as_mut() => return Ok(()),
                 message = self.outbox.recv() => match message {
                     None => return Ok(()),
                     Some(Outbound::Text { text, after_seq }) => {
                         let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-                        if after_seq > seen && self.frames.has_changed().unwrap_or(false) {
-                            self.send_latest_frame(sink).await?;
+                        if after_seq > seen {
+                            // The frame this message follows may still be on its way to the
+                            // watch (a JS push publishes from a runtime task): wait for it.
+                            let published = tokio::select! {
+                                biased;
+                                _ = cancelled.as_mut() => return Ok(()),
+                                published = self.frames.wait_for(|latest| {
+                                    latest.as_ref().is_some_and(|f| f.seq >= after_seq)
+                                }) => published.is_ok(),
+                            };
+                            if published {
+                                self.send_latest_frame(sink, cancelled.as_mut()).await?;
+                            }
                         }
                         let header = FrameHeader::new(OP_TEXT, text.len());
-                        self.interruptible(sink.send_text(&header, &text)).await?;
+                        interruptible(cancelled.as_mut(), sink.send_text(&header, &text)).await?;
                         self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
                         self.counters.bytes_sent.fetch_add(
                             (header.as_bytes().len() + text.len()) as u64,
@@ -207,17 +233,18 @@ impl Writer {
                         );
                     }
                     Some(Outbound::Pong(payload)) => {
-                        self.interruptible(sink.send_control(OP_PONG, &payload)).await?;
+                        interruptible(cancelled.as_mut(), sink.send_control(OP_PONG, &payload))
+                            .await?;
                     }
                 },
                 changed = self.frames.changed() => {
                     if changed.is_err() {
                         return Ok(());
                     }
-                    self.send_latest_frame(sink).await?;
+                    self.send_latest_frame(sink, cancelled.as_mut()).await?;
                 }
                 _ = ping.tick() => {
-                    self.interruptible(sink.send_control(OP_PING, b"")).await?;
+                    interruptible(cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
                 }
             }
         }
