@@ -172,6 +172,8 @@ test('no toolset keeps the viewer connected; a browser launched later starts the
   const waiting = new Viewer(srv.url('agent-5'))
   await waiting.opened
   await waitFor(() => toolset.readyCallbacks.size === 1, { what: 'onBrowserReady registered' })
+  await waitFor(() => waiting.statuses().length > 0, { what: 'the connected status' })
+  await sleep(50)
   assert.deepEqual(waiting.statuses(), ['connected'])
   toolset.launch()
   await waiting.untilStreaming('streaming after launch')

@@ -325,6 +325,18 @@ impl Channel {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Makes `frame` the channel's latest, never replacing a newer one (publications made from
+    /// runtime tasks may run out of order).
+    fn publish(channel: &Channel, frame: Arc<Frame>) {
+        channel.frames.send_if_modified(|latest| {
+            if latest.as_ref().is_some_and(|current| current.seq >= frame.seq) {
+                return false;
+            }
+            *latest = Some(frame);
+            true
+        });
+    }
+
     /// Queues `text` for every viewer. A viewer whose queue is full is closed (4001): reliable
     /// messages are never dropped silently and never grow memory.
     fn broadcast(state: &mut ChannelState, text: String) {
@@ -756,7 +768,7 @@ impl Registry {
         &self,
         key: &str,
         generation: Option<u32>,
-        f: impl FnOnce(&Channel, &mut ChannelState) -> R,
+        f: impl FnOnce(&Arc<Channel>, &mut ChannelState) -> R,
     ) -> Option<R> {
         let channel = self.channel(key)?;
         let mut state = lock(&channel.state);
@@ -803,9 +815,18 @@ impl Registry {
                 .counters
                 .bytes_in
                 .fetch_add(text.len() as u64, Ordering::Relaxed);
-            channel
-                .frames
-                .send_replace(Some(Arc::new(Frame::from_base64(seq, text, meta))));
+            let frame = Arc::new(Frame::from_base64(seq, text, meta));
+            if Handle::try_current().is_ok() {
+                Channel::publish(channel, frame);
+            } else {
+                // Off the runtime (a push from the JS thread): publishing wakes every viewer's
+                // writer, a cross-thread wake each; a runtime task does that instead, so the JS
+                // thread's cost per frame does not grow with the number of viewers.
+                let channel = channel.clone();
+                self.runtime.spawn(async move { Channel::publish(&channel, frame) });
+            }
+            // Queued now, in order with the source's other messages; each writer holds it
+            // until it has sent this frame (`after_seq`).
             let size = (meta.device_width, meta.device_height);
             if size.0 > 0.0 && size.1 > 0.0 && state.viewport != Some(size) {
                 state.viewport = Some(size);
