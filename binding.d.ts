@@ -48,6 +48,13 @@ export declare class NativeRegistry {
    * `stale` or `rejected`.
    */
   pushFrame(key: string, data: string | Buffer, metadata?: FrameMetadata | undefined | null, generation?: number | undefined | null): string
+  /**
+   * Replays `images` (JPEG, PNG or WebP bytes) in a loop as the frames of source session
+   * `generation` of `key`, from the Rust runtime: a browser-less source for demos and the
+   * benchmark. Sets the status `streaming`; the replay stops by itself when the session ends.
+   * Returns false when `generation` is not the live session of `key`.
+   */
+  startReplaySource(key: string, generation: number, images: Array<Buffer>, options: ReplaySourceOptions): boolean
   /** Sets and broadcasts `{status}` for `key`. False when stale or no channel. */
   setStatus(key: string, status: string, generation?: number | undefined | null): boolean
   /** Sets and broadcasts `{url}` for `key` when it changed. */
@@ -214,6 +221,21 @@ export interface RegistryStats {
   admissionsRefused: number
   /** Whether `close()` was called. */
   closed: boolean
+}
+
+/** How `startReplaySource` replays its images. */
+export interface ReplaySourceOptions {
+  /** Frames per second: above 0, at most 240. */
+  fps: number
+  /**
+   * Write into each frame a JPEG comment `bsn:seq=<n>;t=<µs since the epoch>;` with its
+   * number and scheduled capture time, so a receiver can measure latency (JPEG only).
+   */
+  stampFrames?: boolean
+  /** Device width reported with each frame (drives `{viewport}`); 0 or absent when unknown. */
+  width?: number
+  /** Device height reported with each frame. */
+  height?: number
 }
 
 /** Stats of one viewer. */

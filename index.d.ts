@@ -77,12 +77,30 @@ export interface Logger {
   error?(...args: unknown[]): void
 }
 
+/** Prerecorded frames for the Rust replay source. */
+export interface ReplayFrames {
+  /** JPEG, PNG or WebP images, replayed in order, in a loop. */
+  frames: Buffer[]
+  /** Frames per second (above 0, at most 240). */
+  fps: number
+  /** Stamp each JPEG frame with `bsn:seq=…;t=…;` (latency measurement). */
+  stampFrames?: boolean
+  /** Device size reported as `{viewport}`. */
+  width?: number
+  height?: number
+}
+
 /** Options of a `ViewerRegistry` (all optional). */
 export interface ViewerRegistryOptions extends NativeRegistryOptions {
   /** Default toolset lookup for channels started without one. */
   getToolset?: GetToolset
   /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
   screencastOptions?: unknown
+  /**
+   * Browser-less source: when it returns frames for an agent, they are replayed in a loop by
+   * the Rust runtime instead of asking `getToolset` (demos, benchmarks).
+   */
+  getReplayFrames?: (agentId: string, threadId?: string) => ReplayFrames | null | undefined
   /** Milliseconds `getToolset` and `startScreencast` may take (default 10000). */
   toolsetTimeoutMs?: number
   /** Where diagnostics go (default: warnings and errors to the console). */

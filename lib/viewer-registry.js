@@ -40,6 +40,8 @@ function sendPaced(ws, text) {
 class ViewerRegistry {
   #native
   #getToolset
+  /** agentId → prerecorded frames replayed by the Rust source instead of a toolset */
+  #getReplayFrames
   #screencastOptions
   #toolsetTimeoutMs
   #heartbeatIntervalMs
@@ -73,6 +75,10 @@ class ViewerRegistry {
       nativeOptions[name] = value
     }
     this.#getToolset = options.getToolset
+    if (options.getReplayFrames !== undefined && typeof options.getReplayFrames !== 'function') {
+      throw new TypeError('ViewerRegistry option getReplayFrames must be a function')
+    }
+    this.#getReplayFrames = options.getReplayFrames
     this.#screencastOptions = options.screencastOptions
     this.#toolsetTimeoutMs = options.toolsetTimeoutMs
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
@@ -113,6 +119,19 @@ class ViewerRegistry {
   #startSource({ key, agentId, threadId, generation }) {
     const previous = this.#sources.get(key)
     if (previous && previous.generation !== generation) void previous.stop()
+    if (this.#getReplayFrames) {
+      let replay
+      try {
+        replay = this.#getReplayFrames(agentId, threadId ?? undefined)
+      } catch (err) {
+        this.#native.broadcastError(key, 'screencast_failed', `getReplayFrames: ${errorText(err)}`, generation)
+        return
+      }
+      if (replay) {
+        this.#startReplay(key, generation, replay)
+        return
+      }
+    }
     const source = new ToolsetSource({
       native: this.#native,
       key,
@@ -126,6 +145,16 @@ class ViewerRegistry {
     })
     this.#sources.set(key, source)
     source.start().catch(() => {})
+  }
+
+  /** Runs a replay source in Rust; it stops by itself when its generation ends. */
+  #startReplay(key, generation, { frames, fps, stampFrames, width, height }) {
+    this.#sources.set(key, { generation, stop: async () => {}, input: async () => {} })
+    try {
+      this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
+    } catch (err) {
+      this.#native.broadcastError(key, 'screencast_failed', `replay source: ${errorText(err)}`, generation)
+    }
   }
 
   async #stopSource({ key, generation }) {

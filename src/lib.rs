@@ -8,6 +8,7 @@
 //! - [`registry`]: channels, viewers, source lifecycle, limits, stats;
 //! - [`viewer`]: serving one viewer's socket (native or JS-bridged);
 //! - [`host`]: what the core asks of its embedder;
+//! - [`replay_source`]: a browser-less frame source in Rust (demos, benchmark);
 //! - [`node_api`]: the napi classes and objects.
 
 #![deny(missing_docs)]
@@ -17,5 +18,6 @@ pub mod host;
 pub mod node_api;
 pub mod protocol;
 pub mod registry;
+pub mod replay_source;
 pub mod viewer;
 pub mod ws_codec;

@@ -22,6 +22,7 @@ use crate::protocol::ClientMessage;
 use crate::registry::{
     ChannelId, ChannelStats, PushOutcome, Registry, RegistryConfig, Transport, ViewerStats,
 };
+use crate::replay_source::{check_schedule, run_replay, ReplayImages, ReplaySchedule};
 use crate::viewer::{check_websocket_key, serve_bridged, serve_native};
 
 /// Options of a `NativeRegistry`; every field is optional.
@@ -418,6 +419,21 @@ pub struct JsRegistryStats {
     pub closed: bool,
 }
 
+/// How `startReplaySource` replays its images.
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySourceOptions {
+    /// Frames per second: above 0, at most 240.
+    pub fps: f64,
+    /// Write into each frame a JPEG comment `bsn:seq=<n>;t=<µs since the epoch>;` with its
+    /// number and scheduled capture time, so a receiver can measure latency (JPEG only).
+    pub stamp_frames: Option<bool>,
+    /// Device width reported with each frame (drives `{viewport}`); 0 or absent when unknown.
+    pub width: Option<f64>,
+    /// Device height reported with each frame.
+    pub height: Option<f64>,
+}
+
 /// The native registry: channels, viewers and their sockets, on a tokio runtime. The JS
 /// `ViewerRegistry` wraps it; use that unless you are writing glue.
 #[napi]
@@ -662,6 +678,40 @@ impl NativeRegistry {
             PushOutcome::Rejected(_) => "rejected",
         }
         .to_string()
+    }
+
+    /// Replays `images` (JPEG, PNG or WebP bytes) in a loop as the frames of source session
+    /// `generation` of `key`, from the Rust runtime: a browser-less source for demos and the
+    /// benchmark. Sets the status `streaming`; the replay stops by itself when the session ends.
+    /// Returns false when `generation` is not the live session of `key`.
+    #[napi]
+    pub fn start_replay_source(
+        &self,
+        key: String,
+        generation: u32,
+        images: Vec<Buffer>,
+        options: ReplaySourceOptions,
+    ) -> Result<bool> {
+        let schedule = ReplaySchedule {
+            fps: options.fps,
+            stamp: options.stamp_frames.unwrap_or(false),
+            width: options.width.unwrap_or(0.0),
+            height: options.height.unwrap_or(0.0),
+        };
+        check_schedule(&schedule).map_err(|e| invalid(e.to_string()))?;
+        let images = ReplayImages::new(images.iter().map(|b| &b[..]), schedule.stamp)
+            .map_err(|e| invalid(e.to_string()))?;
+        if !self
+            .registry
+            .set_status(&key, Some(generation), "streaming")
+        {
+            return Ok(false);
+        }
+        let registry = self.registry.clone();
+        self.registry
+            .runtime()
+            .spawn(run_replay(registry, key, generation, images, schedule));
+        Ok(true)
     }
 
     /// Sets and broadcasts `{status}` for `key`. False when stale or no channel.
