@@ -130,11 +130,13 @@ export function listen(app: Hono, onServer: (server: ReturnType<typeof serve>) =
     if (message?.type === 'window_start') {
       delay.reset()
     } else if (message?.type === 'window_end') {
+      // No sample at all means the loop never turned during the window: report unknown.
+      const sampled = delay.count > 0
       process.send?.({
         type: 'event_loop_delay',
-        p50Ms: delay.percentile(50) / 1e6,
-        p99Ms: delay.percentile(99) / 1e6,
-        maxMs: delay.max / 1e6,
+        p50Ms: sampled ? delay.percentile(50) / 1e6 : null,
+        p99Ms: sampled ? delay.percentile(99) / 1e6 : null,
+        maxMs: sampled ? delay.max / 1e6 : null,
       })
     }
   })
