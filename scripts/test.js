@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 'use strict'
-// The whole test suite, as the README's `npm test`: Rust lint and unit tests, a fresh build of
-// the addon (with a check that the committed napi bindings match the Rust code), then the
-// integration tests in __test__/ with Node's test runner. Exits non-zero on any failure.
+// The whole test suite, as the README's `npm test`: Rust lint and unit tests (the addon and the
+// benchmark's tools), a fresh build of the addon (with a check that the committed napi
+// bindings match the Rust code), then the integration tests in __test__/ with Node's test
+// runner. Exits non-zero on any failure.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -22,6 +23,11 @@ function run(command, args, what) {
 run('cargo', ['fmt', '--check'], 'rustfmt')
 run('cargo', ['clippy', '--all-targets', '--locked', '--', '-D', 'warnings'], 'clippy')
 run('cargo', ['test', '--locked'], 'Rust unit tests')
+// The benchmark's Rust tools (load generator, physical limit) are held to the same rules.
+const bench = ['--manifest-path', path.join('bench', 'rust', 'Cargo.toml')]
+run('cargo', ['fmt', '--check', ...bench], 'rustfmt (bench)')
+run('cargo', ['clippy', '--release', '--locked', ...bench, '--', '-D', 'warnings'], 'clippy (bench)')
+run('cargo', ['test', '--release', '--locked', ...bench], 'Rust unit tests (bench)')
 
 const napiCli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 if (fs.existsSync(napiCli)) {

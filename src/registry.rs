@@ -329,7 +329,10 @@ impl Channel {
     /// runtime tasks may run out of order).
     fn publish(channel: &Channel, frame: Arc<Frame>) {
         channel.frames.send_if_modified(|latest| {
-            if latest.as_ref().is_some_and(|current| current.seq >= frame.seq) {
+            if latest
+                .as_ref()
+                .is_some_and(|current| current.seq >= frame.seq)
+            {
                 return false;
             }
             *latest = Some(frame);
@@ -823,7 +826,8 @@ impl Registry {
                 // writer, a cross-thread wake each; a runtime task does that instead, so the JS
                 // thread's cost per frame does not grow with the number of viewers.
                 let channel = channel.clone();
-                self.runtime.spawn(async move { Channel::publish(&channel, frame) });
+                self.runtime
+                    .spawn(async move { Channel::publish(&channel, frame) });
             }
             // Queued now, in order with the source's other messages; each writer holds it
             // until it has sent this frame (`after_seq`).

@@ -85,6 +85,20 @@ impl StampableImage {
     }
 }
 
+/// A tokio runtime of `threads` workers: the lean current-thread scheduler for one.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 /// `--name value` pairs and bare `--flag`s.
 pub struct Args {
     values: HashMap<String, String>,

@@ -475,17 +475,7 @@ fn main() {
         eprintln!("loadgen: gave up after {max_seconds} s");
         std::process::exit(3);
     });
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .unwrap_or_else(|e| fail(format!("runtime: {e}")));
+    let runtime = bsn_bench::runtime(threads).unwrap_or_else(|e| fail(format!("runtime: {e}")));
     let result = runtime.block_on(run(plan));
     emit(result);
     // Sockets are dropped by the exit; the servers see resets, which is fine for a benchmark.

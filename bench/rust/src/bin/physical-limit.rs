@@ -133,17 +133,7 @@ fn main() {
     let fps: f64 = args.number("fps", 30.0);
     let port: u16 = args.number("port", 0);
     let threads: usize = args.number("threads", 1);
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    let runtime = runtime.unwrap_or_else(|e| {
+    let runtime = bsn_bench::runtime(threads).unwrap_or_else(|e| {
         eprintln!("physical-limit: runtime: {e}");
         std::process::exit(2)
     });
