@@ -547,7 +547,7 @@ impl Registry {
             counters: ChannelCounters::default(),
         });
         self.runtime.spawn(relay_inputs(
-            self.host.clone(),
+            Arc::downgrade(self),
             Arc::downgrade(&channel),
             input_rx,
         ));
@@ -753,6 +753,49 @@ impl Registry {
         // Still under the channels lock: the host sees stops and starts of a key in the order
         // the state changed (a start of a new channel for this key needs this lock).
         self.apply(channel, edge);
+    }
+
+    /// The source of `key` ended by itself (its browser crashed or went away): the channel
+    /// goes idle and keeps its viewers; the next viewer or a `relaunch` starts a new session.
+    /// False when `generation` is not the live session.
+    pub fn source_ended(&self, key: &str, generation: u32) -> bool {
+        let mut channels = lock(&self.channels);
+        let Some(channel) = channels.get(key).cloned() else {
+            return false;
+        };
+        let mut state = lock(&channel.state);
+        if state.generation != generation || state.source == SourceState::Idle {
+            return false;
+        }
+        if let Some(timer) = state.linger_timer.take() {
+            timer.abort();
+        }
+        state.source = SourceState::Idle;
+        if state.viewers.is_empty() {
+            forget_channel(&mut channels, &channel);
+        }
+        true
+    }
+
+    /// Starts a new source session for an idle channel that still has viewers.
+    fn restart_idle_source(&self, channel: &Arc<Channel>) {
+        let channels = lock(&self.channels);
+        let mut state = lock(&channel.state);
+        if state.source != SourceState::Idle || state.viewers.is_empty() || self.is_closed() {
+            return;
+        }
+        state.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        state.source = SourceState::Running;
+        let edge = SourceEdge::Start(channel.source_request(state.generation));
+        drop(state);
+        self.apply(channel, edge);
+        drop(channels);
+    }
+
+    /// Whether `generation` is the live (running or lingering) source session of `key`.
+    pub fn is_live(&self, key: &str, generation: u32) -> bool {
+        self.with_live_source(key, Some(generation), |_, _| ())
+            .is_some()
     }
 
     /// The channel for `key`, if it has viewers or a lingering source.
@@ -1050,17 +1093,23 @@ fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Ch
 /// Relays a channel's inputs to the host one at a time, in arrival order. Ends when the
 /// channel is dropped.
 async fn relay_inputs(
-    host: Arc<dyn Host>,
+    registry: Weak<Registry>,
     channel: Weak<Channel>,
     mut inputs: mpsc::Receiver<protocol::ClientMessage>,
 ) {
     while let Some(input) = inputs.recv().await {
-        let Some(channel) = channel.upgrade() else {
+        let (Some(registry), Some(channel)) = (registry.upgrade(), channel.upgrade()) else {
             return;
         };
         let request = {
             let state = lock(&channel.state);
             if state.source == SourceState::Idle {
+                drop(state);
+                // A source that ended by itself (its browser went away) starts again when a
+                // viewer asks for it.
+                if input == protocol::ClientMessage::Relaunch {
+                    registry.restart_idle_source(&channel);
+                }
                 continue;
             }
             channel.source_request(state.generation)
@@ -1069,6 +1118,8 @@ async fn relay_inputs(
             .counters
             .inputs_relayed
             .fetch_add(1, Ordering::Relaxed);
+        let host = registry.host.clone();
+        drop(registry);
         if host.relay_input(request, input).await.is_err() {
             channel
                 .counters
