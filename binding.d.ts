@@ -55,6 +55,19 @@ export declare class NativeRegistry {
    * Returns false when `generation` is not the live session of `key`.
    */
   startReplaySource(key: string, generation: number, images: Array<Buffer>, options: ReplaySourceOptions): boolean
+  /**
+   * Makes a native CDP session the source of session `generation` of `key`: it connects to
+   * the browser at `endpoint` (a `ws://…/devtools/browser/…` URL), shows the agent's page
+   * and publishes its screencast from Rust; input is relayed to the page from Rust too.
+   * Returns false when `generation` is not the live session of `key`.
+   */
+  startCdpSource(key: string, generation: number, endpoint: string, options?: CdpSourceOptions | undefined | null): boolean
+  /**
+   * Tells the registry that session `generation` of `key` ended by itself (its browser is
+   * gone): the channel goes idle, keeps its viewers, and the next viewer or a `relaunch`
+   * starts a new session. False when `generation` is not the live session.
+   */
+  sourceEnded(key: string, generation: number): boolean
   /** Sets and broadcasts `{status}` for `key`. False when stale or no channel. */
   setStatus(key: string, status: string, generation?: number | undefined | null): boolean
   /** Sets and broadcasts `{url}` for `key` when it changed. */
@@ -76,6 +89,44 @@ export declare class NativeRegistry {
   stats(): RegistryStats
   /** Closes every viewer with 1001, stops every source and refuses new viewers. */
   close(): void
+}
+
+/** How `startCdpSource` captures the page. */
+export interface CdpSourceOptions {
+  /** Target id of the page to show; by default the most recently opened page. */
+  targetId?: string
+  /** `jpeg` (default) or `png`. */
+  format?: string
+  /** JPEG quality 0–100 (default 80). */
+  quality?: number
+  /** Largest frame width in pixels (Chrome scales down to fit). */
+  maxWidth?: number
+  /** Largest frame height in pixels. */
+  maxHeight?: number
+  /** Send every n-th frame (default 1). */
+  everyNthFrame?: number
+  /** Switch to a page the agent opens in a new tab (default true). */
+  followNewTabs?: boolean
+}
+
+/** Stats of a channel's native CDP session (one DevTools connection). */
+export interface CdpStats {
+  /** Whether the DevTools connection is up. */
+  connected: boolean
+  /** Whether the page reports itself visible. */
+  visible: boolean
+  /** Target id of the page shown. */
+  targetId?: string
+  /** URL of the page shown. */
+  url?: string
+  /** Page attachments (1 + re-targets and relaunches). */
+  attaches: number
+  /** Screencast frames received and acknowledged. */
+  framesAcked: number
+  /** Frames taken by screenshot because the page sent none. */
+  screenshots: number
+  /** Viewer inputs dispatched to the page. */
+  inputsDispatched: number
 }
 
 /** Stats of one agent channel. */
@@ -120,6 +171,8 @@ export interface ChannelStats {
   stops: number
   /** Total frames sent to all viewers. */
   framesOut: number
+  /** The native CDP session, when this channel's source is one. */
+  cdp?: JsCdpStats
   /** Its viewers. */
   viewers: Array<ViewerStats>
 }
@@ -221,6 +274,8 @@ export interface RegistryStats {
   admissionsRefused: number
   /** Whether `close()` was called. */
   closed: boolean
+  /** Live native CDP sessions (one DevTools connection each). */
+  cdpConnections: number
 }
 
 /** How `startReplaySource` replays its images. */

@@ -9,12 +9,16 @@
 //! - [`viewer`]: serving one viewer's socket (native or JS-bridged);
 //! - [`host`]: what the core asks of its embedder;
 //! - [`replay_source`]: a browser-less frame source in Rust (demos, benchmark);
+//! - [`cdp_source`]: the native frame source, a Chromium page over the DevTools protocol;
+//! - [`input`]: viewer input as CDP `Input.*` commands;
 //! - [`node_api`]: the napi classes and objects.
 
 #![deny(missing_docs)]
 
+pub mod cdp_source;
 pub mod frame;
 pub mod host;
+pub mod input;
 pub mod node_api;
 pub mod protocol;
 pub mod registry;

@@ -16,6 +16,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
+use crate::cdp_source::{CdpOptions, CdpSessionStats, CdpSessions, ImageFormat};
 use crate::frame::FrameMeta;
 use crate::host::{BridgedOutbound, Host, HostFuture, SourceRequest};
 use crate::protocol::ClientMessage;
@@ -159,9 +160,11 @@ impl HostEvent {
 /// The JS callback receiving `HostEvent`s: weak, so it never keeps Node alive.
 type HostCallback = ThreadsafeFunction<HostEvent, Promise<()>, HostEvent, Status, false, true>;
 
-/// Calls the JS glue for the core.
+/// The core's host: native CDP sessions first (they stop and take input in Rust), the JS glue
+/// for everything else.
 struct JsHost {
     callback: Arc<HostCallback>,
+    cdp: Arc<CdpSessions>,
 }
 
 impl JsHost {
@@ -186,6 +189,7 @@ impl Host for JsHost {
     }
 
     fn stop_source(&self, request: SourceRequest) {
+        self.cdp.stop(&request);
         self.callback.call(
             HostEvent::source("stop", request),
             ThreadsafeFunctionCallMode::NonBlocking,
@@ -193,6 +197,10 @@ impl Host for JsHost {
     }
 
     fn relay_input(&self, request: SourceRequest, input: ClientMessage) -> HostFuture {
+        let input = match self.cdp.relay(&request, input.clone()) {
+            Some(relayed) => return relayed,
+            None => input,
+        };
         let (input_kind, input) = match input {
             ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok()),
             ClientMessage::Keyboard(key) => ("keyboard", serde_json::to_value(key).ok()),
@@ -365,8 +373,106 @@ pub struct JsChannelStats {
     pub stops: i64,
     /// Total frames sent to all viewers.
     pub frames_out: i64,
+    /// The native CDP session, when this channel's source is one.
+    pub cdp: Option<JsCdpStats>,
     /// Its viewers.
     pub viewers: Vec<JsViewerStats>,
+}
+
+/// Stats of a channel's native CDP session (one DevTools connection).
+#[napi(object, js_name = "CdpStats")]
+pub struct JsCdpStats {
+    /// Whether the DevTools connection is up.
+    pub connected: bool,
+    /// Whether the page reports itself visible.
+    pub visible: bool,
+    /// Target id of the page shown.
+    pub target_id: Option<String>,
+    /// URL of the page shown.
+    pub url: Option<String>,
+    /// Page attachments (1 + re-targets and relaunches).
+    pub attaches: i64,
+    /// Screencast frames received and acknowledged.
+    pub frames_acked: i64,
+    /// Frames taken by screenshot because the page sent none.
+    pub screenshots: i64,
+    /// Viewer inputs dispatched to the page.
+    pub inputs_dispatched: i64,
+}
+
+impl From<&CdpSessionStats> for JsCdpStats {
+    fn from(stats: &CdpSessionStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (target_id, url) = stats.page();
+        JsCdpStats {
+            connected: stats.connected.load(Relaxed),
+            visible: stats.visible.load(Relaxed),
+            target_id,
+            url,
+            attaches: stats.attaches.load(Relaxed) as i64,
+            frames_acked: stats.frames_acked.load(Relaxed) as i64,
+            screenshots: stats.screenshots.load(Relaxed) as i64,
+            inputs_dispatched: stats.inputs_dispatched.load(Relaxed) as i64,
+        }
+    }
+}
+
+/// How `startCdpSource` captures the page.
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct CdpSourceOptions {
+    /// Target id of the page to show; by default the most recently opened page.
+    pub target_id: Option<String>,
+    /// `jpeg` (default) or `png`.
+    pub format: Option<String>,
+    /// JPEG quality 0–100 (default 80).
+    pub quality: Option<u32>,
+    /// Largest frame width in pixels (Chrome scales down to fit).
+    pub max_width: Option<u32>,
+    /// Largest frame height in pixels.
+    pub max_height: Option<u32>,
+    /// Send every n-th frame (default 1).
+    pub every_nth_frame: Option<u32>,
+    /// Switch to a page the agent opens in a new tab (default true).
+    pub follow_new_tabs: Option<bool>,
+}
+
+impl CdpSourceOptions {
+    fn into_options(self, endpoint: String) -> Result<CdpOptions> {
+        if !(endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
+            return Err(invalid(
+                "the CDP endpoint must be a ws:// or wss:// DevTools URL",
+            ));
+        }
+        let format = match self.format.as_deref() {
+            None | Some("jpeg") => ImageFormat::Jpeg,
+            Some("png") => ImageFormat::Png,
+            Some(other) => return Err(invalid(format!("format {other:?} is not jpeg or png"))),
+        };
+        let quality = self.quality.unwrap_or(80);
+        if quality > 100 {
+            return Err(invalid("quality must be 0 to 100"));
+        }
+        for (name, value) in [("maxWidth", self.max_width), ("maxHeight", self.max_height)] {
+            if value.is_some_and(|v| !(16..=16384).contains(&v)) {
+                return Err(invalid(format!("{name} must be 16 to 16384")));
+            }
+        }
+        let every_nth_frame = self.every_nth_frame.unwrap_or(1);
+        if !(1..=60).contains(&every_nth_frame) {
+            return Err(invalid("everyNthFrame must be 1 to 60"));
+        }
+        Ok(CdpOptions {
+            endpoint,
+            target_id: self.target_id,
+            format,
+            quality: quality as u8,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            every_nth_frame,
+            follow_new_tabs: self.follow_new_tabs.unwrap_or(true),
+        })
+    }
 }
 
 impl From<ChannelStats> for JsChannelStats {
@@ -393,6 +499,7 @@ impl From<ChannelStats> for JsChannelStats {
             starts: c.starts as i64,
             stops: c.stops as i64,
             frames_out,
+            cdp: None,
             viewers: c.viewers.into_iter().map(JsViewerStats::from).collect(),
         }
     }
@@ -417,6 +524,8 @@ pub struct JsRegistryStats {
     pub admissions_refused: i64,
     /// Whether `close()` was called.
     pub closed: bool,
+    /// Live native CDP sessions (one DevTools connection each).
+    pub cdp_connections: u32,
 }
 
 /// How `startReplaySource` replays its images.
@@ -439,6 +548,7 @@ pub struct ReplaySourceOptions {
 #[napi]
 pub struct NativeRegistry {
     registry: Arc<Registry>,
+    cdp: Arc<CdpSessions>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -532,11 +642,14 @@ impl NativeRegistry {
         let config = options.unwrap_or_default().into_config()?;
         let runtime =
             napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::current);
+        let cdp = Arc::new(CdpSessions::default());
         let host = Arc::new(JsHost {
             callback: Arc::new(host),
+            cdp: cdp.clone(),
         });
         Ok(NativeRegistry {
             registry: Registry::new(config, host, runtime),
+            cdp,
         })
     }
 
@@ -714,6 +827,43 @@ impl NativeRegistry {
         Ok(true)
     }
 
+    /// Makes a native CDP session the source of session `generation` of `key`: it connects to
+    /// the browser at `endpoint` (a `ws://…/devtools/browser/…` URL), shows the agent's page
+    /// and publishes its screencast from Rust; input is relayed to the page from Rust too.
+    /// Returns false when `generation` is not the live session of `key`.
+    #[napi]
+    pub fn start_cdp_source(
+        &self,
+        key: String,
+        generation: u32,
+        endpoint: String,
+        options: Option<CdpSourceOptions>,
+    ) -> Result<bool> {
+        let options = options.unwrap_or_default().into_options(endpoint)?;
+        let Some(channel) = self.registry.channel(&key) else {
+            return Ok(false);
+        };
+        if !self.registry.is_live(&key, generation) {
+            return Ok(false);
+        }
+        let request = SourceRequest {
+            key,
+            agent_id: channel.id.agent_id.clone(),
+            thread_id: channel.id.thread_id.clone(),
+            generation,
+        };
+        self.cdp.start(self.registry.clone(), request, options);
+        Ok(true)
+    }
+
+    /// Tells the registry that session `generation` of `key` ended by itself (its browser is
+    /// gone): the channel goes idle, keeps its viewers, and the next viewer or a `relaunch`
+    /// starts a new session. False when `generation` is not the live session.
+    #[napi]
+    pub fn source_ended(&self, key: String, generation: u32) -> bool {
+        self.registry.source_ended(&key, generation)
+    }
+
     /// Sets and broadcasts `{status}` for `key`. False when stale or no channel.
     #[napi]
     pub fn set_status(&self, key: String, status: String, generation: Option<u32>) -> Result<bool> {
@@ -783,8 +933,14 @@ impl NativeRegistry {
                 .registry
                 .stats()
                 .into_iter()
-                .map(JsChannelStats::from)
+                .map(|channel| {
+                    let cdp = self.cdp.stats(&channel.id.key);
+                    let mut stats = JsChannelStats::from(channel);
+                    stats.cdp = cdp.as_deref().map(JsCdpStats::from);
+                    stats
+                })
                 .collect(),
+            cdp_connections: self.cdp.len() as u32,
             viewers: self.registry.viewer_total() as u32,
             starts: totals.starts.load(Relaxed) as i64,
             stops: totals.stops.load(Relaxed) as i64,
@@ -799,5 +955,6 @@ impl NativeRegistry {
     #[napi]
     pub fn close(&self) {
         self.registry.close();
+        self.cdp.stop_all();
     }
 }

@@ -1,0 +1,211 @@
+//! Input relay to the page: turns a viewer's validated mouse and keyboard messages into the CDP
+//! `Input.dispatchMouseEvent` / `Input.dispatchKeyEvent` commands the native source sends.
+//!
+//! Owns: that mapping, including what Chrome needs beyond Studio's fields to act on special
+//! keys (the Windows virtual key code, the text of Enter). Must not touch sockets, the
+//! registry or the CDP connection: it only builds commands.
+
+use serde_json::{json, Value};
+
+use crate::protocol::{KeyboardInput, MouseInput};
+
+/// One CDP command: method name and parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdpCommand {
+    /// The method, e.g. `Input.dispatchMouseEvent`.
+    pub method: &'static str,
+    /// Its parameters.
+    pub params: Value,
+}
+
+/// `Input.dispatchMouseEvent` for a mouse message (coordinates in page CSS pixels).
+pub fn mouse_command(input: &MouseInput) -> CdpCommand {
+    let mut params = json!({
+        "type": input.event_type,
+        "x": input.x,
+        "y": input.y,
+        "modifiers": input.modifiers.unwrap_or(0),
+    });
+    let button = input.button.unwrap_or(match input.event_type {
+        "mousePressed" | "mouseReleased" => "left",
+        _ => "none",
+    });
+    params["button"] = json!(button);
+    if let Some(count) = input.click_count {
+        params["clickCount"] = json!(count);
+    } else if matches!(input.event_type, "mousePressed" | "mouseReleased") {
+        params["clickCount"] = json!(1);
+    }
+    if input.event_type == "mouseWheel" {
+        // Chrome requires both deltas on wheel events.
+        params["deltaX"] = json!(input.delta_x.unwrap_or(0.0));
+        params["deltaY"] = json!(input.delta_y.unwrap_or(0.0));
+    }
+    CdpCommand {
+        method: "Input.dispatchMouseEvent",
+        params,
+    }
+}
+
+/// `Input.dispatchKeyEvent` for a keyboard message.
+pub fn keyboard_command(input: &KeyboardInput) -> CdpCommand {
+    let mut params = json!({
+        "type": input.event_type,
+        "modifiers": input.modifiers.unwrap_or(0),
+    });
+    if let Some(key) = &input.key {
+        params["key"] = json!(key);
+    }
+    if let Some(code) = &input.code {
+        params["code"] = json!(code);
+    }
+    let key = input.key.as_deref().unwrap_or("");
+    let text = match (&input.text, input.event_type, key) {
+        (Some(text), _, _) => Some(text.clone()),
+        // Enter submits forms only when its key event carries the carriage return.
+        (None, "keyDown", "Enter") => Some("\r".to_string()),
+        _ => None,
+    };
+    if let Some(text) = text {
+        params["text"] = json!(text);
+    }
+    if let Some(code) = windows_virtual_key_code(key, input.code.as_deref()) {
+        params["windowsVirtualKeyCode"] = json!(code);
+        params["nativeVirtualKeyCode"] = json!(code);
+    }
+    CdpCommand {
+        method: "Input.dispatchKeyEvent",
+        params,
+    }
+}
+
+/// The Windows virtual key code Chrome uses to act on a key (editing, navigation, Enter…).
+fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
+    let named = match key {
+        "Backspace" => 8,
+        "Tab" => 9,
+        "Enter" => 13,
+        "Shift" => 16,
+        "Control" => 17,
+        "Alt" => 18,
+        "Escape" => 27,
+        " " => 32,
+        "PageUp" => 33,
+        "PageDown" => 34,
+        "End" => 35,
+        "Home" => 36,
+        "ArrowLeft" => 37,
+        "ArrowUp" => 38,
+        "ArrowRight" => 39,
+        "ArrowDown" => 40,
+        "Delete" => 46,
+        "Meta" => 91,
+        _ => 0,
+    };
+    if named != 0 {
+        return Some(named);
+    }
+    // Letters and digits: from the physical code when given (`KeyA`, `Digit1`), else the key.
+    let from_code = code.and_then(|code| {
+        let rest = code
+            .strip_prefix("Key")
+            .or_else(|| code.strip_prefix("Digit"))?;
+        let mut chars = rest.chars();
+        let c = chars.next()?;
+        chars.next().is_none().then_some(c)
+    });
+    let mut chars = key.chars();
+    let from_key = chars.next().filter(|_| chars.next().is_none());
+    let c = from_code.or(from_key)?;
+    if c.is_ascii_alphabetic() {
+        Some(c.to_ascii_uppercase() as u32)
+    } else if c.is_ascii_digit() {
+        Some(c as u32)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mouse(event_type: &'static str) -> MouseInput {
+        MouseInput {
+            event_type,
+            x: 10.5,
+            y: 20.0,
+            button: None,
+            click_count: None,
+            delta_x: None,
+            delta_y: None,
+            modifiers: None,
+        }
+    }
+
+    fn key(event_type: &'static str, key: &str, code: Option<&str>) -> KeyboardInput {
+        KeyboardInput {
+            event_type,
+            key: Some(key.into()),
+            code: code.map(Into::into),
+            text: None,
+            modifiers: None,
+        }
+    }
+
+    #[test]
+    fn clicks_default_to_a_single_left_click_and_moves_to_no_button() {
+        let press = mouse_command(&mouse("mousePressed"));
+        assert_eq!(press.method, "Input.dispatchMouseEvent");
+        assert_eq!(
+            press.params,
+            json!({"type": "mousePressed", "x": 10.5, "y": 20.0, "modifiers": 0,
+                   "button": "left", "clickCount": 1})
+        );
+        let moved = mouse_command(&mouse("mouseMoved"));
+        assert_eq!(moved.params["button"], "none");
+        assert!(moved.params.get("clickCount").is_none());
+    }
+
+    #[test]
+    fn wheel_events_carry_both_deltas() {
+        let mut wheel = mouse("mouseWheel");
+        wheel.delta_y = Some(120.0);
+        let command = mouse_command(&wheel);
+        assert_eq!(command.params["deltaX"], 0.0);
+        assert_eq!(command.params["deltaY"], 120.0);
+    }
+
+    #[test]
+    fn keys_get_the_codes_chrome_acts_on() {
+        let enter = keyboard_command(&key("keyDown", "Enter", Some("Enter")));
+        assert_eq!(enter.method, "Input.dispatchKeyEvent");
+        assert_eq!(enter.params["windowsVirtualKeyCode"], 13);
+        assert_eq!(enter.params["text"], "\r");
+        let enter_up = keyboard_command(&key("keyUp", "Enter", Some("Enter")));
+        assert!(enter_up.params.get("text").is_none());
+        assert_eq!(
+            keyboard_command(&key("keyDown", "a", Some("KeyA"))).params["windowsVirtualKeyCode"],
+            65
+        );
+        assert_eq!(
+            keyboard_command(&key("keyDown", "!", Some("Digit1"))).params["windowsVirtualKeyCode"],
+            49
+        );
+        assert_eq!(
+            keyboard_command(&key("keyDown", "ArrowLeft", None)).params["windowsVirtualKeyCode"],
+            37
+        );
+        assert!(keyboard_command(&key("keyDown", "é", None))
+            .params
+            .get("windowsVirtualKeyCode")
+            .is_none());
+    }
+
+    #[test]
+    fn typed_text_passes_through() {
+        let mut typed = key("keyDown", "h", Some("KeyH"));
+        typed.text = Some("h".into());
+        assert_eq!(keyboard_command(&typed).params["text"], "h");
+    }
+}
