@@ -90,12 +90,33 @@ export interface ReplayFrames {
   height?: number
 }
 
+/**
+ * Where an agent's browser is: its DevTools endpoint (`ws://host:port/devtools/browser/…`, or
+ * `http://host:port`, resolved through `/json/version`), optionally with the page to show.
+ */
+export type CdpEndpoint =
+  | string
+  | {
+      endpoint: string
+      /** Target id of the page to show (default: the most recently opened page). */
+      targetId?: string
+      /** Switch to pages the agent opens in new tabs (default true). */
+      followNewTabs?: boolean
+    }
+
 /** Options of a `ViewerRegistry` (all optional). */
 export interface ViewerRegistryOptions extends NativeRegistryOptions {
   /** Default toolset lookup for channels started without one. */
   getToolset?: GetToolset
   /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
   screencastOptions?: unknown
+  /**
+   * Native source: the DevTools endpoint of the agent's browser. When it returns one, the
+   * screencast is read and fanned out in Rust (frames never touch JS) and input goes to the
+   * page from Rust; `screencastOptions` (`format`, `quality`, `maxWidth`, `maxHeight`,
+   * `everyNthFrame`) apply. Nothing returned falls back to `getToolset`. May be async.
+   */
+  getCdpEndpoint?: (agentId: string, threadId?: string) => CdpEndpoint | null | undefined | Promise<CdpEndpoint | null | undefined>
   /**
    * Browser-less source: when it returns frames for an agent, they are replayed in a loop by
    * the Rust runtime instead of asking `getToolset` (demos, benchmarks).

@@ -7,6 +7,7 @@
 
 const { NativeRegistry } = require('../binding')
 const { ToolsetSource, errorText } = require('./toolset-source')
+const { startCdpSource } = require('./cdp-source')
 
 const NATIVE_OPTION_NAMES = [
   'lingerMs',
@@ -42,6 +43,8 @@ class ViewerRegistry {
   #getToolset
   /** agentId → prerecorded frames replayed by the Rust source instead of a toolset */
   #getReplayFrames
+  /** agentId → DevTools endpoint of its browser, for the native CDP source */
+  #getCdpEndpoint
   #screencastOptions
   #toolsetTimeoutMs
   #heartbeatIntervalMs
@@ -79,6 +82,10 @@ class ViewerRegistry {
       throw new TypeError('ViewerRegistry option getReplayFrames must be a function')
     }
     this.#getReplayFrames = options.getReplayFrames
+    if (options.getCdpEndpoint !== undefined && typeof options.getCdpEndpoint !== 'function') {
+      throw new TypeError('ViewerRegistry option getCdpEndpoint must be a function')
+    }
+    this.#getCdpEndpoint = options.getCdpEndpoint
     this.#screencastOptions = options.screencastOptions
     this.#toolsetTimeoutMs = options.toolsetTimeoutMs
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
@@ -116,9 +123,35 @@ class ViewerRegistry {
     }
   }
 
-  #startSource({ key, agentId, threadId, generation }) {
+  #startSource(event) {
+    const { key, agentId, threadId, generation } = event
     const previous = this.#sources.get(key)
     if (previous && previous.generation !== generation) void previous.stop()
+    if (this.#getCdpEndpoint) {
+      // Native source: Rust owns the session once started; the entry only marks it live.
+      this.#sources.set(key, { generation, stop: async () => {}, input: async () => {} })
+      startCdpSource({
+        native: this.#native,
+        key,
+        generation,
+        agentId,
+        threadId: threadId ?? undefined,
+        getCdpEndpoint: this.#getCdpEndpoint,
+        screencastOptions: this.#screencastOptions,
+        timeoutMs: this.#toolsetTimeoutMs,
+        isCurrent: () => this.#sources.get(key)?.generation === generation,
+      }).then(
+        (started) => {
+          if (!started && this.#sources.get(key)?.generation === generation) this.#startToolsetSource(event)
+        },
+        (err) => this.#log.warn(`[browser-stream] CDP source of ${key}: ${errorText(err)}`),
+      )
+      return
+    }
+    this.#startToolsetSource(event)
+  }
+
+  #startToolsetSource({ key, agentId, threadId, generation }) {
     if (this.#getReplayFrames) {
       let replay
       try {
