@@ -1,0 +1,72 @@
+'use strict'
+// The main job end to end: `npm run demo` (examples/demo.js) launches Chromium and serves the
+// viewer page; the page, opened in a second headless Chromium by playwright-core, must draw
+// real frames (a screenshot is saved under test-output/ and its pixels checked), show fps and
+// a latency read from the frames, and Ctrl-C must stop everything cleanly.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { chromium: playwright } = require('playwright-core')
+const { findChromium } = require('../examples/chromium')
+const { decodePng, pixelSummary } = require('./png')
+
+const ROOT = path.join(__dirname, '..')
+const OUTPUT = path.join(ROOT, 'test-output')
+const chromePath = findChromium()
+const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
+
+test('npm run demo: the viewer page draws the live stream in a real browser', { skip, timeout: 120_000 }, async (t) => {
+  const demo = spawn(process.execPath, [path.join(ROOT, 'examples', 'demo.js')], {
+    env: { ...process.env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  demo.stdout.on('data', (d) => (output += d))
+  demo.stderr.on('data', (d) => (output += d))
+  const exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })))
+  t.after(() => demo.kill('SIGKILL'))
+  const liveUrl = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the demo did not start:\n${output}`)), 30_000)
+    const check = () => {
+      const match = /Live view: (http:\/\/\S+\/)/.exec(output)
+      if (match) {
+        clearTimeout(timer)
+        resolve(match[1])
+      }
+    }
+    demo.stdout.on('data', check)
+    exited.then(() => reject(new Error(`the demo exited:\n${output}`)))
+  })
+
+  const browser = await playwright.launch({
+    executablePath: chromePath,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+  })
+  t.after(() => browser.close())
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
+  await page.goto(liveUrl)
+  await page.waitForFunction(() => window.streamStats?.frames >= 15 && window.streamStats?.latencyMs != null, null, { timeout: 30_000 })
+  const stats = await page.evaluate(() => window.streamStats)
+  t.diagnostic(`viewer page: ${stats.frames} frames, ${stats.fps} fps, ${stats.width}×${stats.height}, latency ${stats.latencyMs} ms`)
+  assert.ok(stats.fps > 0, 'fps shown')
+  assert.ok(stats.width >= 320 && stats.height >= 200, 'real frame size')
+  assert.ok(stats.latencyMs >= 0 && stats.latencyMs < 5000, `capture-to-display latency ${stats.latencyMs} ms`)
+  assert.equal(await page.textContent('#status'), 'streaming')
+
+  const shot = await page.locator('#view').screenshot({ type: 'png' })
+  fs.mkdirSync(OUTPUT, { recursive: true })
+  const file = path.join(OUTPUT, 'demo-viewer.png')
+  fs.writeFileSync(file, shot)
+  const summary = pixelSummary(decodePng(shot))
+  t.diagnostic(`screenshot ${path.relative(ROOT, file)}: ${summary.distinctColours} colours, mean brightness ${summary.meanBrightness.toFixed(1)}`)
+  assert.ok(summary.distinctColours > 30, 'the canvas shows a picture, not a blank')
+  assert.ok(summary.meanBrightness > 3 && summary.meanBrightness < 252, 'neither black nor white')
+
+  demo.kill('SIGINT')
+  const { code } = await Promise.race([exited, new Promise((_, reject) => setTimeout(() => reject(new Error('the demo did not stop on Ctrl-C')), 10_000))])
+  assert.equal(code, 0, `clean exit on Ctrl-C:\n${output}`)
+})
