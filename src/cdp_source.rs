@@ -285,13 +285,11 @@ impl CdpClient {
     async fn connect(
         endpoint: &str,
     ) -> Result<(CdpClient, mpsc::UnboundedReceiver<CdpEvent>), String> {
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::<CdpEvent>::connect(endpoint),
-        )
-        .await
-        .map_err(|_| format!("no answer from {endpoint} within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::<CdpEvent>::connect(endpoint))
+                .await
+                .map_err(|_| format!("no answer from {endpoint} within {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(connection, calls_rx, events));
