@@ -166,6 +166,8 @@ export declare class ViewerRegistry {
   closeBrowserSession(key: string): Promise<void>
   /** Why a viewer of this agent would be refused now, or null. */
   checkAdmission(agentId: string, threadId?: string): string | null
+  /** Disconnects one viewer (ids in `stats()`) with a close code (default 1008) and reason. */
+  closeViewer(viewerId: number, code?: number, reason?: string): boolean
   stats(): RegistryStats
   close(): Promise<void>
 }

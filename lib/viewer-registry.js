@@ -337,6 +337,17 @@ class ViewerRegistry {
   }
 
   /**
+   * Disconnects one viewer (ids are in `stats()`), with a close frame carrying `code` (1000,
+   * 1001, 1008, 1011, 1013 or 3000–4999) and `reason`. False when there is no such viewer.
+   * @param {number} viewerId
+   * @param {number} [code]
+   * @param {string} [reason]
+   */
+  closeViewer(viewerId, code = 1008, reason = '') {
+    return this.#native.closeViewer(viewerId, code, reason)
+  }
+
+  /**
    * Broadcasts a frame (base64 JPEG string, or the image bytes) to every viewer of `key`.
    * @param {string} key
    * @param {string | Buffer} data
