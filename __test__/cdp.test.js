@@ -40,6 +40,9 @@ async function moreFrames(viewer, n, what) {
   await waitFor(() => viewer.frameCount >= start + n, { what, timeout: 15_000 })
 }
 
+/** Waits on a busy CI machine too (the default waitFor bound is 5 s). */
+const slow = { timeout: 15_000 }
+
 function channelStats(srv, key) {
   return srv.registry.stats().channels.find((c) => c.key === key)
 }
@@ -79,7 +82,7 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     await moreFrames(viewer, 10, '10 more frames')
     t.diagnostic(`first frame ${firstFrameMs} ms after connect`)
     await viewer.close()
-    await waitFor(() => srv.registry.stats().cdpConnections === 0, { what: 'session stopped after the linger' })
+    await waitFor(() => srv.registry.stats().cdpConnections === 0, { what: 'session stopped after the linger', ...slow })
   })
 
   await t.test('several viewers share one DevTools session', async () => {
@@ -96,7 +99,7 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     assert.equal(stats.cdpConnections, 1, 'one DevTools connection for the agent')
     assert.equal(channel.starts, 1)
     await Promise.all(viewers.map((v) => v.close()))
-    await waitFor(() => srv.registry.stats().cdpConnections === 0, { what: 'session stopped after the last viewer' })
+    await waitFor(() => srv.registry.stats().cdpConnections === 0, { what: 'session stopped after the last viewer', ...slow })
   })
 
   await t.test('navigation and a new tab keep the stream', async () => {
@@ -104,19 +107,20 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     await viewer.untilStreaming('streaming')
     await moreFrames(viewer, 3, 'frames before navigating')
     await page.goto(site.url('/second'))
-    await waitFor(() => viewer.json.some((m) => m.url === site.url('/second')), { what: 'url after navigation' })
+    await waitFor(() => viewer.json.some((m) => m.url === site.url('/second')), { what: 'url after navigation', ...slow })
     await moreFrames(viewer, 5, 'frames after navigating')
 
     const tab = await context.newPage()
+    t.after(() => tab.close().catch(() => {}))
     await tab.goto(site.url('/animated?tab=2'))
-    await waitFor(() => viewer.json.some((m) => m.url === site.url('/animated?tab=2')), { what: 'url of the new tab' })
+    await waitFor(() => viewer.json.some((m) => m.url === site.url('/animated?tab=2')), { what: 'url of the new tab', ...slow })
     await moreFrames(viewer, 5, 'frames from the new tab')
     const shown = channelStats(srv, 'follow').cdp
     assert.equal(shown.attaches, 2, 'attached to the new tab')
     assert.equal(shown.url, site.url('/animated?tab=2'))
 
     await tab.close()
-    await waitFor(() => channelStats(srv, 'follow').cdp.attaches === 3, { what: 'back to the first tab' })
+    await waitFor(() => channelStats(srv, 'follow').cdp.attaches === 3, { what: 'back to the first tab', ...slow })
     await moreFrames(viewer, 5, 'frames after the tab closed')
     assert.equal(channelStats(srv, 'follow').cdp.url, site.url('/second'))
     await viewer.close()
@@ -132,7 +136,7 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     viewer.send({ type: 'mouse', eventType: 'mouseMoved', ...at })
     viewer.send({ type: 'mouse', eventType: 'mousePressed', ...at, button: 'left', clickCount: 1 })
     viewer.send({ type: 'mouse', eventType: 'mouseReleased', ...at, button: 'left', clickCount: 1 })
-    await waitFor(async () => (await page.textContent('#clicks')) === 'clicks: 1', { what: 'the click in the DOM' })
+    await waitFor(async () => (await page.textContent('#clicks')) === 'clicks: 1', { what: 'the click in the DOM', ...slow })
     const box = await page.locator('#text').boundingBox()
     const inField = { x: box.x + 10, y: box.y + box.height / 2 }
     viewer.send({ type: 'mouse', eventType: 'mousePressed', ...inField, button: 'left', clickCount: 1 })
@@ -141,7 +145,7 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
       viewer.send({ type: 'keyboard', eventType: 'keyDown', key, code: `Key${key.toUpperCase()}`, text: key })
       viewer.send({ type: 'keyboard', eventType: 'keyUp', key, code: `Key${key.toUpperCase()}` })
     }
-    await waitFor(async () => (await page.inputValue('#text')) === 'hi', { what: 'typed text in the input' })
+    await waitFor(async () => (await page.inputValue('#text')) === 'hi', { what: 'typed text in the input', ...slow })
     assert.ok(channelStats(srv, 'input').cdp.inputsDispatched >= 7)
     await viewer.close()
   })
@@ -223,7 +227,7 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     t.after(() => again.close())
     endpoints.set('crash', again.endpoint)
     viewer.send({ type: 'relaunch' })
-    await waitFor(() => viewer.statuses().filter((s) => s === 'streaming').length >= 2, { what: 'streaming again' })
+    await waitFor(() => viewer.statuses().filter((s) => s === 'streaming').length >= 2, { what: 'streaming again', ...slow })
     await moreFrames(viewer, 3, 'frames from the new browser')
     assert.equal(channelStats(srv, 'crash').starts, 2)
     await Promise.all([viewer.close(), bystander.close()])

@@ -422,7 +422,7 @@ struct Session {
     options: CdpOptions,
     client: CdpClient,
     stats: Arc<CdpSessionStats>,
-    /// Page targets known from discovery, in the order they appeared.
+    /// Page targets known from discovery, newest first.
     pages: Vec<TargetInfo>,
     attached: Option<Attached>,
     /// When to take a screenshot if no frame came since the screencast started.
@@ -544,9 +544,10 @@ impl Session {
         self.attach(target).await
     }
 
-    /// The page to show when none is asked for: the most recently opened one.
+    /// The page to show when none is asked for: the most recently opened one (`pages` is kept
+    /// newest first, the order of `Target.getTargets`).
     fn preferred_page(&self) -> Option<TargetInfo> {
-        self.pages.last().cloned()
+        self.pages.first().cloned()
     }
 
     /// Attaches to `target`, starts its screencast and publishes its URL.
@@ -684,7 +685,7 @@ impl Session {
                 let created: EventTargetCreated = serde_json::from_value(event.params).ok()?;
                 let info = created.target_info;
                 if is_page(&info) && !self.pages.iter().any(|p| p.target_id == info.target_id) {
-                    self.pages.push(info.clone());
+                    self.pages.insert(0, info.clone());
                     let showing = self.attached.is_some();
                     if self.options.follow_new_tabs || !showing {
                         return self.retarget(Some(info)).await;
@@ -692,16 +693,23 @@ impl Session {
                 }
             }
             ("Target.targetInfoChanged", _) => {
-                if let Some(info) = event.params.get("targetInfo") {
-                    if let Ok(info) = serde_json::from_value::<TargetInfo>(info.clone()) {
-                        if let Some(known) = self
-                            .pages
-                            .iter_mut()
-                            .find(|p| p.target_id == info.target_id)
-                        {
-                            *known = info;
-                        }
-                    }
+                let info = event.params.get("targetInfo")?;
+                let info = serde_json::from_value::<TargetInfo>(info.clone()).ok()?;
+                // The browser-level view of a navigation: it also covers a navigation that
+                // started before this session's `Page.enable` took effect (a brand-new tab).
+                let shown = self
+                    .attached
+                    .as_ref()
+                    .is_some_and(|a| a.target_id == info.target_id.as_ref());
+                if shown && !info.url.is_empty() {
+                    self.set_url(&info.url);
+                }
+                if let Some(known) = self
+                    .pages
+                    .iter_mut()
+                    .find(|p| p.target_id == info.target_id)
+                {
+                    *known = info;
                 }
             }
             (EventTargetDestroyed::IDENTIFIER, _) => {
