@@ -189,6 +189,32 @@ test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
     await thrower.close()
   })
 
+  await t.test('a popup that opens and closes at once does not end the stream', async () => {
+    const viewer = new Viewer(srv.url('popup'), { keepFrames: false })
+    await viewer.untilStreaming('streaming')
+    await moreFrames(viewer, 2, 'frames before the popup')
+    const popup = await context.newPage()
+    await popup.close()
+    await moreFrames(viewer, 5, 'frames after the popup')
+    assert.equal(viewer.json.filter((m) => m.error).length, 0, 'no error for a vanished tab')
+    assert.equal(channelStats(srv, 'popup').sourceState, 'running')
+    await viewer.close()
+  })
+
+  await t.test('closeBrowserSession ends the native session; a relaunch starts it again', async () => {
+    const viewer = new Viewer(srv.url('closing'), { keepFrames: false })
+    await viewer.untilStreaming('streaming')
+    await moreFrames(viewer, 2, 'frames')
+    await srv.registry.closeBrowserSession('closing')
+    await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed' })
+    await waitFor(() => channelStats(srv, 'closing').cdp === undefined, { what: 'DevTools session ended', ...slow })
+    assert.equal(channelStats(srv, 'closing').sourceState, 'idle')
+    viewer.send({ type: 'relaunch' })
+    await waitFor(() => viewer.statuses().filter((s) => s === 'streaming').length === 2, { what: 'streaming again', ...slow })
+    await moreFrames(viewer, 2, 'frames after the relaunch')
+    await viewer.close()
+  })
+
   await t.test('an agent without a browser falls back to the toolset path', async () => {
     const viewer = new Viewer(srv.url('no-browser'))
     await viewer.opened

@@ -280,3 +280,20 @@ test('getToolset that throws, rejects or hangs gives screencast_failed and a lat
   await viewer.opened
   await viewer.untilStreaming('streaming at last')
 })
+
+test('closeBrowserSession right after a pushed frame: browser_closed arrives at once, the frame is not revived', async (t) => {
+  const toolset = new FakeToolset()
+  const srv = await startServer({ getToolset: () => toolset })
+  t.after(() => srv.close())
+  const viewer = new Viewer(srv.url('agent-clear'))
+  await viewer.untilStreaming('streaming')
+  toolset.emitFrame(1, { width: 640, height: 480 })
+  await waitFor(() => viewer.frames.length === 1, { what: 'frame 1' })
+  for (let seq = 2; seq <= 20; seq++) toolset.emitFrame(seq, { width: 640 + seq, height: 480 })
+  await srv.registry.closeBrowserSession('agent-clear')
+  await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed', timeout: 800 })
+  const late = new Viewer(srv.url('agent-clear'))
+  await late.opened
+  await sleep(100)
+  assert.equal(late.frames.length, 0, 'a cleared frame is not sent to a new viewer')
+})

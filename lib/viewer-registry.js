@@ -129,7 +129,7 @@ class ViewerRegistry {
     if (previous && previous.generation !== generation) void previous.stop()
     if (this.#getCdpEndpoint) {
       // Native source: Rust owns the session once started; the entry only marks it live.
-      this.#sources.set(key, { generation, stop: async () => {}, input: async () => {} })
+      this.#sources.set(key, this.#nativeSourceEntry(key, generation))
       startCdpSource({
         native: this.#native,
         key,
@@ -180,9 +180,27 @@ class ViewerRegistry {
     source.start().catch(() => {})
   }
 
+  /**
+   * The JS record of a source that runs in Rust (CDP, replay): stopping and input happen in
+   * Rust; `closeStream` (drop-in closeBrowserSession) ends the session and leaves the channel
+   * idle with its viewers, so a relaunch or the next viewer starts a new one.
+   */
+  #nativeSourceEntry(key, generation) {
+    const native = this.#native
+    return {
+      generation,
+      stop: async () => {},
+      input: async () => {},
+      closeStream: async () => {
+        native.setStatus(key, 'browser_closed', generation)
+        native.sourceEnded(key, generation)
+      },
+    }
+  }
+
   /** Runs a replay source in Rust; it stops by itself when its generation ends. */
   #startReplay(key, generation, { frames, fps, stampFrames, width, height }) {
-    this.#sources.set(key, { generation, stop: async () => {}, input: async () => {} })
+    this.#sources.set(key, this.#nativeSourceEntry(key, generation))
     try {
       this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
     } catch (err) {

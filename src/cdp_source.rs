@@ -49,6 +49,8 @@ use crate::registry::{PushOutcome, Registry};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to the DevTools endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a session checks that the registry still runs its generation.
+const LIVENESS_CHECK: Duration = Duration::from_secs(2);
 /// A page that has sent no frame this long after the screencast started gets a screenshot.
 const SCREENSHOT_FALLBACK_AFTER: Duration = Duration::from_millis(500);
 
@@ -135,7 +137,11 @@ enum SessionCommand {
     Input(ClientMessage, oneshot::Sender<Result<(), String>>),
 }
 
+/// Tells session tasks apart (a generation may be started twice by a confused caller).
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
 struct SessionHandle {
+    id: u64,
     generation: u32,
     commands: mpsc::Sender<SessionCommand>,
     stop: CancellationToken,
@@ -160,7 +166,9 @@ impl CdpSessions {
         let (commands, commands_rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let stats = Arc::new(CdpSessionStats::default());
+        let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
         let handle = SessionHandle {
+            id,
             generation: request.generation,
             commands,
             stop: stop.clone(),
@@ -173,11 +181,10 @@ impl CdpSessions {
         let runtime = registry.runtime().clone();
         runtime.spawn(async move {
             let key = request.key.clone();
-            let generation = request.generation;
             run_session(registry, request, options, commands_rx, stop, stats).await;
             if let Some(sessions) = sessions.upgrade() {
                 let mut map = lock(&sessions.sessions);
-                if map.get(&key).is_some_and(|h| h.generation == generation) {
+                if map.get(&key).is_some_and(|h| h.id == id) {
                     map.remove(&key);
                 }
             }
@@ -186,11 +193,16 @@ impl CdpSessions {
 
     /// Stops the session of `request` if it is the live one. True if there was one.
     pub fn stop(&self, request: &SourceRequest) -> bool {
+        self.stop_generation(&request.key, request.generation)
+    }
+
+    /// Stops `key`'s session if it serves `generation`. True if there was one.
+    pub fn stop_generation(&self, key: &str, generation: u32) -> bool {
         let mut map = lock(&self.sessions);
-        match map.get(&request.key) {
-            Some(handle) if handle.generation == request.generation => {
+        match map.get(key) {
+            Some(handle) if handle.generation == generation => {
                 handle.stop.cancel();
-                map.remove(&request.key);
+                map.remove(key);
                 true
             }
             _ => false,
@@ -493,9 +505,18 @@ impl Session {
         if let Err(message) = self.start().await {
             return Ending::Failed(message);
         }
+        // Backstop: a session whose generation the registry no longer runs ends even on a page
+        // that sends nothing (a stop can slip between the liveness check and the start).
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let screenshot_at = self.screenshot_at;
             tokio::select! {
+                _ = liveness.tick() => {
+                    if !self.registry.is_live(&self.key, self.generation) {
+                        return Ending::Stale;
+                    }
+                }
                 event = events.recv() => {
                     let Some(event) = event else {
                         return Ending::Crashed("the browser's DevTools connection closed".into());
@@ -537,9 +558,15 @@ impl Session {
                 .find(|p| p.target_id.as_ref() == wanted.as_str())
                 .cloned()
                 .ok_or_else(|| format!("the browser has no page target {wanted}"))?,
-            None => self
-                .preferred_page()
-                .ok_or_else(|| "the browser has no open page".to_string())?,
+            None => match self.preferred_page() {
+                Some(page) => page,
+                None => {
+                    // No page yet: keep the viewers and show the first one the agent opens.
+                    self.registry
+                        .set_status(&self.key, Some(self.generation), "browser_closed");
+                    return Ok(());
+                }
+            },
         };
         self.attach(target).await
     }
@@ -624,19 +651,24 @@ impl Session {
         .await;
     }
 
-    /// Shows another page: the one given, or the most recent one left.
+    /// Shows another page: the one given, else the most recent one left. A page that cannot
+    /// be attached (e.g. a popup already gone) is skipped; with none left the viewers are told
+    /// `browser_closed` and the session waits for the agent to open a page. Never ends the
+    /// session: only a lost connection or a crash does.
     async fn retarget(&mut self, target: Option<TargetInfo>) -> Option<Ending> {
         self.detach().await;
-        let Some(target) = target.or_else(|| self.preferred_page()) else {
-            // No page left: keep the viewers and wait for the agent to open one.
-            self.registry
-                .set_status(&self.key, Some(self.generation), "browser_closed");
-            return None;
-        };
-        match self.attach(target).await {
-            Ok(()) => None,
-            Err(message) => Some(Ending::Crashed(message)),
+        let mut candidate = target.or_else(|| self.preferred_page());
+        while let Some(target) = candidate {
+            if self.attach(target.clone()).await.is_ok() {
+                return None;
+            }
+            self.attached = None;
+            self.pages.retain(|p| p.target_id != target.target_id);
+            candidate = self.preferred_page();
         }
+        self.registry
+            .set_status(&self.key, Some(self.generation), "browser_closed");
+        None
     }
 
     fn is_ours(&self, event_session: Option<&str>) -> bool {
@@ -675,8 +707,10 @@ impl Session {
                     serde_json::from_value(event.params).ok()?;
                 self.stats.visible.store(changed.visible, Ordering::Relaxed);
                 let visibility = if changed.visible { "visible" } else { "hidden" };
-                self.registry
-                    .broadcast_json(&self.key, &json!({ "visibility": visibility }).to_string());
+                if self.registry.is_live(&self.key, self.generation) {
+                    let message = json!({ "visibility": visibility }).to_string();
+                    self.registry.broadcast_json(&self.key, &message);
+                }
             }
             ("Inspector.targetCrashed", true) => {
                 return Some(Ending::Crashed("the page's renderer crashed".into()));

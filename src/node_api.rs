@@ -852,7 +852,13 @@ impl NativeRegistry {
             thread_id: channel.id.thread_id.clone(),
             generation,
         };
-        self.cdp.start(self.registry.clone(), request, options);
+        self.cdp
+            .start(self.registry.clone(), request.clone(), options);
+        // A stop that ran between the check above and the start found no session to stop.
+        if !self.registry.is_live(&request.key, generation) {
+            self.cdp.stop(&request);
+            return Ok(false);
+        }
         Ok(true)
     }
 
@@ -861,6 +867,7 @@ impl NativeRegistry {
     /// starts a new session. False when `generation` is not the live session.
     #[napi]
     pub fn source_ended(&self, key: String, generation: u32) -> bool {
+        self.cdp.stop_generation(&key, generation);
         self.registry.source_ended(&key, generation)
     }
 

@@ -282,6 +282,9 @@ pub struct Channel {
     pub id: ChannelId,
     state: Mutex<ChannelState>,
     frames: watch::Sender<Option<Arc<Frame>>>,
+    /// Frames up to this number were withdrawn by `clear_page_state`: a publication still on
+    /// its way must not bring one back, and writers must not wait for one.
+    pub cleared_through: Arc<AtomicU64>,
     inputs: mpsc::Sender<protocol::ClientMessage>,
     /// Counters.
     pub counters: ChannelCounters,
@@ -328,6 +331,9 @@ impl Channel {
     /// Makes `frame` the channel's latest, never replacing a newer one (publications made from
     /// runtime tasks may run out of order).
     fn publish(channel: &Channel, frame: Arc<Frame>) {
+        if frame.seq <= channel.cleared_through.load(Ordering::Acquire) {
+            return;
+        }
         channel.frames.send_if_modified(|latest| {
             if latest
                 .as_ref()
@@ -543,6 +549,7 @@ impl Registry {
                 linger_epoch: 0,
             }),
             frames: watch::Sender::new(None),
+            cleared_through: Arc::new(AtomicU64::new(0)),
             inputs,
             counters: ChannelCounters::default(),
         });
@@ -947,6 +954,7 @@ impl Registry {
             let mut state = lock(&channel.state);
             state.url = None;
             state.viewport = None;
+            channel.cleared_through.store(state.seq, Ordering::Release);
             channel.frames.send_replace(None);
         }
     }

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +161,12 @@ pub struct Writer {
     closer: Arc<ViewerCloser>,
     counters: Arc<ViewerCounters>,
     heartbeat: Duration,
+    cleared_through: Arc<AtomicU64>,
 }
+
+/// Longest wait of a message for the frame it follows; that frame is normally published within
+/// microseconds, this only bounds the unforeseen.
+const FRAME_ORDER_WAIT: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// Sends the newest frame if this viewer has not seen it; counts the frames it skipped.
@@ -213,12 +218,17 @@ impl Writer {
                         if after_seq > seen {
                             // The frame this message follows may still be on its way to the
                             // watch (a JS push publishes from a runtime task): wait for it.
+                            let cleared = self.cleared_through.clone();
+                            let wait = self.frames.wait_for(|latest| {
+                                latest.as_ref().is_some_and(|f| f.seq >= after_seq)
+                                    || cleared.load(Ordering::Acquire) >= after_seq
+                            });
                             let published = tokio::select! {
                                 biased;
                                 _ = cancelled.as_mut() => return Ok(()),
-                                published = self.frames.wait_for(|latest| {
-                                    latest.as_ref().is_some_and(|f| f.seq >= after_seq)
-                                }) => published.is_ok(),
+                                published = tokio::time::timeout(FRAME_ORDER_WAIT, wait) => {
+                                    matches!(published, Ok(Ok(_)))
+                                }
                             };
                             if published {
                                 self.send_latest_frame(sink, cancelled.as_mut()).await?;
@@ -267,6 +277,7 @@ impl Writer {
 /// Splits a slot into its writer and what the reader needs.
 pub fn split_slot(slot: ViewerSlot, heartbeat: Duration) -> (Writer, Reader, Arc<Channel>, u32) {
     let writer = Writer {
+        cleared_through: slot.channel.cleared_through.clone(),
         outbox: slot.outbox,
         frames: slot.frames,
         closer: slot.closer.clone(),
