@@ -60,6 +60,8 @@ test('bad replay input is an error for the viewers, not a crash', async (t) => {
   await waitFor(() => viewer.json.some((m) => m.error === 'screencast_failed'), { what: 'screencast_failed' })
   const error = viewer.json.find((m) => m.error)
   assert.match(error.message, /replay image 0 is not a JPEG, PNG or WebP image/)
+  await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed after the error' })
+  assert.equal(srv.registry.stats().channels.find((c) => c.key === 'bad').sourceState, 'idle', 'a relaunch or the next viewer may retry')
 })
 
 test('startReplaySource refuses bad arguments with clear errors and ignores dead sessions', () => {

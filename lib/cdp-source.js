@@ -55,7 +55,7 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
       'getCdpEndpoint',
     )
   } catch (err) {
-    fail(native, key, generation, `getCdpEndpoint failed: ${errorText(err)}`)
+    failNativeSource(native, key, generation, `getCdpEndpoint failed: ${errorText(err)}`)
     return true
   }
   if (found === undefined || found === null || found === false) return false
@@ -65,22 +65,26 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
   try {
     url = await resolveDevtoolsUrl(endpoint)
   } catch (err) {
-    fail(native, key, generation, `cannot reach the browser at ${endpoint}: ${errorText(err)}`)
+    failNativeSource(native, key, generation, `cannot reach the browser at ${endpoint}: ${errorText(err)}`)
     return true
   }
   if (!isCurrent()) return true
   try {
     native.startCdpSource(key, generation, url, cdpOptions(screencastOptions, targetId, followNewTabs))
   } catch (err) {
-    fail(native, key, generation, errorText(err))
+    failNativeSource(native, key, generation, errorText(err))
   }
   return true
 }
 
-function fail(native, key, generation, message) {
+/**
+ * Ends a native (Rust) source session that could not start: viewers get `screencast_failed`
+ * then `browser_closed`, and the channel goes idle so a relaunch or the next viewer retries.
+ */
+function failNativeSource(native, key, generation, message) {
   native.broadcastError(key, 'screencast_failed', message, generation)
   native.setStatus(key, 'browser_closed', generation)
   native.sourceEnded(key, generation)
 }
 
-module.exports = { startCdpSource, resolveDevtoolsUrl, cdpOptions }
+module.exports = { startCdpSource, resolveDevtoolsUrl, cdpOptions, failNativeSource }

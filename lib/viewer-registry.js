@@ -7,7 +7,7 @@
 
 const { NativeRegistry } = require('../binding')
 const { ToolsetSource, errorText } = require('./toolset-source')
-const { startCdpSource } = require('./cdp-source')
+const { startCdpSource, failNativeSource } = require('./cdp-source')
 
 const NATIVE_OPTION_NAMES = [
   'lingerMs',
@@ -157,7 +157,8 @@ class ViewerRegistry {
       try {
         replay = this.#getReplayFrames(agentId, threadId ?? undefined)
       } catch (err) {
-        this.#native.broadcastError(key, 'screencast_failed', `getReplayFrames: ${errorText(err)}`, generation)
+        this.#sources.set(key, this.#nativeSourceEntry(key, generation))
+        failNativeSource(this.#native, key, generation, `getReplayFrames: ${errorText(err)}`)
         return
       }
       if (replay) {
@@ -204,7 +205,7 @@ class ViewerRegistry {
     try {
       this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
     } catch (err) {
-      this.#native.broadcastError(key, 'screencast_failed', `replay source: ${errorText(err)}`, generation)
+      failNativeSource(this.#native, key, generation, `replay source: ${errorText(err)}`)
     }
   }
 
