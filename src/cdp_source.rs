@@ -209,17 +209,21 @@ impl CdpSessions {
         }
     }
 
-    /// Relays `input` to the session of `request`, or None when no CDP session serves it.
-    pub fn relay(&self, request: &SourceRequest, input: ClientMessage) -> Option<HostFuture> {
+    /// Relays `input` to the session of `request`; hands the input back when no CDP session
+    /// serves it, so the caller relays it elsewhere without a copy.
+    pub fn relay(
+        &self,
+        request: &SourceRequest,
+        input: ClientMessage,
+    ) -> Result<HostFuture, ClientMessage> {
         let commands = {
             let map = lock(&self.sessions);
-            let handle = map.get(&request.key)?;
-            if handle.generation != request.generation {
-                return None;
+            match map.get(&request.key) {
+                Some(handle) if handle.generation == request.generation => handle.commands.clone(),
+                _ => return Err(input),
             }
-            handle.commands.clone()
         };
-        Some(Box::pin(async move {
+        Ok(Box::pin(async move {
             let (reply, replied) = oneshot::channel();
             commands
                 .send(SessionCommand::Input(input, reply))

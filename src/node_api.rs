@@ -197,9 +197,9 @@ impl Host for JsHost {
     }
 
     fn relay_input(&self, request: SourceRequest, input: ClientMessage) -> HostFuture {
-        let input = match self.cdp.relay(&request, input.clone()) {
-            Some(relayed) => return relayed,
-            None => input,
+        let input = match self.cdp.relay(&request, input) {
+            Ok(relayed) => return relayed,
+            Err(input) => input,
         };
         let (input_kind, input) = match input {
             ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok()),
