@@ -23,19 +23,30 @@ export declare class NativeRegistry {
   checkAdmission(agentId: string, threadId?: string | undefined | null): string | null
   /**
    * Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
-   * caller must `socket.destroy()` in the same tick. Writes the `101` from Rust and serves
-   * the viewer natively. `head` is what Node read past the request. Returns the viewer id.
+   * caller must `socket.destroy()` in the same tick. Writes the `101` from Rust (echoing the
+   * extended subprotocol when `options.protocol` chose it) and serves the viewer natively.
+   * `head` is what Node read past the request. Returns the viewer id.
    */
-  adoptSocket(fd: number, websocketKey: string, head: Buffer | undefined | null, agentId: string, threadId?: string | undefined | null): number
+  adoptSocket(fd: number, websocketKey: string, head: Buffer | undefined | null, agentId: string, threadId?: string | undefined | null, options?: ViewerOptions | undefined | null): number
   /**
    * Registers a viewer whose socket stays in JS; its writes arrive as `send`/`close` host
-   * events. `sendConnected` queues `{status:'connected'}` first. Returns the viewer id.
+   * events. `sendConnected` queues `{status:'connected'}` first (compat). Returns the
+   * viewer id.
    */
-  attachBridged(agentId: string, threadId: string | undefined | null, sendConnected: boolean): number
+  attachBridged(agentId: string, threadId: string | undefined | null, sendConnected: boolean, options?: ViewerOptions | undefined | null): number
   /** A TEXT message received by a JS-bridged viewer. False if the viewer is unknown. */
   bridgedMessage(viewerId: number, text: string): boolean
-  /** A binary message received by a JS-bridged viewer (not part of compat mode: counted). */
+  /**
+   * A binary message received by a JS-bridged viewer (no mode accepts one: counted, and
+   * answered `bad_message` in extended mode).
+   */
   bridgedBinary(viewerId: number): boolean
+  /**
+   * Publishes an agent event (the text of a JSON object with a string `type`) to the
+   * extended viewers of `key`: numbered, kept for resume, `text_delta`s merged over
+   * `eventBatchMs`. False when nobody watches `key` (no channel).
+   */
+  publishEvent(key: string, json: string): boolean
   /**
    * Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer
    * is only detached (its socket already closed, or the caller keeps it). False if unknown.
@@ -147,6 +158,22 @@ export interface ChannelStats {
   url?: string
   /** Sequence number of the newest frame. */
   lastSeq: number
+  /** The viewer controlling the page, if any. */
+  controller?: number
+  /** Events published with `publishEvent` (before `text_delta` merging). */
+  eventsPublished: number
+  /** Events sent (after merging). */
+  eventsSent: number
+  /** Events held in the resume ring. */
+  ringEvents: number
+  /** Inputs refused: not the controller, or a view-only viewer. */
+  inputsRefused: number
+  /** Client messages over a viewer's rate limit, or refused by a full input queue. */
+  inputsRateLimited: number
+  /** Mouse moves coalesced with a later move or dropped to make room. */
+  movesCoalesced: number
+  /** Inputs waiting to be relayed. */
+  pendingInputs: number
   /** Metadata of the newest frame. */
   lastFrame?: FrameMetadata
   /** Frames accepted from the source. */
@@ -199,9 +226,12 @@ export interface FrameMetadata {
  * A request from the native registry to the JS glue. `kind` says which:
  * - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
  * - `stop`: stop that source (last viewer gone and linger over, or `close()`);
- * - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`) to the page;
- * - `send`: write `text` to the JS-bridged viewer `viewerId`;
- * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`.
+ * - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `text` | `relaunch`) to the
+ *   page;
+ * - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
+ *   viewer `viewerId`;
+ * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
+ * - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
  *
  * The callback returns a promise; `input` and `send` are awaited (one input at a time per
  * channel; a bridged viewer gets its next frame once the last one was written).
@@ -226,8 +256,12 @@ export interface HostEvent {
    * shape.
    */
   input?: any
-  /** Text to send. */
+  /** Text to send, or the text of a `text` input. */
   text?: string
+  /** Binary message to send. */
+  data?: Buffer
+  /** The viewer holding control (`control`); absent when nobody does. */
+  controller?: number
   /** Close code. */
   code?: number
   /** Close reason. */
@@ -254,6 +288,23 @@ export interface NativeRegistryOptions {
   maxQueuedMessages?: number
   /** Inputs waiting per channel before new ones are dropped (default 256). */
   maxPendingInputs?: number
+  /** Client messages per second one viewer may send (default 200; one second of burst). */
+  maxInputsPerSecond?: number
+  /**
+   * Input from a viewer allowed to control takes control when nobody holds it (default
+   * false: extended viewers send `control-request` first).
+   */
+  implicitControl?: boolean
+  /** Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each). */
+  eventBatchMs?: number
+  /** Events the resume ring holds per channel (default 1000). */
+  resumeMaxEvents?: number
+  /** Bytes the resume ring holds per channel (default 4 MiB). */
+  resumeMaxBytes?: number
+  /** Milliseconds an event stays in the resume ring (default 60000). */
+  resumeMaxAgeMs?: number
+  /** Largest event accepted by `publishEvent`, in bytes of JSON (default 256 KiB). */
+  maxEventBytes?: number
 }
 
 /** Stats of the whole registry. */
@@ -293,12 +344,27 @@ export interface ReplaySourceOptions {
   height?: number
 }
 
+/** How a viewer joins (`adoptSocket`, `attachBridged`). */
+export interface ViewerOptions {
+  /**
+   * The subprotocol chosen at the handshake: `browser-stream.v1` for the extended mode;
+   * absent for compat.
+   */
+  protocol?: string
+  /** Whether this viewer may control the page (`authorizeControl`; default true). */
+  canControl?: boolean
+}
+
 /** Stats of one viewer. */
 export interface ViewerStats {
   /** Viewer id. */
   id: number
   /** `native` (socket owned by Rust) or `bridged` (socket kept in JS). */
   transport: string
+  /** `compat` or `extended` (the `browser-stream.v1` subprotocol). */
+  mode: string
+  /** Whether it may control the page. */
+  canControl: boolean
   /** Frames written. */
   framesSent: number
   /** Frames skipped because the viewer was busy (latest frame wins). */

@@ -104,8 +104,21 @@ export type CdpEndpoint =
       followNewTabs?: boolean
     }
 
+/** An agent event for `publishEvent`: a JSON object with a string `type`. */
+export interface AgentEvent {
+  /** `text_delta` (merged over `eventBatchMs`), `text_complete`, `tool_start`, `tool_result`, `complete`, `error`, or your own. */
+  type: string
+  [field: string]: unknown
+}
+
 /** Options of a `ViewerRegistry` (all optional). */
 export interface ViewerRegistryOptions extends NativeRegistryOptions {
+  /**
+   * Called whenever control of an agent's page changes hands (extended viewers'
+   * `control-request` / `control-release`, the controller leaving): `controller` is the viewer
+   * id now in control, or null. Use it to pause and resume the agent.
+   */
+  onControlChange?: (agentId: string, controller: number | null, info: { threadId?: string; key: string }) => void | Promise<void>
   /** Default toolset lookup for channels started without one. */
   getToolset?: GetToolset
   /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
@@ -138,6 +151,11 @@ export interface BrowserStreamConfig extends ViewerRegistryOptions {
    * is sent as it is.
    */
   authenticate?: (c: Context, token: string | undefined) => boolean | Response | Promise<boolean | Response>
+  /**
+   * Decides, on the upgrade request, whether this viewer may ever control the page (send
+   * input); others are view-only. Default: every admitted viewer may.
+   */
+  authorizeControl?: (c: Context) => boolean | Promise<boolean>
   /** Origins allowed to open the stream (403 otherwise); a function decides per origin. */
   allowedOrigins?: string[] | ((origin: string | undefined) => boolean)
   /** Prefix of the session probe and close routes (default `/api`). */
@@ -168,6 +186,11 @@ export declare class ViewerRegistry {
   checkAdmission(agentId: string, threadId?: string): string | null
   /** Disconnects one viewer (ids in `stats()`) with a close code (default 1008) and reason. */
   closeViewer(viewerId: number, code?: number, reason?: string): boolean
+  /**
+   * Sends an agent event to the extended viewers of `agentId` (and `threadId`), numbered and
+   * kept for resume; `text_delta`s are merged over `eventBatchMs`. False when nobody watches.
+   */
+  publishEvent(agentId: string, event: AgentEvent, threadId?: string): boolean
   stats(): RegistryStats
   close(): Promise<void>
 }
@@ -179,6 +202,9 @@ export declare function setupBrowserStream(
   injectWebSocket: (server: HttpServer | Http2Server | Http2SecureServer | import('node:https').Server) => void
   registry: ViewerRegistry
 }
+
+/** The subprotocol of the extended mode: `browser-stream.v1`. */
+export declare const EXTENDED_PROTOCOL: 'browser-stream.v1'
 
 /** Close codes used on the stream socket (docs/PROTOCOL.md). */
 export declare const CloseCode: Readonly<{

@@ -2,7 +2,7 @@
 // browser-stream-native: drop-in for the TypeScript browser-stream module (setupBrowserStream,
 // ViewerRegistry) with the hot path in Rust. See README.md.
 
-const { setupBrowserStream } = require('./lib/browser-stream')
+const { setupBrowserStream, EXTENDED_PROTOCOL } = require('./lib/browser-stream')
 const { ViewerRegistry } = require('./lib/viewer-registry')
 const { NativeRegistry } = require('./binding')
 
@@ -19,4 +19,4 @@ const CloseCode = Object.freeze({
   SLOW_CONSUMER: 4001,
 })
 
-module.exports = { setupBrowserStream, ViewerRegistry, NativeRegistry, CloseCode }
+module.exports = { setupBrowserStream, ViewerRegistry, NativeRegistry, CloseCode, EXTENDED_PROTOCOL }

@@ -210,6 +210,165 @@ class Viewer {
   }
 }
 
+const EXTENDED_PROTOCOL = 'browser-stream.v1'
+const FRAME_HEADER_BYTES = 56
+const IMAGE_FORMATS = { 1: 'jpeg', 2: 'png', 3: 'webp' }
+
+/**
+ * Parses a binary frame of the extended protocol (docs/PROTOCOL.md, 56-byte big-endian header,
+ * then the image bytes). Throws on a message too short for its header.
+ */
+function parseFrameMessage(buf) {
+  if (buf.length < FRAME_HEADER_BYTES) throw new Error(`binary message of ${buf.length} bytes is shorter than a frame header`)
+  const headerLength = buf.readUInt8(1)
+  return {
+    kind: buf.readUInt8(0),
+    headerLength,
+    format: buf.readUInt8(2),
+    formatName: IMAGE_FORMATS[buf.readUInt8(2)],
+    flags: buf.readUInt8(3),
+    seq: Number(buf.readBigUInt64BE(4)),
+    timestamp: buf.readDoubleBE(12),
+    imageWidth: buf.readUInt32BE(20),
+    imageHeight: buf.readUInt32BE(24),
+    deviceWidth: buf.readFloatBE(28),
+    deviceHeight: buf.readFloatBE(32),
+    pageScaleFactor: buf.readFloatBE(36),
+    offsetTop: buf.readFloatBE(40),
+    scrollOffsetX: buf.readFloatBE(44),
+    scrollOffsetY: buf.readFloatBE(48),
+    reserved: buf.readUInt32BE(52),
+    image: buf.subarray(headerLength),
+  }
+}
+
+/**
+ * A WebSocket viewer of the extended protocol (`browser-stream.v1` offered by default). Records
+ * JSON messages (`json`), parsed binary frames (`frames`), and every message in arrival order
+ * (`log`: `{ json }` or `{ frame }`), so tests can check the relative order of both kinds.
+ */
+class ExtendedViewer {
+  constructor(url, { protocols = [EXTENDED_PROTOCOL], keepImages = true, ...options } = {}) {
+    this.ws = new WebSocket(url, protocols, options)
+    this.json = []
+    this.frames = []
+    this.log = []
+    this.textFrames = []
+    this.badBinary = []
+    this.closeCode = null
+    this.unexpected = null
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        let frame
+        try {
+          frame = parseFrameMessage(data)
+        } catch (err) {
+          this.badBinary.push(err.message)
+          return
+        }
+        if (!keepImages) frame.image = null
+        this.frames.push(frame)
+        this.log.push({ frame })
+        return
+      }
+      const text = data.toString('utf8')
+      if (text.startsWith('{')) {
+        const json = JSON.parse(text)
+        this.json.push(json)
+        this.log.push({ json })
+      } else {
+        // A compat (base64 text) frame: recorded apart, never expected in extended mode.
+        this.textFrames.push(text)
+        this.log.push({ text })
+      }
+    })
+    this.ws.on('unexpected-response', (req, res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => {
+        this.unexpected = { status: res.statusCode, headers: res.headers, body }
+        req.destroy()
+        this.ws.terminate()
+      })
+    })
+    this.error = null
+    this.ws.on('error', (err) => {
+      this.error ??= err
+    })
+    this.ws.on('close', (code) => {
+      this.closeCode = code
+    })
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('close', () =>
+        reject(new Error(`closed before open: ${this.error?.message ?? ''} ${JSON.stringify(this.unexpected)}`)),
+      )
+    })
+    this.opened.catch(() => {})
+  }
+  /** The `session-meta` message, once received. */
+  get meta() {
+    return this.json.find((m) => m.type === 'session-meta')
+  }
+  get viewerId() {
+    return this.meta?.viewerId
+  }
+  get open() {
+    return this.ws.readyState === WebSocket.OPEN
+  }
+  /** The `{status}` messages (not the `status` field of session-meta). */
+  statuses() {
+    return this.json.filter((m) => m.status && m.type === undefined).map((m) => m.status)
+  }
+  /** Agent events received (`{type:'event'}` messages). */
+  events() {
+    return this.json.filter((m) => m.type === 'event')
+  }
+  /** Error messages, optionally only those named `error`. */
+  errors(error) {
+    return this.json.filter((m) => m.error && (error === undefined || m.error === error))
+  }
+  controls() {
+    return this.json.filter((m) => m.type === 'control')
+  }
+  lastFrame() {
+    return this.frames[this.frames.length - 1]
+  }
+  untilMeta(what = 'session-meta') {
+    return waitFor(() => this.meta, { what })
+  }
+  untilStreaming(what = 'streaming') {
+    return waitFor(() => this.statuses().includes('streaming'), { what })
+  }
+  /** Resolves with the first JSON message matching `predicate` received at index ≥ `from`. */
+  waitJson(predicate, { from = 0, ...options } = {}) {
+    return waitFor(() => this.json.slice(from).find(predicate), options)
+  }
+  /** Resolves once the viewer holds at least `n` frames. */
+  waitFrames(n, options = {}) {
+    return waitFor(() => this.frames.length >= n && this.lastFrame(), { what: `${n} frames`, ...options })
+  }
+  /**
+   * Sends a message the server must answer with `bad_message` and waits for that answer: every
+   * message sent before it has then been handled (the server handles a socket's messages in order).
+   */
+  async barrier(options = {}) {
+    const before = this.errors('bad_message').length
+    this.send({ type: 'test-barrier' })
+    await waitFor(() => this.errors('bad_message').length > before, { what: 'barrier answer', ...options })
+  }
+  send(obj) {
+    this.ws.send(typeof obj === 'string' || Buffer.isBuffer(obj) ? obj : JSON.stringify(obj))
+  }
+  close() {
+    this.ws.close()
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) resolve()
+      else this.ws.once('close', resolve)
+    })
+  }
+}
+
 async function waitFor(predicate, { timeout = 5000, interval = 10, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout
   for (;;) {
@@ -222,4 +381,18 @@ async function waitFor(predicate, { timeout = 5000, interval = 10, what = 'condi
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-module.exports = { jpegFrame, frameSeq, FakeToolset, FakeStream, startServer, Viewer, waitFor, sleep, BASE_JPEG }
+module.exports = {
+  jpegFrame,
+  frameSeq,
+  FakeToolset,
+  FakeStream,
+  startServer,
+  Viewer,
+  ExtendedViewer,
+  parseFrameMessage,
+  EXTENDED_PROTOCOL,
+  FRAME_HEADER_BYTES,
+  waitFor,
+  sleep,
+  BASE_JPEG,
+}

@@ -11,7 +11,7 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const crypto = require('node:crypto')
-const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep } = require('./helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep } = require('./helpers')
 
 function selfSignedCert() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
@@ -45,10 +45,24 @@ test('a TLS server falls back to a JS-bridged viewer that streams the same wire'
   assert.equal(channel.viewers[0].transport, 'bridged')
   assert.equal(channel.viewers[0].framesSent, 20)
   await waitFor(() => srv.registry.stats().channels[0].malformedMessages === 1, { what: 'malformed counted' })
-  // Compat only, as on the native path: an offered subprotocol is not echoed, so a client
-  // that requires one fails its handshake (RFC 6455) instead of misreading the wire.
-  const offering = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false, protocols: ['browser-stream.v1'] })
+  // An unknown subprotocol is not echoed, so a client that requires one fails its handshake
+  // (RFC 6455) instead of misreading the wire.
+  const offering = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false, protocols: ['chat.v2'] })
   await assert.rejects(offering.opened)
+  // The extended mode works over the bridge too: echoed, session-meta, binary frames.
+  const extended = new ExtendedViewer(srv.url('tls-agent'), { rejectUnauthorized: false })
+  await extended.opened
+  assert.equal(extended.ws.protocol, 'browser-stream.v1')
+  await extended.untilMeta()
+  await extended.waitFrames(1)
+  const data = toolset.emitFrame(21)
+  const frame = await waitFor(() => extended.frames.find((f) => f.image.equals(Buffer.from(data, 'base64'))), {
+    what: 'binary frame over the bridge',
+  })
+  assert.equal(frame.kind, 1)
+  assert.equal(frame.headerLength, 56)
+  assert.equal(srv.registry.stats().channels[0].viewers.find((v) => v.mode === 'extended').transport, 'bridged')
+  await extended.close()
   await viewer.close()
   await waitFor(() => toolset.stops === 1, { what: 'stop after the bridged viewer left' })
 })

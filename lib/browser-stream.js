@@ -11,6 +11,8 @@ const { ViewerRegistry } = require('./viewer-registry')
 const { errorText, isToolset, withTimeout } = require('./toolset-source')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
+/** The subprotocol of the extended mode (docs/PROTOCOL.md). */
+const EXTENDED_PROTOCOL = 'browser-stream.v1'
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()
@@ -37,6 +39,17 @@ function requestToken(c) {
   const match = header && /^Bearer\s+(.+)$/i.exec(header)
   if (match) return match[1].trim()
   return c.req.query('apiKey') || undefined
+}
+
+/**
+ * The subprotocol to serve for an offered `Sec-WebSocket-Protocol` list: the extended one,
+ * null for compat (nothing of ours offered), or undefined when only unknown versions of ours are.
+ */
+function chooseProtocol(header) {
+  if (!header) return null
+  const offered = header.split(',').map((p) => p.trim()).filter(Boolean)
+  if (offered.includes(EXTENDED_PROTOCOL)) return EXTENDED_PROTOCOL
+  return offered.some((p) => p.startsWith('browser-stream.')) ? undefined : null
 }
 
 function originAllowed(allowedOrigins, origin) {
@@ -84,12 +97,15 @@ function setupBrowserStream(app, config = {}) {
     throw new TypeError('setupBrowserStream: app must be a Hono app')
   }
   if (config === null || typeof config !== 'object') throw new TypeError('setupBrowserStream: config must be an object')
-  const { getToolset, authenticate, allowedOrigins } = config
+  const { getToolset, authenticate, allowedOrigins, authorizeControl } = config
   if (getToolset !== undefined && typeof getToolset !== 'function') {
     throw new TypeError('setupBrowserStream: getToolset must be a function')
   }
   if (authenticate !== undefined && typeof authenticate !== 'function') {
     throw new TypeError('setupBrowserStream: authenticate must be a function')
+  }
+  if (authorizeControl !== undefined && typeof authorizeControl !== 'function') {
+    throw new TypeError('setupBrowserStream: authorizeControl must be a function')
   }
   if (allowedOrigins !== undefined && typeof allowedOrigins !== 'function' && !Array.isArray(allowedOrigins)) {
     throw new TypeError('setupBrowserStream: allowedOrigins must be an array of origins or a function')
@@ -123,6 +139,19 @@ function setupBrowserStream(app, config = {}) {
       if (verdict instanceof Response) return verdict
       if (!verdict) return jsonError(c, 401, 'auth_failed', 'missing or invalid credentials')
     }
+    const protocol = chooseProtocol(c.req.header('sec-websocket-protocol'))
+    if (protocol === undefined) {
+      return jsonError(c, 400, 'unsupported_protocol', `this server speaks ${EXTENDED_PROTOCOL} (or the compat wire without a subprotocol)`)
+    }
+    let canControl = true
+    if (authorizeControl) {
+      try {
+        canControl = (await authorizeControl(c)) === true
+      } catch (err) {
+        log.warn(`[browser-stream] authorizeControl threw: ${errorText(err)}`)
+        canControl = false
+      }
+    }
     const agentId = c.req.param('agentId')
     const threadId = c.req.query('threadId') || undefined
     let refused
@@ -133,7 +162,7 @@ function setupBrowserStream(app, config = {}) {
       return jsonError(c, 400, 'bad_request', errorText(err))
     }
     if (refused) return jsonError(c, 503, 'over_capacity', refused)
-    admissions.set(incoming, { agentId, threadId })
+    admissions.set(incoming, { agentId, threadId, options: { protocol: protocol ?? undefined, canControl } })
     return c.body(null, 204)
   })
 
@@ -180,16 +209,18 @@ function setupBrowserStream(app, config = {}) {
     noServer: true,
     maxPayload: config.maxMessageBytes ?? 64 * 1024,
     perMessageDeflate: false,
-    // Compat mode only, like the native path: never echo an offered subprotocol.
-    handleProtocols: () => false,
+    // Echo the subprotocol the route chose (the extended one), never anything else.
+    handleProtocols: (offered, req) => bridgedProtocols.get(req) ?? false,
   })
+  /** upgrade request → subprotocol chosen for a bridged socket */
+  const bridgedProtocols = new WeakMap()
 
-  function handOver(req, socket, head, { agentId, threadId }) {
+  function handOver(req, socket, head, { agentId, threadId, options }) {
     const fd = socket._handle?.fd
     const adoptable = nativeSockets && !socket.encrypted && typeof fd === 'number' && fd >= 0
     if (adoptable) {
       try {
-        registry.adoptSocket(fd, req.headers['sec-websocket-key'], head, agentId, threadId)
+        registry.adoptSocket(fd, req.headers['sec-websocket-key'], head, agentId, threadId, options)
         // Same tick: libuv closes its fd without shutdown(), the duplicate lives on in Rust.
         socket.destroy()
         return
@@ -199,9 +230,10 @@ function setupBrowserStream(app, config = {}) {
         log.warn(`[browser-stream] native handover failed, bridging in JS: ${errorText(err)}`)
       }
     }
+    if (options.protocol) bridgedProtocols.set(req, options.protocol)
     bridgeServer.handleUpgrade(req, socket, head, (ws) => {
       try {
-        registry.attachSocket(ws, agentId, threadId)
+        registry.attachSocket(ws, agentId, threadId, options)
       } catch (err) {
         ws.close(1013, errorText(err).slice(0, 120))
       }
@@ -269,4 +301,4 @@ function setupBrowserStream(app, config = {}) {
   return { injectWebSocket, registry }
 }
 
-module.exports = { setupBrowserStream }
+module.exports = { setupBrowserStream, EXTENDED_PROTOCOL }

@@ -230,6 +230,8 @@ class ToolsetSource {
     }
     const toolset = this.toolset ?? (await this.resolveToolset())
     if (!toolset) return
+    // A toolset has no text insertion: a `char` key event with the whole text does the same.
+    if (kind === 'text') [kind, event] = ['keyboard', { type: 'char', text: event.text }]
     const method = { mouse: 'injectMouseEvent', keyboard: 'injectKeyboardEvent' }[kind]
     if (!method || typeof toolset[method] !== 'function') return
     // A hung injection must not block the channel's input queue forever.

@@ -19,6 +19,12 @@ const NATIVE_OPTION_NAMES = [
   'heartbeatTimeoutMs',
   'maxQueuedMessages',
   'maxPendingInputs',
+  'maxInputsPerSecond',
+  'eventBatchMs',
+  'resumeMaxEvents',
+  'resumeMaxBytes',
+  'resumeMaxAgeMs',
+  'maxEventBytes',
 ]
 
 const quietLogger = {
@@ -31,10 +37,10 @@ function channelKey(agentId, threadId) {
   return threadId ? `${agentId}:${threadId}` : agentId
 }
 
-/** Sends on a `ws` WebSocket and resolves once the data was handed to the socket. */
-function sendPaced(ws, text) {
+/** Sends on a `ws` WebSocket (text, or a Buffer as binary) and resolves once the data was handed to the socket. */
+function sendPaced(ws, data) {
   return new Promise((resolve, reject) => {
-    ws.send(text, (err) => (err ? reject(err) : resolve()))
+    ws.send(data, (err) => (err ? reject(err) : resolve()))
   })
 }
 
@@ -48,6 +54,8 @@ class ViewerRegistry {
   #screencastOptions
   #toolsetTimeoutMs
   #heartbeatIntervalMs
+  /** (agentId, controller, {threadId, key}) on every control change */
+  #onControlChange
   #log
   /** channel key → ToolsetSource of the live session */
   #sources = new Map()
@@ -89,6 +97,14 @@ class ViewerRegistry {
     this.#screencastOptions = options.screencastOptions
     this.#toolsetTimeoutMs = options.toolsetTimeoutMs
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
+    if (options.implicitControl !== undefined) {
+      if (typeof options.implicitControl !== 'boolean') throw new TypeError('ViewerRegistry option implicitControl must be a boolean')
+      nativeOptions.implicitControl = options.implicitControl
+    }
+    if (options.onControlChange !== undefined && typeof options.onControlChange !== 'function') {
+      throw new TypeError('ViewerRegistry option onControlChange must be a function')
+    }
+    this.#onControlChange = options.onControlChange
     this.#log = { ...quietLogger, ...(options.logger ?? {}) }
     this.#native = new NativeRegistry((event) => this.#onHostEvent(event), nativeOptions)
   }
@@ -109,9 +125,12 @@ class ViewerRegistry {
       case 'send': {
         const socket = this.#bridged.get(event.viewerId)
         if (!socket) throw new Error(`viewer ${event.viewerId} is gone`)
-        await socket.send(event.text)
+        await socket.send(event.data ?? event.text)
         return
       }
+      case 'control':
+        this.#controlChanged(event)
+        return
       case 'close': {
         const socket = this.#bridged.get(event.viewerId)
         this.#bridged.delete(event.viewerId)
@@ -221,10 +240,22 @@ class ViewerRegistry {
     }
   }
 
-  async #relayInput({ key, generation, inputKind, input }) {
+  async #relayInput({ key, generation, inputKind, input, text }) {
     const source = this.#sources.get(key)
     if (!source || source.generation !== generation) return
-    await source.input(inputKind, input)
+    await source.input(inputKind, inputKind === 'text' ? { text } : input)
+  }
+
+  #controlChanged({ key, agentId, threadId, controller }) {
+    if (!this.#onControlChange) return
+    try {
+      const result = this.#onControlChange(agentId, controller ?? null, { threadId: threadId ?? undefined, key })
+      if (result && typeof result.then === 'function') {
+        result.then(undefined, (err) => this.#log.warn(`[browser-stream] onControlChange: ${errorText(err)}`))
+      }
+    } catch (err) {
+      this.#log.warn(`[browser-stream] onControlChange: ${errorText(err)}`)
+    }
   }
 
   // ---- sockets ---------------------------------------------------------------------------
@@ -244,16 +275,16 @@ class ViewerRegistry {
    * `socket.destroy()` in the same tick. Returns the viewer id.
    * @internal used by setupBrowserStream
    */
-  adoptSocket(fd, websocketKey, head, agentId, threadId) {
-    return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined)
+  adoptSocket(fd, websocketKey, head, agentId, threadId, options) {
+    return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined, options)
   }
 
   /**
    * Serves a `ws` WebSocket kept in JS (TLS, no usable fd). Returns the viewer id.
    * @internal used by setupBrowserStream
    */
-  attachSocket(ws, agentId, threadId) {
-    const id = this.#native.attachBridged(agentId, threadId || undefined, true)
+  attachSocket(ws, agentId, threadId, options) {
+    const id = this.#native.attachBridged(agentId, threadId || undefined, true, options)
     this.#bridged.set(id, {
       send: (text) => sendPaced(ws, text),
       close: (code, reason) => {
@@ -408,6 +439,25 @@ class ViewerRegistry {
     const source = this.#sources.get(nativeKey)
     if (source) await source.closeStream()
     else this.#native.setStatus(nativeKey, 'browser_closed')
+  }
+
+  /**
+   * Publishes an agent event to the extended viewers of `agentId` (and `threadId`): a JSON
+   * object with a string `type`. `text_delta` events are merged over `eventBatchMs`; every
+   * event gets a sequence number and is kept for resume. Returns false when nobody watches
+   * this agent (the event is dropped).
+   * @param {string} agentId agentId, or a drop-in key `agentId:threadId`
+   * @param {{type: string, [field: string]: unknown}} event
+   * @param {string} [threadId]
+   * @returns {boolean}
+   */
+  publishEvent(agentId, event, threadId) {
+    if (typeof agentId !== 'string' || agentId === '') throw new TypeError('publishEvent: agentId must be a non-empty string')
+    if (event === null || typeof event !== 'object' || Array.isArray(event) || typeof event.type !== 'string') {
+      throw new TypeError('publishEvent: event must be an object with a string type')
+    }
+    const key = threadId ? channelKey(agentId, threadId) : this.#nativeKey(agentId)
+    return this.#native.publishEvent(key, JSON.stringify(event))
   }
 
   /** Per-channel and per-viewer counters. */

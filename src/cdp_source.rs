@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::frame::FrameMeta;
 use crate::host::{HostFuture, SourceRequest};
-use crate::input::{keyboard_command, mouse_command, CdpCommand};
+use crate::input::{insert_text_command, keyboard_command, mouse_command, CdpCommand};
 use crate::protocol::ClientMessage;
 use crate::registry::{PushOutcome, Registry};
 
@@ -135,6 +135,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 enum SessionCommand {
     /// Relay a viewer's input; the reply says when Chrome applied it.
     Input(ClientMessage, oneshot::Sender<Result<(), String>>),
+    /// A viewer wants a frame and the channel has none: take a screenshot.
+    Capture,
 }
 
 /// Tells session tasks apart (a generation may be started twice by a confused caller).
@@ -233,6 +235,17 @@ impl CdpSessions {
                 .await
                 .map_err(|_| "the browser session ended".to_string())?
         }))
+    }
+
+    /// Asks the session of `request` for a fresh frame (a screenshot). False if none serves it.
+    pub fn capture(&self, request: &SourceRequest) -> bool {
+        let map = lock(&self.sessions);
+        match map.get(&request.key) {
+            Some(handle) if handle.generation == request.generation => {
+                handle.commands.try_send(SessionCommand::Capture).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// The stats of `key`'s session, if one runs.
@@ -529,13 +542,18 @@ impl Session {
                         return ending;
                     }
                 }
-                command = commands.recv() => {
-                    let Some(SessionCommand::Input(input, reply)) = command else {
-                        return Ending::Stopped;
-                    };
-                    let result = self.on_input(input).await;
-                    let _ = reply.send(result);
-                }
+                command = commands.recv() => match command {
+                    None => return Ending::Stopped,
+                    Some(SessionCommand::Input(input, reply)) => {
+                        let result = self.on_input(input).await;
+                        let _ = reply.send(result);
+                    }
+                    Some(SessionCommand::Capture) => {
+                        if let Err(ending) = self.screenshot().await {
+                            return ending;
+                        }
+                    }
+                },
                 _ = sleep_until(screenshot_at), if screenshot_at.is_some() => {
                     self.screenshot_at = None;
                     if let Err(ending) = self.screenshot().await {
@@ -865,6 +883,7 @@ impl Session {
         let command = match input {
             ClientMessage::Mouse(mouse) => mouse_command(&mouse),
             ClientMessage::Keyboard(key) => keyboard_command(&key),
+            ClientMessage::InsertText(text) => insert_text_command(&text),
             ClientMessage::Relaunch => {
                 // Re-attach to the agent's current page (e.g. after it changed tabs).
                 let targets = self

@@ -2,8 +2,9 @@
 //! threadsafe functions) in production, a recording fake in unit tests.
 //!
 //! Owns: the `Host` trait and the requests the core makes of its host on lifecycle edges
-//! (start/stop a frame source), for input relay, and for writes to JS-bridged viewers. Must not
-//! touch napi types: those live in `node_api`, so the core builds and tests without Node.
+//! (start/stop a frame source, control changes), for input relay, fresh captures, and for
+//! writes to JS-bridged viewers. Must not touch napi types: those live in `node_api`, so the
+//! core builds and tests without Node.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,11 +30,26 @@ pub struct SourceRequest {
     pub generation: u32,
 }
 
+/// Control of a channel's page changed hands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlChange {
+    /// Channel key.
+    pub key: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The thread, if the channel is thread-scoped.
+    pub thread_id: Option<String>,
+    /// The viewer holding control now, or nobody.
+    pub controller: Option<u32>,
+}
+
 /// What the core asks a JS-bridged viewer's socket to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgedOutbound {
     /// Send one TEXT message.
     Text(Bytes),
+    /// Send one BINARY message (an extended-mode frame: header and image).
+    Binary(Bytes),
     /// Close the socket with this code and reason.
     Close {
         /// Close code.
@@ -56,4 +72,13 @@ pub trait Host: Send + Sync + 'static {
     /// Write to a JS-bridged viewer; completes when the socket has taken the data, which is
     /// what paces a bridged viewer (latest frame wins while it is busy).
     fn bridged_send(&self, viewer_id: u32, message: BridgedOutbound) -> HostFuture;
+    /// Control changed hands (`onControlChange`). Must not block; called in change order.
+    fn control_changed(&self, change: ControlChange) {
+        let _ = change;
+    }
+    /// A viewer asked for a snapshot and the channel has no frame: capture one if the source
+    /// can (the native CDP source takes a screenshot). Must not block.
+    fn capture_frame(&self, request: SourceRequest) {
+        let _ = request;
+    }
 }

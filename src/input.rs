@@ -47,6 +47,14 @@ pub fn mouse_command(input: &MouseInput) -> CdpCommand {
     }
 }
 
+/// `Input.insertText` for a text insert (extended `input` of kind `text`).
+pub fn insert_text_command(text: &str) -> CdpCommand {
+    CdpCommand {
+        method: "Input.insertText",
+        params: json!({ "text": text }),
+    }
+}
+
 /// `Input.dispatchKeyEvent` for a keyboard message.
 pub fn keyboard_command(input: &KeyboardInput) -> CdpCommand {
     let mut params = json!({

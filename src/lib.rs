@@ -11,11 +11,14 @@
 //! - [`replay_source`]: a browser-less frame source in Rust (demos, benchmark);
 //! - [`cdp_source`]: the native frame source, a Chromium page over the DevTools protocol;
 //! - [`input`]: viewer input as CDP `Input.*` commands;
+//! - [`takeover`]: input rate limits and the coalescing input queue;
+//! - [`events`]: the agent event channel (`text_delta` batching, resume ring);
 //! - [`node_api`]: the napi classes and objects.
 
 #![deny(missing_docs)]
 
 pub mod cdp_source;
+pub mod events;
 pub mod frame;
 pub mod host;
 pub mod input;
@@ -23,5 +26,6 @@ pub mod node_api;
 pub mod protocol;
 pub mod registry;
 pub mod replay_source;
+pub mod takeover;
 pub mod viewer;
 pub mod ws_codec;

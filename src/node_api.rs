@@ -17,11 +17,13 @@ use napi::{Error, Result, Status};
 use napi_derive::napi;
 
 use crate::cdp_source::{CdpOptions, CdpSessionStats, CdpSessions, ImageFormat};
+use crate::events::EventLimits;
 use crate::frame::FrameMeta;
-use crate::host::{BridgedOutbound, Host, HostFuture, SourceRequest};
-use crate::protocol::ClientMessage;
+use crate::host::{BridgedOutbound, ControlChange, Host, HostFuture, SourceRequest};
+use crate::protocol::{ClientMessage, Mode, EXTENDED_PROTOCOL};
 use crate::registry::{
-    ChannelId, ChannelStats, PushOutcome, Registry, RegistryConfig, Transport, ViewerStats,
+    ChannelId, ChannelStats, JoinOptions, PushOutcome, Registry, RegistryConfig, Transport,
+    ViewerStats,
 };
 use crate::replay_source::{check_schedule, run_replay, ReplayImages, ReplaySchedule};
 use crate::viewer::{check_websocket_key, serve_bridged, serve_native};
@@ -48,6 +50,21 @@ pub struct NativeRegistryOptions {
     pub max_queued_messages: Option<u32>,
     /// Inputs waiting per channel before new ones are dropped (default 256).
     pub max_pending_inputs: Option<u32>,
+    /// Client messages per second one viewer may send (default 200; one second of burst).
+    pub max_inputs_per_second: Option<u32>,
+    /// Input from a viewer allowed to control takes control when nobody holds it (default
+    /// false: extended viewers send `control-request` first).
+    pub implicit_control: Option<bool>,
+    /// Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each).
+    pub event_batch_ms: Option<u32>,
+    /// Events the resume ring holds per channel (default 1000).
+    pub resume_max_events: Option<u32>,
+    /// Bytes the resume ring holds per channel (default 4 MiB).
+    pub resume_max_bytes: Option<u32>,
+    /// Milliseconds an event stays in the resume ring (default 60000).
+    pub resume_max_age_ms: Option<u32>,
+    /// Largest event accepted by `publishEvent`, in bytes of JSON (default 256 KiB).
+    pub max_event_bytes: Option<u32>,
 }
 
 impl NativeRegistryOptions {
@@ -92,6 +109,31 @@ impl NativeRegistryOptions {
                 defaults.max_pending_inputs,
                 "maxPendingInputs",
             )?,
+            max_inputs_per_second: count(
+                self.max_inputs_per_second,
+                defaults.max_inputs_per_second as usize,
+                "maxInputsPerSecond",
+            )? as u32,
+            implicit_control: self.implicit_control.unwrap_or(defaults.implicit_control),
+            events: EventLimits {
+                batch_window: ms(self.event_batch_ms, defaults.events.batch_window),
+                max_events: count(
+                    self.resume_max_events,
+                    defaults.events.max_events,
+                    "resumeMaxEvents",
+                )?,
+                max_bytes: count(
+                    self.resume_max_bytes,
+                    defaults.events.max_bytes,
+                    "resumeMaxBytes",
+                )?,
+                max_age: ms(self.resume_max_age_ms, defaults.events.max_age),
+                max_event_bytes: count(
+                    self.max_event_bytes,
+                    defaults.events.max_event_bytes,
+                    "maxEventBytes",
+                )?,
+            },
         };
         if config.heartbeat_interval.is_zero() || config.heartbeat_timeout.is_zero() {
             return Err(Error::new(
@@ -106,9 +148,12 @@ impl NativeRegistryOptions {
 /// A request from the native registry to the JS glue. `kind` says which:
 /// - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
 /// - `stop`: stop that source (last viewer gone and linger over, or `close()`);
-/// - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`) to the page;
-/// - `send`: write `text` to the JS-bridged viewer `viewerId`;
-/// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`.
+/// - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `text` | `relaunch`) to the
+///   page;
+/// - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
+///   viewer `viewerId`;
+/// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
+/// - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
 ///
 /// The callback returns a promise; `input` and `send` are awaited (one input at a time per
 /// channel; a bridged viewer gets its next frame once the last one was written).
@@ -131,8 +176,12 @@ pub struct HostEvent {
     /// The validated input event, in the toolset's `injectMouseEvent` / `injectKeyboardEvent`
     /// shape.
     pub input: Option<serde_json::Value>,
-    /// Text to send.
+    /// Text to send, or the text of a `text` input.
     pub text: Option<String>,
+    /// Binary message to send.
+    pub data: Option<Buffer>,
+    /// The viewer holding control (`control`); absent when nobody does.
+    pub controller: Option<u32>,
     /// Close code.
     pub code: Option<u32>,
     /// Close reason.
@@ -151,6 +200,8 @@ impl HostEvent {
             input_kind: None,
             input: None,
             text: None,
+            data: None,
+            controller: None,
             code: None,
             reason: None,
         }
@@ -201,15 +252,43 @@ impl Host for JsHost {
             Ok(relayed) => return relayed,
             Err(input) => input,
         };
+        let mut text = None;
         let (input_kind, input) = match input {
             ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok()),
             ClientMessage::Keyboard(key) => ("keyboard", serde_json::to_value(key).ok()),
+            ClientMessage::InsertText(insert) => {
+                text = Some(insert);
+                ("text", None)
+            }
             ClientMessage::Relaunch => ("relaunch", None),
         };
         let mut event = HostEvent::source("input", request);
         event.input_kind = Some(input_kind.to_string());
         event.input = input;
+        event.text = text;
         self.call_and_wait(event)
+    }
+
+    fn control_changed(&self, change: ControlChange) {
+        let mut event = HostEvent::source(
+            "control",
+            SourceRequest {
+                key: change.key,
+                agent_id: change.agent_id,
+                thread_id: change.thread_id,
+                generation: 0,
+            },
+        );
+        event.generation = None;
+        event.controller = change.controller;
+        self.callback
+            .call(event, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    fn capture_frame(&self, request: SourceRequest) {
+        // Only the native CDP source can capture on demand; other sources answer with their
+        // next frame.
+        self.cdp.capture(&request);
     }
 
     fn bridged_send(&self, viewer_id: u32, message: BridgedOutbound) -> HostFuture {
@@ -223,6 +302,8 @@ impl Host for JsHost {
             input_kind: None,
             input: None,
             text: None,
+            data: None,
+            controller: None,
             code: None,
             reason: None,
         };
@@ -231,6 +312,10 @@ impl Host for JsHost {
                 event.kind = "send".to_string();
                 // Frames and messages are ASCII/UTF-8 by construction (validated base64, JSON).
                 event.text = Some(String::from_utf8_lossy(&text).into_owned());
+            }
+            BridgedOutbound::Binary(data) => {
+                event.kind = "send".to_string();
+                event.data = Some(Buffer::from(data.to_vec()));
             }
             BridgedOutbound::Close { code, reason } => {
                 event.kind = "close".to_string();
@@ -298,6 +383,10 @@ pub struct JsViewerStats {
     pub id: u32,
     /// `native` (socket owned by Rust) or `bridged` (socket kept in JS).
     pub transport: String,
+    /// `compat` or `extended` (the `browser-stream.v1` subprotocol).
+    pub mode: String,
+    /// Whether it may control the page.
+    pub can_control: bool,
     /// Frames written.
     pub frames_sent: i64,
     /// Frames skipped because the viewer was busy (latest frame wins).
@@ -320,6 +409,8 @@ impl From<ViewerStats> for JsViewerStats {
                 Transport::Native => "native".into(),
                 Transport::Bridged => "bridged".into(),
             },
+            mode: v.mode.name().into(),
+            can_control: v.can_control,
             frames_sent: v.frames_sent as i64,
             frames_skipped: v.frames_skipped as i64,
             bytes_sent: v.bytes_sent as i64,
@@ -349,6 +440,22 @@ pub struct JsChannelStats {
     pub url: Option<String>,
     /// Sequence number of the newest frame.
     pub last_seq: i64,
+    /// The viewer controlling the page, if any.
+    pub controller: Option<u32>,
+    /// Events published with `publishEvent` (before `text_delta` merging).
+    pub events_published: i64,
+    /// Events sent (after merging).
+    pub events_sent: i64,
+    /// Events held in the resume ring.
+    pub ring_events: u32,
+    /// Inputs refused: not the controller, or a view-only viewer.
+    pub inputs_refused: i64,
+    /// Client messages over a viewer's rate limit, or refused by a full input queue.
+    pub inputs_rate_limited: i64,
+    /// Mouse moves coalesced with a later move or dropped to make room.
+    pub moves_coalesced: i64,
+    /// Inputs waiting to be relayed.
+    pub pending_inputs: u32,
     /// Metadata of the newest frame.
     pub last_frame: Option<FrameMetadata>,
     /// Frames accepted from the source.
@@ -487,6 +594,14 @@ impl From<ChannelStats> for JsChannelStats {
             status: c.status,
             url: c.url,
             last_seq: c.last_seq as i64,
+            controller: c.controller,
+            events_published: c.events_published as i64,
+            events_sent: c.events_sent as i64,
+            ring_events: c.ring_events as u32,
+            inputs_refused: c.inputs_refused as i64,
+            inputs_rate_limited: c.inputs_rate_limited as i64,
+            moves_coalesced: c.moves_coalesced as i64,
+            pending_inputs: c.pending_inputs as u32,
             last_frame: c.last_frame_meta.map(FrameMetadata::from),
             frames_in: c.frames_in as i64,
             frames_rejected: c.frames_rejected as i64,
@@ -526,6 +641,36 @@ pub struct JsRegistryStats {
     pub closed: bool,
     /// Live native CDP sessions (one DevTools connection each).
     pub cdp_connections: u32,
+}
+
+/// How a viewer joins (`adoptSocket`, `attachBridged`).
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct ViewerOptions {
+    /// The subprotocol chosen at the handshake: `browser-stream.v1` for the extended mode;
+    /// absent for compat.
+    pub protocol: Option<String>,
+    /// Whether this viewer may control the page (`authorizeControl`; default true).
+    pub can_control: Option<bool>,
+}
+
+impl ViewerOptions {
+    fn into_join(self, send_connected: bool) -> Result<JoinOptions> {
+        let mode = match self.protocol.as_deref() {
+            None => Mode::Compat,
+            Some(EXTENDED_PROTOCOL) => Mode::Extended,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "unsupported protocol {other:?} (supported: {EXTENDED_PROTOCOL})"
+                )))
+            }
+        };
+        Ok(JoinOptions {
+            mode,
+            can_control: self.can_control.unwrap_or(true),
+            send_connected,
+        })
+    }
 }
 
 /// How `startReplaySource` replays its images.
@@ -670,8 +815,9 @@ impl NativeRegistry {
     }
 
     /// Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
-    /// caller must `socket.destroy()` in the same tick. Writes the `101` from Rust and serves
-    /// the viewer natively. `head` is what Node read past the request. Returns the viewer id.
+    /// caller must `socket.destroy()` in the same tick. Writes the `101` from Rust (echoing the
+    /// extended subprotocol when `options.protocol` chose it) and serves the viewer natively.
+    /// `head` is what Node read past the request. Returns the viewer id.
     #[napi]
     pub fn adopt_socket(
         &self,
@@ -680,13 +826,15 @@ impl NativeRegistry {
         head: Option<Buffer>,
         agent_id: String,
         thread_id: Option<String>,
+        options: Option<ViewerOptions>,
     ) -> Result<u32> {
         let id = check_agent_id(&agent_id, thread_id.as_deref())?;
         check_websocket_key(&websocket_key).map_err(|e| invalid(e.to_string()))?;
+        let join = options.unwrap_or_default().into_join(true)?;
         let stream = dup_tcp_socket(fd)?;
         let slot = self
             .registry
-            .admit(&id, Transport::Native, true)
+            .admit_with(&id, Transport::Native, join)
             .map_err(|e| Error::from_reason(e.to_string()))?;
         let viewer_id = slot.id;
         let head = head.map_or_else(Bytes::new, |h| Bytes::copy_from_slice(&h));
@@ -701,18 +849,21 @@ impl NativeRegistry {
     }
 
     /// Registers a viewer whose socket stays in JS; its writes arrive as `send`/`close` host
-    /// events. `sendConnected` queues `{status:'connected'}` first. Returns the viewer id.
+    /// events. `sendConnected` queues `{status:'connected'}` first (compat). Returns the
+    /// viewer id.
     #[napi]
     pub fn attach_bridged(
         &self,
         agent_id: String,
         thread_id: Option<String>,
         send_connected: bool,
+        options: Option<ViewerOptions>,
     ) -> Result<u32> {
         let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        let join = options.unwrap_or_default().into_join(send_connected)?;
         let slot = self
             .registry
-            .admit(&id, Transport::Bridged, send_connected)
+            .admit_with(&id, Transport::Bridged, join)
             .map_err(|e| Error::from_reason(e.to_string()))?;
         let viewer_id = slot.id;
         self.registry
@@ -724,25 +875,36 @@ impl NativeRegistry {
     /// A TEXT message received by a JS-bridged viewer. False if the viewer is unknown.
     #[napi]
     pub fn bridged_message(&self, viewer_id: u32, text: String) -> bool {
-        match self.registry.viewer_channel(viewer_id) {
-            Some(channel) => {
-                channel.on_client_text(&text);
+        match self.registry.viewer_link(viewer_id) {
+            Some((channel, link)) => {
+                self.registry.on_client_text(&channel, &link, &text);
                 true
             }
             None => false,
         }
     }
 
-    /// A binary message received by a JS-bridged viewer (not part of compat mode: counted).
+    /// A binary message received by a JS-bridged viewer (no mode accepts one: counted, and
+    /// answered `bad_message` in extended mode).
     #[napi]
     pub fn bridged_binary(&self, viewer_id: u32) -> bool {
-        match self.registry.viewer_channel(viewer_id) {
-            Some(channel) => {
-                channel.count_malformed();
+        match self.registry.viewer_link(viewer_id) {
+            Some((channel, link)) => {
+                self.registry.on_client_binary(&channel, &link);
                 true
             }
             None => false,
         }
+    }
+
+    /// Publishes an agent event (the text of a JSON object with a string `type`) to the
+    /// extended viewers of `key`: numbered, kept for resume, `text_delta`s merged over
+    /// `eventBatchMs`. False when nobody watches `key` (no channel).
+    #[napi]
+    pub fn publish_event(&self, key: String, json: String) -> Result<bool> {
+        self.registry
+            .publish_event(&key, json)
+            .map_err(|e| invalid(e.to_string()))
     }
 
     /// Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer

@@ -1,5 +1,5 @@
-//! The application wire messages of `GET /browser/:agentId/stream` (docs/PROTOCOL.md): the JSON
-//! the server sends, and the parsing and validation of what a client sends.
+//! The application wire messages of `GET /browser/:agentId/stream` (docs/PROTOCOL.md), in both
+//! modes: the JSON the server sends, and the parsing and validation of what a client sends.
 //!
 //! Owns: message shapes and their validation rules. Must not touch sockets, WebSocket framing
 //! or registry state; every function here is pure so peers' bytes can be fuzzed through it.
@@ -9,8 +9,30 @@ use serde_json::{Map, Value};
 
 /// Longest `key`/`code` string accepted in a keyboard message.
 const MAX_KEY_LEN: usize = 64;
-/// Longest `text` accepted in a keyboard message.
+/// Longest `text` accepted in a keyboard or text-insert message.
 const MAX_TEXT_LEN: usize = 1024;
+
+/// The subprotocol of the extended mode.
+pub const EXTENDED_PROTOCOL: &str = "browser-stream.v1";
+
+/// Which wire a viewer speaks, chosen at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mastra's shipped wire: text frames (base64), no answers to client messages.
+    Compat,
+    /// `browser-stream.v1`: binary frames with a header, events, resume, control.
+    Extended,
+}
+
+impl Mode {
+    /// `compat` or `extended`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Compat => "compat",
+            Mode::Extended => "extended",
+        }
+    }
+}
 
 /// `{"status":"…"}`.
 pub fn status_message(status: &str) -> String {
@@ -93,15 +115,76 @@ pub struct KeyboardInput {
     pub modifiers: Option<u32>,
 }
 
-/// A valid client message.
+/// A valid client message for the page (compat), and what the registry relays to the source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     /// Mouse input for the page.
     Mouse(MouseInput),
     /// Keyboard input for the page.
     Keyboard(KeyboardInput),
+    /// Text inserted at the focus (`Input.insertText`); extended mode only.
+    InsertText(String),
     /// Ask the server to restart the screencast.
     Relaunch,
+}
+
+impl ClientMessage {
+    /// Whether this is a mouse move (moves may coalesce and drop; nothing else does).
+    pub fn is_mouse_move(&self) -> bool {
+        matches!(self, ClientMessage::Mouse(m) if m.event_type == "mouseMoved")
+    }
+
+    /// Whether `self` may replace `earlier` in the input queue: both moves with the same
+    /// buttons and modifiers.
+    pub fn coalesces_with(&self, earlier: &ClientMessage) -> bool {
+        match (self, earlier) {
+            (ClientMessage::Mouse(a), ClientMessage::Mouse(b)) => {
+                a.event_type == "mouseMoved"
+                    && b.event_type == "mouseMoved"
+                    && a.button == b.button
+                    && a.modifiers == b.modifiers
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A valid extended-mode client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtendedMessage {
+    /// Input for the page (or `relaunch`). `frame_pixels`: the mouse coordinates are pixels of
+    /// a frame image and must be mapped to the page; `frame_seq` names that frame.
+    Input {
+        /// The input.
+        input: ClientMessage,
+        /// Whether x, y are frame pixels (extended `input`) rather than CSS pixels (compat).
+        frame_pixels: bool,
+        /// The frame the coordinates refer to.
+        frame_seq: Option<u64>,
+    },
+    /// Replay the events after `last_seq` (all held events for `None`).
+    Resume {
+        /// Last sequence number the client has.
+        last_seq: Option<u64>,
+    },
+    /// Send the newest frame now.
+    SnapshotRequest,
+    /// Per-viewer pacing. `max_fps`: `Some(None)` clears the cap; `ack`: ack pacing on/off.
+    Config {
+        /// New frame-rate cap, if given.
+        max_fps: Option<Option<f64>>,
+        /// Ack pacing on or off, if given.
+        ack: Option<bool>,
+    },
+    /// Frame `seq` was received (ack pacing).
+    Ack {
+        /// The frame.
+        seq: u64,
+    },
+    /// Take control of the page.
+    ControlRequest,
+    /// Give control up.
+    ControlRelease,
 }
 
 /// Why a client message is refused. Compat mode ignores it (Studio expects no answer) and
@@ -132,8 +215,8 @@ impl std::fmt::Display for MessageError {
     }
 }
 
-/// Parses and validates one compat-mode client message.
-pub fn parse_client_message(text: &str) -> Result<ClientMessage, MessageError> {
+/// A JSON object with a string `type`.
+fn typed_object(text: &str) -> Result<(Map<String, Value>, String), MessageError> {
     let value: Value = serde_json::from_str(text).map_err(|_| MessageError::NotJson)?;
     let Value::Object(obj) = value else {
         return Err(MessageError::NotAnObject);
@@ -141,12 +224,165 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, MessageError> {
     let Some(kind) = obj.get("type").and_then(Value::as_str) else {
         return Err(MessageError::MissingType);
     };
-    match kind {
+    let kind = truncate(kind, 64);
+    Ok((obj, kind))
+}
+
+/// Parses and validates one compat-mode client message.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, MessageError> {
+    let (obj, kind) = typed_object(text)?;
+    match kind.as_str() {
         "mouse" => parse_mouse(&obj).map(ClientMessage::Mouse),
         "keyboard" => parse_keyboard(&obj).map(ClientMessage::Keyboard),
         "relaunch" => Ok(ClientMessage::Relaunch),
-        other => Err(MessageError::UnknownType(truncate(other, 64))),
+        _ => Err(MessageError::UnknownType(kind)),
     }
+}
+
+/// Parses and validates one extended-mode client message (docs/PROTOCOL.md, "Client → server"
+/// of the extended mode). The compat `mouse`, `keyboard` and `relaunch` messages are accepted
+/// too, with viewport coordinates.
+pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageError> {
+    let (obj, kind) = typed_object(text)?;
+    let compat = |input| ExtendedMessage::Input {
+        input,
+        frame_pixels: false,
+        frame_seq: None,
+    };
+    match kind.as_str() {
+        "input" => parse_input(&obj),
+        "mouse" => parse_mouse(&obj).map(|m| compat(ClientMessage::Mouse(m))),
+        "keyboard" => parse_keyboard(&obj).map(|k| compat(ClientMessage::Keyboard(k))),
+        "relaunch" => Ok(compat(ClientMessage::Relaunch)),
+        "resume" => Ok(ExtendedMessage::Resume {
+            last_seq: seq_field(&obj, "lastSeq")?,
+        }),
+        "snapshot-request" => Ok(ExtendedMessage::SnapshotRequest),
+        "config" => {
+            let max_fps = match obj.get("maxFps") {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(v) => Some(Some(
+                    v.as_f64()
+                        .filter(|f| *f > 0.0 && *f <= 240.0)
+                        .ok_or(MessageError::InvalidField("maxFps"))?,
+                )),
+            };
+            let ack = match optional(&obj, "ack") {
+                None => None,
+                Some(v) => Some(v.as_bool().ok_or(MessageError::InvalidField("ack"))?),
+            };
+            Ok(ExtendedMessage::Config { max_fps, ack })
+        }
+        "ack" => seq_field(&obj, "seq")?
+            .map(|seq| ExtendedMessage::Ack { seq })
+            .ok_or(MessageError::InvalidField("seq")),
+        "control-request" => Ok(ExtendedMessage::ControlRequest),
+        "control-release" => Ok(ExtendedMessage::ControlRelease),
+        _ => Err(MessageError::UnknownType(kind)),
+    }
+}
+
+/// A sequence number field: a non-negative integer, or absent/null.
+fn seq_field(obj: &Map<String, Value>, field: &'static str) -> Result<Option<u64>, MessageError> {
+    match optional(obj, field) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or(MessageError::InvalidField(field)),
+    }
+}
+
+fn parse_input(obj: &Map<String, Value>) -> Result<ExtendedMessage, MessageError> {
+    let kind = pick(obj.get("kind"), &["mouse", "key", "text"])
+        .ok_or(MessageError::InvalidField("kind"))?;
+    let input = match kind {
+        "mouse" => ClientMessage::Mouse(parse_mouse(obj)?),
+        "key" => ClientMessage::Keyboard(parse_keyboard(obj)?),
+        _ => ClientMessage::InsertText(
+            bounded_string(obj, "text", MAX_TEXT_LEN)?
+                .filter(|t| !t.is_empty())
+                .ok_or(MessageError::InvalidField("text"))?,
+        ),
+    };
+    Ok(ExtendedMessage::Input {
+        input,
+        frame_pixels: true,
+        frame_seq: seq_field(obj, "frameSeq")?,
+    })
+}
+
+/// `{"type":"session-meta",…}`: the first message of an extended connection.
+pub struct SessionMeta<'a> {
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The thread, if scoped.
+    pub thread_id: Option<&'a str>,
+    /// This viewer's id.
+    pub viewer_id: u32,
+    /// Whether this viewer may ever control.
+    pub can_control: bool,
+    /// Who holds control now.
+    pub controller: Option<u32>,
+    /// The channel's status.
+    pub status: Option<&'a str>,
+    /// The newest sequence number given out.
+    pub seq: u64,
+    /// Whether input takes control implicitly.
+    pub implicit_control: bool,
+}
+
+/// The text of `{"type":"session-meta",…}`.
+pub fn session_meta_message(meta: &SessionMeta<'_>) -> String {
+    serde_json::json!({
+        "type": "session-meta",
+        "protocol": EXTENDED_PROTOCOL,
+        "agentId": meta.agent_id,
+        "threadId": meta.thread_id,
+        "viewerId": meta.viewer_id,
+        "canControl": meta.can_control,
+        "controller": meta.controller,
+        "status": meta.status,
+        "seq": meta.seq,
+        "implicitControl": meta.implicit_control,
+    })
+    .to_string()
+}
+
+/// `{"type":"control","controller":C|null,"you":bool}`.
+pub fn control_message(controller: Option<u32>, you: bool) -> String {
+    serde_json::json!({ "type": "control", "controller": controller, "you": you }).to_string()
+}
+
+/// `{"type":"event","seq":N,"event":E}` around an event's JSON text (already validated).
+pub fn event_message(seq: u64, event_json: &str) -> String {
+    format!(r#"{{"type":"event","seq":{seq},"event":{event_json}}}"#)
+}
+
+/// `{"type":"resumed","lastSeq":L,"replayed":K}`.
+pub fn resumed_message(last_seq: Option<u64>, replayed: usize) -> String {
+    serde_json::json!({ "type": "resumed", "lastSeq": last_seq, "replayed": replayed }).to_string()
+}
+
+/// `{"type":"snapshot","seq":N}`.
+pub fn snapshot_message(seq: u64) -> String {
+    serde_json::json!({ "type": "snapshot", "seq": seq }).to_string()
+}
+
+/// `{"error":"stale","message":…,"oldestSeq":O}`.
+pub fn stale_message(message: &str, oldest_seq: Option<u64>) -> String {
+    serde_json::json!({ "error": "stale", "message": message, "oldestSeq": oldest_seq }).to_string()
+}
+
+/// `{"error":"control_busy","message":…,"controller":C}`.
+pub fn control_busy_message(controller: u32) -> String {
+    serde_json::json!({
+        "error": "control_busy",
+        "message": format!("viewer {controller} holds control"),
+        "controller": controller,
+    })
+    .to_string()
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -302,6 +538,125 @@ mod tests {
         assert_eq!(
             parse_client_message(r#"{"type":"relaunch"}"#),
             Ok(ClientMessage::Relaunch)
+        );
+    }
+
+    #[test]
+    fn parses_extended_messages() {
+        use ExtendedMessage::*;
+        assert_eq!(
+            parse_extended_message(r#"{"type":"resume","lastSeq":42}"#),
+            Ok(Resume { last_seq: Some(42) })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"resume","lastSeq":null}"#),
+            Ok(Resume { last_seq: None })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"config","maxFps":null,"ack":true}"#),
+            Ok(Config {
+                max_fps: Some(None),
+                ack: Some(true)
+            })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"config","maxFps":5}"#),
+            Ok(Config {
+                max_fps: Some(Some(5.0)),
+                ack: None
+            })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"ack","seq":7}"#),
+            Ok(Ack { seq: 7 })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"control-request"}"#),
+            Ok(ControlRequest)
+        );
+        let Ok(Input {
+            input: ClientMessage::Mouse(mouse),
+            frame_pixels: true,
+            frame_seq: Some(9),
+        }) = parse_extended_message(
+            r#"{"type":"input","kind":"mouse","eventType":"mousePressed","x":3,"y":4,"button":"left","frameSeq":9}"#,
+        )
+        else {
+            panic!("mouse input")
+        };
+        assert_eq!((mouse.x, mouse.y), (3.0, 4.0));
+        assert_eq!(
+            parse_extended_message(r#"{"type":"input","kind":"text","text":"héllo"}"#),
+            Ok(Input {
+                input: ClientMessage::InsertText("héllo".into()),
+                frame_pixels: true,
+                frame_seq: None
+            })
+        );
+        assert!(matches!(
+            parse_extended_message(r#"{"type":"mouse","eventType":"mouseMoved","x":1,"y":2}"#),
+            Ok(Input {
+                frame_pixels: false,
+                ..
+            })
+        ));
+        use MessageError::*;
+        let bad: &[(&str, MessageError)] = &[
+            (
+                r#"{"type":"resume","lastSeq":"x"}"#,
+                InvalidField("lastSeq"),
+            ),
+            (r#"{"type":"resume","lastSeq":-1}"#, InvalidField("lastSeq")),
+            (r#"{"type":"config","maxFps":-1}"#, InvalidField("maxFps")),
+            (r#"{"type":"config","maxFps":1000}"#, InvalidField("maxFps")),
+            (r#"{"type":"config","ack":"yes"}"#, InvalidField("ack")),
+            (r#"{"type":"ack"}"#, InvalidField("seq")),
+            (r#"{"type":"input"}"#, InvalidField("kind")),
+            (
+                r#"{"type":"input","kind":"text","text":""}"#,
+                InvalidField("text"),
+            ),
+            (
+                r#"{"type":"input","kind":"mouse","eventType":"mouseMoved","x":"1","y":1}"#,
+                InvalidField("x"),
+            ),
+            (r#"{"type":"teleport"}"#, UnknownType("teleport".into())),
+            ("[]", NotAnObject),
+            ("{", NotJson),
+        ];
+        for (input, expected) in bad {
+            assert_eq!(
+                parse_extended_message(input).as_ref(),
+                Err(expected),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn extended_server_messages() {
+        let meta = session_meta_message(&SessionMeta {
+            agent_id: "a",
+            thread_id: None,
+            viewer_id: 3,
+            can_control: true,
+            controller: None,
+            status: Some("streaming"),
+            seq: 10,
+            implicit_control: false,
+        });
+        let v: Value = serde_json::from_str(&meta).expect("json");
+        assert_eq!(v["type"], "session-meta");
+        assert_eq!(v["protocol"], "browser-stream.v1");
+        assert_eq!(v["threadId"], Value::Null);
+        assert_eq!(v["viewerId"], 3);
+        assert_eq!(
+            event_message(5, r#"{"type":"tool_start"}"#),
+            r#"{"type":"event","seq":5,"event":{"type":"tool_start"}}"#
+        );
+        assert_eq!(
+            control_message(Some(2), true),
+            r#"{"controller":2,"type":"control","you":true}"#
         );
     }
 

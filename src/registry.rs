@@ -4,24 +4,33 @@
 //! Owns: admission limits, reference counting of viewers per channel, the start/stop edges sent
 //! to the host (exactly one start per 0→1 transition, one stop per 1→0 after the linger), the
 //! channel's sticky state (status, url, viewport, latest frame) that late joiners receive, the
-//! bounded reliable queue per viewer, the ordered input queue per channel, and stats.
+//! sequence numbers of frames and events, the bounded reliable queue per viewer, the decisions
+//! on client messages (who controls the page, whose input is relayed, rate limits, coordinate
+//! mapping), the ordered input queue per channel, each channel's event log, and stats.
 //! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node_api`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::frame::{check_base64_image, Frame, FrameMeta};
-use crate::host::{Host, SourceRequest};
-use crate::protocol::{self, parse_client_message};
+use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter};
+use crate::frame::{check_base64_image, Frame, FrameGeometry, FrameMeta};
+use crate::host::{ControlChange, Host, SourceRequest};
+use crate::protocol::{
+    self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
+};
+use crate::takeover::{Enqueued, InputQueue, RateLimiter};
 use crate::ws_codec::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER};
+
+/// Frame geometries kept per channel to map input from frames a viewer still shows.
+const GEOMETRY_HISTORY: usize = 64;
 
 /// Tunables of a registry; every limit is enforced, none grows memory without bound.
 #[derive(Debug, Clone)]
@@ -45,6 +54,12 @@ pub struct RegistryConfig {
     pub max_queued_messages: usize,
     /// Inputs waiting to be relayed per channel; more are dropped and counted.
     pub max_pending_inputs: usize,
+    /// Client messages per second a viewer may send (token bucket, one second of burst).
+    pub max_inputs_per_second: u32,
+    /// Input from a viewer allowed to control takes control when nobody holds it.
+    pub implicit_control: bool,
+    /// Limits of the agent event channel.
+    pub events: EventLimits,
 }
 
 impl Default for RegistryConfig {
@@ -59,6 +74,9 @@ impl Default for RegistryConfig {
             heartbeat_timeout: Duration::from_secs(45),
             max_queued_messages: 256,
             max_pending_inputs: 256,
+            max_inputs_per_second: 200,
+            implicit_control: false,
+            events: EventLimits::default(),
         }
     }
 }
@@ -137,6 +155,20 @@ pub enum Outbound {
     },
     /// Answer to a client ping.
     Pong(Bytes),
+    /// Extended: replay the events after `last_seq`, then `resumed`, then the newest frame.
+    Resume {
+        /// The client's last sequence number (`None`: all held events).
+        last_seq: Option<u64>,
+    },
+    /// Extended: `{"type":"snapshot"}` and the newest frame (waiting a little for one).
+    Snapshot,
+    /// Extended: new pacing of this viewer's frames.
+    Pacing {
+        /// New frame-rate cap (`Some(None)` removes it), if given.
+        max_fps: Option<Option<f64>>,
+        /// Ack pacing on/off, if given.
+        ack: Option<bool>,
+    },
 }
 
 /// How one viewer is asked to close: the first request wins; the token stops its tasks.
@@ -188,17 +220,87 @@ pub struct ViewerCounters {
     /// Sequence number of the frame last written, or being written, to this viewer (at join:
     /// just below the newest frame, so that frame is sent at once). Stored only by its writer.
     pub seen_seq: AtomicU64,
+    /// Ordinal (`Frame::index`) of that frame: skipped frames are counted in ordinals, since
+    /// sequence numbers are shared with events.
+    pub seen_index: AtomicU64,
     /// Bytes written (frames and messages, headers included).
     pub bytes_sent: AtomicU64,
     /// JSON messages written.
     pub messages_sent: AtomicU64,
 }
 
+/// How a viewer joins: its wire and its rights.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinOptions {
+    /// Compat or extended wire.
+    pub mode: Mode,
+    /// Whether it may ever control the page (`authorizeControl`).
+    pub can_control: bool,
+    /// Compat: queue `{status:'connected'}` first (the drop-in route sends its own).
+    pub send_connected: bool,
+}
+
+impl JoinOptions {
+    /// A compat viewer allowed to control, as Studio connects.
+    pub fn compat(send_connected: bool) -> JoinOptions {
+        JoinOptions {
+            mode: Mode::Compat,
+            can_control: true,
+            send_connected,
+        }
+    }
+}
+
+/// What the registry and a viewer's tasks share about that viewer.
+pub struct ViewerLink {
+    /// Viewer id.
+    pub id: u32,
+    /// Its wire.
+    pub mode: Mode,
+    /// Whether it may control the page.
+    pub can_control: bool,
+    /// Its reliable queue.
+    pub outbox: mpsc::Sender<Outbound>,
+    /// Close control.
+    pub closer: Arc<ViewerCloser>,
+    /// Counters.
+    pub counters: Arc<ViewerCounters>,
+    /// Newest frame it acknowledged (ack pacing).
+    pub acked_seq: AtomicU64,
+    /// Woken on each ack.
+    pub acked: Notify,
+    limiter: Mutex<RateLimiter>,
+}
+
+impl ViewerLink {
+    /// Queues a message for this viewer only; a full queue closes it (4001).
+    pub fn send(&self, text: String) {
+        let message = Outbound::Text {
+            text: Bytes::from(text),
+            after_seq: 0,
+        };
+        self.queue(message);
+    }
+
+    /// Queues any outbound item; a full queue closes the viewer (4001).
+    pub fn queue(&self, message: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(message) {
+            self.closer
+                .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
+        }
+    }
+
+    /// Answers `{error, message}` in extended mode; compat viewers get no answers.
+    fn answer_error(&self, code: &str, message: &str) {
+        if self.mode == Mode::Extended {
+            self.send(protocol::error_message(code, message));
+        }
+    }
+}
+
 struct ViewerEntry {
     transport: Transport,
-    outbox: mpsc::Sender<Outbound>,
-    closer: Arc<ViewerCloser>,
-    counters: Arc<ViewerCounters>,
+    link: Arc<ViewerLink>,
     joined: Instant,
 }
 
@@ -206,6 +308,12 @@ struct ViewerEntry {
 pub struct ViewerSlot {
     /// Viewer id, unique in the registry.
     pub id: u32,
+    /// What the registry shares with this viewer's tasks.
+    pub link: Arc<ViewerLink>,
+    /// Extended: newest event number of the channel, changed on every event sent.
+    pub events: watch::Receiver<u64>,
+    /// Extended: the viewer gets the events after this number.
+    pub event_cursor: u64,
     /// The channel watched.
     pub channel: Arc<Channel>,
     /// Reliable messages for this viewer, in order.
@@ -244,7 +352,14 @@ struct ChannelState {
     status: Option<String>,
     url: Option<String>,
     viewport: Option<(f64, f64)>,
-    seq: u64,
+    /// Sequence number of the newest frame.
+    frame_seq: u64,
+    /// Frames published (the newest frame's `index`).
+    frame_count: u64,
+    /// The viewer holding control.
+    controller: Option<u32>,
+    /// (first frame seq, geometry) of the last geometry changes, oldest first.
+    geometries: VecDeque<(u64, FrameGeometry)>,
     rejection_reported_for: u32,
     linger_timer: Option<AbortHandle>,
     /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
@@ -270,6 +385,12 @@ pub struct ChannelCounters {
     pub inputs_dropped: AtomicU64,
     /// Inputs the host failed to apply.
     pub inputs_failed: AtomicU64,
+    /// Inputs refused: not the controller, or a view-only viewer.
+    pub inputs_refused: AtomicU64,
+    /// Client messages over a viewer's rate, or inputs refused by a full queue.
+    pub inputs_rate_limited: AtomicU64,
+    /// Mouse moves replaced by a later move, or dropped from a full queue.
+    pub moves_coalesced: AtomicU64,
     /// Source starts requested.
     pub starts: AtomicU64,
     /// Source stops requested.
@@ -285,9 +406,20 @@ pub struct Channel {
     /// Frames up to this number were withdrawn by `clear_page_state`: a publication still on
     /// its way must not bring one back, and writers must not wait for one.
     pub cleared_through: Arc<AtomicU64>,
-    inputs: mpsc::Sender<protocol::ClientMessage>,
+    inputs: Arc<InputQueue>,
+    /// The registry's sequence counter, shared by frames and events of every channel.
+    seq_counter: Arc<AtomicU64>,
+    events: Mutex<EventLog>,
+    event_seq: watch::Sender<u64>,
     /// Counters.
     pub counters: ChannelCounters,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        // Ends the channel's relay task.
+        self.inputs.close();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -308,17 +440,31 @@ impl Channel {
         }
     }
 
-    /// Handles one TEXT message from a viewer: valid inputs go to the ordered input queue,
-    /// anything else is counted (compat mode sends no answer).
-    pub fn on_client_text(&self, text: &str) {
-        match parse_client_message(text) {
-            Ok(message) => {
-                if self.inputs.try_send(message).is_err() {
-                    self.counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(_) => self.count_malformed(),
-        }
+    /// A new sequence number (frames and events share them).
+    fn next_seq(&self) -> u64 {
+        self.seq_counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The newest sequence number given out by the registry.
+    pub fn newest_seq(&self) -> u64 {
+        self.seq_counter.load(Ordering::Relaxed)
+    }
+
+    /// The events after `after` (all held ones for `None`), at most `limit` (see
+    /// `EventLog::after`).
+    pub fn events_after(&self, after: Option<u64>, limit: usize) -> EventsAfter {
+        let newest = self.newest_seq();
+        lock(&self.events).after(after, newest, limit, Instant::now())
+    }
+
+    /// Number of the newest event sent on this channel.
+    pub fn last_event_seq(&self) -> u64 {
+        lock(&self.events).last_seq()
+    }
+
+    /// The newest frame, if any.
+    pub fn latest_frame(&self) -> Option<Arc<Frame>> {
+        self.frames.borrow().clone()
     }
 
     /// Counts a client message that is not valid for this protocol.
@@ -350,18 +496,24 @@ impl Channel {
     /// messages are never dropped silently and never grow memory.
     fn broadcast(state: &mut ChannelState, text: String) {
         let text = Bytes::from(text);
-        let after_seq = state.seq;
+        let after_seq = state.frame_seq;
         for viewer in state.viewers.values() {
-            let message = Outbound::Text {
+            viewer.link.queue(Outbound::Text {
                 text: text.clone(),
                 after_seq,
-            };
-            if let Err(mpsc::error::TrySendError::Full(_)) = viewer.outbox.try_send(message) {
-                viewer
-                    .closer
-                    .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
-            }
+            });
         }
+    }
+
+    /// The geometry of frame `seq` (the last change at or before it), for input mapping.
+    fn geometry_at(state: &ChannelState, seq: u64) -> Option<FrameGeometry> {
+        state
+            .geometries
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= seq)
+            .or(state.geometries.front())
+            .map(|(_, geometry)| *geometry)
     }
 }
 
@@ -400,6 +552,10 @@ pub struct ViewerStats {
     pub id: u32,
     /// How its socket is served.
     pub transport: Transport,
+    /// Its wire.
+    pub mode: Mode,
+    /// Whether it may control the page.
+    pub can_control: bool,
     /// Frames written.
     pub frames_sent: u64,
     /// Frames skipped (it was busy).
@@ -429,6 +585,22 @@ pub struct ChannelStats {
     pub url: Option<String>,
     /// Sequence number of the newest frame.
     pub last_seq: u64,
+    /// The viewer holding control.
+    pub controller: Option<u32>,
+    /// Events published to the channel (before `text_delta` merging).
+    pub events_published: u64,
+    /// Events sent (after merging).
+    pub events_sent: u64,
+    /// Events held in the resume ring.
+    pub ring_events: usize,
+    /// Inputs refused (not the controller, view-only).
+    pub inputs_refused: u64,
+    /// Client messages over the rate limit, or refused by a full input queue.
+    pub inputs_rate_limited: u64,
+    /// Mouse moves coalesced or dropped for room.
+    pub moves_coalesced: u64,
+    /// Inputs waiting to be relayed.
+    pub pending_inputs: usize,
     /// Metadata of the newest frame.
     pub last_frame_meta: Option<FrameMeta>,
     /// Frames accepted.
@@ -470,6 +642,9 @@ pub struct Registry {
     viewer_index: Mutex<HashMap<u32, Arc<Channel>>>,
     next_viewer_id: AtomicU32,
     next_generation: AtomicU32,
+    /// Sequence numbers of frames and events; starts at the process start in microseconds
+    /// since the epoch, so numbers of a restarted server are above the old ones.
+    seq_counter: Arc<AtomicU64>,
     closed: AtomicBool,
     /// Counters across the registry's life.
     pub totals: RegistryTotals,
@@ -486,6 +661,7 @@ impl Registry {
             viewer_index: Mutex::new(HashMap::new()),
             next_viewer_id: AtomicU32::new(1),
             next_generation: AtomicU32::new(1),
+            seq_counter: Arc::new(AtomicU64::new(wall_clock_us())),
             closed: AtomicBool::new(false),
             totals: RegistryTotals::default(),
         })
@@ -533,7 +709,9 @@ impl Registry {
     }
 
     fn new_channel(self: &Arc<Self>, id: &ChannelId) -> Arc<Channel> {
-        let (inputs, input_rx) = mpsc::channel(self.config.max_pending_inputs.max(1));
+        let inputs = Arc::new(InputQueue::new(self.config.max_pending_inputs));
+        // Events numbered before the channel existed are unknown to it (resume says stale).
+        let floor = self.seq_counter.load(Ordering::Relaxed);
         let channel = Arc::new(Channel {
             id: id.clone(),
             state: Mutex::new(ChannelState {
@@ -543,32 +721,49 @@ impl Registry {
                 status: None,
                 url: None,
                 viewport: None,
-                seq: 0,
+                frame_seq: floor,
+                frame_count: 0,
+                controller: None,
+                geometries: VecDeque::new(),
                 rejection_reported_for: 0,
                 linger_timer: None,
                 linger_epoch: 0,
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
-            inputs,
+            inputs: inputs.clone(),
+            seq_counter: self.seq_counter.clone(),
+            events: Mutex::new(EventLog::new(self.config.events.clone(), floor)),
+            event_seq: watch::Sender::new(floor),
             counters: ChannelCounters::default(),
         });
         self.runtime.spawn(relay_inputs(
             Arc::downgrade(self),
             Arc::downgrade(&channel),
-            input_rx,
+            inputs,
         ));
         channel
     }
 
-    /// Admits a viewer: registers it in its channel (creating the channel), queues what a
-    /// joiner gets at once (`{status:'connected'}` when `send_connected`, the current status,
-    /// url, viewport, then the newest frame) and starts the source on the 0→1 transition.
+    /// Admits a compat viewer allowed to control (see `admit_with`).
     pub fn admit(
         self: &Arc<Self>,
         id: &ChannelId,
         transport: Transport,
         send_connected: bool,
+    ) -> Result<ViewerSlot, AdmitError> {
+        self.admit_with(id, transport, JoinOptions::compat(send_connected))
+    }
+
+    /// Admits a viewer: registers it in its channel (creating the channel), queues what a
+    /// joiner gets at once (compat: `{status:'connected'}` when `send_connected`; extended:
+    /// `session-meta`; then the current status, url, viewport, then the newest frame) and
+    /// starts the source on the 0→1 transition.
+    pub fn admit_with(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        transport: Transport,
+        join: JoinOptions,
     ) -> Result<ViewerSlot, AdmitError> {
         let refused = |error| {
             self.totals
@@ -603,8 +798,23 @@ impl Registry {
             // Room for the join messages on top of the reliable-message bound.
             let (outbox_tx, outbox) = mpsc::channel(self.config.max_queued_messages.max(1) + 4);
             let mut join_messages = Vec::with_capacity(4);
-            if send_connected {
-                join_messages.push(protocol::status_message("connected"));
+            match join.mode {
+                Mode::Extended => {
+                    join_messages.push(protocol::session_meta_message(&protocol::SessionMeta {
+                        agent_id: &channel.id.agent_id,
+                        thread_id: channel.id.thread_id.as_deref(),
+                        viewer_id,
+                        can_control: join.can_control,
+                        controller: state.controller,
+                        status: state.status.as_deref(),
+                        seq: channel.newest_seq(),
+                        implicit_control: self.config.implicit_control,
+                    }))
+                }
+                Mode::Compat if join.send_connected => {
+                    join_messages.push(protocol::status_message("connected"))
+                }
+                Mode::Compat => {}
             }
             if let Some(status) = &state.status {
                 join_messages.push(protocol::status_message(status));
@@ -623,9 +833,9 @@ impl Registry {
                 });
             }
             let mut frames = channel.frames.subscribe();
-            let seen_seq = match frames.borrow().as_ref() {
-                Some(frame) => frame.seq - 1,
-                None => state.seq,
+            let (seen_seq, seen_index) = match frames.borrow().as_ref() {
+                Some(frame) => (frame.seq - 1, frame.index - 1),
+                None => (state.frame_seq, state.frame_count),
             };
             if frames.borrow().is_some() {
                 frames.mark_changed();
@@ -633,13 +843,29 @@ impl Registry {
             let closer = Arc::new(ViewerCloser::default());
             let counters = Arc::new(ViewerCounters::default());
             counters.seen_seq.store(seen_seq, Ordering::Relaxed);
+            counters.seen_index.store(seen_index, Ordering::Relaxed);
+            let link = Arc::new(ViewerLink {
+                id: viewer_id,
+                mode: join.mode,
+                can_control: join.can_control,
+                outbox: outbox_tx.clone(),
+                closer: closer.clone(),
+                counters: counters.clone(),
+                acked_seq: AtomicU64::new(0),
+                acked: Notify::new(),
+                limiter: Mutex::new(RateLimiter::new(
+                    self.config.max_inputs_per_second,
+                    Instant::now(),
+                )),
+            });
+            // Events from now on; a `resume` moves the cursor back.
+            let event_cursor = lock(&channel.events).last_seq();
+            let events = channel.event_seq.subscribe();
             state.viewers.insert(
                 viewer_id,
                 ViewerEntry {
                     transport,
-                    outbox: outbox_tx.clone(),
-                    closer: closer.clone(),
-                    counters: counters.clone(),
+                    link: link.clone(),
                     joined: Instant::now(),
                 },
             );
@@ -664,6 +890,9 @@ impl Registry {
             }
             ViewerSlot {
                 id: viewer_id,
+                link,
+                events,
+                event_cursor,
                 channel,
                 outbox,
                 outbox_tx,
@@ -703,6 +932,9 @@ impl Registry {
                 return;
             }
             self.totals.viewers_closed.fetch_add(1, Ordering::Relaxed);
+            if state.controller == Some(viewer_id) {
+                self.set_controller(channel, &mut state, None);
+            }
             if !state.viewers.is_empty() {
                 return;
             }
@@ -810,6 +1042,13 @@ impl Registry {
         lock(&self.channels).get(key).cloned()
     }
 
+    /// The channel a viewer watches and what it shares with the viewer.
+    pub fn viewer_link(&self, viewer_id: u32) -> Option<(Arc<Channel>, Arc<ViewerLink>)> {
+        let channel = self.viewer_channel(viewer_id)?;
+        let link = lock(&channel.state).viewers.get(&viewer_id)?.link.clone();
+        Some((channel, link))
+    }
+
     /// The channel a viewer watches.
     pub fn viewer_channel(&self, viewer_id: u32) -> Option<Arc<Channel>> {
         lock(&self.viewer_index).get(&viewer_id).cloned()
@@ -861,14 +1100,21 @@ impl Registry {
                 }
                 return PushOutcome::Rejected(rejection.to_string());
             }
-            state.seq += 1;
-            let seq = state.seq;
+            let seq = channel.next_seq();
+            state.frame_seq = seq;
+            state.frame_count += 1;
             channel.counters.frames_in.fetch_add(1, Ordering::Relaxed);
             channel
                 .counters
                 .bytes_in
                 .fetch_add(text.len() as u64, Ordering::Relaxed);
-            let frame = Arc::new(Frame::from_base64(seq, text, meta));
+            let frame = Arc::new(Frame::from_base64(seq, state.frame_count, text, meta));
+            if state.geometries.back().map(|(_, g)| *g) != Some(frame.geometry) {
+                if state.geometries.len() == GEOMETRY_HISTORY {
+                    state.geometries.pop_front();
+                }
+                state.geometries.push_back((seq, frame.geometry));
+            }
             if Handle::try_current().is_ok() {
                 Channel::publish(channel, frame);
             } else {
@@ -954,7 +1200,9 @@ impl Registry {
             let mut state = lock(&channel.state);
             state.url = None;
             state.viewport = None;
-            channel.cleared_through.store(state.seq, Ordering::Release);
+            channel
+                .cleared_through
+                .store(state.frame_seq, Ordering::Release);
             channel.frames.send_replace(None);
         }
     }
@@ -985,8 +1233,8 @@ impl Registry {
             return false;
         };
         match close {
-            Some((code, reason)) => viewer.closer.close(code, reason),
-            None => viewer.closer.abort(),
+            Some((code, reason)) => viewer.link.closer.close(code, reason),
+            None => viewer.link.closer.abort(),
         }
         drop(state);
         if close.is_none() {
@@ -1008,6 +1256,7 @@ impl Registry {
                 let mut state = lock(&channel.state);
                 for viewer in state.viewers.values() {
                     viewer
+                        .link
                         .closer
                         .close(CLOSE_GOING_AWAY, "server shutting down");
                 }
@@ -1029,6 +1278,253 @@ impl Registry {
         }
     }
 
+    /// Handles one TEXT message of a viewer, in its mode: compat messages are inputs (invalid
+    /// ones counted, never answered); extended messages are answered as docs/PROTOCOL.md says.
+    pub fn on_client_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+        match link.mode {
+            Mode::Compat => match parse_client_message(text) {
+                Ok(input) => {
+                    if self.take_token(channel, link, input.is_mouse_move()) {
+                        self.submit_input(channel, link, input, false, None);
+                    }
+                }
+                Err(_) => channel.count_malformed(),
+            },
+            Mode::Extended => self.on_extended_text(channel, link, text),
+        }
+    }
+
+    /// Handles a binary message of a viewer: no mode accepts one.
+    pub fn on_client_binary(&self, channel: &Channel, link: &ViewerLink) {
+        channel.count_malformed();
+        link.answer_error("bad_message", "binary messages are not accepted");
+    }
+
+    fn on_extended_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+        let message = match parse_extended_message(text) {
+            Ok(ExtendedMessage::Ack { seq }) => {
+                // Acks are paced by the frames they answer: no token.
+                link.acked_seq.fetch_max(seq, Ordering::Relaxed);
+                link.acked.notify_one();
+                return;
+            }
+            Ok(message) => message,
+            Err(error) => {
+                channel.count_malformed();
+                if self.take_token(channel, link, false) {
+                    link.answer_error("bad_message", &error.to_string());
+                }
+                return;
+            }
+        };
+        let is_move =
+            matches!(&message, ExtendedMessage::Input { input, .. } if input.is_mouse_move());
+        if !self.take_token(channel, link, is_move) {
+            return;
+        }
+        match message {
+            ExtendedMessage::Input {
+                input,
+                frame_pixels,
+                frame_seq,
+            } => self.submit_input(channel, link, input, frame_pixels, frame_seq),
+            ExtendedMessage::Resume { last_seq } => link.queue(Outbound::Resume { last_seq }),
+            ExtendedMessage::SnapshotRequest => {
+                if channel.latest_frame().is_none() {
+                    let live = self.with_live_source(&channel.id.key, None, |channel, state| {
+                        channel.source_request(state.generation)
+                    });
+                    if let Some(request) = live {
+                        self.host.capture_frame(request);
+                    }
+                }
+                link.queue(Outbound::Snapshot);
+            }
+            ExtendedMessage::Config { max_fps, ack } => {
+                link.queue(Outbound::Pacing { max_fps, ack })
+            }
+            ExtendedMessage::ControlRequest => self.request_control(channel, link),
+            ExtendedMessage::ControlRelease => {
+                let mut state = lock(&channel.state);
+                if state.controller == Some(link.id) {
+                    self.set_controller(channel, &mut state, None);
+                } else {
+                    drop(state);
+                    link.answer_error("not_controller", "this viewer does not hold control");
+                }
+            }
+            ExtendedMessage::Ack { .. } => {}
+        }
+    }
+
+    /// Takes a token of the viewer's rate limit. Over the limit, a mouse move is dropped
+    /// silently (the next one carries the position); anything else is answered
+    /// `rate_limited`, at most once a second.
+    fn take_token(&self, channel: &Channel, link: &ViewerLink, is_move: bool) -> bool {
+        let now = Instant::now();
+        let mut limiter = lock(&link.limiter);
+        if limiter.try_take(now) {
+            return true;
+        }
+        channel
+            .counters
+            .inputs_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        let report = !is_move && limiter.may_report(now);
+        drop(limiter);
+        if report {
+            link.answer_error(
+                "rate_limited",
+                &format!(
+                    "more than {} messages per second; some were dropped",
+                    self.config.max_inputs_per_second
+                ),
+            );
+        }
+        false
+    }
+
+    /// Relays `input` of `link` if it may control the page now (taking control implicitly when
+    /// configured), mapping frame-pixel coordinates to the page.
+    fn submit_input(
+        &self,
+        channel: &Channel,
+        link: &ViewerLink,
+        input: ClientMessage,
+        frame_pixels: bool,
+        frame_seq: Option<u64>,
+    ) {
+        let mut input = input;
+        let refusal = {
+            let mut state = lock(&channel.state);
+            let refusal = if !link.can_control {
+                Some(("control_denied", "this viewer may only watch"))
+            } else {
+                match state.controller {
+                    Some(holder) if holder == link.id => None,
+                    Some(_) => Some(("not_controller", "another viewer controls the page")),
+                    None if self.config.implicit_control => {
+                        self.set_controller(channel, &mut state, Some(link.id));
+                        None
+                    }
+                    // Compat viewers cannot ask for control: they act while nobody holds it.
+                    None if link.mode == Mode::Compat => None,
+                    None => Some((
+                        "not_controller",
+                        "send {\"type\":\"control-request\"} before input",
+                    )),
+                }
+            };
+            if refusal.is_none() && frame_pixels {
+                if let ClientMessage::Mouse(mouse) = &mut input {
+                    let seen =
+                        frame_seq.unwrap_or_else(|| link.counters.seen_seq.load(Ordering::Relaxed));
+                    if let Some(geometry) = Channel::geometry_at(&state, seen) {
+                        (mouse.x, mouse.y) = geometry.to_page(mouse.x, mouse.y);
+                    }
+                }
+            }
+            refusal
+        };
+        if let Some((code, message)) = refusal {
+            channel
+                .counters
+                .inputs_refused
+                .fetch_add(1, Ordering::Relaxed);
+            link.answer_error(code, message);
+            return;
+        }
+        let counters = &channel.counters;
+        match channel.inputs.push(input) {
+            Enqueued::Queued => {}
+            Enqueued::Coalesced | Enqueued::MoveDropped | Enqueued::QueuedDroppingMove => {
+                counters.moves_coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Enqueued::Full => {
+                counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+                counters.inputs_rate_limited.fetch_add(1, Ordering::Relaxed);
+                let report = lock(&link.limiter).may_report(Instant::now());
+                if report {
+                    link.answer_error(
+                        "rate_limited",
+                        "the page is not keeping up with input; this input was dropped",
+                    );
+                }
+            }
+        }
+    }
+
+    fn request_control(&self, channel: &Channel, link: &ViewerLink) {
+        if !link.can_control {
+            link.answer_error("control_denied", "this viewer may only watch");
+            return;
+        }
+        let mut state = lock(&channel.state);
+        match state.controller {
+            None => self.set_controller(channel, &mut state, Some(link.id)),
+            Some(holder) if holder == link.id => {
+                link.send(protocol::control_message(Some(holder), true));
+            }
+            Some(holder) => {
+                drop(state);
+                link.send(protocol::control_busy_message(holder));
+            }
+        }
+    }
+
+    /// Gives control to `controller` (or nobody): every extended viewer is told, and the host
+    /// (`onControlChange`). Called under the channel's state lock, so changes reach both in
+    /// the order they happened.
+    fn set_controller(&self, channel: &Channel, state: &mut ChannelState, controller: Option<u32>) {
+        state.controller = controller;
+        for (id, viewer) in &state.viewers {
+            if viewer.link.mode == Mode::Extended {
+                viewer.link.send(protocol::control_message(
+                    controller,
+                    controller == Some(*id),
+                ));
+            }
+        }
+        self.host.control_changed(ControlChange {
+            key: channel.id.key.clone(),
+            agent_id: channel.id.agent_id.clone(),
+            thread_id: channel.id.thread_id.clone(),
+            controller,
+        });
+    }
+
+    /// Publishes an agent event (JSON object text) to the extended viewers of `key`: numbered,
+    /// kept in the resume ring, `text_delta`s merged over the batch window. `Ok(false)` when
+    /// the channel does not exist (nobody to tell).
+    pub fn publish_event(self: &Arc<Self>, key: &str, json: String) -> Result<bool, EventError> {
+        let event = Event::parse(json, self.config.events.max_event_bytes)?;
+        let Some(channel) = self.channel(key) else {
+            return Ok(false);
+        };
+        let published = {
+            let mut log = lock(&channel.events);
+            log.publish(event, Instant::now(), || channel.next_seq())
+        };
+        if published.sent > 0 {
+            channel.event_seq.send_replace(published.sent);
+        }
+        if let Some(epoch) = published.batch_started {
+            let window = self.config.events.batch_window;
+            let batching = Arc::downgrade(&channel);
+            self.runtime.spawn(async move {
+                tokio::time::sleep(window).await;
+                if let Some(channel) = batching.upgrade() {
+                    let sent = lock(&channel.events)
+                        .flush_batch(epoch, Instant::now(), || channel.next_seq());
+                    if sent > 0 {
+                        channel.event_seq.send_replace(sent);
+                    }
+                }
+            });
+        }
+        Ok(true)
+    }
+
     /// Stats of every channel.
     pub fn stats(&self) -> Vec<ChannelStats> {
         let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
@@ -1041,23 +1537,29 @@ impl Registry {
                 let mut viewers: Vec<ViewerStats> = state
                     .viewers
                     .iter()
-                    .map(|(id, viewer)| ViewerStats {
-                        id: *id,
-                        transport: viewer.transport,
-                        frames_sent: get(&viewer.counters.frames_sent),
-                        // Frames strictly between the one it is on and the newest are
-                        // superseded already: it can never get them.
-                        frames_skipped: get(&viewer.counters.frames_skipped)
-                            + state
-                                .seq
-                                .saturating_sub(get(&viewer.counters.seen_seq))
-                                .saturating_sub(1),
-                        bytes_sent: get(&viewer.counters.bytes_sent),
-                        messages_sent: get(&viewer.counters.messages_sent),
-                        queued_messages: viewer.outbox.max_capacity() - viewer.outbox.capacity(),
-                        connected_secs: viewer.joined.elapsed().as_secs_f64(),
+                    .map(|(id, viewer)| {
+                        let link = &viewer.link;
+                        ViewerStats {
+                            id: *id,
+                            transport: viewer.transport,
+                            mode: link.mode,
+                            can_control: link.can_control,
+                            frames_sent: get(&link.counters.frames_sent),
+                            // Frames strictly between the one it is on and the newest are
+                            // superseded already: it can never get them.
+                            frames_skipped: get(&link.counters.frames_skipped)
+                                + state
+                                    .frame_count
+                                    .saturating_sub(get(&link.counters.seen_index))
+                                    .saturating_sub(1),
+                            bytes_sent: get(&link.counters.bytes_sent),
+                            messages_sent: get(&link.counters.messages_sent),
+                            queued_messages: link.outbox.max_capacity() - link.outbox.capacity(),
+                            connected_secs: viewer.joined.elapsed().as_secs_f64(),
+                        }
                     })
                     .collect();
+                let events = lock(&channel.events);
                 viewers.sort_by_key(|v| v.id);
                 ChannelStats {
                     id: channel.id.clone(),
@@ -1065,7 +1567,15 @@ impl Registry {
                     generation: state.generation,
                     status: state.status.clone(),
                     url: state.url.clone(),
-                    last_seq: state.seq,
+                    last_seq: state.frame_seq,
+                    controller: state.controller,
+                    events_published: events.published,
+                    events_sent: events.sent,
+                    ring_events: events.len(),
+                    inputs_refused: get(&counters.inputs_refused),
+                    inputs_rate_limited: get(&counters.inputs_rate_limited),
+                    moves_coalesced: get(&counters.moves_coalesced),
+                    pending_inputs: channel.inputs.len(),
                     last_frame_meta: channel.frames.borrow().as_ref().map(|f| f.meta),
                     frames_in: get(&counters.frames_in),
                     frames_rejected: get(&counters.frames_rejected),
@@ -1089,6 +1599,13 @@ impl Registry {
     }
 }
 
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Channel>) {
     if channels
         .get(&channel.id.key)
@@ -1100,12 +1617,8 @@ fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Ch
 
 /// Relays a channel's inputs to the host one at a time, in arrival order. Ends when the
 /// channel is dropped.
-async fn relay_inputs(
-    registry: Weak<Registry>,
-    channel: Weak<Channel>,
-    mut inputs: mpsc::Receiver<protocol::ClientMessage>,
-) {
-    while let Some(input) = inputs.recv().await {
+async fn relay_inputs(registry: Weak<Registry>, channel: Weak<Channel>, inputs: Arc<InputQueue>) {
+    while let Some(input) = inputs.pop().await {
         let (Some(registry), Some(channel)) = (registry.upgrade(), channel.upgrade()) else {
             return;
         };
@@ -1115,7 +1628,7 @@ async fn relay_inputs(
                 drop(state);
                 // A source that ended by itself (its browser went away) starts again when a
                 // viewer asks for it.
-                if input == protocol::ClientMessage::Relaunch {
+                if input == ClientMessage::Relaunch {
                     registry.restart_idle_source(&channel);
                 }
                 continue;
@@ -1150,6 +1663,7 @@ pub(crate) mod tests {
         pub stops: Mutex<Vec<SourceRequest>>,
         pub inputs: Mutex<Vec<ClientMessage>>,
         pub bridged: Mutex<Vec<(u32, BridgedOutbound)>>,
+        pub controls: Mutex<Vec<Option<u32>>>,
     }
 
     impl Host for RecordingHost {
@@ -1167,6 +1681,161 @@ pub(crate) mod tests {
             lock(&self.bridged).push((viewer_id, message));
             Box::pin(async { Ok(()) })
         }
+        fn control_changed(&self, change: ControlChange) {
+            lock(&self.controls).push(change.controller);
+        }
+    }
+
+    fn extended(can_control: bool) -> JoinOptions {
+        JoinOptions {
+            mode: Mode::Extended,
+            can_control,
+            send_connected: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_controller_at_a_time_and_leaving_releases() {
+        let (registry, host) = registry_with(RegistryConfig::default());
+        let id = ChannelId::new("agent", None);
+        let mut a = registry
+            .admit_with(&id, Transport::Native, extended(true))
+            .expect("admitted");
+        let mut b = registry
+            .admit_with(&id, Transport::Native, extended(true))
+            .expect("admitted");
+        let mut watcher = registry
+            .admit_with(&id, Transport::Native, extended(false))
+            .expect("admitted");
+        let meta: serde_json::Value =
+            serde_json::from_str(&drain_texts(&mut watcher)[0]).expect("json");
+        assert_eq!(meta["type"], "session-meta");
+        assert_eq!(meta["canControl"], false);
+        drain_texts(&mut a);
+        drain_texts(&mut b);
+        let press = r#"{"type":"input","kind":"mouse","eventType":"mousePressed","x":1,"y":1}"#;
+        // Input needs control first.
+        registry.on_client_text(&b.channel, &b.link, press);
+        assert!(drain_texts(&mut b)[0].contains("not_controller"));
+        registry.on_client_text(&a.channel, &a.link, r#"{"type":"control-request"}"#);
+        assert_eq!(
+            drain_texts(&mut a),
+            vec![r#"{"controller":1,"type":"control","you":true}"#]
+        );
+        assert_eq!(
+            drain_texts(&mut b),
+            vec![r#"{"controller":1,"type":"control","you":false}"#]
+        );
+        registry.on_client_text(&b.channel, &b.link, r#"{"type":"control-request"}"#);
+        assert!(drain_texts(&mut b)[0].contains("control_busy"));
+        registry.on_client_text(
+            &watcher.channel,
+            &watcher.link,
+            r#"{"type":"control-request"}"#,
+        );
+        assert!(drain_texts(&mut watcher)
+            .iter()
+            .any(|t| t.contains("control_denied")));
+        registry.on_client_text(&a.channel, &a.link, press);
+        registry.on_client_text(&b.channel, &b.link, press);
+        assert!(drain_texts(&mut b)[0].contains("not_controller"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(lock(&host.inputs).len(), 1, "only the controller's input");
+        registry.release(&a.channel, a.id);
+        assert_eq!(
+            drain_texts(&mut b),
+            vec![r#"{"controller":null,"type":"control","you":false}"#]
+        );
+        assert_eq!(*lock(&host.controls), vec![Some(1), None]);
+        let stats = registry.stats();
+        assert_eq!(stats[0].inputs_refused, 2);
+    }
+
+    #[tokio::test]
+    async fn frame_pixels_map_to_the_page_through_the_frame_seen() {
+        let (registry, host) = registry_with(RegistryConfig {
+            implicit_control: true,
+            ..RegistryConfig::default()
+        });
+        let id = ChannelId::new("agent", None);
+        let viewer = registry
+            .admit_with(&id, Transport::Native, extended(true))
+            .expect("admitted");
+        // 1x1 JPEG header claiming 320x240, shown on a 1280x960 page.
+        let jpeg = [
+            0xFFu8, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0xF0, 0x01, 0x40, 0x03, 0, 0, 0, 0,
+        ];
+        let text = base64::engine::general_purpose::STANDARD.encode(jpeg);
+        use base64::Engine;
+        let meta = FrameMeta {
+            device_width: 1280.0,
+            device_height: 960.0,
+            ..FrameMeta::default()
+        };
+        let PushOutcome::Published(seq) = registry.push_frame("agent", None, text.into(), meta)
+        else {
+            panic!("published")
+        };
+        registry.on_client_text(
+            &viewer.channel,
+            &viewer.link,
+            &format!(
+                r#"{{"type":"input","kind":"mouse","eventType":"mousePressed","x":160,"y":120,"frameSeq":{seq}}}"#
+            ),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let inputs = lock(&host.inputs).clone();
+        assert!(
+            matches!(&inputs[..], [ClientMessage::Mouse(m)] if (m.x, m.y) == (640.0, 480.0)),
+            "{inputs:?}"
+        );
+        assert_eq!(registry.stats()[0].controller, Some(viewer.id));
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_after_frames_and_rate_limits_answer() {
+        let (registry, _host) = registry_with(RegistryConfig {
+            max_inputs_per_second: 5,
+            ..RegistryConfig::default()
+        });
+        let id = ChannelId::new("agent", None);
+        let mut viewer = registry
+            .admit_with(&id, Transport::Native, extended(true))
+            .expect("admitted");
+        drain_texts(&mut viewer);
+        let PushOutcome::Published(frame_seq) =
+            registry.push_frame("agent", None, JPEG.into(), FrameMeta::default())
+        else {
+            panic!("published")
+        };
+        assert_eq!(
+            registry.publish_event("agent", r#"{"type":"tool_start"}"#.into()),
+            Ok(true)
+        );
+        assert_eq!(
+            registry.publish_event("nobody", r#"{"type":"tool_start"}"#.into()),
+            Ok(false)
+        );
+        assert!(registry.publish_event("agent", "[]".into()).is_err());
+        let events = viewer.channel.events_after(Some(frame_seq), 10);
+        assert_eq!(events.events.len(), 1);
+        assert!(events.events[0].seq > frame_seq);
+        for _ in 0..20 {
+            registry.on_client_text(&viewer.channel, &viewer.link, "{");
+        }
+        let answers = drain_texts(&mut viewer);
+        assert_eq!(
+            answers.iter().filter(|t| t.contains("bad_message")).count(),
+            5
+        );
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|t| t.contains("rate_limited"))
+                .count(),
+            1
+        );
+        assert_eq!(registry.stats()[0].inputs_rate_limited, 15);
     }
 
     pub(crate) fn registry_with(config: RegistryConfig) -> (Arc<Registry>, Arc<RecordingHost>) {
@@ -1273,10 +1942,10 @@ pub(crate) mod tests {
             device_height: 600.0,
             ..FrameMeta::default()
         };
-        assert_eq!(
-            registry.push_frame("agent", None, JPEG.into(), meta),
-            PushOutcome::Published(1)
-        );
+        let PushOutcome::Published(seq) = registry.push_frame("agent", None, JPEG.into(), meta)
+        else {
+            panic!("published")
+        };
         assert_eq!(
             drain_texts(&mut first),
             vec![
@@ -1300,8 +1969,9 @@ pub(crate) mod tests {
             ]
         );
         assert!(late.frames.has_changed().expect("sender alive"));
-        assert_eq!(late.frames.borrow().as_ref().map(|f| f.seq), Some(1));
-        assert_eq!(late.counters.seen_seq.load(Ordering::Relaxed), 0);
+        assert_eq!(late.frames.borrow().as_ref().map(|f| f.seq), Some(seq));
+        assert_eq!(late.counters.seen_seq.load(Ordering::Relaxed), seq - 1);
+        assert_eq!(late.counters.seen_index.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
@@ -1389,13 +2059,18 @@ pub(crate) mod tests {
             .admit(&id, Transport::Native, false)
             .expect("admitted");
         for x in 0..5 {
-            slot.channel.on_client_text(&format!(
-                r#"{{"type":"mouse","eventType":"mouseMoved","x":{x},"y":1}}"#
-            ));
+            registry.on_client_text(
+                &slot.channel,
+                &slot.link,
+                &format!(r#"{{"type":"mouse","eventType":"mousePressed","x":{x},"y":1}}"#),
+            );
         }
-        slot.channel.on_client_text("garbage");
-        slot.channel
-            .on_client_text(r#"{"type":"mouse","eventType":"mouseMoved","x":-5,"y":1}"#);
+        registry.on_client_text(&slot.channel, &slot.link, "garbage");
+        registry.on_client_text(
+            &slot.channel,
+            &slot.link,
+            r#"{"type":"mouse","eventType":"mouseMoved","x":-5,"y":1}"#,
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         let xs: Vec<f64> = lock(&host.inputs)
             .iter()

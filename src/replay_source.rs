@@ -284,7 +284,7 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(1050)).await;
         let frame = viewer.frames.borrow().clone().expect("a frame");
-        assert_eq!(frame.seq, 11, "frames at 0, 100, …, 1000 ms");
+        assert_eq!(frame.index, 11, "frames at 0, 100, …, 1000 ms");
         assert_eq!(frame.meta.device_width, 800.0);
         registry.close();
         tokio::time::timeout(Duration::from_secs(1), task)

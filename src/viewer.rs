@@ -1,11 +1,13 @@
 //! Viewer transport: serves one admitted viewer's connection, either a TCP socket handed over
 //! from Node by file descriptor (`Sink::Tcp`) or a socket that stays in JS (`Sink::Bridged`).
 //!
-//! Owns: completing the WebSocket handshake (the `101` is written from Rust), the reader task
-//! (decode client frames, answer pings, hand text to the channel, heartbeat timeout), the
-//! writer task (latest frame wins, reliable messages in order, vectored writes of a prebuilt
-//! header and the shared payload, pings) and the close sequence. Must not touch registry state
-//! except through `Registry::release` and `Channel::on_client_text`.
+//! Owns: completing the WebSocket handshake (the `101` is written from Rust, echoing the
+//! extended subprotocol), the reader task (decode client frames, answer pings, hand messages to
+//! the registry, heartbeat timeout), the writer task (latest frame wins, per-viewer pacing by
+//! frame rate or acks, reliable messages in order, the viewer's events pulled from the
+//! channel's ring, resume and snapshot answers, vectored writes of a prebuilt header and the
+//! shared payload, pings) and the close sequence. Must not touch registry state except through
+//! `Registry::release`, `Registry::on_client_*` and the channel's read-only accessors.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -22,7 +24,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::frame::Frame;
 use crate::host::{BridgedOutbound, Host};
-use crate::registry::{Channel, Outbound, Registry, ViewerCloser, ViewerCounters, ViewerSlot};
+use crate::protocol::{self, Mode, EXTENDED_PROTOCOL};
+use crate::registry::{
+    Channel, Outbound, Registry, ViewerCloser, ViewerCounters, ViewerLink, ViewerSlot,
+};
 use crate::ws_codec::{
     close_payload, encode_frame, ClientFrame, Decoder, FrameHeader, CLOSE_GOING_AWAY, CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
@@ -58,11 +63,13 @@ pub fn check_websocket_key(key: &str) -> Result<(), BadKey> {
     }
 }
 
-/// The `101 Switching Protocols` response for a checked key.
-pub fn handshake_response(key: &str) -> String {
+/// The `101 Switching Protocols` response for a checked key, echoing `protocol` if chosen.
+pub fn handshake_response(key: &str, protocol: Option<&str>) -> String {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let protocol =
+        protocol.map_or_else(String::new, |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
     )
 }
 
@@ -123,6 +130,28 @@ impl Sink {
         }
     }
 
+    /// Writes one BINARY message: `head` (WebSocket header of `ws_header_len` bytes, then the
+    /// frame header) and the shared image.
+    async fn send_binary(
+        &mut self,
+        head: &[u8],
+        ws_header_len: usize,
+        body: &Bytes,
+    ) -> io::Result<()> {
+        match self {
+            Sink::Tcp(writer) => write_all_vectored(writer, head, body).await,
+            Sink::Bridged { viewer_id, host } => {
+                // JS frames the message itself: it gets the payload (one copy, TLS path only).
+                let mut payload = BytesMut::with_capacity(head.len() + body.len());
+                payload.extend_from_slice(&head[ws_header_len..]);
+                payload.extend_from_slice(body);
+                host.bridged_send(*viewer_id, BridgedOutbound::Binary(payload.freeze()))
+                    .await
+                    .map_err(io::Error::other)
+            }
+        }
+    }
+
     /// Writes a ping or pong. JS sockets answer pings themselves.
     async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         match self {
@@ -162,13 +191,120 @@ pub struct Writer {
     counters: Arc<ViewerCounters>,
     heartbeat: Duration,
     cleared_through: Arc<AtomicU64>,
+    link: Arc<ViewerLink>,
+    channel: Arc<Channel>,
+    /// Extended: newest event number of the channel (a change wakes the writer).
+    events: watch::Receiver<u64>,
+    /// Extended: the viewer has been sent the events up to here.
+    event_cursor: u64,
+    pacing: Pacing,
 }
 
 /// Longest wait of a message for the frame it follows; that frame is normally published within
 /// microseconds, this only bounds the unforeseen.
 const FRAME_ORDER_WAIT: Duration = Duration::from_secs(1);
+/// How long a snapshot request waits for a first frame.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// Events pulled from the ring at a time.
+const EVENT_BATCH: usize = 64;
+
+/// Per-viewer pacing of frames (extended `config`).
+#[derive(Debug, Default)]
+struct Pacing {
+    /// Least time between two frames (`maxFps`).
+    min_interval: Option<Duration>,
+    /// One frame in flight: the next waits for the ack of the last.
+    ack: bool,
+    last_frame_at: Option<tokio::time::Instant>,
+    last_frame_seq: u64,
+}
+
+/// Whether the writer may send a frame now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameGate {
+    Open,
+    Until(tokio::time::Instant),
+    Ack,
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Writer {
+    fn frame_gate(&self) -> FrameGate {
+        if self.pacing.ack
+            && self.pacing.last_frame_seq > 0
+            && self.link.acked_seq.load(Ordering::Relaxed) < self.pacing.last_frame_seq
+        {
+            return FrameGate::Ack;
+        }
+        if let (Some(interval), Some(last)) = (self.pacing.min_interval, self.pacing.last_frame_at)
+        {
+            let next = last + interval;
+            if next > tokio::time::Instant::now() {
+                return FrameGate::Until(next);
+            }
+        }
+        FrameGate::Open
+    }
+
+    /// Records `frame` as seen; false if the viewer has it or a newer one. Counts skipped frames.
+    fn mark_seen(&self, frame: &Frame) -> bool {
+        // Only this writer stores `seen_*`; the registry reads them for stats.
+        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
+        if frame.seq <= seen {
+            return false;
+        }
+        let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
+        let skipped = frame.index.saturating_sub(seen_index).saturating_sub(1);
+        self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
+        self.counters
+            .seen_index
+            .store(frame.index, Ordering::Relaxed);
+        self.counters
+            .frames_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
+        true
+    }
+
+    /// Writes `frame` in this viewer's wire.
+    async fn write_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+        frame: &Frame,
+    ) -> io::Result<()> {
+        let written = match self.link.mode {
+            Mode::Compat => {
+                interruptible(cancelled, sink.send_text(&frame.text_header, &frame.text)).await?;
+                frame.text_header.as_bytes().len() + frame.text.len()
+            }
+            Mode::Extended => {
+                // A payload that does not decode was never an image: skip it.
+                let Some(binary) = frame.binary() else {
+                    return Ok(());
+                };
+                interruptible(
+                    cancelled,
+                    sink.send_binary(&binary.head, binary.ws_header_len, &binary.body),
+                )
+                .await?;
+                binary.head.len() + binary.body.len()
+            }
+        };
+        self.pacing.last_frame_at = Some(tokio::time::Instant::now());
+        self.pacing.last_frame_seq = frame.seq;
+        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Sends the newest frame if this viewer has not seen it; counts the frames it skipped.
     async fn send_latest_frame<C: Future<Output = ()>>(
         &mut self,
@@ -179,23 +315,140 @@ impl Writer {
         let Some(frame) = frame else {
             return Ok(());
         };
-        // Only this writer stores `seen_seq`; the registry reads it for stats.
-        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-        if frame.seq <= seen {
+        if !self.mark_seen(&frame) {
             return Ok(());
         }
-        let skipped = frame.seq - seen - 1;
-        self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
-        self.counters
-            .frames_skipped
-            .fetch_add(skipped, Ordering::Relaxed);
-        interruptible(cancelled, sink.send_text(&frame.text_header, &frame.text)).await?;
-        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.write_frame(sink, cancelled, &frame).await
+    }
+
+    /// Sends the newest frame even if this viewer has it (resume, snapshot).
+    async fn resend_latest_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
+        let frame = self.frames.borrow_and_update().clone();
+        if let Some(frame) = frame {
+            self.mark_seen(&frame);
+            self.write_frame(sink, cancelled, &frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_message<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+        text: &Bytes,
+    ) -> io::Result<()> {
+        let header = FrameHeader::new(OP_TEXT, text.len());
+        interruptible(cancelled, sink.send_text(&header, text)).await?;
+        self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(
-            (frame.text_header.as_bytes().len() + frame.text.len()) as u64,
+            (header.as_bytes().len() + text.len()) as u64,
             Ordering::Relaxed,
         );
         Ok(())
+    }
+
+    /// Sends the channel's events after `after` (all held ones for `None`) until none is left;
+    /// tells the viewer `stale` first when some it needs were evicted. Returns how many were
+    /// sent and whether it was stale; the cursor ends at the last one sent.
+    async fn send_events_after<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        after: Option<u64>,
+    ) -> io::Result<(usize, bool)> {
+        let mut after = after;
+        let mut sent = 0;
+        let mut stale = false;
+        loop {
+            let batch = self.channel.events_after(after, EVENT_BATCH);
+            if let Some(oldest) = batch.stale {
+                if !stale {
+                    stale = true;
+                    let message = protocol::stale_message(
+                        "events after this point were dropped from the resume ring",
+                        oldest,
+                    );
+                    self.send_message(sink, cancelled.as_mut(), &Bytes::from(message))
+                        .await?;
+                }
+            }
+            let count = batch.events.len();
+            for event in batch.events {
+                self.send_message(sink, cancelled.as_mut(), &event.text)
+                    .await?;
+                after = Some(event.seq);
+                self.event_cursor = event.seq;
+                sent += 1;
+            }
+            if count < EVENT_BATCH {
+                return Ok((sent, stale));
+            }
+        }
+    }
+
+    /// Answers `resume`: the held events after `last_seq` (or `stale`), `resumed`, the newest
+    /// frame.
+    async fn resume<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        last_seq: Option<u64>,
+    ) -> io::Result<()> {
+        let (replayed, stale) = self
+            .send_events_after(sink, cancelled.as_mut(), last_seq)
+            .await?;
+        if replayed == 0 {
+            // Nothing newer is held: from here on, events after the client's number (or, when
+            // that number cannot be placed, after the newest event).
+            self.event_cursor = match (stale, last_seq) {
+                (false, Some(last)) => last,
+                (false, None) => self.event_cursor,
+                (true, _) => self.channel.last_event_seq(),
+            };
+        }
+        let done = protocol::resumed_message(last_seq, replayed);
+        self.send_message(sink, cancelled.as_mut(), &Bytes::from(done))
+            .await?;
+        self.resend_latest_frame(sink, cancelled).await
+    }
+
+    /// Answers `snapshot-request`: `{"type":"snapshot","seq":N}` and frame N, waiting up to
+    /// `SNAPSHOT_WAIT` for a first frame.
+    async fn snapshot<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
+        let mut frame = self.frames.borrow().clone();
+        if frame.is_none() {
+            let wait = self.frames.wait_for(Option::is_some);
+            frame = tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return Ok(()),
+                got = tokio::time::timeout(SNAPSHOT_WAIT, wait) => match got {
+                    Ok(Ok(latest)) => latest.clone(),
+                    _ => None,
+                },
+            };
+        }
+        let Some(frame) = frame else {
+            let message = protocol::error_message(
+                "snapshot_unavailable",
+                "the page has produced no frame yet",
+            );
+            return self
+                .send_message(sink, cancelled, &Bytes::from(message))
+                .await;
+        };
+        let announce = Bytes::from(protocol::snapshot_message(frame.seq));
+        self.send_message(sink, cancelled.as_mut(), &announce)
+            .await?;
+        self.mark_seen(&frame);
+        self.write_frame(sink, cancelled, &frame).await
     }
 
     async fn pump(&mut self, sink: &mut Sink) -> io::Result<()> {
@@ -207,7 +460,14 @@ impl Writer {
         let closer = self.closer.clone();
         let cancelled = closer.cancelled();
         tokio::pin!(cancelled);
+        let extended = self.link.mode == Mode::Extended;
+        let link = self.link.clone();
         loop {
+            let gate = self.frame_gate();
+            let wake_at = match gate {
+                FrameGate::Until(at) => Some(at),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 _ = cancelled.as_mut() => return Ok(()),
@@ -215,7 +475,7 @@ impl Writer {
                     None => return Ok(()),
                     Some(Outbound::Text { text, after_seq }) => {
                         let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-                        if after_seq > seen {
+                        if after_seq > seen && self.frame_gate() == FrameGate::Open {
                             // The frame this message follows may still be on its way to the
                             // watch (a JS push publishes from a runtime task): wait for it.
                             let cleared = self.cleared_through.clone();
@@ -234,24 +494,43 @@ impl Writer {
                                 self.send_latest_frame(sink, cancelled.as_mut()).await?;
                             }
                         }
-                        let header = FrameHeader::new(OP_TEXT, text.len());
-                        interruptible(cancelled.as_mut(), sink.send_text(&header, &text)).await?;
-                        self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-                        self.counters.bytes_sent.fetch_add(
-                            (header.as_bytes().len() + text.len()) as u64,
-                            Ordering::Relaxed,
-                        );
+                        self.send_message(sink, cancelled.as_mut(), &text).await?;
                     }
                     Some(Outbound::Pong(payload)) => {
                         interruptible(cancelled.as_mut(), sink.send_control(OP_PONG, &payload))
                             .await?;
                     }
+                    Some(Outbound::Resume { last_seq }) => {
+                        self.resume(sink, cancelled.as_mut(), last_seq).await?;
+                    }
+                    Some(Outbound::Snapshot) => {
+                        self.snapshot(sink, cancelled.as_mut()).await?;
+                    }
+                    Some(Outbound::Pacing { max_fps, ack }) => {
+                        if let Some(max_fps) = max_fps {
+                            self.pacing.min_interval =
+                                max_fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
+                        }
+                        if let Some(ack) = ack {
+                            self.pacing.ack = ack;
+                        }
+                    }
                 },
-                changed = self.frames.changed() => {
+                changed = self.frames.changed(), if gate == FrameGate::Open => {
                     if changed.is_err() {
                         return Ok(());
                     }
                     self.send_latest_frame(sink, cancelled.as_mut()).await?;
+                }
+                _ = sleep_until(wake_at), if wake_at.is_some() => {}
+                _ = link.acked.notified(), if gate == FrameGate::Ack => {}
+                changed = self.events.changed(), if extended => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    self.events.borrow_and_update();
+                    let cursor = self.event_cursor;
+                    self.send_events_after(sink, cancelled.as_mut(), Some(cursor)).await?;
                 }
                 _ = ping.tick() => {
                     interruptible(cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
@@ -275,7 +554,11 @@ impl Writer {
 }
 
 /// Splits a slot into its writer and what the reader needs.
-pub fn split_slot(slot: ViewerSlot, heartbeat: Duration) -> (Writer, Reader, Arc<Channel>, u32) {
+pub fn split_slot(
+    registry: &Arc<Registry>,
+    slot: ViewerSlot,
+    heartbeat: Duration,
+) -> (Writer, Reader, Arc<Channel>, u32) {
     let writer = Writer {
         cleared_through: slot.channel.cleared_through.clone(),
         outbox: slot.outbox,
@@ -283,9 +566,16 @@ pub fn split_slot(slot: ViewerSlot, heartbeat: Duration) -> (Writer, Reader, Arc
         closer: slot.closer.clone(),
         counters: slot.counters,
         heartbeat,
+        link: slot.link.clone(),
+        channel: slot.channel.clone(),
+        events: slot.events,
+        event_cursor: slot.event_cursor,
+        pacing: Pacing::default(),
     };
     let reader = Reader {
+        registry: registry.clone(),
         channel: slot.channel.clone(),
+        link: slot.link,
         outbox: slot.outbox_tx,
         closer: slot.closer,
     };
@@ -294,7 +584,9 @@ pub fn split_slot(slot: ViewerSlot, heartbeat: Duration) -> (Writer, Reader, Arc
 
 /// The reader half of a native viewer.
 pub struct Reader {
+    registry: Arc<Registry>,
     channel: Arc<Channel>,
+    link: Arc<ViewerLink>,
     outbox: mpsc::Sender<Outbound>,
     closer: Arc<ViewerCloser>,
 }
@@ -323,8 +615,13 @@ impl Reader {
             loop {
                 match decoder.next_frame() {
                     Ok(None) => break,
-                    Ok(Some(ClientFrame::Text(text))) => self.channel.on_client_text(&text),
-                    Ok(Some(ClientFrame::Binary(_))) => self.channel.count_malformed(),
+                    Ok(Some(ClientFrame::Text(text))) => {
+                        self.registry
+                            .on_client_text(&self.channel, &self.link, &text)
+                    }
+                    Ok(Some(ClientFrame::Binary(_))) => {
+                        self.registry.on_client_binary(&self.channel, &self.link)
+                    }
                     Ok(Some(ClientFrame::Ping(payload))) => {
                         if self.outbox.try_send(Outbound::Pong(payload)).is_err() {
                             self.closer
@@ -374,14 +671,16 @@ pub async fn serve_native(
     head: Bytes,
 ) {
     let config = registry.config().clone();
-    let (writer, reader, channel, viewer_id) = split_slot(slot, config.heartbeat_interval);
+    let protocol = (slot.link.mode == Mode::Extended).then_some(EXTENDED_PROTOCOL);
+    let (writer, reader, channel, viewer_id) =
+        split_slot(&registry, slot, config.heartbeat_interval);
     let closer = reader.closer.clone();
     let served = async {
         stream.set_nonblocking(true)?;
         let stream = TcpStream::from_std(stream)?;
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let response = handshake_response(&key);
+        let response = handshake_response(&key, protocol);
         tokio::time::timeout(HANDSHAKE_TIMEOUT, write.write_all(response.as_bytes()))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
@@ -402,10 +701,10 @@ pub async fn serve_native(
 }
 
 /// Serves a JS-bridged viewer: only the writer runs in Rust; the JS socket's messages come in
-/// through `Channel::on_client_text` and its close through `Registry::close_viewer`.
+/// through `Registry::on_client_text` and its close through `Registry::close_viewer`.
 pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
     let heartbeat = registry.config().heartbeat_interval;
-    let (writer, _reader, channel, viewer_id) = split_slot(slot, heartbeat);
+    let (writer, _reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
     let sink = Sink::Bridged {
         viewer_id,
         host: registry.host().clone(),
@@ -431,8 +730,10 @@ mod tests {
         assert!(check_websocket_key("dGhlIHNhbXBsZSBub25jZQ==").is_ok());
         assert!(check_websocket_key("short").is_err());
         assert!(check_websocket_key("dGhlIHNhbXBsZSBub25jZQ=x").is_err());
-        assert!(handshake_response("dGhlIHNhbXBsZSBub25jZQ==")
+        assert!(handshake_response("dGhlIHNhbXBsZSBub25jZQ==", None)
             .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        let extended = handshake_response("dGhlIHNhbXBsZSBub25jZQ==", Some(EXTENDED_PROTOCOL));
+        assert!(extended.ends_with("Sec-WebSocket-Protocol: browser-stream.v1\r\n\r\n"));
     }
 
     /// Accepts one TCP connection, reads its HTTP upgrade request like Node would, and hands
