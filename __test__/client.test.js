@@ -52,3 +52,54 @@ test('the client follows statuses and URLs and reconnects after the server drops
   client.close()
   assert.equal(statuses.at(-1), 'closed')
 })
+
+test('extended client: control, frame-pixel input, events once each across a reconnect', async (t) => {
+  const { BrowserStreamClient } = await import(clientModule)
+  const toolset = new FakeToolset()
+  const controls = []
+  const srv = await startServer({ getToolset: () => toolset, lingerMs: 5000, onControlChange: (agent, controller) => controls.push([agent, controller]) })
+  t.after(() => srv.close())
+  const events = []
+  const messages = []
+  const statuses = []
+  let control = null
+  const client = new BrowserStreamClient(srv.url('ext-client'), {
+    WebSocket,
+    extended: true,
+    backoff: { initialMs: 50, maxMs: 200 },
+    onStatus: (s) => statuses.push(s),
+    onEvent: (event, seq) => events.push([event.n, seq]),
+    onControl: (c) => (control = c),
+    onMessage: (m) => messages.push(m),
+  })
+  t.after(() => client.close())
+  client.connect()
+  await waitFor(() => client.session && statuses.includes('streaming'), { what: 'session and streaming' })
+  assert.equal(client.session.protocol, 'browser-stream.v1')
+  toolset.emitFrame(1, { width: 1280, height: 960 }) // a 320x240 image of a 1280x960 page
+  await waitFor(() => client.lastSeq !== null && client.lastSeq > client.session.seq, { what: 'a binary frame' })
+
+  assert.ok(client.requestControl())
+  await waitFor(() => control?.you === true, { what: 'control granted' })
+  assert.equal(client.hasControl, true)
+  client.input('mouse', { eventType: 'mousePressed', x: 160, y: 120, button: 'left', clickCount: 1 })
+  await waitFor(() => toolset.mouse.length === 1, { what: 'input relayed' })
+  assert.deepEqual(toolset.mouse[0], { type: 'mousePressed', x: 640, y: 480, button: 'left', clickCount: 1 })
+
+  for (let n = 1; n <= 3; n++) assert.equal(srv.registry.publishEvent('ext-client', { type: 'tool_start', n }), true)
+  await waitFor(() => events.length === 3, { what: 'three events' })
+  const viewerId = client.session.viewerId
+  srv.registry.closeViewer(viewerId, 1011, 'test drop')
+  await waitFor(() => statuses.includes('reconnecting'), { what: 'reconnecting' })
+  for (let n = 4; n <= 6; n++) srv.registry.publishEvent('ext-client', { type: 'tool_start', n })
+  await waitFor(() => events.length >= 6 && messages.some((m) => m.type === 'resumed'), { what: 'resumed with the missed events' })
+  assert.deepEqual(
+    events.map(([n]) => n),
+    [1, 2, 3, 4, 5, 6],
+  )
+  const seqs = events.map(([, seq]) => seq)
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b))
+  // The controller left with the dropped socket: control was released for everyone.
+  await waitFor(() => controls.some(([, c]) => c === null), { what: 'control released on disconnect' })
+  assert.deepEqual(controls[0], ['ext-client', viewerId])
+})

@@ -4,10 +4,39 @@
 // a slow tab shows the newest frame instead of a backlog), reports status, URL, viewport and
 // fps, relays input, and reconnects with capped exponential backoff and jitter.
 //
-//   const client = new BrowserStreamClient(url, { onFrame(bitmap, info) {…}, onStatus(s) {…} })
+// With `extended: true` it speaks `browser-stream.v1` (docs/PROTOCOL.md): binary frames with
+// their sequence number and geometry, agent events (deduplicated by sequence number), resume
+// after a reconnect, control requests, and input in frame pixels.
+//
+//   const client = new BrowserStreamClient(url, { extended: true, onFrame(bitmap, info) {…} })
 //   client.connect()
 
 const JPEG_PREFIX = '/9j/'
+const EXTENDED_PROTOCOL = 'browser-stream.v1'
+const FORMATS = { 1: 'image/jpeg', 2: 'image/png', 3: 'image/webp' }
+
+/** The header of an extended-mode frame (56 bytes, big-endian), or null if it is not one. */
+export function parseFrameHeader(buffer) {
+  if (buffer.byteLength < 56) return null
+  const view = new DataView(buffer)
+  if (view.getUint8(0) !== 1) return null
+  const headerLength = view.getUint8(1)
+  if (headerLength < 56 || headerLength > buffer.byteLength) return null
+  return {
+    headerLength,
+    type: FORMATS[view.getUint8(2)] ?? 'image/jpeg',
+    seq: Number(view.getBigUint64(4)),
+    timestamp: view.getFloat64(12),
+    imageWidth: view.getUint32(20),
+    imageHeight: view.getUint32(24),
+    deviceWidth: view.getFloat32(28),
+    deviceHeight: view.getFloat32(32),
+    pageScaleFactor: view.getFloat32(36),
+    offsetTop: view.getFloat32(40),
+    scrollOffsetX: view.getFloat32(44),
+    scrollOffsetY: view.getFloat32(48),
+  }
+}
 
 /** base64 text → bytes (atob is fine for frame sizes; it runs once per frame shown). */
 function base64Bytes(text) {
@@ -28,6 +57,10 @@ export class BrowserStreamClient {
    * @param {(viewport: {width: number, height: number}) => void} [handlers.onViewport]
    * @param {(error: {error: string, message: string}) => void} [handlers.onError]
    * @param {(message: object) => void} [handlers.onMessage] any other JSON message
+   * @param {boolean} [handlers.extended] speak `browser-stream.v1` (binary frames, events, control)
+   * @param {(event: object, seq: number) => void} [handlers.onEvent] extended: an agent event, once per seq
+   * @param {(meta: object) => void} [handlers.onSession] extended: the `session-meta` of each connection
+   * @param {(control: {controller: number | null, you: boolean}) => void} [handlers.onControl] extended: control changed
    * @param {{initialMs?: number, maxMs?: number, factor?: number}} [handlers.backoff]
    * @param {typeof WebSocket} [handlers.WebSocket] for tests outside a browser
    */
@@ -44,6 +77,14 @@ export class BrowserStreamClient {
     this.waiting = null
     this.frameTimes = []
     this.stats = { frames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0 }
+    this.extended = handlers.extended === true
+    /** Extended: the newest sequence number received (frames and events); sent in `resume`. */
+    this.lastSeq = null
+    /** Extended: newest event processed (duplicates around a resume are dropped). */
+    this.lastEventSeq = null
+    /** Extended: this connection's `session-meta`, and whether this viewer holds control. */
+    this.session = null
+    this.hasControl = false
   }
 
   connect() {
@@ -67,6 +108,34 @@ export class BrowserStreamClient {
     return true
   }
 
+  /** Extended: asks for control of the page (answer: onControl, or onError `control_busy`). */
+  requestControl() {
+    return this.send({ type: 'control-request' })
+  }
+
+  /** Extended: gives control up. */
+  releaseControl() {
+    return this.send({ type: 'control-release' })
+  }
+
+  /**
+   * Extended: input for the page. `kind` is `mouse` (x, y in pixels of the frame image shown),
+   * `key` or `text`; fields as in docs/PROTOCOL.md.
+   */
+  input(kind, fields) {
+    return this.send({ type: 'input', kind, ...fields })
+  }
+
+  /** Extended: frame-rate cap and/or ack pacing for this viewer. */
+  configure({ maxFps, ack } = {}) {
+    return this.send({ type: 'config', maxFps, ack })
+  }
+
+  /** Extended: asks for the newest frame now. */
+  snapshot() {
+    return this.send({ type: 'snapshot-request' })
+  }
+
   /** The delay before reconnect attempt `n` (1-based): capped exponential, full jitter. */
   static backoffDelay(n, { initialMs = 500, maxMs = 10_000, factor = 2 } = {}, random = Math.random) {
     const ceiling = Math.min(maxMs, initialMs * factor ** Math.max(0, n - 1))
@@ -75,11 +144,13 @@ export class BrowserStreamClient {
 
   #open() {
     this.#status(this.attempt === 0 ? 'connecting' : 'reconnecting')
-    const socket = new this.WebSocketImpl(this.url)
+    const socket = this.extended ? new this.WebSocketImpl(this.url, [EXTENDED_PROTOCOL]) : new this.WebSocketImpl(this.url)
     socket.binaryType = 'arraybuffer'
     this.socket = socket
     socket.onopen = () => {
       this.attempt = 0
+      // After a reconnect, ask for the events missed meanwhile.
+      if (this.extended && this.lastSeq !== null) this.send({ type: 'resume', lastSeq: this.lastSeq })
     }
     socket.onmessage = (event) => this.#onMessage(event.data)
     socket.onclose = () => {
@@ -100,7 +171,16 @@ export class BrowserStreamClient {
       if (data.startsWith('{')) return this.#onJson(data)
       return this.#onFrame(data, (data.length * 3) / 4)
     }
+    const header = this.extended ? parseFrameHeader(data) : null
+    if (header) {
+      this.#seen(header.seq)
+      return this.#onFrame(new Uint8Array(data, header.headerLength), data.byteLength, header)
+    }
     this.#onFrame(new Uint8Array(data), data.byteLength)
+  }
+
+  #seen(seq) {
+    if (typeof seq === 'number' && (this.lastSeq === null || seq > this.lastSeq)) this.lastSeq = seq
   }
 
   #onJson(text) {
@@ -110,6 +190,25 @@ export class BrowserStreamClient {
     } catch {
       return
     }
+    if (message.type === 'event') {
+      this.#seen(message.seq)
+      if (this.lastEventSeq !== null && message.seq <= this.lastEventSeq) return
+      this.lastEventSeq = message.seq
+      this.handlers.onEvent?.(message.event, message.seq)
+      return
+    }
+    if (message.type === 'session-meta') {
+      this.session = message
+      this.#seen(message.seq)
+      this.hasControl = message.controller !== null && message.controller === message.viewerId
+      this.handlers.onSession?.(message)
+      return
+    }
+    if (message.type === 'control') {
+      this.hasControl = message.you === true
+      this.handlers.onControl?.({ controller: message.controller, you: message.you })
+      return
+    }
     if (typeof message.status === 'string') this.#status(message.status)
     else if (typeof message.url === 'string') this.handlers.onUrl?.(message.url)
     else if (message.viewport) this.handlers.onViewport?.(message.viewport)
@@ -117,8 +216,8 @@ export class BrowserStreamClient {
     else this.handlers.onMessage?.(message)
   }
 
-  #onFrame(data, bytes) {
-    const frame = { data, bytes, receivedAt: performance.now() }
+  #onFrame(data, bytes, header = null) {
+    const frame = { data, bytes, header, receivedAt: performance.now() }
     if (this.decoding) {
       if (this.waiting) this.stats.framesDropped += 1
       this.waiting = frame
@@ -131,11 +230,12 @@ export class BrowserStreamClient {
     this.decoding = true
     try {
       const bytes = typeof frame.data === 'string' ? base64Bytes(frame.data) : frame.data
-      const type = typeof frame.data === 'string' && !frame.data.startsWith(JPEG_PREFIX) ? '' : 'image/jpeg'
+      const type = frame.header?.type ?? (typeof frame.data === 'string' && !frame.data.startsWith(JPEG_PREFIX) ? '' : 'image/jpeg')
       const bitmap = await createImageBitmap(new Blob([bytes], { type }))
       this.#count(frame, bitmap)
       try {
-        this.handlers.onFrame?.(bitmap, { width: bitmap.width, height: bitmap.height, bytes: frame.bytes, receivedAt: frame.receivedAt })
+        const info = { width: bitmap.width, height: bitmap.height, bytes: frame.bytes, receivedAt: frame.receivedAt }
+        this.handlers.onFrame?.(bitmap, frame.header ? { ...frame.header, ...info } : info)
       } finally {
         bitmap.close()
       }
