@@ -1,11 +1,13 @@
 'use strict'
 // The benchmark (`npm run bench [-- --quick]`): the same Hono app, the same frames and the same
 // load generator against each contender, in one run, each in a fresh server process:
-//   seed        the TypeScript design planned for Mastra (bench/servers/seed.ts)
-//   tuned       the same, frames decoded once and sent binary, busy viewers skip (tuned.ts)
-//   addon       this package, native sockets, frames pushed from JS per frame (addon.ts)
-//   addon-rust  this package, frames made by its Rust replay source (addon.ts, BENCH_SOURCE=rust)
-//   physical    the least any server must do: vectored writes, no WebSocket logic (Rust)
+//   seed          the TypeScript design planned for Mastra (bench/servers/seed.ts)
+//   tuned         the same, frames decoded once and sent binary, busy viewers skip (tuned.ts)
+//   addon         this package, native sockets, frames pushed from JS per frame (addon.ts)
+//   addon-rust    this package, frames made by its Rust replay source (addon.ts, BENCH_SOURCE=rust)
+//   addon-binary  the addon-rust server, its viewers on the extended wire (subprotocol
+//                 browser-stream.v1): binary frames, a 56-byte header + the JPEG, as tuned TS
+//   physical      the least any server must do: vectored writes, no WebSocket logic (Rust)
 // The server is pinned to CPU 0 and the load generator to CPU 1 (when `taskset` and 2 CPUs are
 // there) so they do not steal each other's time. Results: a Markdown report on stdout and
 // bench/results/<date>-<mode>.{json,md}. No timing assertion anywhere: it fails only when a
@@ -35,6 +37,13 @@ const CONTENDERS = {
   tuned: { label: 'tuned TS', script: 'tuned.js' },
   addon: { label: 'addon, JS push', script: 'addon.js', env: { BENCH_SOURCE: 'js' } },
   'addon-rust': { label: 'addon, Rust source', script: 'addon.js', env: { BENCH_SOURCE: 'rust' } },
+  // The same server as addon-rust; only the viewers differ (extended wire, binary frames).
+  'addon-binary': {
+    label: 'addon, binary',
+    script: 'addon.js',
+    env: { BENCH_SOURCE: 'rust' },
+    loadgenArgs: ['--protocol', 'browser-stream.v1'],
+  },
   physical: { label: 'physical limit', binary: PHYSICAL },
 }
 
@@ -250,6 +259,7 @@ async function runOnce(name, { sizeKB, viewers, stalled = 0, options }) {
       // First-frame probes only at the smallest viewer count (where the report reads them).
       '--first-frame-probes', String(stalled || viewers !== Math.min(...options.viewers) ? 0 : options.firstFrameProbes),
       '--max-seconds', String(maxSeconds),
+      ...(CONTENDERS[name].loadgenArgs ?? []),
     ])
     const loadgen = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     const lines = readline.createInterface({ input: loadgen.stdout })
@@ -477,7 +487,10 @@ async function capacity(name, sweep, sizeKB, options) {
 
 async function main() {
   if (process.argv.includes('--help')) {
-    process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 16).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+    // The file's head comment, after its first line.
+    const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
+    const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
+    process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
     return
   }
   const options = parseOptions(process.argv.slice(2))

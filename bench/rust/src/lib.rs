@@ -1,7 +1,8 @@
 //! Shared parts of the benchmark tools: the frame stamp (the same byte layout the addon's
-//! replay source and the JS frame clock write), the wall clock and a small argument parser.
+//! replay source and the JS frame clock write), the frame messages of each wire, the wall clock
+//! and a small argument parser.
 //!
-//! Owns: reading and writing stamps, nothing else. Must not depend on the addon crate: the
+//! Owns: reading and writing stamps and finding the image in a frame message, nothing else. Must not depend on the addon crate: the
 //! benchmark checks the addon from outside, as a client would.
 
 use std::collections::HashMap;
@@ -55,6 +56,52 @@ pub fn parse_stamp_base64(text: &[u8]) -> Option<(u64, u64)> {
         .decode(head)
         .ok()?;
     parse_stamp_bytes(&bytes)
+}
+
+/// The subprotocol of the addon's extended wire (docs/PROTOCOL.md, "Extended mode").
+pub const EXTENDED_PROTOCOL: &str = "browser-stream.v1";
+/// `kind` (byte 0) of an extended binary message that carries a frame.
+pub const EXTENDED_KIND_FRAME: u8 = 1;
+/// Header length of an extended frame in v1; later versions may append fields, never shorten it.
+pub const EXTENDED_HEADER_V1_BYTES: usize = 56;
+
+/// How a stream's BINARY messages carry frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// No subprotocol: a binary message is the image itself (tuned TS sends the raw JPEG).
+    Plain,
+    /// `browser-stream.v1`: a header (`kind` at byte 0, its own length at byte 1), then the
+    /// image.
+    ExtendedV1,
+}
+
+impl Wire {
+    /// The wire a client gets by offering `protocol` (`None`: no subprotocol), or `None` for a
+    /// subprotocol the load generator cannot read.
+    pub fn for_protocol(protocol: Option<&str>) -> Option<Wire> {
+        match protocol {
+            None => Some(Wire::Plain),
+            Some(EXTENDED_PROTOCOL) => Some(Wire::ExtendedV1),
+            Some(_) => None,
+        }
+    }
+
+    /// The image bytes of a binary message, or `None` when the message is not a frame (an
+    /// extended message of another kind, or a header that is cut short or claims less than
+    /// v1's 56 bytes).
+    pub fn frame_image(self, message: &[u8]) -> Option<&[u8]> {
+        match self {
+            Wire::Plain => Some(message),
+            Wire::ExtendedV1 => {
+                let (&kind, rest) = message.split_first()?;
+                let header = *rest.first()? as usize;
+                if kind != EXTENDED_KIND_FRAME || header < EXTENDED_HEADER_V1_BYTES {
+                    return None;
+                }
+                message.get(header..)
+            }
+        }
+    }
 }
 
 /// A JPEG ready to be stamped: the base64 of everything after its start-of-image marker.
@@ -159,5 +206,79 @@ mod tests {
             parse_stamp_bytes(b"\xff\xd8 not stamped at all, just bytes......"),
             None
         );
+    }
+
+    /// An extended frame message: the v1 header (`header` bytes long, fields as the addon
+    /// writes them) followed by `image`.
+    fn extended_message(kind: u8, header: u8, image: &[u8]) -> Vec<u8> {
+        let mut message = vec![0u8; header as usize];
+        message[0] = kind;
+        message[1] = header;
+        message[2] = 1; // JPEG
+        message[4..12].copy_from_slice(&1_732_468_800_000_123u64.to_be_bytes());
+        message[12..20].copy_from_slice(&1_700_000_000_000.001f64.to_be_bytes());
+        message[20..24].copy_from_slice(&320u32.to_be_bytes());
+        message[24..28].copy_from_slice(&240u32.to_be_bytes());
+        message[28..32].copy_from_slice(&1280f32.to_be_bytes());
+        message[32..36].copy_from_slice(&720f32.to_be_bytes());
+        message[36..40].copy_from_slice(&1f32.to_be_bytes());
+        message.extend_from_slice(image);
+        message
+    }
+
+    #[test]
+    fn extended_frames_skip_the_header_by_its_length_byte() {
+        let jpeg: Vec<u8> = [
+            &stamp_head(7, 1_700_000_000_000_001)[..],
+            &[1, 2, 0xff, 0xd9],
+        ]
+        .concat();
+        let wire = Wire::for_protocol(Some(EXTENDED_PROTOCOL)).expect("known protocol");
+        assert_eq!(wire, Wire::ExtendedV1);
+
+        let message = extended_message(EXTENDED_KIND_FRAME, 56, &jpeg);
+        assert_eq!(wire.frame_image(&message), Some(&jpeg[..]));
+        assert_eq!(
+            wire.frame_image(&message).and_then(parse_stamp_bytes),
+            Some((7, 1_700_000_000_000_001))
+        );
+        // A later version's longer header is skipped by its length byte as well.
+        let longer = extended_message(EXTENDED_KIND_FRAME, 64, &jpeg);
+        assert_eq!(wire.frame_image(&longer), Some(&jpeg[..]));
+        // Read as a plain binary message, the header hides the stamp.
+        assert_eq!(
+            Wire::Plain
+                .frame_image(&message)
+                .and_then(parse_stamp_bytes),
+            None
+        );
+
+        // Not frames: another kind, a header shorter than v1's, a message cut inside the header.
+        assert_eq!(wire.frame_image(&extended_message(2, 56, &jpeg)), None);
+        assert_eq!(
+            wire.frame_image(&extended_message(EXTENDED_KIND_FRAME, 40, &jpeg)),
+            None
+        );
+        assert_eq!(wire.frame_image(&message[..30]), None);
+        assert_eq!(wire.frame_image(&[]), None);
+        assert_eq!(wire.frame_image(&[EXTENDED_KIND_FRAME]), None);
+        // A header with no image after it is a frame with an empty image, which has no stamp.
+        let empty = extended_message(EXTENDED_KIND_FRAME, 56, &[]);
+        assert_eq!(wire.frame_image(&empty), Some(&[][..]));
+        assert_eq!(wire.frame_image(&empty).and_then(parse_stamp_bytes), None);
+    }
+
+    #[test]
+    fn plain_binary_frames_are_the_raw_jpeg() {
+        let jpeg: Vec<u8> = [&stamp_head(3, 1_700_000_000_000_002)[..], &[0xff, 0xd9]].concat();
+        assert_eq!(Wire::for_protocol(None), Some(Wire::Plain));
+        assert_eq!(Wire::Plain.frame_image(&jpeg), Some(&jpeg[..]));
+        assert_eq!(
+            Wire::Plain.frame_image(&jpeg).and_then(parse_stamp_bytes),
+            Some((3, 1_700_000_000_000_002))
+        );
+        // The stamp of a raw JPEG must not be read as an extended header (byte 0 is 0xFF).
+        assert_eq!(Wire::ExtendedV1.frame_image(&jpeg), None);
+        assert_eq!(Wire::for_protocol(Some("browser-stream.v2")), None);
     }
 }

@@ -4,6 +4,12 @@
 //! frame, bytes; plus the latency of a plain HTTP route during the load and, after the window,
 //! how long a new viewer waits for its first frame.
 //!
+//! Wires: without `--protocol`, TEXT frames are base64 JPEGs (compat) and BINARY frames raw
+//! JPEGs (tuned TS). With `--protocol browser-stream.v1` every viewer offers that subprotocol
+//! (the handshake fails unless the server echoes it) and BINARY frames carry the extended
+//! header, skipped by its length byte, before the JPEG. JSON TEXT messages are counted and
+//! otherwise ignored on every wire.
+//!
 //! Talks to the orchestrator (`bench/run.js`) by JSON lines on stdout: `connected`,
 //! `window_start`, `window_end`, then one `result`. Bounded: it exits after `--max-seconds`
 //! whatever happens, and connects only to the address it is given (loopback in the benchmark).
@@ -13,12 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bsn_bench::{parse_stamp_base64, parse_stamp_bytes, wall_clock_us, Args};
+use bsn_bench::{parse_stamp_base64, parse_stamp_bytes, wall_clock_us, Args, Wire};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -27,6 +35,10 @@ use tokio_tungstenite::WebSocketStream;
 struct Plan {
     url: String,
     addr: SocketAddr,
+    /// Subprotocol offered on every connection (`Sec-WebSocket-Protocol`), if any.
+    protocol: Option<String>,
+    /// How BINARY messages carry frames, from `protocol`.
+    wire: Wire,
     viewers: usize,
     stalled: usize,
     fps: f64,
@@ -68,6 +80,8 @@ struct Tally {
     late_frames: u64,
     unstamped_frames: u64,
     json_messages: u64,
+    /// BINARY messages that are not frames (extended messages of another kind).
+    other_binary_messages: u64,
     latencies_us: Vec<u32>,
     closed_early: Option<String>,
 }
@@ -131,16 +145,28 @@ async fn connect(plan: &Plan) -> Result<Ws, String> {
         .read_buffer_size(256 * 1024)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(plan.url.as_str(), stream, Some(config))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+    let mut request = plan
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("request: {e}"))?;
+    if let Some(protocol) = &plan.protocol {
+        let value = HeaderValue::from_str(protocol).map_err(|e| format!("--protocol: {e}"))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
+    }
+    // With a protocol offered, tungstenite fails the handshake unless the server echoes it.
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     Ok(ws)
 }
 
 /// Reads one healthy viewer until told to stop.
 async fn run_viewer(
     mut ws: Ws,
+    wire: Wire,
     window: Arc<Window>,
     deadline_us: u64,
     mut stop: watch::Receiver<bool>,
@@ -160,9 +186,12 @@ async fn run_viewer(
                     tally.on_frame(parse_stamp_base64(bytes), bytes.len(), &window, deadline_us);
                 }
             }
-            Some(Ok(Message::Binary(bytes))) => {
-                tally.on_frame(parse_stamp_bytes(&bytes), bytes.len(), &window, deadline_us)
-            }
+            Some(Ok(Message::Binary(bytes))) => match wire.frame_image(&bytes) {
+                Some(image) => {
+                    tally.on_frame(parse_stamp_bytes(image), bytes.len(), &window, deadline_us)
+                }
+                None => tally.other_binary_messages += 1,
+            },
             Some(Ok(Message::Close(frame))) => {
                 tally.closed_early = Some(format!("closed by server: {frame:?}"));
                 break;
@@ -276,7 +305,7 @@ async fn first_frame_time(plan: &Plan) -> Option<f64> {
         while let Some(Ok(message)) = ws.next().await {
             let is_frame = match &message {
                 Message::Text(text) => !text.as_bytes().starts_with(b"{"),
-                Message::Binary(_) => true,
+                Message::Binary(bytes) => plan.wire.frame_image(bytes).is_some(),
                 _ => false,
             };
             if is_frame {
@@ -327,7 +356,13 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     for attempt in connecting {
         match attempt.await.ok().flatten() {
             Some((index, Ok(ws))) if index < plan.viewers => {
-                let tally = run_viewer(ws, window.clone(), plan.deadline_us, stop_rx.clone());
+                let tally = run_viewer(
+                    ws,
+                    plan.wire,
+                    window.clone(),
+                    plan.deadline_us,
+                    stop_rx.clone(),
+                );
                 readers.push(tokio::spawn(tally));
             }
             Some((_, Ok(ws))) => stalled.push(ws),
@@ -379,7 +414,7 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     let mut latencies: Vec<u32> = Vec::new();
     let mut fractions: Vec<f64> = Vec::new();
     let (mut frames, mut bytes, mut outside, mut unstamped, mut closed_early) = (0, 0, 0, 0, 0);
-    let mut late = 0;
+    let (mut late, mut json_messages, mut other_binary) = (0, 0, 0);
     let mut close_reasons: Vec<String> = Vec::new();
     for tally in &tallies {
         frames += tally.frames;
@@ -387,6 +422,8 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
         outside += tally.frames_outside_window;
         late += tally.late_frames;
         unstamped += tally.unstamped_frames;
+        json_messages += tally.json_messages;
+        other_binary += tally.other_binary_messages;
         fractions.push((tally.frames as f64 / expected).min(1.0));
         latencies.extend_from_slice(&tally.latencies_us);
         if let Some(reason) = &tally.closed_early {
@@ -407,6 +444,7 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
         "event": "result",
         "viewers": plan.viewers,
         "stalled": plan.stalled,
+        "protocol": plan.protocol,
         "connected": tallies.len(),
         "connectErrors": connect_errors.len(),
         "connectErrorSamples": connect_errors.iter().take(3).collect::<Vec<_>>(),
@@ -419,6 +457,8 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
         "lateFrames": late,
         "deadlineMs": plan.deadline_us / 1000,
         "unstampedFrames": unstamped,
+        "jsonMessages": json_messages,
+        "otherBinaryMessages": other_binary,
         "deliveredFraction": delivered.min(1.0),
         "viewerFractionMin": fractions.first().copied(),
         "viewerFractionP1": fractions.get(fractions.len() / 100).copied(),
@@ -447,13 +487,23 @@ fn main() {
     let args = Args::from_env();
     let url = args.text("url", "");
     if url.is_empty() {
-        fail("usage: loadgen --url ws://127.0.0.1:PORT/browser/ID/stream --viewers N [--stalled S] [--fps 30] [--warmup-ms 2000] [--window-ms 8000] [--deadline-ms 1000] [--connect-phase-ms 60000] [--connect-concurrency 64] [--ping-path /ping] [--ping-interval-ms 50] [--first-frame-probes 5] [--threads 1] [--max-seconds 300]");
+        fail("usage: loadgen --url ws://127.0.0.1:PORT/browser/ID/stream --viewers N [--protocol browser-stream.v1] [--stalled S] [--fps 30] [--warmup-ms 2000] [--window-ms 8000] [--deadline-ms 1000] [--connect-phase-ms 60000] [--connect-concurrency 64] [--ping-path /ping] [--ping-interval-ms 50] [--first-frame-probes 5] [--threads 1] [--max-seconds 300]");
     }
     let ping_path = args.text("ping-path", "");
     let deadline_ms: u64 = args.number("deadline-ms", 1000);
+    let protocol = args.text("protocol", "");
+    let protocol = (!protocol.is_empty()).then_some(protocol);
+    let wire = Wire::for_protocol(protocol.as_deref()).unwrap_or_else(|| {
+        fail(format!(
+            "--protocol: only {} is known",
+            bsn_bench::EXTENDED_PROTOCOL
+        ))
+    });
     let plan = Arc::new(Plan {
         addr: address_of(&url),
         url,
+        protocol,
+        wire,
         viewers: args.number("viewers", 100),
         stalled: args.number("stalled", 0),
         fps: args.number("fps", 30.0),
