@@ -700,32 +700,10 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(Status::InvalidArg, message.into())
 }
 
-/// The rules of agent and thread ids, for every caller (the stream route answers 400 with the
-/// message): 1 to 256 bytes, no control characters, and no `:` in an agent id, since
-/// `agentId:threadId` is the channel key and a colon would let two agents share one.
+/// The agent (and thread) id of a viewer or call, checked (`ChannelId::checked`); the stream
+/// route answers 400 with the message.
 fn check_agent_id(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId> {
-    const MAX_ID: usize = 256;
-    let check = |id: &str, name: &str| {
-        if id.is_empty() || id.len() > MAX_ID {
-            return Err(invalid(format!("{name} must be 1 to {MAX_ID} bytes long")));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(invalid(format!(
-                "{name} must not contain control characters"
-            )));
-        }
-        Ok(())
-    };
-    check(agent_id, "agentId")?;
-    if agent_id.contains(':') {
-        return Err(invalid(
-            "agentId must not contain ':' (it separates agent and thread)",
-        ));
-    }
-    if let Some(thread_id) = thread_id {
-        check(thread_id, "threadId")?;
-    }
-    Ok(ChannelId::new(agent_id, thread_id))
+    ChannelId::checked(agent_id, thread_id).map_err(invalid)
 }
 
 #[cfg(unix)]

@@ -93,6 +93,35 @@ pub struct ChannelId {
 }
 
 impl ChannelId {
+    /// Longest agent or thread id, in bytes.
+    pub const MAX_ID_BYTES: usize = 256;
+
+    /// The id of peer-given ids, checked: 1 to 256 bytes each, no control characters, and no
+    /// `:` in an agent id, since `agentId:threadId` is the channel key and a colon would let two
+    /// agents share one. The error is a message for the peer.
+    pub fn checked(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId, String> {
+        let check = |id: &str, name: &str| {
+            if id.is_empty() || id.len() > Self::MAX_ID_BYTES {
+                return Err(format!(
+                    "{name} must be 1 to {} bytes long",
+                    Self::MAX_ID_BYTES
+                ));
+            }
+            if id.chars().any(char::is_control) {
+                return Err(format!("{name} must not contain control characters"));
+            }
+            Ok(())
+        };
+        check(agent_id, "agentId")?;
+        if agent_id.contains(':') {
+            return Err("agentId must not contain ':' (it separates agent and thread)".into());
+        }
+        if let Some(thread_id) = thread_id {
+            check(thread_id, "threadId")?;
+        }
+        Ok(ChannelId::new(agent_id, thread_id))
+    }
+
     /// The id of `agent_id`, scoped to `thread_id` when given (key `agentId:threadId`).
     pub fn new(agent_id: &str, thread_id: Option<&str>) -> ChannelId {
         let thread_id = thread_id.filter(|t| !t.is_empty()).map(str::to_string);
