@@ -118,6 +118,12 @@ export interface CdpSourceOptions {
   everyNthFrame?: number
   /** Switch to a page the agent opens in a new tab (default true). */
   followNewTabs?: boolean
+  /**
+   * Milliseconds connecting or one DevTools call may take before the browser counts as
+   * gone (default 10000); the session checks this often (at most every 5 s) that the
+   * browser still answers.
+   */
+  timeoutMs?: number
 }
 
 /** Stats of a channel's native CDP session (one DevTools connection). */

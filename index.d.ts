@@ -135,6 +135,13 @@ export interface ViewerRegistryOptions extends NativeRegistryOptions {
    * the Rust runtime instead of asking `getToolset` (demos, benchmarks).
    */
   getReplayFrames?: (agentId: string, threadId?: string) => ReplayFrames | null | undefined
+  /**
+   * Native CDP source: milliseconds connecting or one DevTools call may take before the
+   * browser counts as gone (`browser_crashed`, or `screencast_failed` while starting); the
+   * source also checks this often (at most every 5 s) that the browser still answers
+   * (default 10000).
+   */
+  cdpTimeoutMs?: number
   /** Milliseconds `getToolset` and `startScreencast` may take (default 10000). */
   toolsetTimeoutMs?: number
   /** Where diagnostics go (default: warnings and errors to the console). */

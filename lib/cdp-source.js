@@ -7,7 +7,7 @@
 const { errorText, withTimeout } = require('./toolset-source')
 
 /** `screencastOptions` (the toolset's startScreencast options) → CdpSourceOptions. */
-function cdpOptions(screencastOptions = {}, targetId, followNewTabs) {
+function cdpOptions(screencastOptions = {}, targetId, followNewTabs, timeoutMs) {
   const options = {}
   const { format, quality, maxWidth, maxHeight, everyNthFrame } = screencastOptions ?? {}
   if (format !== undefined) options.format = format
@@ -17,6 +17,7 @@ function cdpOptions(screencastOptions = {}, targetId, followNewTabs) {
   if (everyNthFrame !== undefined) options.everyNthFrame = everyNthFrame
   if (targetId !== undefined) options.targetId = targetId
   if (followNewTabs !== undefined) options.followNewTabs = followNewTabs
+  if (timeoutMs !== undefined) options.timeoutMs = timeoutMs
   return options
 }
 
@@ -46,7 +47,7 @@ async function resolveDevtoolsUrl(endpoint, timeoutMs = 5000) {
  * Starts the CDP source of one session. Resolves to true when Rust took it over, false when
  * `getCdpEndpoint` had no browser for this agent (the caller falls back to the toolset).
  */
-async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = 10_000, isCurrent }) {
+async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = 10_000, cdpTimeoutMs, isCurrent }) {
   let found
   try {
     found = await withTimeout(
@@ -70,7 +71,7 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
   }
   if (!isCurrent()) return true
   try {
-    native.startCdpSource(key, generation, url, cdpOptions(screencastOptions, targetId, followNewTabs))
+    native.startCdpSource(key, generation, url, cdpOptions(screencastOptions, targetId, followNewTabs, cdpTimeoutMs))
   } catch (err) {
     failNativeSource(native, key, generation, errorText(err))
   }

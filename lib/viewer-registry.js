@@ -53,6 +53,8 @@ class ViewerRegistry {
   #getCdpEndpoint
   #screencastOptions
   #toolsetTimeoutMs
+  /** how long the browser may take to answer the native CDP source */
+  #cdpTimeoutMs
   #heartbeatIntervalMs
   /** (agentId, controller, {threadId, key}) on every control change */
   #onControlChange
@@ -96,6 +98,10 @@ class ViewerRegistry {
     this.#getCdpEndpoint = options.getCdpEndpoint
     this.#screencastOptions = options.screencastOptions
     this.#toolsetTimeoutMs = options.toolsetTimeoutMs
+    if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100)) {
+      throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer of at least 100')
+    }
+    this.#cdpTimeoutMs = options.cdpTimeoutMs
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
     if (options.implicitControl !== undefined) {
       if (typeof options.implicitControl !== 'boolean') throw new TypeError('ViewerRegistry option implicitControl must be a boolean')
@@ -158,6 +164,7 @@ class ViewerRegistry {
         getCdpEndpoint: this.#getCdpEndpoint,
         screencastOptions: this.#screencastOptions,
         timeoutMs: this.#toolsetTimeoutMs,
+        cdpTimeoutMs: this.#cdpTimeoutMs,
         isCurrent: () => this.#sources.get(key)?.generation === generation,
       }).then(
         (started) => {

@@ -45,10 +45,10 @@ use crate::input::{insert_text_command, keyboard_command, mouse_command, CdpComm
 use crate::protocol::ClientMessage;
 use crate::registry::{PushOutcome, Registry};
 
-/// How long one CDP call may take before the session treats the browser as unresponsive.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting to the DevTools endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `CdpOptions::timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two checks that the browser still answers.
+const MAX_BROWSER_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often a session checks that the registry still runs its generation.
 const LIVENESS_CHECK: Duration = Duration::from_secs(2);
 /// A page that has sent no frame this long after the screencast started gets a screenshot.
@@ -82,6 +82,9 @@ pub struct CdpOptions {
     pub every_nth_frame: u32,
     /// Switch to a page the agent opens (a new tab).
     pub follow_new_tabs: bool,
+    /// How long connecting, or any one call, may take before the browser counts as gone; the
+    /// session also checks this often (at most every 5 s) that the browser still answers.
+    pub timeout: Duration,
 }
 
 impl Default for CdpOptions {
@@ -95,6 +98,7 @@ impl Default for CdpOptions {
             max_height: None,
             every_nth_frame: 1,
             follow_new_tabs: true,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -308,21 +312,23 @@ struct Call {
 #[derive(Clone)]
 struct CdpClient {
     calls: mpsc::UnboundedSender<Call>,
+    /// How long a call may take.
+    timeout: Duration,
 }
 
 impl CdpClient {
     async fn connect(
         endpoint: &str,
+        timeout: Duration,
     ) -> Result<(CdpClient, mpsc::UnboundedReceiver<CdpEvent>), String> {
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::<CdpEvent>::connect(endpoint))
-                .await
-                .map_err(|_| format!("no answer from {endpoint} within {CONNECT_TIMEOUT:?}"))?
-                .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+        let connection = tokio::time::timeout(timeout, Connection::<CdpEvent>::connect(endpoint))
+            .await
+            .map_err(|_| format!("no answer from {endpoint} within {timeout:?}"))?
+            .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(connection, calls_rx, events));
-        Ok((CdpClient { calls }, events_rx))
+        Ok((CdpClient { calls, timeout }, events_rx))
     }
 
     /// Sends a call without waiting for its answer (screencast acks).
@@ -351,8 +357,8 @@ impl CdpClient {
                 reply: Some(reply),
             })
             .map_err(|_| "the DevTools connection is closed".to_string())?;
-        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
-            Err(_) => Err(format!("{label}: no answer within {CALL_TIMEOUT:?}")),
+        match tokio::time::timeout(self.timeout, answer).await {
+            Err(_) => Err(format!("{label}: no answer within {:?}", self.timeout)),
             Ok(Err(_)) => Err("the DevTools connection is closed".to_string()),
             Ok(Ok(result)) => result.map_err(|e| format!("{label}: {e}")),
         }
@@ -471,7 +477,7 @@ async fn run_session(
     registry.set_status(&key, Some(generation), "browser_starting");
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
-        connected = CdpClient::connect(&options.endpoint) => connected,
+        connected = CdpClient::connect(&options.endpoint, options.timeout) => connected,
     };
     let (client, mut events) = match connected {
         Ok(connected) => connected,
@@ -526,12 +532,29 @@ impl Session {
         // that sends nothing (a stop can slip between the liveness check and the start).
         let mut liveness = tokio::time::interval(LIVENESS_CHECK);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A browser that hangs keeps its socket open and sends nothing, like a static page:
+        // only asking tells them apart.
+        let every = self
+            .options
+            .timeout
+            .clamp(Duration::from_millis(100), MAX_BROWSER_HEARTBEAT);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let screenshot_at = self.screenshot_at;
             tokio::select! {
                 _ = liveness.tick() => {
                     if !self.registry.is_live(&self.key, self.generation) {
                         return Ending::Stale;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let answered = self
+                        .client
+                        .call("Browser.getVersion".into(), None, json!({}))
+                        .await;
+                    if let Err(error) = answered {
+                        return Ending::Crashed(format!("the browser stopped answering ({error})"));
                     }
                 }
                 event = events.recv() => {

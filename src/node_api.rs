@@ -542,6 +542,10 @@ pub struct CdpSourceOptions {
     pub every_nth_frame: Option<u32>,
     /// Switch to a page the agent opens in a new tab (default true).
     pub follow_new_tabs: Option<bool>,
+    /// Milliseconds connecting or one DevTools call may take before the browser counts as
+    /// gone (default 10000); the session checks this often (at most every 5 s) that the
+    /// browser still answers.
+    pub timeout_ms: Option<u32>,
 }
 
 impl CdpSourceOptions {
@@ -565,6 +569,10 @@ impl CdpSourceOptions {
                 return Err(invalid(format!("{name} must be 16 to 16384")));
             }
         }
+        let timeout_ms = self.timeout_ms.unwrap_or(10_000);
+        if !(100..=600_000).contains(&timeout_ms) {
+            return Err(invalid("timeoutMs must be 100 to 600000"));
+        }
         let every_nth_frame = self.every_nth_frame.unwrap_or(1);
         if !(1..=60).contains(&every_nth_frame) {
             return Err(invalid("everyNthFrame must be 1 to 60"));
@@ -578,6 +586,7 @@ impl CdpSourceOptions {
             max_height: self.max_height,
             every_nth_frame,
             follow_new_tabs: self.follow_new_tabs.unwrap_or(true),
+            timeout: Duration::from_millis(timeout_ms.into()),
         })
     }
 }
