@@ -232,8 +232,8 @@ export interface FrameMetadata {
  * A request from the native registry to the JS glue. `kind` says which:
  * - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
  * - `stop`: stop that source (last viewer gone and linger over, or `close()`);
- * - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `text` | `relaunch`) to the
- *   page;
+ * - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`, or `text` with
+ *   the text in `text`) to the page;
  * - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
  *   viewer `viewerId`;
  * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
@@ -243,7 +243,7 @@ export interface FrameMetadata {
  * channel; a bridged viewer gets its next frame once the last one was written).
  */
 export interface HostEvent {
-  /** `start` | `stop` | `input` | `send` | `close`. */
+  /** `start` | `stop` | `input` | `send` | `close` | `control`. */
   kind: string
   /** Channel key (`agentId` or `agentId:threadId`). */
   key?: string
@@ -255,7 +255,7 @@ export interface HostEvent {
   generation?: number
   /** Bridged viewer id. */
   viewerId?: number
-  /** `mouse` | `keyboard` | `relaunch`. */
+  /** `mouse` | `keyboard` | `text` | `relaunch`. */
   inputKind?: string
   /**
    * The validated input event, in the toolset's `injectMouseEvent` / `injectKeyboardEvent`

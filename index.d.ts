@@ -196,6 +196,8 @@ export declare class ViewerRegistry {
   /**
    * Sends an agent event to the extended viewers of `agentId` (and `threadId`), numbered and
    * kept for resume; `text_delta`s are merged over `eventBatchMs`. False when nobody watches.
+   * Throws a `TypeError` for an event that is not an object with a string `type`, and an
+   * `Error` for one larger than `maxEventBytes`.
    */
   publishEvent(agentId: string, event: AgentEvent, threadId?: string): boolean
   stats(): RegistryStats

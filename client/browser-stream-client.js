@@ -78,10 +78,15 @@ export class BrowserStreamClient {
     this.frameTimes = []
     this.stats = { frames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0 }
     this.extended = handlers.extended === true
-    /** Extended: the newest sequence number received (frames and events); sent in `resume`. */
+    /** Extended: the newest frame sequence number received. */
     this.lastSeq = null
-    /** Extended: newest event processed (duplicates around a resume are dropped). */
+    /**
+     * Extended: the newest event processed (duplicates around a resume are dropped), or before
+     * any event the first `session-meta`'s seq; this is what `resume` sends.
+     */
     this.lastEventSeq = null
+    /** Extended: acknowledge each frame once decoded (set by `configure({ack: true})`). */
+    this.autoAck = false
     /** Extended: this connection's `session-meta`, and whether this viewer holds control. */
     this.session = null
     this.hasControl = false
@@ -126,9 +131,18 @@ export class BrowserStreamClient {
     return this.send({ type: 'input', kind, ...fields })
   }
 
-  /** Extended: frame-rate cap and/or ack pacing for this viewer. */
+  /**
+   * Extended: frame-rate cap and/or ack pacing for this viewer. With `ack: true` the client
+   * acknowledges each frame once it is decoded, so the server keeps one frame in flight.
+   */
   configure({ maxFps, ack } = {}) {
+    if (typeof ack === 'boolean') this.autoAck = ack
     return this.send({ type: 'config', maxFps, ack })
+  }
+
+  /** Extended: acknowledges frame `seq` (ack pacing; `configure({ack: true})` does it for you). */
+  ack(seq) {
+    return this.send({ type: 'ack', seq })
   }
 
   /** Extended: asks for the newest frame now. */
@@ -150,7 +164,8 @@ export class BrowserStreamClient {
     socket.onopen = () => {
       this.attempt = 0
       // After a reconnect, ask for the events missed meanwhile.
-      if (this.extended && this.lastSeq !== null) this.send({ type: 'resume', lastSeq: this.lastSeq })
+      if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
+      if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
     }
     socket.onmessage = (event) => this.#onMessage(event.data)
     socket.onclose = () => {
@@ -171,16 +186,14 @@ export class BrowserStreamClient {
       if (data.startsWith('{')) return this.#onJson(data)
       return this.#onFrame(data, (data.length * 3) / 4)
     }
-    const header = this.extended ? parseFrameHeader(data) : null
-    if (header) {
-      this.#seen(header.seq)
+    if (this.extended) {
+      // Binary messages of other kinds (later versions) are skipped, never shown as images.
+      const header = parseFrameHeader(data)
+      if (!header) return
+      if (this.lastSeq === null || header.seq > this.lastSeq) this.lastSeq = header.seq
       return this.#onFrame(new Uint8Array(data, header.headerLength), data.byteLength, header)
     }
     this.#onFrame(new Uint8Array(data), data.byteLength)
-  }
-
-  #seen(seq) {
-    if (typeof seq === 'number' && (this.lastSeq === null || seq > this.lastSeq)) this.lastSeq = seq
   }
 
   #onJson(text) {
@@ -191,7 +204,6 @@ export class BrowserStreamClient {
       return
     }
     if (message.type === 'event') {
-      this.#seen(message.seq)
       if (this.lastEventSeq !== null && message.seq <= this.lastEventSeq) return
       this.lastEventSeq = message.seq
       this.handlers.onEvent?.(message.event, message.seq)
@@ -199,7 +211,8 @@ export class BrowserStreamClient {
     }
     if (message.type === 'session-meta') {
       this.session = message
-      this.#seen(message.seq)
+      // Before any event, resume from the start of the first connection.
+      if (this.lastEventSeq === null && typeof message.seq === 'number') this.lastEventSeq = message.seq
       this.hasControl = message.controller !== null && message.controller === message.viewerId
       this.handlers.onSession?.(message)
       return
@@ -242,6 +255,8 @@ export class BrowserStreamClient {
     } catch {
       this.stats.framesDropped += 1
     } finally {
+      // Acked even when it could not be shown, or ack pacing would stop the stream.
+      if (frame.header && this.autoAck) this.ack(frame.header.seq)
       this.decoding = false
       const next = this.waiting
       this.waiting = null

@@ -129,6 +129,9 @@ pub struct EventsAfter {
     pub stale: Option<Option<u64>>,
     /// Events in order.
     pub events: Vec<SentEvent>,
+    /// The newest event number when this was read (under the same lock): a reader that got
+    /// everything continues after it.
+    pub last_seq: u64,
 }
 
 /// What `publish` did, and what it asks of the caller.
@@ -309,6 +312,7 @@ impl EventLog {
         EventsAfter {
             stale,
             events: self.ring.iter().skip(start).take(limit).cloned().collect(),
+            last_seq: self.last_seq,
         }
     }
 }

@@ -19,7 +19,9 @@ use crate::ws_codec::{FrameHeader, OP_BINARY, OP_TEXT};
 /// Base64 with or without padding (sources differ; the alphabet was checked already).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
 
 /// Length of the extended mode's frame header (docs/PROTOCOL.md, "Binary message: a frame").
@@ -107,7 +109,8 @@ pub struct BinaryFrame {
 /// One frame, shared (`Arc`) by every viewer of a channel.
 #[derive(Debug)]
 pub struct Frame {
-    /// Sequence number: strictly rising for the life of the channel, shared with its events.
+    /// Sequence number, from the registry's one counter (shared with events and every other
+    /// channel): strictly rising within the channel.
     pub seq: u64,
     /// Ordinal of the frame in its channel (1, 2, 3…): what "frames skipped" counts in.
     pub index: u64,
@@ -357,7 +360,8 @@ pub fn check_base64_image(text: &[u8]) -> Result<(), FrameRejection> {
         .iter()
         .rposition(|&b| b != b'=')
         .map_or(0, |last| last + 1);
-    if text.len() - body_end > 2 || !is_base64_alphabet(&text[..body_end]) {
+    // A body of 4n+1 characters cannot be base64 (and would not decode for binary viewers).
+    if text.len() - body_end > 2 || body_end % 4 == 1 || !is_base64_alphabet(&text[..body_end]) {
         return Err(FrameRejection::NotBase64);
     }
     // Base64 of the magic numbers: JPEG FF D8 FF, PNG 89 'PNG', WebP 'RIFF'.
@@ -408,6 +412,11 @@ mod tests {
         assert_eq!(
             check_base64_image(b"/9j/===="),
             Err(FrameRejection::NotBase64)
+        );
+        assert_eq!(
+            check_base64_image(b"/9j/4"),
+            Err(FrameRejection::NotBase64),
+            "4n+1 characters never decode"
         );
         assert_eq!(
             check_base64_image(b"R0lGODlh"),

@@ -148,8 +148,8 @@ impl NativeRegistryOptions {
 /// A request from the native registry to the JS glue. `kind` says which:
 /// - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
 /// - `stop`: stop that source (last viewer gone and linger over, or `close()`);
-/// - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `text` | `relaunch`) to the
-///   page;
+/// - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`, or `text` with
+///   the text in `text`) to the page;
 /// - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
 ///   viewer `viewerId`;
 /// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
@@ -159,7 +159,7 @@ impl NativeRegistryOptions {
 /// channel; a bridged viewer gets its next frame once the last one was written).
 #[napi(object)]
 pub struct HostEvent {
-    /// `start` | `stop` | `input` | `send` | `close`.
+    /// `start` | `stop` | `input` | `send` | `close` | `control`.
     pub kind: String,
     /// Channel key (`agentId` or `agentId:threadId`).
     pub key: Option<String>,
@@ -171,7 +171,7 @@ pub struct HostEvent {
     pub generation: Option<u32>,
     /// Bridged viewer id.
     pub viewer_id: Option<u32>,
-    /// `mouse` | `keyboard` | `relaunch`.
+    /// `mouse` | `keyboard` | `text` | `relaunch`.
     pub input_kind: Option<String>,
     /// The validated input event, in the toolset's `injectMouseEvent` / `injectKeyboardEvent`
     /// shape.

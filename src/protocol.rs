@@ -12,6 +12,11 @@ const MAX_KEY_LEN: usize = 64;
 /// Longest `text` accepted in a keyboard or text-insert message.
 const MAX_TEXT_LEN: usize = 1024;
 
+/// Lowest frame-rate cap a viewer may ask for (one frame every 10 s).
+pub const MIN_FPS: f64 = 0.1;
+/// Highest frame-rate cap a viewer may ask for.
+pub const MAX_FPS: f64 = 240.0;
+
 /// The subprotocol of the extended mode.
 pub const EXTENDED_PROTOCOL: &str = "browser-stream.v1";
 
@@ -264,7 +269,7 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
                 Some(Value::Null) => Some(None),
                 Some(v) => Some(Some(
                     v.as_f64()
-                        .filter(|f| *f > 0.0 && *f <= 240.0)
+                        .filter(|f| (MIN_FPS..=MAX_FPS).contains(f))
                         .ok_or(MessageError::InvalidField("maxFps"))?,
                 )),
             };
@@ -609,6 +614,15 @@ mod tests {
             (r#"{"type":"resume","lastSeq":-1}"#, InvalidField("lastSeq")),
             (r#"{"type":"config","maxFps":-1}"#, InvalidField("maxFps")),
             (r#"{"type":"config","maxFps":1000}"#, InvalidField("maxFps")),
+            (
+                r#"{"type":"config","maxFps":1e-300}"#,
+                InvalidField("maxFps"),
+            ),
+            (
+                r#"{"type":"config","maxFps":5e-324}"#,
+                InvalidField("maxFps"),
+            ),
+            (r#"{"type":"config","maxFps":0.05}"#, InvalidField("maxFps")),
             (r#"{"type":"config","ack":"yes"}"#, InvalidField("ack")),
             (r#"{"type":"ack"}"#, InvalidField("seq")),
             (r#"{"type":"input"}"#, InvalidField("kind")),

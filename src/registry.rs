@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter};
+use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter, Published};
 use crate::frame::{check_base64_image, Frame, FrameGeometry, FrameMeta};
 use crate::host::{ControlChange, Host, SourceRequest};
 use crate::protocol::{
@@ -96,9 +96,11 @@ impl ChannelId {
     /// Longest agent or thread id, in bytes.
     pub const MAX_ID_BYTES: usize = 256;
 
-    /// The id of peer-given ids, checked: 1 to 256 bytes each, no control characters, and no
-    /// `:` in an agent id, since `agentId:threadId` is the channel key and a colon would let two
-    /// agents share one. The error is a message for the peer.
+    /// The id of peer-given ids, checked: 1 to 256 bytes each, no control characters, no path
+    /// separators (`/`, `\`) and not `.` or `..` (ids reach the deployer's lookups, which may
+    /// build paths from them), and no `:` in an agent id, since `agentId:threadId` is the
+    /// channel key and a colon would let two agents share one. The error is a message for the
+    /// peer.
     pub fn checked(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId, String> {
         let check = |id: &str, name: &str| {
             if id.is_empty() || id.len() > Self::MAX_ID_BYTES {
@@ -109,6 +111,11 @@ impl ChannelId {
             }
             if id.chars().any(char::is_control) {
                 return Err(format!("{name} must not contain control characters"));
+            }
+            if id.contains(['/', '\\']) || id == "." || id == ".." {
+                return Err(format!(
+                    "{name} must not contain '/' or '\\' nor be '.' or '..'"
+                ));
             }
             Ok(())
         };
@@ -439,7 +446,11 @@ pub struct Channel {
     /// The registry's sequence counter, shared by frames and events of every channel.
     seq_counter: Arc<AtomicU64>,
     events: Mutex<EventLog>,
+    /// Changed whenever events were sent: a wake-up for extended writers, which then read the
+    /// log (the value may lag; only the change matters).
     event_seq: watch::Sender<u64>,
+    /// A fresh capture was asked of the source and no frame came since (one at a time).
+    capture_requested: AtomicBool,
     /// Counters.
     pub counters: ChannelCounters,
 }
@@ -486,9 +497,13 @@ impl Channel {
         lock(&self.events).after(after, newest, limit, Instant::now())
     }
 
-    /// Number of the newest event sent on this channel.
-    pub fn last_event_seq(&self) -> u64 {
-        lock(&self.events).last_seq()
+    /// Runs `write` on the event log and wakes the extended writers if it sent events.
+    fn write_events(&self, write: impl FnOnce(&mut EventLog, Instant) -> Published) -> Published {
+        let published = write(&mut lock(&self.events), Instant::now());
+        if published.sent > 0 {
+            self.event_seq.send_replace(published.sent);
+        }
+        published
     }
 
     /// The newest frame, if any.
@@ -534,14 +549,14 @@ impl Channel {
         }
     }
 
-    /// The geometry of frame `seq` (the last change at or before it), for input mapping.
+    /// The geometry of frame `seq` (the last change at or before it), for input mapping;
+    /// `None` when `seq` is older than the kept history.
     fn geometry_at(state: &ChannelState, seq: u64) -> Option<FrameGeometry> {
         state
             .geometries
             .iter()
             .rev()
             .find(|(first, _)| *first <= seq)
-            .or(state.geometries.front())
             .map(|(_, geometry)| *geometry)
     }
 }
@@ -764,6 +779,7 @@ impl Registry {
             seq_counter: self.seq_counter.clone(),
             events: Mutex::new(EventLog::new(self.config.events.clone(), floor)),
             event_seq: watch::Sender::new(floor),
+            capture_requested: AtomicBool::new(false),
             counters: ChannelCounters::default(),
         });
         self.runtime.spawn(relay_inputs(
@@ -887,9 +903,11 @@ impl Registry {
                     Instant::now(),
                 )),
             });
-            // Events from now on; a `resume` moves the cursor back.
+            // Events from now on; a `resume` moves the cursor back. Marked changed so the
+            // writer reads the log once: an event sent between these two lines still arrives.
+            let mut events = channel.event_seq.subscribe();
+            events.mark_changed();
             let event_cursor = lock(&channel.events).last_seq();
-            let events = channel.event_seq.subscribe();
             state.viewers.insert(
                 viewer_id,
                 ViewerEntry {
@@ -1137,6 +1155,7 @@ impl Registry {
                 .counters
                 .bytes_in
                 .fetch_add(text.len() as u64, Ordering::Relaxed);
+            channel.capture_requested.store(false, Ordering::Relaxed);
             let frame = Arc::new(Frame::from_base64(seq, state.frame_count, text, meta));
             if state.geometries.back().map(|(_, g)| *g) != Some(frame.geometry) {
                 if state.geometries.len() == GEOMETRY_HISTORY {
@@ -1313,7 +1332,7 @@ impl Registry {
         match link.mode {
             Mode::Compat => match parse_client_message(text) {
                 Ok(input) => {
-                    if self.take_token(channel, link, input.is_mouse_move()) {
+                    if self.take_tokens(channel, link, 1, input.is_mouse_move()) {
                         self.submit_input(channel, link, input, false, None);
                     }
                 }
@@ -1326,7 +1345,9 @@ impl Registry {
     /// Handles a binary message of a viewer: no mode accepts one.
     pub fn on_client_binary(&self, channel: &Channel, link: &ViewerLink) {
         channel.count_malformed();
-        link.answer_error("bad_message", "binary messages are not accepted");
+        if self.take_tokens(channel, link, 1, false) {
+            link.answer_error("bad_message", "binary messages are not accepted");
+        }
     }
 
     fn on_extended_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
@@ -1340,7 +1361,7 @@ impl Registry {
             Ok(message) => message,
             Err(error) => {
                 channel.count_malformed();
-                if self.take_token(channel, link, false) {
+                if self.take_tokens(channel, link, 1, false) {
                     link.answer_error("bad_message", &error.to_string());
                 }
                 return;
@@ -1348,7 +1369,15 @@ impl Registry {
         };
         let is_move =
             matches!(&message, ExtendedMessage::Input { input, .. } if input.is_mouse_move());
-        if !self.take_token(channel, link, is_move) {
+        // Messages that make the server do much (replay a ring, send a frame, tell every
+        // viewer and the deployer) cost more of the viewer's budget.
+        let cost = match &message {
+            ExtendedMessage::Resume { .. } => 20,
+            ExtendedMessage::SnapshotRequest => 10,
+            ExtendedMessage::ControlRequest | ExtendedMessage::ControlRelease => 5,
+            _ => 1,
+        };
+        if !self.take_tokens(channel, link, cost, is_move) {
             return;
         }
         match message {
@@ -1359,7 +1388,8 @@ impl Registry {
             } => self.submit_input(channel, link, input, frame_pixels, frame_seq),
             ExtendedMessage::Resume { last_seq } => link.queue(Outbound::Resume { last_seq }),
             ExtendedMessage::SnapshotRequest => {
-                if channel.latest_frame().is_none() {
+                let first_ask = !channel.capture_requested.swap(true, Ordering::Relaxed);
+                if channel.latest_frame().is_none() && first_ask {
                     let live = self.with_live_source(&channel.id.key, None, |channel, state| {
                         channel.source_request(state.generation)
                     });
@@ -1386,13 +1416,13 @@ impl Registry {
         }
     }
 
-    /// Takes a token of the viewer's rate limit. Over the limit, a mouse move is dropped
+    /// Takes `cost` tokens of the viewer's rate limit. Over the limit, a mouse move is dropped
     /// silently (the next one carries the position); anything else is answered
     /// `rate_limited`, at most once a second.
-    fn take_token(&self, channel: &Channel, link: &ViewerLink, is_move: bool) -> bool {
+    fn take_tokens(&self, channel: &Channel, link: &ViewerLink, cost: u32, is_move: bool) -> bool {
         let now = Instant::now();
         let mut limiter = lock(&link.limiter);
-        if limiter.try_take(now) {
+        if limiter.try_take(now, cost) {
             return true;
         }
         channel
@@ -1432,12 +1462,13 @@ impl Registry {
                 match state.controller {
                     Some(holder) if holder == link.id => None,
                     Some(_) => Some(("not_controller", "another viewer controls the page")),
+                    // Compat viewers can neither ask for control nor give it back: they act
+                    // while nobody holds it, without taking it.
+                    None if link.mode == Mode::Compat => None,
                     None if self.config.implicit_control => {
                         self.set_controller(channel, &mut state, Some(link.id));
                         None
                     }
-                    // Compat viewers cannot ask for control: they act while nobody holds it.
-                    None if link.mode == Mode::Compat => None,
                     None => Some((
                         "not_controller",
                         "send {\"type\":\"control-request\"} before input",
@@ -1446,9 +1477,13 @@ impl Registry {
             };
             if refusal.is_none() && frame_pixels {
                 if let ClientMessage::Mouse(mouse) = &mut input {
-                    let seen =
-                        frame_seq.unwrap_or_else(|| link.counters.seen_seq.load(Ordering::Relaxed));
-                    if let Some(geometry) = Channel::geometry_at(&state, seen) {
+                    // The frame named, if its geometry is still known; else the last frame
+                    // this viewer was sent.
+                    let seen = link.counters.seen_seq.load(Ordering::Relaxed);
+                    let geometry = frame_seq
+                        .and_then(|seq| Channel::geometry_at(&state, seq))
+                        .or_else(|| Channel::geometry_at(&state, seen));
+                    if let Some(geometry) = geometry {
                         (mouse.x, mouse.y) = geometry.to_page(mouse.x, mouse.y);
                     }
                 }
@@ -1494,10 +1529,8 @@ impl Registry {
             Some(holder) if holder == link.id => {
                 link.send(protocol::control_message(Some(holder), true));
             }
-            Some(holder) => {
-                drop(state);
-                link.send(protocol::control_busy_message(holder));
-            }
+            // Answered under the lock, so it cannot arrive after a later `control` message.
+            Some(holder) => link.send(protocol::control_busy_message(holder)),
         }
     }
 
@@ -1530,24 +1563,18 @@ impl Registry {
         let Some(channel) = self.channel(key) else {
             return Ok(false);
         };
-        let published = {
-            let mut log = lock(&channel.events);
-            log.publish(event, Instant::now(), || channel.next_seq())
-        };
-        if published.sent > 0 {
-            channel.event_seq.send_replace(published.sent);
-        }
+        let published =
+            channel.write_events(|log, now| log.publish(event, now, || channel.next_seq()));
         if let Some(epoch) = published.batch_started {
             let window = self.config.events.batch_window;
             let batching = Arc::downgrade(&channel);
             self.runtime.spawn(async move {
                 tokio::time::sleep(window).await;
                 if let Some(channel) = batching.upgrade() {
-                    let sent = lock(&channel.events)
-                        .flush_batch(epoch, Instant::now(), || channel.next_seq());
-                    if sent > 0 {
-                        channel.event_seq.send_replace(sent);
-                    }
+                    channel.write_events(|log, now| Published {
+                        sent: log.flush_batch(epoch, now, || channel.next_seq()),
+                        batch_started: None,
+                    });
                 }
             });
         }
@@ -1596,7 +1623,11 @@ impl Registry {
                     generation: state.generation,
                     status: state.status.clone(),
                     url: state.url.clone(),
-                    last_seq: state.frame_seq,
+                    last_seq: if state.frame_count == 0 {
+                        0
+                    } else {
+                        state.frame_seq
+                    },
                     controller: state.controller,
                     events_published: events.published,
                     events_sent: events.sent,
@@ -1721,6 +1752,33 @@ pub(crate) mod tests {
             can_control,
             send_connected: false,
         }
+    }
+
+    #[test]
+    fn channel_ids_refuse_what_could_confuse_channels_or_paths() {
+        assert_eq!(
+            ChannelId::checked("agent", Some("t1")).map(|id| id.key),
+            Ok("agent:t1".to_string())
+        );
+        for (agent, thread) in [
+            ("", None),
+            ("a:b", None),
+            ("../etc", None),
+            ("a\\b", None),
+            ("..", None),
+            (".", None),
+            ("a\u{0}b", None),
+            ("a", Some("x/y")),
+            ("a", Some("")),
+        ] {
+            assert!(
+                ChannelId::checked(agent, thread).is_err(),
+                "{agent:?} {thread:?}"
+            );
+        }
+        let long = "x".repeat(ChannelId::MAX_ID_BYTES + 1);
+        assert!(ChannelId::checked(&long, None).is_err());
+        assert!(ChannelId::checked("agent.v2-ü", Some("thread:1")).is_ok());
     }
 
     #[tokio::test]

@@ -39,13 +39,14 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    /// Takes `cost` tokens if there are that many.
+    pub fn try_take(&mut self, now: Instant, cost: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let cost = f64::from(cost);
+        if self.tokens >= cost {
+            self.tokens -= cost;
             true
         } else {
             false
@@ -208,9 +209,11 @@ mod tests {
     fn bucket_refills_at_its_rate_and_reports_once_a_second() {
         let start = Instant::now();
         let mut limiter = RateLimiter::new(10, start);
-        assert_eq!((0..20).filter(|_| limiter.try_take(start)).count(), 10);
-        assert!(!limiter.try_take(start));
-        assert!(limiter.try_take(start + Duration::from_millis(110)));
+        assert_eq!((0..20).filter(|_| limiter.try_take(start, 1)).count(), 10);
+        assert!(!limiter.try_take(start, 1));
+        assert!(limiter.try_take(start + Duration::from_millis(110), 1));
+        assert!(!limiter.try_take(start + Duration::from_millis(120), 5));
+        assert!(limiter.try_take(start + Duration::from_millis(700), 5));
         assert!(limiter.may_report(start));
         assert!(!limiter.may_report(start + Duration::from_millis(500)));
         assert!(limiter.may_report(start + Duration::from_millis(1001)));

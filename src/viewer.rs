@@ -37,6 +37,10 @@ use crate::ws_codec::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close frame may take to write before the socket is simply dropped.
 const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_millis(500);
+/// After the server's close frame, how long the client's remaining bytes (up to its own close
+/// frame and end of stream) are read and discarded. Closing a socket with unread data makes the
+/// kernel send a reset, which can destroy the close frame before the client reads it.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Why a `Sec-WebSocket-Key` is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,9 +248,10 @@ impl Writer {
         }
         if let (Some(interval), Some(last)) = (self.pacing.min_interval, self.pacing.last_frame_at)
         {
-            let next = last + interval;
-            if next > tokio::time::Instant::now() {
-                return FrameGate::Until(next);
+            if let Some(next) = last.checked_add(interval) {
+                if next > tokio::time::Instant::now() {
+                    return FrameGate::Until(next);
+                }
             }
         }
         FrameGate::Open
@@ -353,18 +358,21 @@ impl Writer {
 
     /// Sends the channel's events after `after` (all held ones for `None`) until none is left;
     /// tells the viewer `stale` first when some it needs were evicted. Returns how many were
-    /// sent and whether it was stale; the cursor ends at the last one sent.
+    /// sent, whether it was stale, and the newest event number as of the last read (taken
+    /// under the log's lock, so nothing published after it is skipped); the cursor ends at the
+    /// last one sent.
     async fn send_events_after<C: Future<Output = ()>>(
         &mut self,
         sink: &mut Sink,
         mut cancelled: Pin<&mut C>,
         after: Option<u64>,
-    ) -> io::Result<(usize, bool)> {
+    ) -> io::Result<(usize, bool, u64)> {
         let mut after = after;
         let mut sent = 0;
         let mut stale = false;
         loop {
             let batch = self.channel.events_after(after, EVENT_BATCH);
+            let newest = batch.last_seq;
             if let Some(oldest) = batch.stale {
                 if !stale {
                     stale = true;
@@ -385,7 +393,7 @@ impl Writer {
                 sent += 1;
             }
             if count < EVENT_BATCH {
-                return Ok((sent, stale));
+                return Ok((sent, stale, newest));
             }
         }
     }
@@ -398,16 +406,16 @@ impl Writer {
         mut cancelled: Pin<&mut C>,
         last_seq: Option<u64>,
     ) -> io::Result<()> {
-        let (replayed, stale) = self
+        let (replayed, stale, newest) = self
             .send_events_after(sink, cancelled.as_mut(), last_seq)
             .await?;
         if replayed == 0 {
             // Nothing newer is held: from here on, events after the client's number (or, when
-            // that number cannot be placed, after the newest event).
+            // that number cannot be placed, after the newest event of that same read).
             self.event_cursor = match (stale, last_seq) {
                 (false, Some(last)) => last,
                 (false, None) => self.event_cursor,
-                (true, _) => self.channel.last_event_seq(),
+                (true, _) => newest,
             };
         }
         let done = protocol::resumed_message(last_seq, replayed);
@@ -508,22 +516,22 @@ impl Writer {
                     }
                     Some(Outbound::Pacing { max_fps, ack }) => {
                         if let Some(max_fps) = max_fps {
-                            self.pacing.min_interval =
-                                max_fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
+                            // The parser bounds the rate; a value that still makes no duration
+                            // means no cap, never a panic.
+                            self.pacing.min_interval = max_fps
+                                .and_then(|fps| Duration::try_from_secs_f64(1.0 / fps).ok());
                         }
                         if let Some(ack) = ack {
                             self.pacing.ack = ack;
                         }
                     }
                 },
-                changed = self.frames.changed(), if gate == FrameGate::Open => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    self.send_latest_frame(sink, cancelled.as_mut()).await?;
+                // Pings and events before frames: a viewer whose frame writes take longer than
+                // the frame interval always has a newer frame waiting (and frames are
+                // latest-wins anyway), while pings keep it alive and events are reliable.
+                _ = ping.tick() => {
+                    interruptible(cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
                 }
-                _ = sleep_until(wake_at), if wake_at.is_some() => {}
-                _ = link.acked.notified(), if gate == FrameGate::Ack => {}
                 changed = self.events.changed(), if extended => {
                     if changed.is_err() {
                         return Ok(());
@@ -532,24 +540,33 @@ impl Writer {
                     let cursor = self.event_cursor;
                     self.send_events_after(sink, cancelled.as_mut(), Some(cursor)).await?;
                 }
-                _ = ping.tick() => {
-                    interruptible(cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
+                changed = self.frames.changed(), if gate == FrameGate::Open => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    self.send_latest_frame(sink, cancelled.as_mut()).await?;
                 }
+                _ = sleep_until(wake_at), if wake_at.is_some() => {}
+                _ = link.acked.notified(), if gate == FrameGate::Ack => {}
             }
         }
     }
 
     /// Runs until the viewer is closed or its socket fails, then sends the requested close
-    /// frame when the stream is still at a frame boundary.
-    pub async fn run(mut self, mut sink: Sink) {
+    /// frame when the stream is still at a frame boundary. True if a close frame was sent.
+    pub async fn run(mut self, mut sink: Sink) -> bool {
         let result = self.pump(&mut sink).await;
+        let mut close_sent = false;
         if result.is_ok() {
             if let Some((code, reason)) = self.closer.request() {
-                let _ =
-                    tokio::time::timeout(CLOSE_FRAME_TIMEOUT, sink.send_close(code, &reason)).await;
+                close_sent = matches!(
+                    tokio::time::timeout(CLOSE_FRAME_TIMEOUT, sink.send_close(code, &reason)).await,
+                    Ok(Ok(()))
+                );
             }
         }
         self.closer.abort();
+        close_sent
     }
 }
 
@@ -601,14 +618,15 @@ fn echo_code(code: Option<u16>) -> u16 {
 }
 
 impl Reader {
-    /// Reads client frames until close, error, heartbeat timeout or cancellation.
+    /// Reads client frames until close, error, heartbeat timeout or cancellation; hands the
+    /// read half back (a server-initiated close drains it).
     pub async fn run(
         self,
         mut read: OwnedReadHalf,
         head: Bytes,
         max_message: usize,
         heartbeat_timeout: Duration,
-    ) {
+    ) -> OwnedReadHalf {
         let mut decoder = Decoder::new(max_message);
         decoder.buffer_mut().extend_from_slice(&head);
         loop {
@@ -626,33 +644,33 @@ impl Reader {
                         if self.outbox.try_send(Outbound::Pong(payload)).is_err() {
                             self.closer
                                 .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
-                            return;
+                            return read;
                         }
                     }
                     Ok(Some(ClientFrame::Pong(_))) => {}
                     Ok(Some(ClientFrame::Close(code, _))) => {
                         self.closer.close(echo_code(code), "");
-                        return;
+                        return read;
                     }
                     Err(error) => {
                         self.closer.close(error.close_code(), &error.reason());
-                        return;
+                        return read;
                     }
                 }
             }
             let read_result = tokio::select! {
                 biased;
-                _ = self.closer.cancelled() => return,
+                _ = self.closer.cancelled() => return read,
                 result = tokio::time::timeout(heartbeat_timeout, read.read_buf(decoder.buffer_mut())) => result,
             };
             match read_result {
                 Err(_elapsed) => {
                     self.closer.close(CLOSE_GOING_AWAY, "heartbeat timeout");
-                    return;
+                    return read;
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     self.closer.abort();
-                    return;
+                    return read;
                 }
                 Ok(Ok(_)) => {}
             }
@@ -675,6 +693,12 @@ pub async fn serve_native(
     let (writer, reader, channel, viewer_id) =
         split_slot(&registry, slot, config.heartbeat_interval);
     let closer = reader.closer.clone();
+    let release = ReleaseOnDrop {
+        registry: registry.clone(),
+        channel,
+        viewer_id,
+        closer: closer.clone(),
+    };
     let served = async {
         stream.set_nonblocking(true)?;
         let stream = TcpStream::from_std(stream)?;
@@ -684,7 +708,7 @@ pub async fn serve_native(
         tokio::time::timeout(HANDSHAKE_TIMEOUT, write.write_all(response.as_bytes()))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        tokio::join!(
+        let (read, close_sent) = tokio::join!(
             reader.run(
                 read,
                 head,
@@ -693,24 +717,61 @@ pub async fn serve_native(
             ),
             writer.run(Sink::Tcp(write)),
         );
-        io::Result::Ok(())
+        io::Result::Ok(close_sent.then_some(read))
     };
-    let _ = served.await;
-    closer.abort();
-    registry.release(&channel, viewer_id);
+    let lingering = served.await;
+    drop(release);
+    if let Ok(Some(read)) = lingering {
+        drain_until_closed(read).await;
+    }
+}
+
+/// Reads and discards what the client still sends after the server's close frame, until it
+/// closes its side or `CLOSE_LINGER` passes.
+async fn drain_until_closed(mut read: OwnedReadHalf) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Ok(n) = read.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Serves a JS-bridged viewer: only the writer runs in Rust; the JS socket's messages come in
 /// through `Registry::on_client_text` and its close through `Registry::close_viewer`.
 pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
     let heartbeat = registry.config().heartbeat_interval;
-    let (writer, _reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
+    let (writer, reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
+    let _release = ReleaseOnDrop {
+        registry: registry.clone(),
+        channel,
+        viewer_id,
+        closer: reader.closer.clone(),
+    };
     let sink = Sink::Bridged {
         viewer_id,
         host: registry.host().clone(),
     };
-    writer.run(sink).await;
-    registry.release(&channel, viewer_id);
+    let _close_sent = writer.run(sink).await;
+}
+
+/// Releases a viewer when dropped, including when its task panics: a bug must never leave a
+/// phantom viewer that holds control or keeps its channel's source running.
+struct ReleaseOnDrop {
+    registry: Arc<Registry>,
+    channel: Arc<Channel>,
+    viewer_id: u32,
+    closer: Arc<ViewerCloser>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.closer.abort();
+        self.registry.release(&self.channel, self.viewer_id);
+    }
 }
 
 #[cfg(test)]

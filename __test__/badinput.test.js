@@ -1,0 +1,194 @@
+'use strict'
+// Bad input from peers, each with its documented answer while another viewer keeps streaming:
+// a 10 MB message (1009), bytes that are not WebSocket frames (1002), text that is not UTF-8
+// (1007), huge and path-tricking agent ids (HTTP 400/431 before any upgrade), and a flood of
+// compat input (rate limited silently). Extended-mode message errors are in extended.test.js.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const net = require('node:net')
+const http = require('node:http')
+const crypto = require('node:crypto')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep } = require('./helpers')
+
+/** A viewer on another agent that must keep getting every frame while the bad input goes on. */
+async function bystander(srv, toolsets) {
+  const viewer = new Viewer(srv.url('bystander'), { keepFrames: false })
+  await viewer.opened
+  await viewer.untilStreaming()
+  let seq = 0
+  const timer = setInterval(() => toolsets.get('bystander').emitFrame(++seq), 20)
+  return {
+    viewer,
+    async check() {
+      await waitFor(() => seq >= 10, { what: 'some frames for the bystander' })
+      clearInterval(timer)
+      await waitFor(() => viewer.frameCount === seq, { what: `bystander got all ${seq} frames` })
+      assert.ok(seq > 5)
+      assert.equal(viewer.closeCode, null)
+    },
+  }
+}
+
+async function setup(t, config = {}) {
+  const toolsets = new Map()
+  const srv = await startServer({
+    getToolset: (agentId) => {
+      if (!toolsets.has(agentId)) toolsets.set(agentId, new FakeToolset())
+      return toolsets.get(agentId)
+    },
+    ...config,
+  })
+  t.after(() => srv.close())
+  return { srv, toolsets, other: await bystander(srv, toolsets) }
+}
+
+/** A raw socket that completed the WebSocket handshake for `agentId`. */
+async function rawSocket(port, agentId) {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  const key = crypto.randomBytes(16).toString('base64')
+  socket.write(
+    `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  )
+  const chunks = []
+  let ended = false
+  socket.on('data', (chunk) => chunks.push(chunk))
+  socket.on('error', () => {})
+  socket.on('close', () => (ended = true))
+  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'handshake answer' })
+  return {
+    socket,
+    ended: () => ended,
+    /** The close code of the server's close frame, if one arrived. */
+    closeCode() {
+      const data = Buffer.concat(chunks)
+      const body = data.subarray(data.indexOf('\r\n\r\n') + 4)
+      // Walk the server's (unmasked) frames to the close frame.
+      for (let at = 0; at + 2 <= body.length; ) {
+        const opcode = body[at] & 0x0f
+        let len = body[at + 1] & 0x7f
+        let head = 2
+        if (len === 126) [len, head] = [body.readUInt16BE(at + 2), 4]
+        else if (len === 127) [len, head] = [Number(body.readBigUInt64BE(at + 2)), 10]
+        if (opcode === 0x8) return body.readUInt16BE(at + head)
+        at += head + len
+      }
+      return null
+    },
+  }
+}
+
+/** The HTTP answer to a WebSocket upgrade request for `path`, sent as it is (no URL normalization). */
+function upgradeAnswer(port, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      path,
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+        'Sec-WebSocket-Version': '13',
+      },
+    })
+    req.on('upgrade', (res, socket) => {
+      socket.destroy()
+      resolve({ status: 101 })
+    })
+    req.on('response', (res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+test('a 10 MB message closes only its sender with 1009, in both modes', async (t) => {
+  const { srv, other } = await setup(t)
+  const compat = new Viewer(srv.url('big-sender'))
+  const extended = new ExtendedViewer(srv.url('big-sender'))
+  await Promise.all([compat.opened, extended.opened])
+  const huge = 'x'.repeat(10 * 1024 * 1024)
+  compat.send(huge)
+  extended.ws.send(huge)
+  await waitFor(() => compat.closeCode !== null && extended.closeCode !== null, { what: 'both closed' })
+  assert.equal(compat.closeCode, 1009)
+  assert.equal(extended.closeCode, 1009)
+  await other.check()
+})
+
+test('bytes that are not WebSocket frames close with 1002; invalid UTF-8 with 1007', async (t) => {
+  const { srv, other } = await setup(t)
+  // An unmasked client frame (protocol error), then garbage.
+  const unmasked = await rawSocket(srv.port, 'garbage-agent')
+  unmasked.socket.write(Buffer.from([0x81, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]))
+  // A reserved opcode, masked.
+  const reserved = await rawSocket(srv.port, 'garbage-agent')
+  reserved.socket.write(Buffer.from([0x83, 0x80, 1, 2, 3, 4]))
+  // Random bytes.
+  const random = await rawSocket(srv.port, 'garbage-agent')
+  random.socket.write(crypto.randomBytes(4096))
+  // A masked text frame whose payload is not UTF-8.
+  const latin = await rawSocket(srv.port, 'garbage-agent')
+  const mask = Buffer.from([9, 8, 7, 6])
+  const payload = Buffer.from([0xc3, 0x28, 0xff, 0xfe])
+  latin.socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4])]))
+  for (const raw of [unmasked, reserved, random, latin]) await waitFor(() => raw.ended(), { what: 'garbage socket closed' })
+  assert.equal(unmasked.closeCode(), 1002)
+  assert.equal(reserved.closeCode(), 1002)
+  assert.ok([1002, 1009, null].includes(random.closeCode()), `random bytes: ${random.closeCode()}`)
+  assert.equal(latin.closeCode(), 1007)
+  await waitFor(() => srv.registry.getViewerCount('garbage-agent') === 0, { what: 'garbage viewers released' })
+  await other.check()
+})
+
+test('huge agent ids and ids with path tricks are refused before the upgrade', async (t) => {
+  const { srv, other, toolsets } = await setup(t)
+  const cases = [
+    ['x'.repeat(300), 400],
+    ['x'.repeat(20_000), 431],
+    ['..%2Fbystander', 400],
+    ['a%2Fb', 400],
+    // URL parsing turns %2e%2e into `..` (the app's router then answers: not this route).
+    ['%2e%2e', 404],
+    ['a%5Cb', 400],
+    ['a%00b', 400],
+    ['bystander%3Aevil', 400],
+  ]
+  for (const [id, status] of cases) {
+    const answer = await upgradeAnswer(srv.port, `/browser/${id}/stream`)
+    assert.equal(answer.status, status, `${id.slice(0, 40)}: ${JSON.stringify(answer).slice(0, 300)}`)
+    if (status === 400) assert.equal(JSON.parse(answer.body).error, 'bad_request')
+  }
+  // Only the bystander's channel ever existed, and no toolset was asked for another id.
+  assert.deepEqual([...toolsets.keys()], ['bystander'])
+  assert.deepEqual(
+    srv.registry.stats().channels.map((c) => c.key),
+    ['bystander'],
+  )
+  await other.check()
+})
+
+test('a flood of compat input is rate limited silently; the page gets a bounded amount', async (t) => {
+  const { srv, other, toolsets } = await setup(t, { maxInputsPerSecond: 50 })
+  const flooder = new Viewer(srv.url('flood-agent'))
+  await flooder.opened
+  await flooder.untilStreaming()
+  for (let i = 0; i < 5000; i++) flooder.send({ type: 'keyboard', eventType: 'char', text: 'x' })
+  await waitFor(() => srv.registry.stats().channels.find((c) => c.key === 'flood-agent')?.inputsRateLimited > 4000, {
+    what: 'flood counted',
+  })
+  await sleep(200)
+  const toolset = toolsets.get('flood-agent')
+  assert.ok(toolset.keys.length <= 60, `relayed ${toolset.keys.length}`)
+  assert.ok(toolset.keys.length >= 40, `relayed ${toolset.keys.length}`)
+  // Compat mode answers nothing and keeps the connection.
+  assert.equal(flooder.json.filter((m) => m.error).length, 0)
+  assert.equal(flooder.closeCode, null)
+  await other.check()
+})
