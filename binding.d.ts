@@ -100,6 +100,13 @@ export declare class NativeRegistry {
   stats(): RegistryStats
   /** Closes every viewer with 1001, stops every source and refuses new viewers. */
   close(): void
+  /**
+   * `close()`, then resolves once every viewer's close frame was written (a frame in
+   * progress is finished first, a socket that does not take it is cut) or `timeoutMs`
+   * passed. Resolves to the number of viewers still open then (0 normally). Await it before
+   * letting the process exit, or close frames may never leave.
+   */
+  closeAndWait(timeoutMs: number): Promise<number>
 }
 
 /** How `startCdpSource` captures the page. */

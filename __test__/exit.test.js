@@ -5,7 +5,9 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { fork } = require('node:child_process')
 const path = require('node:path')
-const { Viewer, waitFor } = require('./helpers')
+const net = require('node:net')
+const crypto = require('node:crypto')
+const { Viewer, ExtendedViewer, waitFor } = require('./helpers')
 
 test('close() sends 1001 to every viewer and the process exits promptly', async () => {
   const child = fork(path.join(__dirname, 'fixtures', 'exit-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
@@ -32,3 +34,53 @@ test('close() sends 1001 to every viewer and the process exits promptly', async 
   assert.equal(result.code, 0)
   assert.ok(result.at - closedAt < 5000, `exit took ${result.at - closedAt} ms`)
 })
+
+test('close() under load: 200 viewers (compat, extended, stalled) get 1001 or are cut, and the process exits promptly', async () => {
+  const child = fork(path.join(__dirname, 'fixtures', 'exit-child.js'), {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, EXIT_CHILD_FPS: '30' },
+  })
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, at: Date.now() })))
+  const messages = []
+  child.on('message', (m) => messages.push(m))
+  const { port } = await waitFor(() => messages.find((m) => m.port), { what: 'child port' })
+  const url = `ws://127.0.0.1:${port}/browser/exit-agent/stream`
+  const compat = Array.from({ length: 100 }, () => new Viewer(url, { keepFrames: false }))
+  const extended = Array.from({ length: 90 }, () => new ExtendedViewer(url, { keepImages: false }))
+  const stalled = []
+  for (let i = 0; i < 10; i++) stalled.push(await stalledSocket(port))
+  await Promise.all([...compat, ...extended].map((v) => v.opened))
+  await waitFor(() => compat.every((v) => v.frameCount > 3) && extended.every((v) => v.frames.length > 3), {
+    what: 'frames flowing to every viewer',
+    timeout: 20_000,
+  })
+  const closedAt = Date.now()
+  child.send('close')
+  const stats = (await waitFor(() => messages.find((m) => m.stats), { what: 'stats' })).stats
+  assert.equal(stats.viewers, 200)
+  await waitFor(() => [...compat, ...extended].every((v) => v.closeCode !== null), { what: 'viewers closed', timeout: 10_000 })
+  const codes = (vs) => Object.entries(vs.reduce((m, v) => ({ ...m, [v.closeCode]: (m[v.closeCode] ?? 0) + 1 }), {}))
+  assert.ok(compat.every((v) => v.closeCode === 1001), JSON.stringify(codes(compat)))
+  assert.ok(extended.every((v) => v.closeCode === 1001), JSON.stringify(codes(extended)))
+  const timeout = setTimeout(() => child.kill('SIGKILL'), 15_000)
+  const result = await exited
+  clearTimeout(timeout)
+  for (const socket of stalled) socket.destroy()
+  assert.equal(result.signal, null, 'exited by itself, not killed')
+  assert.equal(result.code, 0)
+  assert.ok(result.at - closedAt < 5000, `exit took ${result.at - closedAt} ms`)
+})
+
+/** A socket that completes the WebSocket handshake and then never reads. */
+async function stalledSocket(port) {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.on('error', () => {})
+  socket.write(
+    `GET /browser/exit-agent/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  )
+  await new Promise((resolve) => socket.once('data', resolve))
+  socket.pause()
+  return socket
+}

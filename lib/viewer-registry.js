@@ -33,6 +33,9 @@ const quietLogger = {
   error: (...args) => console.error(...args),
 }
 
+/** How long `close()` waits for viewers' close frames to be written. */
+const CLOSE_WAIT_MS = 1500
+
 function channelKey(agentId, threadId) {
   return threadId ? `${agentId}:${threadId}` : agentId
 }
@@ -473,13 +476,14 @@ class ViewerRegistry {
   }
 
   /**
-   * Closes every viewer with 1001, stops every screencast and refuses new viewers; the Node
-   * process can then exit.
+   * Closes every viewer with 1001, stops every screencast and refuses new viewers. Resolves
+   * once the viewers' close frames were written (at most about a second: a frame in progress
+   * is finished first, a socket that does not read is cut); the Node process can then exit.
    */
   async close() {
     if (this.#closed) return
     this.#closed = true
-    this.#native.close()
+    const closeFramesSent = this.#native.closeAndWait(CLOSE_WAIT_MS)
     const sources = [...this.#sources.values()]
     this.#sources.clear()
     const bridged = [...this.#bridged.values()]
@@ -491,7 +495,7 @@ class ViewerRegistry {
         // Already closed.
       }
     }
-    await Promise.all(sources.map((source) => source.stop()))
+    await Promise.all([closeFramesSent, ...sources.map((source) => source.stop())])
   }
 }
 

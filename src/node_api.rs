@@ -1113,4 +1113,23 @@ impl NativeRegistry {
         self.registry.close();
         self.cdp.stop_all();
     }
+
+    /// `close()`, then resolves once every viewer's close frame was written (a frame in
+    /// progress is finished first, a socket that does not take it is cut) or `timeoutMs`
+    /// passed. Resolves to the number of viewers still open then (0 normally). Await it before
+    /// letting the process exit, or close frames may never leave.
+    #[napi]
+    pub async fn close_and_wait(&self, timeout_ms: u32) -> Result<u32> {
+        self.close();
+        let registry = self.registry.clone();
+        let deadline = Duration::from_millis(timeout_ms.into());
+        // Elapsing is not an error: the count of viewers left says it.
+        let _ = tokio::time::timeout(deadline, async {
+            while registry.viewer_total() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        Ok(registry.viewer_total() as u32)
+    }
 }

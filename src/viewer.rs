@@ -109,16 +109,28 @@ async fn write_all_vectored(
     Ok(())
 }
 
-/// Runs a write unless the viewer is closed meanwhile (`cancelled` resolves); a cut write leaves
-/// the stream mid-frame, reported as `Interrupted` so no close frame follows it.
+/// Runs a write unless the viewer is closed meanwhile (`cancelled` resolves). On a graceful
+/// close (a close frame is requested) the message in progress may finish, within
+/// `CLOSE_FRAME_TIMEOUT`, so the close frame can follow it; otherwise, or if it does not
+/// finish, the cut write leaves the stream mid-frame, reported as `Interrupted` so no close
+/// frame follows it.
 async fn interruptible<C: Future<Output = ()>>(
+    closer: &ViewerCloser,
     cancelled: Pin<&mut C>,
     write: impl Future<Output = io::Result<()>>,
 ) -> io::Result<()> {
+    tokio::pin!(write);
     tokio::select! {
         biased;
-        _ = cancelled => Err(io::ErrorKind::Interrupted.into()),
-        result = write => result,
+        _ = cancelled => {}
+        result = &mut write => return result,
+    }
+    if closer.request().is_none() {
+        return Err(io::ErrorKind::Interrupted.into());
+    }
+    match tokio::time::timeout(CLOSE_FRAME_TIMEOUT, write).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::Interrupted.into()),
     }
 }
 
@@ -285,7 +297,12 @@ impl Writer {
     ) -> io::Result<()> {
         let written = match self.link.mode {
             Mode::Compat => {
-                interruptible(cancelled, sink.send_text(&frame.text_header, &frame.text)).await?;
+                interruptible(
+                    &self.closer,
+                    cancelled,
+                    sink.send_text(&frame.text_header, &frame.text),
+                )
+                .await?;
                 frame.text_header.as_bytes().len() + frame.text.len()
             }
             Mode::Extended => {
@@ -294,6 +311,7 @@ impl Writer {
                     return Ok(());
                 };
                 interruptible(
+                    &self.closer,
                     cancelled,
                     sink.send_binary(&binary.head, binary.ws_header_len, &binary.body),
                 )
@@ -347,7 +365,7 @@ impl Writer {
         text: &Bytes,
     ) -> io::Result<()> {
         let header = FrameHeader::new(OP_TEXT, text.len());
-        interruptible(cancelled, sink.send_text(&header, text)).await?;
+        interruptible(&self.closer, cancelled, sink.send_text(&header, text)).await?;
         self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(
             (header.as_bytes().len() + text.len()) as u64,
@@ -505,7 +523,7 @@ impl Writer {
                         self.send_message(sink, cancelled.as_mut(), &text).await?;
                     }
                     Some(Outbound::Pong(payload)) => {
-                        interruptible(cancelled.as_mut(), sink.send_control(OP_PONG, &payload))
+                        interruptible(&self.closer, cancelled.as_mut(), sink.send_control(OP_PONG, &payload))
                             .await?;
                     }
                     Some(Outbound::Resume { last_seq }) => {
@@ -530,7 +548,7 @@ impl Writer {
                 // the frame interval always has a newer frame waiting (and frames are
                 // latest-wins anyway), while pings keep it alive and events are reliable.
                 _ = ping.tick() => {
-                    interruptible(cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
+                    interruptible(&self.closer, cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
                 }
                 changed = self.events.changed(), if extended => {
                     if changed.is_err() {
