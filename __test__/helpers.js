@@ -396,3 +396,120 @@ module.exports = {
   sleep,
   BASE_JPEG,
 }
+
+// ---- added for the load tests (__test__/load.test.js, __test__/churn.js) ----------------------
+
+/**
+ * Forces a full garbage collection: `global.gc` when node runs with --expose-gc, else a `gc`
+ * function obtained by turning the flag on at run time. Returns false if neither works.
+ */
+function forceGc() {
+  if (typeof global.gc === 'function') {
+    global.gc()
+    return true
+  }
+  try {
+    require('node:v8').setFlagsFromString('--expose-gc')
+    const gc = require('node:vm').runInNewContext('gc')
+    if (typeof gc === 'function') {
+      global.gc = gc
+      gc()
+      return true
+    }
+  } catch {
+    // Not available: callers report RSS without a forced collection.
+  }
+  return false
+}
+
+/**
+ * Opens a WebSocket to the stream route by hand (raw TCP, handshake written by hand), then
+ * never reads from it again: the server sees a viewer whose socket buffers fill up.
+ * Resolves with the paused socket once the `101` arrived.
+ */
+async function stalledViewer(port, agentId, { timeout = 5000 } = {}) {
+  const net = require('node:net')
+  const crypto = require('node:crypto')
+  const socket = net.connect(port, '127.0.0.1')
+  socket.on('error', () => {})
+  const timer = setTimeout(() => socket.destroy(new Error(`stalled viewer: no 101 within ${timeout} ms`)), timeout)
+  try {
+    await new Promise((resolve, reject) => {
+      socket.once('connect', resolve)
+      socket.once('close', () => reject(new Error('stalled viewer: socket closed before connect')))
+    })
+    const key = crypto.randomBytes(16).toString('base64')
+    socket.write(
+      `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    )
+    const head = await new Promise((resolve, reject) => {
+      socket.once('data', resolve)
+      socket.once('close', () => reject(new Error('stalled viewer: socket closed before the handshake answer')))
+    })
+    if (!/^HTTP\/1.1 101 /.test(head.toString('latin1'))) {
+      throw new Error(`stalled viewer: handshake answered ${JSON.stringify(head.toString('latin1').split('\r\n')[0])}`)
+    }
+  } catch (err) {
+    socket.destroy()
+    throw err
+  } finally {
+    clearTimeout(timer)
+  }
+  socket.pause()
+  return socket
+}
+
+/**
+ * A WebSocket viewer that keeps no frame data: it counts messages and records the `seq` tagged
+ * in each frame (jpegFrame's COM tag), decoding only the first bytes. Compat frames (base64
+ * text) and extended frames (binary, 56-byte header) alike.
+ */
+class CountingViewer {
+  constructor(url, { extended = false, ...options } = {}) {
+    this.ws = new WebSocket(url, extended ? [EXTENDED_PROTOCOL] : undefined, { perMessageDeflate: false, ...options })
+    this.extended = extended
+    this.frameCount = 0
+    this.frameSeqs = []
+    this.json = []
+    this.closeCode = null
+    this.error = null
+    this.ws.on('message', (data, isBinary) => {
+      if (!isBinary && data[0] === 0x7b) {
+        this.json.push(JSON.parse(data.toString('utf8')))
+        return
+      }
+      this.frameCount += 1
+      const head = isBinary ? data.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 200) : data.subarray(0, 280).toString('latin1')
+      this.frameSeqs.push(frameSeq(head))
+    })
+    this.ws.on('error', (err) => {
+      this.error ??= err
+    })
+    this.ws.on('unexpected-response', (req, res) => {
+      this.error ??= new Error(`HTTP ${res.statusCode}`)
+      req.destroy()
+      this.ws.terminate()
+    })
+    this.closed = new Promise((resolve) =>
+      this.ws.once('close', (code) => {
+        this.closeCode = code
+        resolve()
+      }),
+    )
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('close', () => reject(new Error(`closed before open: ${this.error?.message ?? ''}`)))
+    })
+    this.opened.catch(() => {})
+  }
+  statuses() {
+    return this.json.filter((m) => m.status && m.type === undefined).map((m) => m.status)
+  }
+  close() {
+    this.ws.close()
+    return this.closed
+  }
+}
+
+Object.assign(module.exports, { forceGc, stalledViewer, CountingViewer })
