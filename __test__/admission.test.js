@@ -64,6 +64,28 @@ test('authenticate hook: Bearer token or ?apiKey=, 401 auth_failed otherwise', a
   assert.equal(srv.registry.getViewerCount('a1'), 2)
 })
 
+test('tokens never reach the logs, even when the authenticate hook quotes them in an error', async (t) => {
+  const logged = []
+  const capture = (...args) => logged.push(args.join(' '))
+  const srv = await startServer({
+    getToolset: () => new FakeToolset(),
+    logger: { info: capture, warn: capture, error: capture },
+    authenticate: (c, token) => {
+      if (token === 'tok-accept-123') return true
+      throw new Error(`token ${token} is not valid`)
+    },
+  })
+  t.after(() => srv.close())
+  assert.equal((await refusal(srv.url('a1'), { headers: { authorization: 'Bearer tok-secret-456' } })).status, 401)
+  assert.equal((await refusal(srv.url('a1', '?apiKey=tok-secret-789'))).status, 401)
+  const viewer = new Viewer(srv.url('a1', '?apiKey=tok-accept-123'))
+  await viewer.opened
+  await viewer.close()
+  assert.ok(logged.length >= 2, 'the hook errors were logged')
+  for (const line of logged) assert.doesNotMatch(line, /tok-(secret|accept)/, line)
+  assert.ok(logged.some((line) => line.includes('[redacted]')))
+})
+
 test('allowedOrigins refuses cross-site WebSocket hijacking with 403', async (t) => {
   const srv = await startServer({ getToolset: () => new FakeToolset(), allowedOrigins: ['http://studio.test'] })
   t.after(() => srv.close())

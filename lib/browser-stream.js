@@ -52,6 +52,11 @@ function chooseProtocol(header) {
   return offered.some((p) => p.startsWith('browser-stream.')) ? undefined : null
 }
 
+/** `text` with every occurrence of `secret` (a token) replaced. */
+function redact(text, secret) {
+  return secret ? text.split(secret).join('[redacted]') : text
+}
+
 function originAllowed(allowedOrigins, origin) {
   if (!allowedOrigins) return true
   if (typeof allowedOrigins === 'function') return allowedOrigins(origin) === true
@@ -130,10 +135,12 @@ function setupBrowserStream(app, config = {}) {
     }
     if (authenticate) {
       let verdict
+      const token = requestToken(c)
       try {
-        verdict = await authenticate(c, requestToken(c))
+        verdict = await authenticate(c, token)
       } catch (err) {
-        log.warn(`[browser-stream] authenticate threw: ${errorText(err)}`)
+        // The hook's error may quote the credential: never let it reach the logs.
+        log.warn(`[browser-stream] authenticate threw: ${redact(errorText(err), token)}`)
         verdict = false
       }
       if (verdict instanceof Response) return verdict
