@@ -244,13 +244,14 @@ export interface FrameMetadata {
  * - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
  *   viewer `viewerId`;
  * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
+ * - `terminate`: drop the JS-bridged viewer `viewerId`'s socket without a close frame;
  * - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
  *
  * The callback returns a promise; `input` and `send` are awaited (one input at a time per
  * channel; a bridged viewer gets its next frame once the last one was written).
  */
 export interface HostEvent {
-  /** `start` | `stop` | `input` | `send` | `close` | `control`. */
+  /** `start` | `stop` | `input` | `send` | `close` | `terminate` | `control`. */
   kind: string
   /** Channel key (`agentId` or `agentId:threadId`). */
   key?: string

@@ -137,3 +137,40 @@ test('upgrades for other paths are left to other listeners', async (t) => {
   await viewer.close()
   other.close()
 })
+
+test('the probe and close routes are gated like the stream: Origin, authenticate, id rules', async (t) => {
+  const toolset = new FakeToolset()
+  const asked = []
+  const srv = await startServer({
+    getToolset: (agentId, threadId) => {
+      asked.push([agentId, threadId])
+      return toolset
+    },
+    authenticate: (c, token) => token === 'good',
+    allowedOrigins: ['http://studio.test'],
+  })
+  t.after(() => srv.close())
+  const base = `http://127.0.0.1:${srv.port}/api/agents`
+  const auth = { authorization: 'Bearer good' }
+  // Cross-site (a page on another origin posting with the user's cookies): 403.
+  let res = await fetch(`${base}/victim/browser/close`, { method: 'POST', headers: { ...auth, origin: 'http://evil.test' } })
+  assert.equal(res.status, 403)
+  // No credentials: 401, for the probe and for close.
+  res = await fetch(`${base}/victim/browser/session`)
+  assert.equal(res.status, 401)
+  res = await fetch(`${base}/victim/browser/close`, { method: 'POST', headers: { origin: 'http://studio.test' } })
+  assert.equal(res.status, 401)
+  // Ids with path tricks never reach getToolset.
+  res = await fetch(`${base}/..%2F..%2Fetc/browser/session?threadId=x`, { headers: auth })
+  assert.equal(res.status, 400)
+  res = await fetch(`${base}/a/browser/session?threadId=..%2Fx`, { headers: auth })
+  assert.equal(res.status, 400)
+  assert.deepEqual(asked, [])
+  assert.equal(toolset.closed, 0)
+  // Allowed: same-origin requests (no Origin header) and the allowed origin.
+  res = await fetch(`${base}/victim/browser/session`, { headers: auth })
+  assert.deepEqual(await res.json(), { hasSession: true, screencastAvailable: true })
+  res = await fetch(`${base}/victim/browser/close`, { method: 'POST', headers: { ...auth, origin: 'http://studio.test' } })
+  assert.equal(res.status, 200)
+  assert.equal(toolset.closed, 1)
+})

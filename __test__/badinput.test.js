@@ -23,8 +23,8 @@ async function bystander(srv, toolsets) {
     async check() {
       await waitFor(() => seq >= 10, { what: 'some frames for the bystander' })
       clearInterval(timer)
-      await waitFor(() => viewer.frameCount === seq, { what: `bystander got all ${seq} frames` })
-      assert.ok(seq > 5)
+      // Latest frame wins: it may skip under load, but it keeps streaming to the last frame.
+      await waitFor(() => viewer.frameSeqs.at(-1) === seq, { what: `bystander reached frame ${seq}`, timeout: 10_000 })
       assert.equal(viewer.closeCode, null)
     },
   }
@@ -179,13 +179,16 @@ test('a flood of compat input is rate limited silently; the page gets a bounded 
   const flooder = new Viewer(srv.url('flood-agent'))
   await flooder.opened
   await flooder.untilStreaming()
+  const floodStart = Date.now()
   for (let i = 0; i < 5000; i++) flooder.send({ type: 'keyboard', eventType: 'char', text: 'x' })
   await waitFor(() => srv.registry.stats().channels.find((c) => c.key === 'flood-agent')?.inputsRateLimited > 4000, {
     what: 'flood counted',
   })
   await sleep(200)
   const toolset = toolsets.get('flood-agent')
-  assert.ok(toolset.keys.length <= 60, `relayed ${toolset.keys.length}`)
+  // The bucket: 50 at once, then 50 per second for as long as the flood took to arrive.
+  const allowed = 50 + (50 * (Date.now() - floodStart)) / 1000
+  assert.ok(toolset.keys.length <= allowed + 1, `relayed ${toolset.keys.length}, allowed ${allowed}`)
   assert.ok(toolset.keys.length >= 40, `relayed ${toolset.keys.length}`)
   // Compat mode answers nothing and keeps the connection.
   assert.equal(flooder.json.filter((m) => m.error).length, 0)

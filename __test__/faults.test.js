@@ -195,16 +195,20 @@ test('a viewer reset in the middle of a large frame leaves the others streaming'
   const raws = []
   for (let i = 0; i < 5; i++) raws.push(await rawViewer(srv.port, 'reset-agent'))
   await waitFor(() => srv.registry.getViewerCount('reset-agent') === 6, { what: 'six viewers' })
-  // ~1 MB frames: each write takes several socket buffers, so the resets land mid-frame.
+  // ~4 MB frames (base64), more than the socket buffers hold: once the raw viewers stop
+  // reading, their writes are pending mid-frame when the resets come.
   for (let seq = 1; seq <= 6; seq++) {
-    toolset.emitFrame(seq, { size: 1_000_000 })
+    toolset.emitFrame(seq, { size: 3_000_000 })
     if (seq === 2) {
       await waitFor(() => raws.every((r) => r.received() > 100_000), { what: 'raw viewers reading' })
+      for (const raw of raws) raw.socket.pause()
+      await sleep(100)
       for (const raw of raws) raw.socket.resetAndDestroy()
     }
     await sleep(30)
   }
-  await waitFor(() => healthy.frameCount >= 6, { what: 'healthy viewer got every frame' })
+  // Latest frame wins: the healthy viewer may skip, but ends on the last frame.
+  await waitFor(() => healthy.frameSeqs.at(-1) === 6, { what: 'healthy viewer got the last frame', timeout: 15_000 })
   await waitFor(() => srv.registry.getViewerCount('reset-agent') === 1, { what: 'reset viewers released' })
   assert.equal(healthy.closeCode, null)
   const stats = srv.registry.stats()

@@ -52,9 +52,12 @@ function chooseProtocol(header) {
   return offered.some((p) => p.startsWith('browser-stream.')) ? undefined : null
 }
 
-/** `text` with every occurrence of `secret` (a token) replaced. */
+/** `text` with every occurrence of `secret` (a token), plain or URL-encoded, replaced. */
 function redact(text, secret) {
-  return secret ? text.split(secret).join('[redacted]') : text
+  if (!secret) return text
+  let out = text
+  for (const form of new Set([secret, encodeURIComponent(secret), encodeURI(secret)])) out = out.split(form).join('[redacted]')
+  return out
 }
 
 function originAllowed(allowedOrigins, origin) {
@@ -124,18 +127,20 @@ function setupBrowserStream(app, config = {}) {
   const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''
   const streamPath = new RegExp(`^${escapeRegExp(basePath)}/browser/[^/]+/stream/?$`)
 
-  app.get(STREAM_ROUTE, async (c) => {
-    const incoming = c.env?.incoming
-    if (!incoming || !upgrading.has(incoming)) {
-      return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
-    }
+  /**
+   * What every route of this module checks first: the Origin allow-list (`requireOrigin`: a
+   * request without an Origin is refused too, as browsers always send one on WebSocket
+   * upgrades), the authenticate hook, and the id rules. Returns `{ refusal }` (a Response) or
+   * `{ agentId, threadId, token, overCapacity }`.
+   */
+  async function gate(c, { requireOrigin }) {
     const origin = c.req.header('origin')
-    if (!originAllowed(allowedOrigins, origin)) {
-      return jsonError(c, 403, 'origin_not_allowed', 'this origin may not open the browser stream')
+    if ((origin !== undefined || requireOrigin) && !originAllowed(allowedOrigins, origin)) {
+      return { refusal: jsonError(c, 403, 'origin_not_allowed', 'this origin may not use the browser stream') }
     }
+    const token = requestToken(c)
     if (authenticate) {
       let verdict
-      const token = requestToken(c)
       try {
         verdict = await authenticate(c, token)
       } catch (err) {
@@ -143,39 +148,48 @@ function setupBrowserStream(app, config = {}) {
         log.warn(`[browser-stream] authenticate threw: ${redact(errorText(err), token)}`)
         verdict = false
       }
-      if (verdict instanceof Response) return verdict
-      if (!verdict) return jsonError(c, 401, 'auth_failed', 'missing or invalid credentials')
+      if (verdict instanceof Response) return { refusal: verdict }
+      if (!verdict) return { refusal: jsonError(c, 401, 'auth_failed', 'missing or invalid credentials') }
     }
+    const agentId = c.req.param('agentId')
+    const threadId = c.req.query('threadId') || undefined
+    try {
+      // The native registry owns the id rules (length, control characters, separators, ':').
+      const overCapacity = registry.checkAdmission(agentId, threadId)
+      return { agentId, threadId, token, overCapacity }
+    } catch (err) {
+      return { refusal: jsonError(c, 400, 'bad_request', errorText(err)) }
+    }
+  }
+
+  app.get(STREAM_ROUTE, async (c) => {
+    const incoming = c.env?.incoming
+    if (!incoming || !upgrading.has(incoming)) {
+      return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
+    }
+    const { refusal, agentId, threadId, token, overCapacity } = await gate(c, { requireOrigin: true })
+    if (refusal) return refusal
     const protocol = chooseProtocol(c.req.header('sec-websocket-protocol'))
     if (protocol === undefined) {
       return jsonError(c, 400, 'unsupported_protocol', `this server speaks ${EXTENDED_PROTOCOL} (or the compat wire without a subprotocol)`)
     }
+    if (overCapacity) return jsonError(c, 503, 'over_capacity', overCapacity)
     let canControl = true
     if (authorizeControl) {
       try {
         canControl = (await authorizeControl(c)) === true
       } catch (err) {
-        log.warn(`[browser-stream] authorizeControl threw: ${errorText(err)}`)
+        log.warn(`[browser-stream] authorizeControl threw: ${redact(errorText(err), token)}`)
         canControl = false
       }
     }
-    const agentId = c.req.param('agentId')
-    const threadId = c.req.query('threadId') || undefined
-    let refused
-    try {
-      // The native registry owns the id rules (length, control characters, ':').
-      refused = registry.checkAdmission(agentId, threadId)
-    } catch (err) {
-      return jsonError(c, 400, 'bad_request', errorText(err))
-    }
-    if (refused) return jsonError(c, 503, 'over_capacity', refused)
     admissions.set(incoming, { agentId, threadId, options: { protocol: protocol ?? undefined, canControl } })
     return c.body(null, 204)
   })
 
   app.get(`${apiPrefix}/agents/:agentId/browser/session`, async (c) => {
-    const agentId = c.req.param('agentId')
-    const threadId = c.req.query('threadId') || undefined
+    const { refusal, agentId, threadId } = await gate(c, { requireOrigin: false })
+    if (refusal) return refusal
     let toolset
     try {
       toolset = getToolset ? await withTimeout(Promise.resolve(getToolset(agentId, threadId)), 5000, 'getToolset') : undefined
@@ -193,8 +207,8 @@ function setupBrowserStream(app, config = {}) {
   })
 
   app.post(`${apiPrefix}/agents/:agentId/browser/close`, async (c) => {
-    const agentId = c.req.param('agentId')
-    const threadId = c.req.query('threadId') || undefined
+    const { refusal, agentId, threadId } = await gate(c, { requireOrigin: false })
+    if (refusal) return refusal
     let toolset
     try {
       toolset = getToolset ? await Promise.resolve(getToolset(agentId, threadId)) : undefined

@@ -64,7 +64,7 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
   const { endpoint, targetId, followNewTabs } = typeof found === 'string' ? { endpoint: found } : found
   let url
   try {
-    url = await resolveDevtoolsUrl(endpoint)
+    url = await resolveDevtoolsUrl(endpoint, cdpTimeoutMs ?? 10_000)
   } catch (err) {
     failNativeSource(native, key, generation, `cannot reach the browser at ${endpoint}: ${errorText(err)}`)
     return true

@@ -101,8 +101,8 @@ class ViewerRegistry {
     this.#getCdpEndpoint = options.getCdpEndpoint
     this.#screencastOptions = options.screencastOptions
     this.#toolsetTimeoutMs = options.toolsetTimeoutMs
-    if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100)) {
-      throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer of at least 100')
+    if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100 || options.cdpTimeoutMs > 600_000)) {
+      throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer from 100 to 600000')
     }
     this.#cdpTimeoutMs = options.cdpTimeoutMs
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
@@ -144,6 +144,12 @@ class ViewerRegistry {
         const socket = this.#bridged.get(event.viewerId)
         this.#bridged.delete(event.viewerId)
         socket?.close(event.code, event.reason)
+        return
+      }
+      case 'terminate': {
+        const socket = this.#bridged.get(event.viewerId)
+        this.#bridged.delete(event.viewerId)
+        socket?.terminate()
         return
       }
       default:
@@ -304,6 +310,7 @@ class ViewerRegistry {
           ws.terminate()
         }
       },
+      terminate: () => ws.terminate(),
     })
     let alive = true
     ws.on('pong', () => {
@@ -378,6 +385,7 @@ class ViewerRegistry {
               ws.send(text)
             },
       close: (code, reason) => ws.close?.(code, reason),
+      terminate: () => ws.close?.(),
     })
     this.#contexts.set(ws, id)
   }
@@ -483,6 +491,8 @@ class ViewerRegistry {
   async close() {
     if (this.#closed) return
     this.#closed = true
+    // Synchronously first: no viewer is admitted once close() has returned.
+    this.#native.close()
     const closeFramesSent = this.#native.closeAndWait(CLOSE_WAIT_MS)
     const sources = [...this.#sources.values()]
     this.#sources.clear()

@@ -47,8 +47,10 @@ use crate::registry::{PushOutcome, Registry};
 
 /// Default of `CdpOptions::timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest pause between two checks that the browser still answers.
+/// Longest silence of the browser before the session asks whether it still answers.
 const MAX_BROWSER_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Least time the browser gets to answer that question.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a session checks that the registry still runs its generation.
 const LIVENESS_CHECK: Duration = Duration::from_secs(2);
 /// A page that has sent no frame this long after the screencast started gets a screenshot.
@@ -314,6 +316,8 @@ struct CdpClient {
     calls: mpsc::UnboundedSender<Call>,
     /// How long a call may take.
     timeout: Duration,
+    /// When the browser last sent anything (answer or event).
+    last_heard: Arc<Mutex<Instant>>,
 }
 
 impl CdpClient {
@@ -327,8 +331,38 @@ impl CdpClient {
             .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(connection, calls_rx, events));
-        Ok((CdpClient { calls, timeout }, events_rx))
+        let last_heard = Arc::new(Mutex::new(Instant::now()));
+        tokio::spawn(drive(connection, calls_rx, events, last_heard.clone()));
+        let client = CdpClient {
+            calls,
+            timeout,
+            last_heard,
+        };
+        Ok((client, events_rx))
+    }
+
+    /// How long the browser has been silent.
+    fn silent_for(&self) -> Duration {
+        lock(&self.last_heard).elapsed()
+    }
+
+    /// Asks the browser something cheap and waits up to `timeout` for any answer: an error
+    /// answer proves it alive too. Err only when it does not answer or the connection closed.
+    async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.calls
+            .send(Call {
+                method: Cow::Borrowed("Browser.getVersion"),
+                session: None,
+                params: json!({}),
+                reply: Some(reply),
+            })
+            .map_err(|_| "the DevTools connection is closed".to_string())?;
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(Err(_)) => Err("the DevTools connection is closed".to_string()),
+            Ok(Ok(_answered)) => Ok(()),
+        }
     }
 
     /// Sends a call without waiting for its answer (screencast acks).
@@ -386,6 +420,7 @@ async fn drive(
     mut connection: Connection<CdpEvent>,
     mut calls: mpsc::UnboundedReceiver<Call>,
     events: mpsc::UnboundedSender<CdpEvent>,
+    last_heard: Arc<Mutex<Instant>>,
 ) {
     let mut pending: HashMap<CallId, oneshot::Sender<Result<Value, String>>> = HashMap::new();
     loop {
@@ -406,7 +441,11 @@ async fn drive(
                     }
                 }
             }
-            message = connection.next() => match message {
+            message = connection.next() => {
+                if message.is_some() {
+                    *lock(&last_heard) = Instant::now();
+                }
+                match message {
                 Some(Ok(Message::Response(response))) => {
                     if let Some(reply) = pending.remove(&response.id) {
                         let result = match (response.result, response.error) {
@@ -424,6 +463,7 @@ async fn drive(
                 // A message this client cannot read (a newer protocol): skip it.
                 Some(Err(CdpError::InvalidMessage(..))) | Some(Err(CdpError::Serde(_))) => {}
                 Some(Err(_)) | None => return,
+                }
             }
         }
     }
@@ -533,11 +573,14 @@ impl Session {
         let mut liveness = tokio::time::interval(LIVENESS_CHECK);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A browser that hangs keeps its socket open and sends nothing, like a static page:
-        // only asking tells them apart.
+        // only asking tells them apart. A browser that sends anything is alive; a silent one
+        // is asked, and given at least `MIN_PROBE_TIMEOUT` to answer (its answer may queue
+        // behind frames on the same socket).
         let every = self
             .options
             .timeout
             .clamp(Duration::from_millis(100), MAX_BROWSER_HEARTBEAT);
+        let probe_timeout = self.options.timeout.max(MIN_PROBE_TIMEOUT);
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -549,12 +592,12 @@ impl Session {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let answered = self
-                        .client
-                        .call("Browser.getVersion".into(), None, json!({}))
-                        .await;
-                    if let Err(error) = answered {
-                        return Ending::Crashed(format!("the browser stopped answering ({error})"));
+                    if self.client.silent_for() >= every {
+                        if let Err(error) = self.client.probe(probe_timeout).await {
+                            return Ending::Crashed(format!(
+                                "the browser stopped answering ({error})"
+                            ));
+                        }
                     }
                 }
                 event = events.recv() => {

@@ -50,6 +50,8 @@ pub enum BridgedOutbound {
     Text(Bytes),
     /// Send one BINARY message (an extended-mode frame: header and image).
     Binary(Bytes),
+    /// Drop the socket without a close frame (it was cut mid-message, or is gone).
+    Terminate,
     /// Close the socket with this code and reason.
     Close {
         /// Close code.

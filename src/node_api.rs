@@ -153,13 +153,14 @@ impl NativeRegistryOptions {
 /// - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
 ///   viewer `viewerId`;
 /// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
+/// - `terminate`: drop the JS-bridged viewer `viewerId`'s socket without a close frame;
 /// - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
 ///
 /// The callback returns a promise; `input` and `send` are awaited (one input at a time per
 /// channel; a bridged viewer gets its next frame once the last one was written).
 #[napi(object)]
 pub struct HostEvent {
-    /// `start` | `stop` | `input` | `send` | `close` | `control`.
+    /// `start` | `stop` | `input` | `send` | `close` | `terminate` | `control`.
     pub kind: String,
     /// Channel key (`agentId` or `agentId:threadId`).
     pub key: Option<String>,
@@ -317,6 +318,7 @@ impl Host for JsHost {
                 event.kind = "send".to_string();
                 event.data = Some(Buffer::from(data.to_vec()));
             }
+            BridgedOutbound::Terminate => event.kind = "terminate".to_string(),
             BridgedOutbound::Close { code, reason } => {
                 event.kind = "close".to_string();
                 event.code = Some(code.into());
@@ -1123,13 +1125,14 @@ impl NativeRegistry {
         self.close();
         let registry = self.registry.clone();
         let deadline = Duration::from_millis(timeout_ms.into());
-        // Elapsing is not an error: the count of viewers left says it.
+        // Viewers, and sockets still draining after their close frame. Elapsing is not an
+        // error: the count left says it.
         let _ = tokio::time::timeout(deadline, async {
-            while registry.viewer_total() > 0 {
+            while registry.connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await;
-        Ok(registry.viewer_total() as u32)
+        Ok(registry.connections() as u32)
     }
 }

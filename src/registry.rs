@@ -10,7 +10,7 @@
 //! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node_api`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -230,9 +230,10 @@ impl ViewerCloser {
         self.token.cancel();
     }
 
-    /// Resolves when the viewer must stop.
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await
+    /// Resolves when the viewer must stop. May be polled again after it resolved (the
+    /// writer keeps one for its whole life).
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
     }
 
     /// Whether the viewer was asked to stop.
@@ -689,6 +690,9 @@ pub struct Registry {
     /// Sequence numbers of frames and events; starts at the process start in microseconds
     /// since the epoch, so numbers of a restarted server are above the old ones.
     seq_counter: Arc<AtomicU64>,
+    /// Sockets of released viewers still being drained after the server's close frame: they
+    /// count against `max_viewers_total`, so a peer cannot pile them up.
+    draining: AtomicUsize,
     closed: AtomicBool,
     /// Counters across the registry's life.
     pub totals: RegistryTotals,
@@ -706,6 +710,7 @@ impl Registry {
             next_viewer_id: AtomicU32::new(1),
             next_generation: AtomicU32::new(1),
             seq_counter: Arc::new(AtomicU64::new(wall_clock_us())),
+            draining: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             totals: RegistryTotals::default(),
         })
@@ -737,7 +742,7 @@ impl Registry {
         if self.is_closed() {
             return Err(AdmitError::Closed);
         }
-        if lock(&self.viewer_index).len() >= self.config.max_viewers_total {
+        if self.connections() >= self.config.max_viewers_total {
             return Err(AdmitError::TooManyViewersTotal);
         }
         let channels = lock(&self.channels);
@@ -819,12 +824,17 @@ impl Registry {
         if self.is_closed() {
             return refused(AdmitError::Closed);
         }
-        if lock(&self.viewer_index).len() >= self.config.max_viewers_total {
+        if self.connections() >= self.config.max_viewers_total {
             return refused(AdmitError::TooManyViewersTotal);
         }
         let viewer_id = self.next_viewer_id.fetch_add(1, Ordering::Relaxed);
         let slot = {
             let mut channels = lock(&self.channels);
+            // Again under the lock `close()` takes: a viewer admitted concurrently with it is
+            // either refused here or closed by it.
+            if self.is_closed() {
+                return refused(AdmitError::Closed);
+            }
             let channel = match channels.get(&id.key) {
                 Some(channel) => channel.clone(),
                 None => {
@@ -956,6 +966,8 @@ impl Registry {
     fn apply(&self, channel: &Channel, edge: SourceEdge) {
         match edge {
             SourceEdge::Start(request) => {
+                // A capture asked of an earlier session is not coming.
+                channel.capture_requested.store(false, Ordering::Relaxed);
                 channel.counters.starts.fetch_add(1, Ordering::Relaxed);
                 self.totals.starts.fetch_add(1, Ordering::Relaxed);
                 self.host.start_source(request);
@@ -1388,8 +1400,8 @@ impl Registry {
             } => self.submit_input(channel, link, input, frame_pixels, frame_seq),
             ExtendedMessage::Resume { last_seq } => link.queue(Outbound::Resume { last_seq }),
             ExtendedMessage::SnapshotRequest => {
-                let first_ask = !channel.capture_requested.swap(true, Ordering::Relaxed);
-                if channel.latest_frame().is_none() && first_ask {
+                let no_frame = channel.latest_frame().is_none();
+                if no_frame && !channel.capture_requested.swap(true, Ordering::Relaxed) {
                     let live = self.with_live_source(&channel.id.key, None, |channel, state| {
                         channel.source_request(state.generation)
                     });
@@ -1656,6 +1668,36 @@ impl Registry {
     /// Viewers across all channels.
     pub fn viewer_total(&self) -> usize {
         lock(&self.viewer_index).len()
+    }
+
+    /// Viewers plus released sockets still draining: what `max_viewers_total` bounds.
+    pub fn connections(&self) -> usize {
+        self.viewer_total() + self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts a socket drained after its viewer was released, until the guard drops; `None`
+    /// when there is no room (the caller closes the socket at once).
+    pub fn start_draining(self: &Arc<Self>) -> Option<DrainGuard> {
+        let limit = self.config.max_viewers_total;
+        self.draining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (self.viewer_total() + n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DrainGuard {
+                registry: self.clone(),
+            })
+    }
+}
+
+/// A socket being drained after its viewer's close (see `Registry::start_draining`).
+pub struct DrainGuard {
+    registry: Arc<Registry>,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.registry.draining.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -39,12 +39,13 @@ impl RateLimiter {
         }
     }
 
-    /// Takes `cost` tokens if there are that many.
+    /// Takes `cost` tokens if there are that many. A cost above the bucket's size takes the
+    /// whole bucket, so every message stays possible at any configured rate.
     pub fn try_take(&mut self, now: Instant, cost: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        let cost = f64::from(cost);
+        let cost = f64::from(cost).min(self.rate);
         if self.tokens >= cost {
             self.tokens -= cost;
             true
@@ -214,6 +215,9 @@ mod tests {
         assert!(limiter.try_take(start + Duration::from_millis(110), 1));
         assert!(!limiter.try_take(start + Duration::from_millis(120), 5));
         assert!(limiter.try_take(start + Duration::from_millis(700), 5));
+        // Costlier than the whole bucket: possible once the bucket is full.
+        assert!(!limiter.try_take(start + Duration::from_millis(800), 20));
+        assert!(limiter.try_take(start + Duration::from_millis(2000), 20));
         assert!(limiter.may_report(start));
         assert!(!limiter.may_report(start + Duration::from_millis(500)));
         assert!(limiter.may_report(start + Duration::from_millis(1001)));

@@ -109,27 +109,63 @@ async fn write_all_vectored(
     Ok(())
 }
 
+/// A writer stopped at a message boundary because the viewer is being closed gracefully: the
+/// close frame may follow. Carried as an `io::Error` so `?` ends the writer's loop at once.
+#[derive(Debug)]
+struct ClosingAtBoundary;
+
+impl std::fmt::Display for ClosingAtBoundary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the viewer is closing; stopped at a message boundary")
+    }
+}
+
+impl std::error::Error for ClosingAtBoundary {}
+
+fn closing_at_boundary() -> io::Error {
+    io::Error::other(ClosingAtBoundary)
+}
+
+/// Whether the writer stopped where a close frame can follow (not mid-message).
+fn at_message_boundary(result: &io::Result<()>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(error) => error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<ClosingAtBoundary>()),
+    }
+}
+
 /// Runs a write unless the viewer is closed meanwhile (`cancelled` resolves). On a graceful
-/// close (a close frame is requested) the message in progress may finish, within
-/// `CLOSE_FRAME_TIMEOUT`, so the close frame can follow it; otherwise, or if it does not
-/// finish, the cut write leaves the stream mid-frame, reported as `Interrupted` so no close
-/// frame follows it.
+/// close (a close frame is requested) nothing new is started, and the message in progress may
+/// finish within `CLOSE_FRAME_TIMEOUT`: both end the writer with `ClosingAtBoundary`, so the
+/// close frame follows at most one more message. Otherwise, or if the message does not finish,
+/// the cut write leaves the stream mid-frame, reported as `Interrupted`: no close frame.
 async fn interruptible<C: Future<Output = ()>>(
     closer: &ViewerCloser,
     cancelled: Pin<&mut C>,
     write: impl Future<Output = io::Result<()>>,
 ) -> io::Result<()> {
+    let graceful = || closer.request().is_some();
+    if closer.is_cancelled() {
+        return Err(if graceful() {
+            closing_at_boundary()
+        } else {
+            io::ErrorKind::Interrupted.into()
+        });
+    }
     tokio::pin!(write);
     tokio::select! {
         biased;
         _ = cancelled => {}
         result = &mut write => return result,
     }
-    if closer.request().is_none() {
+    if !graceful() {
         return Err(io::ErrorKind::Interrupted.into());
     }
     match tokio::time::timeout(CLOSE_FRAME_TIMEOUT, write).await {
-        Ok(result) => result,
+        Ok(Ok(())) => Err(closing_at_boundary()),
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(io::ErrorKind::Interrupted.into()),
     }
 }
@@ -575,7 +611,7 @@ impl Writer {
     pub async fn run(mut self, mut sink: Sink) -> bool {
         let result = self.pump(&mut sink).await;
         let mut close_sent = false;
-        if result.is_ok() {
+        if at_message_boundary(&result) {
             if let Some((code, reason)) = self.closer.request() {
                 close_sent = matches!(
                     tokio::time::timeout(CLOSE_FRAME_TIMEOUT, sink.send_close(code, &reason)).await,
@@ -740,14 +776,17 @@ pub async fn serve_native(
     let lingering = served.await;
     drop(release);
     if let Ok(Some(read)) = lingering {
-        drain_until_closed(read).await;
+        // Counted against the viewer limit while it lasts; with no room, closed at once.
+        if let Some(_draining) = registry.start_draining() {
+            drain_until_closed(read).await;
+        }
     }
 }
 
 /// Reads and discards what the client still sends after the server's close frame, until it
 /// closes its side or `CLOSE_LINGER` passes.
 async fn drain_until_closed(mut read: OwnedReadHalf) {
-    let mut scratch = vec![0u8; 16 * 1024];
+    let mut scratch = [0u8; 4096];
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Ok(n) = read.read(&mut scratch).await {
             if n == 0 {
@@ -769,11 +808,18 @@ pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
         viewer_id,
         closer: reader.closer.clone(),
     };
+    let host = registry.host().clone();
     let sink = Sink::Bridged {
         viewer_id,
-        host: registry.host().clone(),
+        host: host.clone(),
     };
-    let _close_sent = writer.run(sink).await;
+    if !writer.run(sink).await {
+        // Closed without a close frame (cut mid-message, or stopped): the JS socket must not
+        // live on outside every limit.
+        let _ = host
+            .bridged_send(viewer_id, BridgedOutbound::Terminate)
+            .await;
+    }
 }
 
 /// Releases a viewer when dropped, including when its task panics: a bug must never leave a
@@ -907,6 +953,31 @@ mod tests {
         assert_eq!(registry.viewer_count("agent"), 0);
         assert_eq!(host.inputs.lock().expect("lock").len(), 1);
         assert_eq!(host.stops.lock().expect("lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn graceful_close_finishes_the_frame_in_progress_then_sends_the_close_frame() {
+        let (registry, _host) = registry_with(RegistryConfig::default());
+        let (mut ws, served) = connect_viewer(&registry, "agent").await;
+        let _connected = ws.next().await;
+        // A frame far larger than the socket buffers: its write is still pending while the
+        // client does not read.
+        let big = format!("/9j/{}", "A".repeat(8 * 1024 * 1024));
+        registry.push_frame("agent", None, big.clone().into(), FrameMeta::default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        registry.close();
+        let mut got_frame = false;
+        let mut close_code = None;
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(text) if text.len() == big.len() => got_frame = true,
+                Message::Close(Some(frame)) => close_code = Some(u16::from(frame.code)),
+                _ => {}
+            }
+        }
+        assert!(got_frame, "the frame in progress was finished");
+        assert_eq!(close_code, Some(1001), "then the close frame");
+        served.await.expect("served without a panic");
     }
 
     #[tokio::test]
