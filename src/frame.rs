@@ -360,8 +360,17 @@ pub fn check_base64_image(text: &[u8]) -> Result<(), FrameRejection> {
         .iter()
         .rposition(|&b| b != b'=')
         .map_or(0, |last| last + 1);
-    // A body of 4n+1 characters cannot be base64 (and would not decode for binary viewers).
-    if text.len() - body_end > 2 || body_end % 4 == 1 || !is_base64_alphabet(&text[..body_end]) {
+    // Padding only where base64 has it: after 2 leftover characters (up to `==`) or 3 (one
+    // `=`); a body of 4n+1 characters is never base64. Anything else would not decode for
+    // binary viewers.
+    let padding = text.len() - body_end;
+    let padding_fits = match body_end % 4 {
+        0 => padding == 0,
+        2 => padding <= 2,
+        3 => padding <= 1,
+        _ => false,
+    };
+    if !padding_fits || !is_base64_alphabet(&text[..body_end]) {
         return Err(FrameRejection::NotBase64);
     }
     // Base64 of the magic numbers: JPEG FF D8 FF, PNG 89 'PNG', WebP 'RIFF'.
@@ -418,6 +427,22 @@ mod tests {
             Err(FrameRejection::NotBase64),
             "4n+1 characters never decode"
         );
+        // Padding that does not fit the length (found by the frame_header fuzz target).
+        for bad in [&b"/9j/="[..], b"/9j/==", b"/9j/AAA==", b"UklGRAA=="] {
+            assert_eq!(check_base64_image(bad), Err(FrameRejection::NotBase64));
+        }
+        for good in [
+            &b"/9j/AA"[..],
+            b"/9j/AA=",
+            b"/9j/AA==",
+            b"/9j/AAA",
+            b"/9j/AAA=",
+        ] {
+            assert_eq!(check_base64_image(good), Ok(()));
+            let frame =
+                Frame::from_base64(1, 1, Bytes::copy_from_slice(good), FrameMeta::default());
+            assert!(frame.binary().is_some(), "{good:?} decodes");
+        }
         assert_eq!(
             check_base64_image(b"R0lGODlh"),
             Err(FrameRejection::NotAnImage)
