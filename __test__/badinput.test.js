@@ -6,10 +6,9 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const net = require('node:net')
 const http = require('node:http')
 const crypto = require('node:crypto')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep } = require('./helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep, openRawWebSocket } = require('./helpers')
 
 /** A viewer on another agent that must keep getting every frame while the bad input goes on. */
 async function bystander(srv, toolsets) {
@@ -43,21 +42,13 @@ async function setup(t, config = {}) {
   return { srv, toolsets, other: await bystander(srv, toolsets) }
 }
 
-/** A raw socket that completed the WebSocket handshake for `agentId`. */
+/** A raw socket that completed the WebSocket handshake for `agentId`; records what it reads. */
 async function rawSocket(port, agentId) {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise((resolve) => socket.once('connect', resolve))
-  const key = crypto.randomBytes(16).toString('base64')
-  socket.write(
-    `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  )
-  const chunks = []
+  const { socket, head } = await openRawWebSocket(port, agentId)
+  const chunks = [head]
   let ended = false
   socket.on('data', (chunk) => chunks.push(chunk))
-  socket.on('error', () => {})
   socket.on('close', () => (ended = true))
-  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'handshake answer' })
   return {
     socket,
     ended: () => ended,

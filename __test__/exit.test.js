@@ -5,9 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { fork } = require('node:child_process')
 const path = require('node:path')
-const net = require('node:net')
-const crypto = require('node:crypto')
-const { Viewer, ExtendedViewer, waitFor } = require('./helpers')
+const { Viewer, ExtendedViewer, waitFor, stalledViewer } = require('./helpers')
 
 test('close() sends 1001 to every viewer and the process exits promptly', async () => {
   const child = fork(path.join(__dirname, 'fixtures', 'exit-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
@@ -48,7 +46,7 @@ test('close() under load: 200 viewers (compat, extended, stalled) get 1001 or ar
   const compat = Array.from({ length: 100 }, () => new Viewer(url, { keepFrames: false }))
   const extended = Array.from({ length: 90 }, () => new ExtendedViewer(url, { keepImages: false }))
   const stalled = []
-  for (let i = 0; i < 10; i++) stalled.push(await stalledSocket(port))
+  for (let i = 0; i < 10; i++) stalled.push(await stalledViewer(port, 'exit-agent'))
   await Promise.all([...compat, ...extended].map((v) => v.opened))
   await waitFor(() => compat.every((v) => v.frameCount > 3) && extended.every((v) => v.frames.length > 3), {
     what: 'frames flowing to every viewer',
@@ -73,17 +71,3 @@ test('close() under load: 200 viewers (compat, extended, stalled) get 1001 or ar
   assert.equal(result.code, 0)
   assert.ok(result.at - closedAt < 5000, `exit took ${result.at - closedAt} ms`)
 })
-
-/** A socket that completes the WebSocket handshake and then never reads. */
-async function stalledSocket(port) {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise((resolve) => socket.once('connect', resolve))
-  socket.on('error', () => {})
-  socket.write(
-    `GET /browser/exit-agent/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  )
-  await new Promise((resolve) => socket.once('data', resolve))
-  socket.pause()
-  return socket
-}

@@ -16,6 +16,7 @@ const {
   frameSeq,
   waitFor,
   sleep,
+  jpegSize,
 } = require('./helpers')
 
 /** One FakeToolset per channel key (`agentId` or `agentId:threadId`). */
@@ -73,20 +74,6 @@ function assertRising(seqs, message) {
   }
 }
 
-/** The (width, height) of a JPEG from its SOF marker. */
-function jpegSize(bytes) {
-  let i = 2
-  while (i + 9 < bytes.length) {
-    if (bytes[i] !== 0xff) return null
-    const marker = bytes[i + 1]
-    const length = bytes.readUInt16BE(i + 2)
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      return { width: bytes.readUInt16BE(i + 7), height: bytes.readUInt16BE(i + 5) }
-    }
-    i += 2 + length
-  }
-  return null
-}
 
 // ---- handshake ----------------------------------------------------------------------------
 

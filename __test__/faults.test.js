@@ -7,10 +7,9 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
-const crypto = require('node:crypto')
 const { WebSocketServer } = require('ws')
 const { launchChromium, findChromium } = require('../examples/chromium')
-const { startServer, FakeToolset, Viewer, waitFor, sleep } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, sleep, openRawWebSocket } = require('./helpers')
 
 const chromePath = findChromium()
 const skipChromium = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
@@ -169,19 +168,11 @@ test('a browser that hangs mid-stream is reported browser_crashed; a relaunch st
   assert.equal(srv.registry.stats().cdpConnections, 1)
 })
 
-/** Opens a WebSocket on a raw socket (handshake only); the caller decides what to read. */
+/** A raw WebSocket viewer that reads (and counts) whatever comes. */
 async function rawViewer(port, agentId) {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise((resolve) => socket.once('connect', resolve))
-  const key = crypto.randomBytes(16).toString('base64')
-  socket.write(
-    `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  )
-  let received = 0
+  const { socket, head } = await openRawWebSocket(port, agentId)
+  let received = head.length
   socket.on('data', (chunk) => (received += chunk.length))
-  socket.on('error', () => {})
-  await waitFor(() => received > 0, { what: 'handshake answer' })
   return { socket, received: () => received }
 }
 

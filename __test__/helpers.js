@@ -423,20 +423,20 @@ function forceGc() {
 }
 
 /**
- * Opens a WebSocket to the stream route by hand (raw TCP, handshake written by hand), then
- * never reads from it again: the server sees a viewer whose socket buffers fill up.
- * Resolves with the paused socket once the `101` arrived.
+ * Opens a WebSocket to the stream route by hand (raw TCP, handshake written by hand). Resolves
+ * with `{ socket, head }` once the `101` arrived (`head`: the first bytes read, which may
+ * already hold frames after the answer).
  */
-async function stalledViewer(port, agentId, { timeout = 5000 } = {}) {
+async function openRawWebSocket(port, agentId, { timeout = 5000 } = {}) {
   const net = require('node:net')
   const crypto = require('node:crypto')
   const socket = net.connect(port, '127.0.0.1')
   socket.on('error', () => {})
-  const timer = setTimeout(() => socket.destroy(new Error(`stalled viewer: no 101 within ${timeout} ms`)), timeout)
+  const timer = setTimeout(() => socket.destroy(new Error(`raw viewer: no 101 within ${timeout} ms`)), timeout)
   try {
     await new Promise((resolve, reject) => {
       socket.once('connect', resolve)
-      socket.once('close', () => reject(new Error('stalled viewer: socket closed before connect')))
+      socket.once('close', () => reject(new Error('raw viewer: socket closed before connect')))
     })
     const key = crypto.randomBytes(16).toString('base64')
     socket.write(
@@ -445,19 +445,43 @@ async function stalledViewer(port, agentId, { timeout = 5000 } = {}) {
     )
     const head = await new Promise((resolve, reject) => {
       socket.once('data', resolve)
-      socket.once('close', () => reject(new Error('stalled viewer: socket closed before the handshake answer')))
+      socket.once('close', () => reject(new Error('raw viewer: socket closed before the handshake answer')))
     })
     if (!/^HTTP\/1.1 101 /.test(head.toString('latin1'))) {
-      throw new Error(`stalled viewer: handshake answered ${JSON.stringify(head.toString('latin1').split('\r\n')[0])}`)
+      throw new Error(`raw viewer: handshake answered ${JSON.stringify(head.toString('latin1').split('\r\n')[0])}`)
     }
+    return { socket, head }
   } catch (err) {
     socket.destroy()
     throw err
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * A raw WebSocket viewer that never reads after the handshake: the server sees a viewer whose
+ * socket buffers fill up. Resolves with the paused socket.
+ */
+async function stalledViewer(port, agentId, options) {
+  const { socket } = await openRawWebSocket(port, agentId, options)
   socket.pause()
   return socket
+}
+
+/** The (width, height) of a JPEG from its SOF marker, or null. */
+function jpegSize(bytes) {
+  let i = 2
+  while (i + 9 < bytes.length) {
+    if (bytes[i] !== 0xff) return null
+    const marker = bytes[i + 1]
+    const length = bytes.readUInt16BE(i + 2)
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      return { width: bytes.readUInt16BE(i + 7), height: bytes.readUInt16BE(i + 5) }
+    }
+    i += 2 + length
+  }
+  return null
 }
 
 /**
@@ -512,4 +536,4 @@ class CountingViewer {
   }
 }
 
-Object.assign(module.exports, { forceGc, stalledViewer, CountingViewer })
+Object.assign(module.exports, { forceGc, stalledViewer, openRawWebSocket, jpegSize, CountingViewer })

@@ -10,7 +10,7 @@ const assert = require('node:assert/strict')
 const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
 const { launchChromium, findChromium } = require('../examples/chromium')
-const { startServer, ExtendedViewer, waitFor, sleep } = require('./helpers')
+const { startServer, ExtendedViewer, waitFor, sleep, jpegSize } = require('./helpers')
 
 const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
@@ -90,20 +90,6 @@ function click(viewer, frame, at) {
   viewer.send({ ...common, eventType: 'mouseReleased', button: 'left', clickCount: 1 })
 }
 
-/** The (width, height) of a JPEG from its SOF marker. */
-function jpegSize(bytes) {
-  let i = 2
-  while (i + 9 < bytes.length) {
-    if (bytes[i] !== 0xff) return null
-    const marker = bytes[i + 1]
-    const length = bytes.readUInt16BE(i + 2)
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      return { width: bytes.readUInt16BE(i + 7), height: bytes.readUInt16BE(i + 5) }
-    }
-    i += 2 + length
-  }
-  return null
-}
 
 async function connect(srv, agentId) {
   const viewer = new ExtendedViewer(srv.url(agentId))

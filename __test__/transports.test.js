@@ -7,11 +7,9 @@ const assert = require('node:assert/strict')
 const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const https = require('node:https')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const crypto = require('node:crypto')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep } = require('./helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep, stalledViewer } = require('./helpers')
 
 function selfSignedCert() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
@@ -67,20 +65,6 @@ test('a TLS server falls back to a JS-bridged viewer that streams the same wire'
   await waitFor(() => toolset.stops === 1, { what: 'stop after the bridged viewer left' })
 })
 
-/** Opens a WebSocket by hand and then never reads from it again. */
-async function stalledViewer(port, agentId) {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise((resolve) => socket.once('connect', resolve))
-  const key = crypto.randomBytes(16).toString('base64')
-  socket.write(
-    `GET /browser/${agentId}/stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  )
-  const head = await new Promise((resolve) => socket.once('data', resolve))
-  assert.match(head.toString('latin1'), /^HTTP\/1.1 101 /)
-  socket.pause()
-  return socket
-}
 
 test('a stalled viewer skips frames; healthy viewers get every frame and memory stays bounded', async (t) => {
   const toolset = new FakeToolset()
