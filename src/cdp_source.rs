@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::{HostFuture, SourceRequest};
 use crate::input::{insert_text_command, keyboard_command, mouse_command, CdpCommand};
@@ -891,7 +892,7 @@ impl Session {
             timestamp_ms: metadata
                 .timestamp
                 .as_ref()
-                .map_or_else(now_ms, |t| *t.inner() * 1000.0),
+                .map_or_else(wall_clock_ms, |t| *t.inner() * 1000.0),
         };
         let text = Bytes::from(String::from(frame.data));
         match self
@@ -931,7 +932,7 @@ impl Session {
             device_width: viewport["clientWidth"].as_f64().unwrap_or(0.0),
             device_height: viewport["clientHeight"].as_f64().unwrap_or(0.0),
             page_scale_factor: viewport["scale"].as_f64().unwrap_or(1.0),
-            timestamp_ms: now_ms(),
+            timestamp_ms: wall_clock_ms(),
             ..FrameMeta::default()
         };
         self.stats.screenshots.fetch_add(1, Ordering::Relaxed);
@@ -981,18 +982,4 @@ impl Session {
 
 fn is_page(info: &TargetInfo) -> bool {
     info.r#type == "page" && !info.url.starts_with("devtools://")
-}
-
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -13,11 +13,13 @@
 //! - [`input`]: viewer input as CDP `Input.*` commands;
 //! - [`takeover`]: input rate limits and the coalescing input queue;
 //! - [`events`]: the agent event channel (`text_delta` batching, resume ring);
+//! - [`clock`]: wall-clock units and optional deadlines;
 //! - [`node_api`]: the napi classes and objects.
 
 #![deny(missing_docs)]
 
 pub mod cdp_source;
+pub mod clock;
 pub mod events;
 pub mod frame;
 pub mod host;

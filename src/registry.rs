@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_clock_us;
 use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter, Published};
 use crate::frame::{check_base64_image, Frame, FrameGeometry, FrameMeta};
 use crate::host::{ControlChange, Host, SourceRequest};
@@ -1699,13 +1700,6 @@ impl Drop for DrainGuard {
     fn drop(&mut self) {
         self.registry.draining.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Microseconds since the Unix epoch (0 if the clock is before it).
-fn wall_clock_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Channel>) {

@@ -9,12 +9,13 @@
 //! itself when the registry calls its generation stale.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::clock::wall_clock_us;
 use crate::frame::{check_base64_image, FrameMeta};
 use crate::registry::{PushOutcome, Registry};
 
@@ -151,13 +152,6 @@ pub fn stamp_head(seq: u64, time_us: u64) -> [u8; STAMP_HEAD_BYTES] {
 }
 
 /// Microseconds since the Unix epoch of `SystemTime::now()`.
-fn wall_clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// Checks a schedule's rate.
 pub fn check_schedule(schedule: &ReplaySchedule) -> Result<(), ReplayError> {
     if !(schedule.fps.is_finite() && schedule.fps > 0.0 && schedule.fps <= MAX_REPLAY_FPS) {

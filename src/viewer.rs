@@ -22,6 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::sleep_until;
 use crate::frame::Frame;
 use crate::host::{BridgedOutbound, Host};
 use crate::protocol::{self, Mode, EXTENDED_PROTOCOL};
@@ -277,13 +278,6 @@ enum FrameGate {
     Open,
     Until(tokio::time::Instant),
     Ack,
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Writer {
