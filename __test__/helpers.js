@@ -144,6 +144,39 @@ async function startServer(config = {}, { configure, createServer, serverOptions
   }
 }
 
+/**
+ * Records how a viewer's connection goes: `unexpected` (the HTTP answer of a refused upgrade),
+ * `error`, `closeCode`, and the `opened` promise (rejected if it closes before opening).
+ */
+function trackConnection(viewer) {
+  viewer.unexpected = null
+  viewer.error = null
+  viewer.closeCode = null
+  viewer.ws.on('unexpected-response', (req, res) => {
+    let body = ''
+    res.on('data', (d) => (body += d))
+    res.on('end', () => {
+      viewer.unexpected = { status: res.statusCode, headers: res.headers, body }
+      // With this listener ws leaves the request open; abort it so the socket closes.
+      req.destroy()
+      viewer.ws.terminate()
+    })
+  })
+  viewer.ws.on('error', (err) => {
+    viewer.error ??= err
+  })
+  viewer.ws.on('close', (code) => {
+    viewer.closeCode = code
+  })
+  viewer.opened = new Promise((resolve, reject) => {
+    viewer.ws.once('open', resolve)
+    viewer.ws.once('close', () =>
+      reject(new Error(`closed before open: ${viewer.error?.message ?? ''} ${JSON.stringify(viewer.unexpected)}`)),
+    )
+  })
+  viewer.opened.catch(() => {})
+}
+
 /** A connected WebSocket viewer that records every message. */
 class Viewer {
   /** `keepFrames: false` keeps only each frame's tagged seq (in `frameSeqs`), not its data. */
@@ -154,8 +187,6 @@ class Viewer {
     this.frameSeqs = []
     this.frameCount = 0
     this.json = []
-    this.closeCode = null
-    this.unexpected = null
     this.ws.on('message', (data, isBinary) => {
       const text = data.toString('utf8')
       if (!isBinary && text.startsWith('{')) {
@@ -171,25 +202,7 @@ class Viewer {
         this.frameSeqs.push(frameSeq(text.slice(0, 300)))
       }
     })
-    this.ws.on('unexpected-response', (req, res) => {
-      let body = ''
-      res.on('data', (d) => (body += d))
-      res.on('end', () => {
-        this.unexpected = { status: res.statusCode, headers: res.headers, body }
-        // With this listener ws leaves the request open; abort it so the socket closes.
-        req.destroy()
-        this.ws.terminate()
-      })
-    })
-    this.ws.on('error', () => {})
-    this.ws.on('close', (code) => {
-      this.closeCode = code
-    })
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve)
-      this.ws.once('close', () => reject(new Error(`closed before open: ${JSON.stringify(this.unexpected)}`)))
-    })
-    this.opened.catch(() => {})
+    trackConnection(this)
   }
   statuses() {
     return this.json.filter((m) => m.status).map((m) => m.status)
@@ -255,8 +268,6 @@ class ExtendedViewer {
     this.log = []
     this.textFrames = []
     this.badBinary = []
-    this.closeCode = null
-    this.unexpected = null
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) {
         let frame
@@ -282,29 +293,7 @@ class ExtendedViewer {
         this.log.push({ text })
       }
     })
-    this.ws.on('unexpected-response', (req, res) => {
-      let body = ''
-      res.on('data', (d) => (body += d))
-      res.on('end', () => {
-        this.unexpected = { status: res.statusCode, headers: res.headers, body }
-        req.destroy()
-        this.ws.terminate()
-      })
-    })
-    this.error = null
-    this.ws.on('error', (err) => {
-      this.error ??= err
-    })
-    this.ws.on('close', (code) => {
-      this.closeCode = code
-    })
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve)
-      this.ws.once('close', () =>
-        reject(new Error(`closed before open: ${this.error?.message ?? ''} ${JSON.stringify(this.unexpected)}`)),
-      )
-    })
-    this.opened.catch(() => {})
+    trackConnection(this)
   }
   /** The `session-meta` message, once received. */
   get meta() {
