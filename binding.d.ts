@@ -18,9 +18,11 @@ export declare class NativeRegistry {
   constructor(host: ((arg: HostEvent) => Promise<undefined>), options?: NativeRegistryOptions | undefined | null)
   /**
    * Why a viewer of this agent (and thread) would be refused now, or null if it would be
-   * admitted. Called before the upgrade so that a refusal is an HTTP 503.
+   * admitted. Called before the upgrade so that a refusal is an HTTP 503; such a refusal
+   * counts in `stats().admissionsRefused` unless `countRefusal` is false (a second look
+   * at a refusal already counted). Throws for ids that break the id rules.
    */
-  checkAdmission(agentId: string, threadId?: string | undefined | null): string | null
+  checkAdmission(agentId: string, threadId?: string | undefined | null, countRefusal?: boolean | undefined | null): string | null
   /**
    * Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
    * caller must `socket.destroy()` in the same tick. Writes the `101` from Rust (echoing the
@@ -153,6 +155,14 @@ export interface CdpStats {
   inputsDispatched: number
 }
 
+/**
+ * The registry's key of an agent's channel (scoped to `threadId` when given): the key that
+ * host events carry and that `pushFrame`, `setStatus`… take. Unambiguous for any ids; for
+ * ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
+ * that break the id rules (1 to 256 bytes, no control characters).
+ */
+export declare function channelKey(agentId: string, threadId?: string | undefined | null): string
+
 /** Stats of one agent channel. */
 export interface ChannelStats {
   /** Channel key. */
@@ -245,13 +255,14 @@ export interface FrameMetadata {
  *   viewer `viewerId`;
  * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
  * - `terminate`: drop the JS-bridged viewer `viewerId`'s socket without a close frame;
- * - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
+ * - `control`: viewer `controller` (absent: nobody) now controls the page of `key`;
+ * - `log`: a diagnostic `text` for the deployer's logger at `level` (`warn` | `error`).
  *
  * The callback returns a promise; `input` and `send` are awaited (one input at a time per
  * channel; a bridged viewer gets its next frame once the last one was written).
  */
 export interface HostEvent {
-  /** `start` | `stop` | `input` | `send` | `close` | `terminate` | `control`. */
+  /** `start` | `stop` | `input` | `send` | `close` | `terminate` | `control` | `log`. */
   kind: string
   /** Channel key (`agentId` or `agentId:threadId`). */
   key?: string
@@ -280,6 +291,8 @@ export interface HostEvent {
   code?: number
   /** Close reason. */
   reason?: string
+  /** Log level (`log`): `warn` | `error`. */
+  level?: string
 }
 
 /** Options of a `NativeRegistry`; every field is optional. */
@@ -321,6 +334,13 @@ export interface NativeRegistryOptions {
   maxEventBytes?: number
 }
 
+/**
+ * Parses and validates one compat client message (`mouse`, `keyboard`, `relaunch`) by the
+ * stream route's own rules, returning it in the toolset's shape, or null when it is not a
+ * valid input message. Backs the drop-in `handleInputMessage`.
+ */
+export declare function parseInputMessage(text: string): ToolsetInput | null
+
 /** Stats of the whole registry. */
 export interface RegistryStats {
   /** Live channels. */
@@ -356,6 +376,19 @@ export interface ReplaySourceOptions {
   width?: number
   /** Device height reported with each frame. */
   height?: number
+}
+
+/** A viewer's input in the shape a toolset takes (`injectMouseEvent` / `injectKeyboardEvent`). */
+export interface ToolsetInput {
+  /** `mouse` | `keyboard` | `text` | `relaunch`. */
+  kind: string
+  /**
+   * The event for `injectMouseEvent` / `injectKeyboardEvent` (keyboard events carry
+   * `windowsVirtualKeyCode` where the key has one).
+   */
+  event?: any
+  /** The text of a `text` input. */
+  text?: string
 }
 
 /** How a viewer joins (`adoptSocket`, `attachBridged`). */

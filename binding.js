@@ -836,3 +836,5 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeRegistry = nativeBinding.NativeRegistry
+module.exports.channelKey = nativeBinding.channelKey
+module.exports.parseInputMessage = nativeBinding.parseInputMessage

@@ -43,7 +43,7 @@ use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::{HostFuture, SourceRequest};
 use crate::input::{insert_text_command, keyboard_command, mouse_command, CdpCommand};
-use crate::protocol::ClientMessage;
+use crate::protocol::{ClientMessage, ErrorCode};
 use crate::registry::{PushOutcome, Registry};
 
 /// Default of `CdpOptions::timeout`.
@@ -552,8 +552,8 @@ async fn run_session(
 fn finish(registry: &Registry, key: &str, generation: u32, ending: Ending) {
     let (error, message) = match ending {
         Ending::Stopped | Ending::Stale => return,
-        Ending::Crashed(message) => ("browser_crashed", message),
-        Ending::Failed(message) => ("screencast_failed", message),
+        Ending::Crashed(message) => (ErrorCode::BROWSER_CRASHED, message),
+        Ending::Failed(message) => (ErrorCode::SCREENCAST_FAILED, message),
     };
     registry.broadcast_error(key, Some(generation), error, &message);
     registry.set_status(key, Some(generation), "browser_closed");

@@ -61,6 +61,25 @@ pub enum BridgedOutbound {
     },
 }
 
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something the operator may want to know (a source failed, a frame was refused).
+    Warn,
+    /// A fault of this library or of the deployer's code.
+    Error,
+}
+
+impl LogLevel {
+    /// `warn` or `error`, as the JS logger's method is named.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 /// The embedder's side of the registry. Calls are made from tokio worker threads and must not
 /// block: they enqueue work for the host and return.
 pub trait Host: Send + Sync + 'static {
@@ -82,5 +101,10 @@ pub trait Host: Send + Sync + 'static {
     /// can (the native CDP source takes a screenshot). Must not block.
     fn capture_frame(&self, request: SourceRequest) {
         let _ = request;
+    }
+    /// A diagnostic for the deployer's log (never sent to viewers: it may name endpoints or
+    /// quote a deployer's error). Must not block.
+    fn log(&self, level: LogLevel, message: String) {
+        let _ = (level, message);
     }
 }

@@ -77,7 +77,7 @@ pub fn keyboard_command(input: &KeyboardInput) -> CdpCommand {
     if let Some(text) = text {
         params["text"] = json!(text);
     }
-    if let Some(code) = windows_virtual_key_code(key, input.code.as_deref()) {
+    if let Some(code) = input.windows_virtual_key_code {
         params["windowsVirtualKeyCode"] = json!(code);
         params["nativeVirtualKeyCode"] = json!(code);
     }
@@ -87,8 +87,11 @@ pub fn keyboard_command(input: &KeyboardInput) -> CdpCommand {
     }
 }
 
-/// The Windows virtual key code Chrome uses to act on a key (editing, navigation, Enter…).
-fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
+/// The Windows virtual key code Chrome uses to act on a key (editing, navigation, Enter…):
+/// the named keys Mastra maps (plus `Meta`), letters and digits from the physical `code` when
+/// given (`KeyA`, `Digit1`: Shift+1 is still VK `1`), else, as Mastra does, the upper-case
+/// code of a single-character key.
+pub fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
     let named = match key {
         "Backspace" => 8,
         "Tab" => 9,
@@ -96,8 +99,10 @@ fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
         "Shift" => 16,
         "Control" => 17,
         "Alt" => 18,
+        "Pause" => 19,
+        "CapsLock" => 20,
         "Escape" => 27,
-        " " => 32,
+        " " | "Space" => 32,
         "PageUp" => 33,
         "PageDown" => 34,
         "End" => 35,
@@ -106,32 +111,44 @@ fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
         "ArrowUp" => 38,
         "ArrowRight" => 39,
         "ArrowDown" => 40,
+        "Insert" => 45,
         "Delete" => 46,
         "Meta" => 91,
+        "F1" => 112,
+        "F2" => 113,
+        "F3" => 114,
+        "F4" => 115,
+        "F5" => 116,
+        "F6" => 117,
+        "F7" => 118,
+        "F8" => 119,
+        "F9" => 120,
+        "F10" => 121,
+        "F11" => 122,
+        "F12" => 123,
         _ => 0,
     };
     if named != 0 {
         return Some(named);
     }
-    // Letters and digits: from the physical code when given (`KeyA`, `Digit1`), else the key.
+    let single = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().filter(|_| chars.next().is_none())
+    };
     let from_code = code.and_then(|code| {
-        let rest = code
-            .strip_prefix("Key")
-            .or_else(|| code.strip_prefix("Digit"))?;
-        let mut chars = rest.chars();
-        let c = chars.next()?;
-        chars.next().is_none().then_some(c)
+        single(
+            code.strip_prefix("Key")
+                .or_else(|| code.strip_prefix("Digit"))?,
+        )
     });
-    let mut chars = key.chars();
-    let from_key = chars.next().filter(|_| chars.next().is_none());
-    let c = from_code.or(from_key)?;
-    if c.is_ascii_alphabetic() {
-        Some(c.to_ascii_uppercase() as u32)
-    } else if c.is_ascii_digit() {
-        Some(c as u32)
-    } else {
-        None
+    if let Some(c) = from_code.filter(char::is_ascii_alphanumeric) {
+        return Some(c.to_ascii_uppercase() as u32);
     }
+    // One UTF-16 unit upper-cased, as `key.toUpperCase().charCodeAt(0)` in Mastra.
+    let c = single(key)?;
+    let mut upper = c.to_uppercase();
+    let u = upper.next().filter(|_| upper.next().is_none()).unwrap_or(c);
+    (u as u32 <= 0xFFFF).then_some(u as u32)
 }
 
 #[cfg(test)]
@@ -158,7 +175,42 @@ mod tests {
             code: code.map(Into::into),
             text: None,
             modifiers: None,
+            windows_virtual_key_code: windows_virtual_key_code(key, code),
         }
+    }
+
+    #[test]
+    fn virtual_key_codes_cover_the_keys_mastra_maps() {
+        for (key, code, vk) in [
+            ("Enter", None, 13),
+            ("Backspace", None, 8),
+            ("Tab", None, 9),
+            ("Escape", None, 27),
+            ("Space", None, 32),
+            (" ", None, 32),
+            ("Pause", None, 19),
+            ("CapsLock", None, 20),
+            ("Insert", None, 45),
+            ("Delete", None, 46),
+            ("ArrowDown", None, 40),
+            ("F1", None, 112),
+            ("F12", None, 123),
+            ("a", None, 65),
+            ("Z", Some("KeyZ"), 90),
+            ("7", Some("Digit7"), 55),
+            // Shift+1: the physical key is VK '1' (Mastra would give '!' = 33, VK_PRIOR).
+            ("!", Some("Digit1"), 49),
+            (",", Some("Comma"), 44),
+            ("é", None, 201),
+        ] {
+            assert_eq!(
+                windows_virtual_key_code(key, code),
+                Some(vk),
+                "{key:?} {code:?}"
+            );
+        }
+        assert_eq!(windows_virtual_key_code("Unidentified", None), None);
+        assert_eq!(windows_virtual_key_code("😀", None), None);
     }
 
     #[test]
@@ -204,7 +256,7 @@ mod tests {
             keyboard_command(&key("keyDown", "ArrowLeft", None)).params["windowsVirtualKeyCode"],
             37
         );
-        assert!(keyboard_command(&key("keyDown", "é", None))
+        assert!(keyboard_command(&key("keyDown", "😀", None))
             .params
             .get("windowsVirtualKeyCode")
             .is_none());

@@ -6,6 +6,7 @@
 //! - [`protocol`]: the application messages on the wire;
 //! - [`frame`]: a frame as it is fanned out;
 //! - [`registry`]: channels, viewers, source lifecycle, limits, stats;
+//! - [`mailbox`]: a viewer's reliable queue, sticky state latest-wins;
 //! - [`viewer`]: serving one viewer's socket (native or JS-bridged);
 //! - [`host`]: what the core asks of its embedder;
 //! - [`replay_source`]: a browser-less frame source in Rust (demos, benchmark);
@@ -24,6 +25,7 @@ pub mod events;
 pub mod frame;
 pub mod host;
 pub mod input;
+pub mod mailbox;
 pub mod node_api;
 pub mod protocol;
 pub mod registry;

@@ -19,8 +19,8 @@ use napi_derive::napi;
 use crate::cdp_source::{CdpOptions, CdpSessionStats, CdpSessions, ImageFormat};
 use crate::events::EventLimits;
 use crate::frame::FrameMeta;
-use crate::host::{BridgedOutbound, ControlChange, Host, HostFuture, SourceRequest};
-use crate::protocol::{ClientMessage, Mode, EXTENDED_PROTOCOL};
+use crate::host::{BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, SourceRequest};
+use crate::protocol::{parse_client_message, ClientMessage, Mode, EXTENDED_PROTOCOL};
 use crate::registry::{
     ChannelId, ChannelStats, JoinOptions, PushOutcome, Registry, RegistryConfig, Transport,
     ViewerStats,
@@ -154,13 +154,14 @@ impl NativeRegistryOptions {
 ///   viewer `viewerId`;
 /// - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
 /// - `terminate`: drop the JS-bridged viewer `viewerId`'s socket without a close frame;
-/// - `control`: viewer `controller` (absent: nobody) now controls the page of `key`.
+/// - `control`: viewer `controller` (absent: nobody) now controls the page of `key`;
+/// - `log`: a diagnostic `text` for the deployer's logger at `level` (`warn` | `error`).
 ///
 /// The callback returns a promise; `input` and `send` are awaited (one input at a time per
 /// channel; a bridged viewer gets its next frame once the last one was written).
 #[napi(object)]
 pub struct HostEvent {
-    /// `start` | `stop` | `input` | `send` | `close` | `terminate` | `control`.
+    /// `start` | `stop` | `input` | `send` | `close` | `terminate` | `control` | `log`.
     pub kind: String,
     /// Channel key (`agentId` or `agentId:threadId`).
     pub key: Option<String>,
@@ -187,6 +188,8 @@ pub struct HostEvent {
     pub code: Option<u32>,
     /// Close reason.
     pub reason: Option<String>,
+    /// Log level (`log`): `warn` | `error`.
+    pub level: Option<String>,
 }
 
 impl HostEvent {
@@ -205,8 +208,45 @@ impl HostEvent {
             controller: None,
             code: None,
             reason: None,
+            level: None,
         }
     }
+}
+
+/// A viewer's input in the shape a toolset takes (`injectMouseEvent` / `injectKeyboardEvent`).
+#[napi(object)]
+pub struct ToolsetInput {
+    /// `mouse` | `keyboard` | `text` | `relaunch`.
+    pub kind: String,
+    /// The event for `injectMouseEvent` / `injectKeyboardEvent` (keyboard events carry
+    /// `windowsVirtualKeyCode` where the key has one).
+    pub event: Option<serde_json::Value>,
+    /// The text of a `text` input.
+    pub text: Option<String>,
+}
+
+impl From<ClientMessage> for ToolsetInput {
+    fn from(input: ClientMessage) -> Self {
+        let (kind, event, text) = match input {
+            ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok(), None),
+            ClientMessage::Keyboard(key) => ("keyboard", serde_json::to_value(key).ok(), None),
+            ClientMessage::InsertText(insert) => ("text", None, Some(insert)),
+            ClientMessage::Relaunch => ("relaunch", None, None),
+        };
+        ToolsetInput {
+            kind: kind.to_string(),
+            event,
+            text,
+        }
+    }
+}
+
+/// Parses and validates one compat client message (`mouse`, `keyboard`, `relaunch`) by the
+/// stream route's own rules, returning it in the toolset's shape, or null when it is not a
+/// valid input message. Backs the drop-in `handleInputMessage`.
+#[napi]
+pub fn parse_input_message(text: String) -> Option<ToolsetInput> {
+    parse_client_message(&text).ok().map(ToolsetInput::from)
 }
 
 /// The JS callback receiving `HostEvent`s: weak, so it never keeps Node alive.
@@ -253,20 +293,11 @@ impl Host for JsHost {
             Ok(relayed) => return relayed,
             Err(input) => input,
         };
-        let mut text = None;
-        let (input_kind, input) = match input {
-            ClientMessage::Mouse(mouse) => ("mouse", serde_json::to_value(mouse).ok()),
-            ClientMessage::Keyboard(key) => ("keyboard", serde_json::to_value(key).ok()),
-            ClientMessage::InsertText(insert) => {
-                text = Some(insert);
-                ("text", None)
-            }
-            ClientMessage::Relaunch => ("relaunch", None),
-        };
+        let input = ToolsetInput::from(input);
         let mut event = HostEvent::source("input", request);
-        event.input_kind = Some(input_kind.to_string());
-        event.input = input;
-        event.text = text;
+        event.input_kind = Some(input.kind);
+        event.input = input.event;
+        event.text = input.text;
         self.call_and_wait(event)
     }
 
@@ -282,6 +313,25 @@ impl Host for JsHost {
         );
         event.generation = None;
         event.controller = change.controller;
+        self.callback
+            .call(event, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    fn log(&self, level: LogLevel, message: String) {
+        let mut event = HostEvent::source(
+            "log",
+            SourceRequest {
+                key: String::new(),
+                agent_id: String::new(),
+                thread_id: None,
+                generation: 0,
+            },
+        );
+        event.key = None;
+        event.agent_id = None;
+        event.generation = None;
+        event.text = Some(message);
+        event.level = Some(level.name().to_string());
         self.callback
             .call(event, ThreadsafeFunctionCallMode::NonBlocking);
     }
@@ -307,6 +357,7 @@ impl Host for JsHost {
             controller: None,
             code: None,
             reason: None,
+            level: None,
         };
         match message {
             BridgedOutbound::Text(text) => {
@@ -717,6 +768,15 @@ fn check_agent_id(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId> 
     ChannelId::checked(agent_id, thread_id).map_err(invalid)
 }
 
+/// The registry's key of an agent's channel (scoped to `threadId` when given): the key that
+/// host events carry and that `pushFrame`, `setStatus`… take. Unambiguous for any ids; for
+/// ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
+/// that break the id rules (1 to 256 bytes, no control characters).
+#[napi]
+pub fn channel_key(agent_id: String, thread_id: Option<String>) -> Result<String> {
+    Ok(check_agent_id(&agent_id, thread_id.as_deref())?.key)
+}
+
 #[cfg(unix)]
 fn dup_tcp_socket(fd: i32) -> Result<std::net::TcpStream> {
     use std::os::fd::FromRawFd;
@@ -788,17 +848,20 @@ impl NativeRegistry {
     }
 
     /// Why a viewer of this agent (and thread) would be refused now, or null if it would be
-    /// admitted. Called before the upgrade so that a refusal is an HTTP 503.
+    /// admitted. Called before the upgrade so that a refusal is an HTTP 503; such a refusal
+    /// counts in `stats().admissionsRefused` unless `countRefusal` is false (a second look
+    /// at a refusal already counted). Throws for ids that break the id rules.
     #[napi]
     pub fn check_admission(
         &self,
         agent_id: String,
         thread_id: Option<String>,
+        count_refusal: Option<bool>,
     ) -> Result<Option<String>> {
         let id = check_agent_id(&agent_id, thread_id.as_deref())?;
         Ok(self
             .registry
-            .check_admission(&id)
+            .check_admission(&id, count_refusal.unwrap_or(true))
             .err()
             .map(|e| e.to_string()))
     }

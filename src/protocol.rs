@@ -67,6 +67,26 @@ fn json_number(n: f64) -> Value {
     }
 }
 
+/// The error codes a frame source reports to viewers (`{error, message}`).
+pub struct ErrorCode;
+
+impl ErrorCode {
+    /// The screencast could not be started (no endpoint answered, the toolset failed…).
+    pub const SCREENCAST_FAILED: &'static str = "screencast_failed";
+    /// The browser went away or stopped answering mid-stream.
+    pub const BROWSER_CRASHED: &'static str = "browser_crashed";
+}
+
+/// The text viewers get with a source error `code`. Fixed per code on purpose: what went
+/// wrong in detail (an endpoint, the text of a deployer's exception) is for the log only.
+pub fn viewer_error_text(code: &str) -> &'static str {
+    match code {
+        ErrorCode::SCREENCAST_FAILED => "the browser's screencast could not be started",
+        ErrorCode::BROWSER_CRASHED => "the browser stopped responding",
+        _ => "the browser stream reported an error",
+    }
+}
+
 /// `{"error":"…","message":"…"}`.
 pub fn error_message(code: &str, message: &str) -> String {
     serde_json::json!({ "error": code, "message": message }).to_string()
@@ -118,6 +138,14 @@ pub struct KeyboardInput {
     /// CDP modifier bits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modifiers: Option<u32>,
+    /// The key's Windows virtual key code (`input::windows_virtual_key_code`), which a page
+    /// needs to act on Enter, Backspace, arrows…; the toolset's `injectKeyboardEvent` gets it
+    /// as Mastra's input handler gives it.
+    #[serde(
+        rename = "windowsVirtualKeyCode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub windows_virtual_key_code: Option<u32>,
 }
 
 /// A valid client message for the page (compat), and what the registry relays to the source.
@@ -483,12 +511,23 @@ fn parse_mouse(obj: &Map<String, Value>) -> Result<MouseInput, MessageError> {
 fn parse_keyboard(obj: &Map<String, Value>) -> Result<KeyboardInput, MessageError> {
     let event_type = pick(obj.get("eventType"), &["keyDown", "keyUp", "char"])
         .ok_or(MessageError::InvalidField("eventType"))?;
+    let key = bounded_string(obj, "key", MAX_KEY_LEN)?;
+    let code = bounded_string(obj, "code", MAX_KEY_LEN)?;
+    let text = bounded_string(obj, "text", MAX_TEXT_LEN)?;
+    if key.is_none() && code.is_none() && text.is_none() {
+        // Nothing to type (Mastra's input handler refuses it too).
+        return Err(MessageError::InvalidField("key"));
+    }
+    let windows_virtual_key_code = key
+        .as_deref()
+        .and_then(|key| crate::input::windows_virtual_key_code(key, code.as_deref()));
     Ok(KeyboardInput {
         event_type,
-        key: bounded_string(obj, "key", MAX_KEY_LEN)?,
-        code: bounded_string(obj, "code", MAX_KEY_LEN)?,
-        text: bounded_string(obj, "text", MAX_TEXT_LEN)?,
+        key,
+        code,
+        text,
         modifiers: small_uint(obj, "modifiers", 15)?,
+        windows_virtual_key_code,
     })
 }
 

@@ -23,9 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::wall_clock_us;
 use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter, Published};
 use crate::frame::{check_base64_image, Frame, FrameGeometry, FrameMeta};
-use crate::host::{ControlChange, Host, SourceRequest};
+use crate::host::{ControlChange, Host, LogLevel, SourceRequest};
+use crate::mailbox::{Mailbox, StickyKind, StickySlots};
 use crate::protocol::{
-    self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
+    self, parse_client_message, parse_extended_message, ClientMessage, ErrorCode, ExtendedMessage,
+    Mode,
 };
 use crate::takeover::{Enqueued, InputQueue, RateLimiter};
 use crate::ws_codec::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER};
@@ -82,10 +84,12 @@ impl Default for RegistryConfig {
     }
 }
 
-/// Which channel a viewer watches.
+/// Which channel a viewer watches: an agent, or one thread of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelId {
-    /// `agentId`, or `agentId:threadId`.
+    /// The channel's key, unambiguous by construction (`ChannelId::key_of`): the agent id, or
+    /// `agentId:threadId` with any `%` and `:` of the agent id percent-encoded. For ids
+    /// without those characters it is the key the TypeScript module uses.
     pub key: String,
     /// The agent.
     pub agent_id: String,
@@ -97,11 +101,10 @@ impl ChannelId {
     /// Longest agent or thread id, in bytes.
     pub const MAX_ID_BYTES: usize = 256;
 
-    /// The id of peer-given ids, checked: 1 to 256 bytes each, no control characters, no path
-    /// separators (`/`, `\`) and not `.` or `..` (ids reach the deployer's lookups, which may
-    /// build paths from them), and no `:` in an agent id, since `agentId:threadId` is the
-    /// channel key and a colon would let two agents share one. The error is a message for the
-    /// peer.
+    /// The id of peer-given ids, checked: 1 to 256 bytes each and no control characters.
+    /// Otherwise ids are opaque, as in Mastra (Studio sends thread ids such as `thread/1 2`):
+    /// the key keeps channels apart by its structure, not by refusing characters. The error
+    /// is a message for the peer.
     pub fn checked(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId, String> {
         let check = |id: &str, name: &str| {
             if id.is_empty() || id.len() > Self::MAX_ID_BYTES {
@@ -113,35 +116,42 @@ impl ChannelId {
             if id.chars().any(char::is_control) {
                 return Err(format!("{name} must not contain control characters"));
             }
-            if id.contains(['/', '\\']) || id == "." || id == ".." {
-                return Err(format!(
-                    "{name} must not contain '/' or '\\' nor be '.' or '..'"
-                ));
-            }
             Ok(())
         };
         check(agent_id, "agentId")?;
-        if agent_id.contains(':') {
-            return Err("agentId must not contain ':' (it separates agent and thread)".into());
-        }
         if let Some(thread_id) = thread_id {
             check(thread_id, "threadId")?;
         }
         Ok(ChannelId::new(agent_id, thread_id))
     }
 
-    /// The id of `agent_id`, scoped to `thread_id` when given (key `agentId:threadId`).
+    /// The id of `agent_id`, scoped to `thread_id` when given (and not empty).
     pub fn new(agent_id: &str, thread_id: Option<&str>) -> ChannelId {
         let thread_id = thread_id.filter(|t| !t.is_empty()).map(str::to_string);
-        let key = match &thread_id {
-            Some(thread) => format!("{agent_id}:{thread}"),
-            None => agent_id.to_string(),
-        };
         ChannelId {
-            key,
+            key: Self::key_of(agent_id, thread_id.as_deref()),
             agent_id: agent_id.to_string(),
             thread_id,
         }
+    }
+
+    /// The channel key of an agent (and thread): the agent id with `%` and `:` percent-encoded,
+    /// then `:` and the thread id as it is. The first `:` always ends the agent part, so two
+    /// different (agent, thread) pairs never share a key.
+    pub fn key_of(agent_id: &str, thread_id: Option<&str>) -> String {
+        let mut key = String::with_capacity(agent_id.len() + thread_id.map_or(0, |t| t.len() + 1));
+        for c in agent_id.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                ':' => key.push_str("%3A"),
+                c => key.push(c),
+            }
+        }
+        if let Some(thread) = thread_id.filter(|t| !t.is_empty()) {
+            key.push(':');
+            key.push_str(thread);
+        }
+        key
     }
 }
 
@@ -190,6 +200,9 @@ pub enum Outbound {
         /// Frame sequence number this message must follow.
         after_seq: u64,
     },
+    /// The newest value of a sticky kind (the viewer's `Mailbox` turns this marker into the
+    /// `Text` it stands for; only one marker per kind waits at a time).
+    Sticky(StickyKind),
     /// Answer to a client ping.
     Pong(Bytes),
     /// Extended: replay the events after `last_seq`, then `resumed`, then the newest frame.
@@ -299,6 +312,8 @@ pub struct ViewerLink {
     pub can_control: bool,
     /// Its reliable queue.
     pub outbox: mpsc::Sender<Outbound>,
+    /// Newest sticky state not yet written (latest-wins per kind).
+    sticky: Arc<StickySlots>,
     /// Close control.
     pub closer: Arc<ViewerCloser>,
     /// Counters.
@@ -328,6 +343,14 @@ impl ViewerLink {
         }
     }
 
+    /// Queues the newest value of a sticky kind: it replaces a value of that kind still
+    /// waiting, so a burst of one kind never fills the queue.
+    fn send_sticky(&self, kind: StickyKind, text: Bytes, after_seq: u64) {
+        if self.sticky.put(kind.clone(), text, after_seq) {
+            self.queue(Outbound::Sticky(kind));
+        }
+    }
+
     /// Answers `{error, message}` in extended mode; compat viewers get no answers.
     fn answer_error(&self, code: &str, message: &str) {
         if self.mode == Mode::Extended {
@@ -354,8 +377,8 @@ pub struct ViewerSlot {
     pub event_cursor: u64,
     /// The channel watched.
     pub channel: Arc<Channel>,
-    /// Reliable messages for this viewer, in order.
-    pub outbox: mpsc::Receiver<Outbound>,
+    /// Reliable messages for this viewer, in order (sticky state latest-wins).
+    pub outbox: Mailbox,
     /// Sender side of `outbox` (the reader queues pongs on it).
     pub outbox_tx: mpsc::Sender<Outbound>,
     /// The channel's latest frame; marked changed when there is one to send at once.
@@ -464,7 +487,7 @@ impl Drop for Channel {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind, still consistent
     // enough to serve and to shut down; never let it take the process down.
     mutex
@@ -548,6 +571,18 @@ impl Channel {
                 text: text.clone(),
                 after_seq,
             });
+        }
+    }
+
+    /// Queues the newest value of a sticky kind for every viewer: latest-wins per viewer, so a
+    /// burst of statuses, URLs or errors never closes a viewer that reads.
+    fn broadcast_sticky(state: &mut ChannelState, kind: StickyKind, text: String) {
+        let text = Bytes::from(text);
+        let after_seq = state.frame_seq;
+        for viewer in state.viewers.values() {
+            viewer
+                .link
+                .send_sticky(kind.clone(), text.clone(), after_seq);
         }
     }
 
@@ -739,7 +774,18 @@ impl Registry {
 
     /// Whether a viewer for `id` would be admitted now (checked before the upgrade so a
     /// refusal is an HTTP 503; `admit` checks again).
-    pub fn check_admission(&self, id: &ChannelId) -> Result<(), AdmitError> {
+    /// `count_refusal`: count a refusal in `admissions_refused` (the upgrade is answered 503).
+    pub fn check_admission(&self, id: &ChannelId, count_refusal: bool) -> Result<(), AdmitError> {
+        let verdict = self.admission_verdict(id);
+        if verdict.is_err() && count_refusal {
+            self.totals
+                .admissions_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    fn admission_verdict(&self, id: &ChannelId) -> Result<(), AdmitError> {
         if self.is_closed() {
             return Err(AdmitError::Closed);
         }
@@ -898,6 +944,7 @@ impl Registry {
             }
             let closer = Arc::new(ViewerCloser::default());
             let counters = Arc::new(ViewerCounters::default());
+            let sticky = Arc::new(StickySlots::default());
             counters.seen_seq.store(seen_seq, Ordering::Relaxed);
             counters.seen_index.store(seen_index, Ordering::Relaxed);
             let link = Arc::new(ViewerLink {
@@ -905,6 +952,7 @@ impl Registry {
                 mode: join.mode,
                 can_control: join.can_control,
                 outbox: outbox_tx.clone(),
+                sticky: sticky.clone(),
                 closer: closer.clone(),
                 counters: counters.clone(),
                 acked_seq: AtomicU64::new(0),
@@ -952,7 +1000,7 @@ impl Registry {
                 events,
                 event_cursor,
                 channel,
-                outbox,
+                outbox: Mailbox::new(outbox, sticky),
                 outbox_tx,
                 frames,
                 closer,
@@ -1152,10 +1200,17 @@ impl Registry {
                     .fetch_add(1, Ordering::Relaxed);
                 if state.rejection_reported_for != state.generation {
                     state.rejection_reported_for = state.generation;
-                    let message = format!("the browser source sent an invalid frame: {rejection}");
-                    Channel::broadcast(
+                    self.host.log(
+                        LogLevel::Warn,
+                        format!("{key}: the browser source sent an invalid frame: {rejection}"),
+                    );
+                    Channel::broadcast_sticky(
                         state,
-                        protocol::error_message("screencast_failed", &message),
+                        StickyKind::Error(ErrorCode::SCREENCAST_FAILED.into()),
+                        protocol::error_message(
+                            ErrorCode::SCREENCAST_FAILED,
+                            protocol::viewer_error_text(ErrorCode::SCREENCAST_FAILED),
+                        ),
                     );
                 }
                 return PushOutcome::Rejected(rejection.to_string());
@@ -1191,7 +1246,11 @@ impl Registry {
             let size = (meta.device_width, meta.device_height);
             if size.0 > 0.0 && size.1 > 0.0 && state.viewport != Some(size) {
                 state.viewport = Some(size);
-                Channel::broadcast(state, protocol::viewport_message(size.0, size.1));
+                Channel::broadcast_sticky(
+                    state,
+                    StickyKind::Viewport,
+                    protocol::viewport_message(size.0, size.1),
+                );
             }
             PushOutcome::Published(seq)
         });
@@ -1209,7 +1268,7 @@ impl Registry {
     pub fn set_status(&self, key: &str, generation: Option<u32>, status: &str) -> bool {
         self.with_live_source(key, generation, |_, state| {
             state.status = Some(status.to_string());
-            Channel::broadcast(state, protocol::status_message(status));
+            Channel::broadcast_sticky(state, StickyKind::Status, protocol::status_message(status));
         })
         .is_some()
     }
@@ -1219,24 +1278,37 @@ impl Registry {
         self.with_live_source(key, generation, |_, state| {
             if state.url.as_deref() != Some(url) {
                 state.url = Some(url.to_string());
-                Channel::broadcast(state, protocol::url_message(url));
+                Channel::broadcast_sticky(state, StickyKind::Url, protocol::url_message(url));
             }
         })
         .is_some()
     }
 
-    /// Broadcasts `{error, message}` to the viewers of `key`.
+    /// Reports an error of `key`'s source: viewers get `{error: code, message}` with the
+    /// fixed text for `code` (`protocol::viewer_error_text`), never `detail`, which may hold
+    /// an endpoint or a deployer's error text; `detail` goes to the host's log. Latest-wins
+    /// per code for each viewer.
     pub fn broadcast_error(
         &self,
         key: &str,
         generation: Option<u32>,
         code: &str,
-        message: &str,
+        detail: &str,
     ) -> bool {
-        self.with_live_source(key, generation, |_, state| {
-            Channel::broadcast(state, protocol::error_message(code, message));
-        })
-        .is_some()
+        let sent = self
+            .with_live_source(key, generation, |_, state| {
+                Channel::broadcast_sticky(
+                    state,
+                    StickyKind::Error(code.to_string()),
+                    protocol::error_message(code, protocol::viewer_error_text(code)),
+                );
+            })
+            .is_some();
+        if sent {
+            self.host
+                .log(LogLevel::Warn, format!("{key}: {code}: {detail}"));
+        }
+        sent
     }
 
     /// Broadcasts a JSON text as it is (drop-in `broadcastStatus` of an arbitrary object).
@@ -1245,11 +1317,12 @@ impl Registry {
         let status = serde_json::from_str::<serde_json::Value>(json)
             .ok()
             .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(String::from));
-        self.with_live_source(key, None, |_, state| {
-            if let Some(status) = status {
+        self.with_live_source(key, None, |_, state| match status {
+            Some(status) => {
                 state.status = Some(status);
+                Channel::broadcast_sticky(state, StickyKind::Status, json.to_string());
             }
-            Channel::broadcast(state, json.to_string());
+            None => Channel::broadcast(state, json.to_string()),
         })
         .is_some()
     }
@@ -1791,20 +1864,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn channel_ids_refuse_what_could_confuse_channels_or_paths() {
+    fn channel_ids_are_opaque_but_bounded() {
         assert_eq!(
             ChannelId::checked("agent", Some("t1")).map(|id| id.key),
             Ok("agent:t1".to_string())
         );
         for (agent, thread) in [
             ("", None),
-            ("a:b", None),
-            ("../etc", None),
-            ("a\\b", None),
-            ("..", None),
-            (".", None),
             ("a\u{0}b", None),
-            ("a", Some("x/y")),
+            ("a\nb", None),
+            ("a", Some("x\u{7f}y")),
             ("a", Some("")),
         ] {
             assert!(
@@ -1814,7 +1883,42 @@ pub(crate) mod tests {
         }
         let long = "x".repeat(ChannelId::MAX_ID_BYTES + 1);
         assert!(ChannelId::checked(&long, None).is_err());
-        assert!(ChannelId::checked("agent.v2-ü", Some("thread:1")).is_ok());
+        for (agent, thread) in [
+            ("agent.v2-ü", Some("thread:1")),
+            ("a", Some("thread/1 2")),
+            ("../etc", None),
+            ("a:b", None),
+            ("..", Some("..")),
+        ] {
+            let id = ChannelId::checked(agent, thread).expect("opaque ids are accepted");
+            assert_eq!(id.agent_id, agent);
+            assert_eq!(id.thread_id.as_deref(), thread);
+        }
+    }
+
+    #[test]
+    fn channel_keys_never_collide() {
+        // Pairs that one `agentId:threadId` string would confuse.
+        let ids = [
+            ("a:b", None),
+            ("a", Some("b")),
+            ("a:b", Some("c")),
+            ("a", Some("b:c")),
+            ("a%3Ab", None),
+            ("a%3Ab", Some("c")),
+            ("a%", Some("3Ab")),
+        ];
+        let keys: std::collections::HashSet<String> = ids
+            .iter()
+            .map(|(agent, thread)| ChannelId::key_of(agent, *thread))
+            .collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        // Plain ids keep the TypeScript module's key.
+        assert_eq!(
+            ChannelId::key_of("agent-1", Some("thread/1 2")),
+            "agent-1:thread/1 2"
+        );
+        assert_eq!(ChannelId::key_of("agent-1", None), "agent-1");
     }
 
     #[tokio::test]
@@ -1969,7 +2073,7 @@ pub(crate) mod tests {
 
     fn drain_texts(slot: &mut ViewerSlot) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Outbound::Text { text, .. }) = slot.outbox.try_recv() {
+        while let Some(Outbound::Text { text, .. }) = slot.outbox.try_recv() {
             out.push(String::from_utf8(text.to_vec()).expect("utf8"));
         }
         out
@@ -2073,7 +2177,8 @@ pub(crate) mod tests {
             drain_texts(&mut first),
             vec![
                 r#"{"status":"connected"}"#,
-                r#"{"status":"browser_starting"}"#,
+                // Statuses are latest-wins per viewer: `browser_starting` was replaced before
+                // this viewer read it.
                 r#"{"status":"streaming"}"#,
                 r#"{"url":"https://example.test/"}"#,
                 r#"{"viewport":{"width":800,"height":600}}"#,
@@ -2138,7 +2243,7 @@ pub(crate) mod tests {
             Some(AdmitError::TooManyViewers)
         );
         assert_eq!(
-            registry.check_admission(&ChannelId::new("b", None)),
+            registry.check_admission(&ChannelId::new("b", None), false),
             Err(AdmitError::TooManyAgents)
         );
         registry.close();
@@ -2163,7 +2268,8 @@ pub(crate) mod tests {
             .admit(&id, Transport::Native, false)
             .expect("admitted");
         for i in 0..20 {
-            registry.set_url("agent", None, &format!("https://x.test/{i}"));
+            // Messages that are not sticky state queue one by one.
+            registry.broadcast_json("agent", &format!(r#"{{"note":{i}}}"#));
             drain_texts(&mut healthy);
         }
         assert!(stalled.closer.is_cancelled());
@@ -2172,6 +2278,47 @@ pub(crate) mod tests {
             Some(CLOSE_SLOW_CONSUMER)
         );
         assert!(!healthy.closer.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn bursts_of_sticky_state_are_latest_wins_and_close_nobody() {
+        let config = RegistryConfig {
+            max_queued_messages: 3,
+            ..RegistryConfig::default()
+        };
+        let (registry, _host) = registry_with(config);
+        let id = ChannelId::new("agent", None);
+        let mut reading_late = registry
+            .admit(&id, Transport::Native, false)
+            .expect("admitted");
+        for i in 0..500 {
+            registry.set_url("agent", None, &format!("https://x.test/{i}"));
+            registry.set_status("agent", None, if i % 2 == 0 { "a" } else { "b" });
+            registry.broadcast_error("agent", None, "screencast_failed", &format!("detail {i}"));
+            registry.broadcast_error("agent", None, "browser_crashed", "ws://secret-endpoint");
+        }
+        assert!(!reading_late.closer.is_cancelled());
+        assert_eq!(
+            drain_texts(&mut reading_late),
+            vec![
+                r#"{"url":"https://x.test/499"}"#.to_string(),
+                r#"{"status":"b"}"#.to_string(),
+                protocol::error_message(
+                    "screencast_failed",
+                    protocol::viewer_error_text("screencast_failed")
+                ),
+                protocol::error_message(
+                    "browser_crashed",
+                    protocol::viewer_error_text("browser_crashed")
+                ),
+            ]
+        );
+        // The next value of a kind taken already is queued again.
+        registry.set_url("agent", None, "https://x.test/next");
+        assert_eq!(
+            drain_texts(&mut reading_late),
+            vec![r#"{"url":"https://x.test/next"}"#.to_string()]
+        );
     }
 
     #[tokio::test]

@@ -203,6 +203,7 @@ mod tests {
             code: None,
             text: None,
             modifiers: None,
+            windows_virtual_key_code: Some(65),
         })
     }
 

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::sleep_until;
 use crate::frame::Frame;
 use crate::host::{BridgedOutbound, Host};
+use crate::mailbox::Mailbox;
 use crate::protocol::{self, Mode, EXTENDED_PROTOCOL};
 use crate::registry::{
     Channel, Outbound, Registry, ViewerCloser, ViewerCounters, ViewerLink, ViewerSlot,
@@ -238,7 +239,7 @@ impl Sink {
 
 /// The writer half of a viewer: what it needs besides the sink.
 pub struct Writer {
-    outbox: mpsc::Receiver<Outbound>,
+    outbox: Mailbox,
     frames: watch::Receiver<Option<Arc<Frame>>>,
     closer: Arc<ViewerCloser>,
     counters: Arc<ViewerCounters>,
@@ -562,6 +563,8 @@ impl Writer {
                     Some(Outbound::Snapshot) => {
                         self.snapshot(sink, cancelled.as_mut()).await?;
                     }
+                    // The mailbox turns markers into their text; none comes out as is.
+                    Some(Outbound::Sticky(_)) => {}
                     Some(Outbound::Pacing { max_fps, ack }) => {
                         if let Some(max_fps) = max_fps {
                             // The parser bounds the rate; a value that still makes no duration
