@@ -52,20 +52,35 @@ export interface KeyboardEventInput {
   code?: string
   text?: string
   modifiers?: number
+  /** Windows virtual key code of `key` (Enter 13, Backspace 8, arrows, F-keys, letters…). */
+  windowsVirtualKeyCode?: number
 }
 
-/** The browser toolset shape (Mastra's `BrowserToolsetLike`). */
+/**
+ * The browser toolset shape: Mastra's `MastraBrowser` (`@mastra/core/browser`). Every call
+ * that takes a thread gets the viewer's `threadId` (undefined when not thread-scoped).
+ */
 export interface BrowserToolsetLike {
-  isBrowserRunning(): boolean
-  onBrowserReady?(callback: () => void): (() => void) | void
+  isBrowserRunning(threadId?: string): boolean
+  /** Probe route: whether this thread has a browser session. */
+  hasThreadSession?(threadId: string): boolean
+  /** Close route: `'thread'` closes only the thread's session. */
+  getScope?(): 'thread' | 'shared' | string
+  closeThreadSession?(threadId: string): Promise<void> | void
+  onBrowserReady?(callback: () => void, threadId?: string): (() => void) | void
+  onBrowserClosed?(callback: () => void, threadId?: string): (() => void) | void
   startScreencast?(options?: unknown): Promise<ScreencastStreamLike | null | undefined> | ScreencastStreamLike | null | undefined
+  /** Called with `{ ...screencastOptions, threadId }` for thread-scoped viewers. */
   startScreencastIfBrowserActive?(options?: unknown): Promise<ScreencastStreamLike | null | undefined> | ScreencastStreamLike | null | undefined
-  getCurrentUrl?(): string | null | undefined | Promise<string | null | undefined>
-  injectMouseEvent?(event: MouseEventInput): Promise<void> | void
-  injectKeyboardEvent?(event: KeyboardEventInput): Promise<void> | void
+  getCurrentUrl?(threadId?: string): string | null | undefined | Promise<string | null | undefined>
+  injectMouseEvent?(event: MouseEventInput, threadId?: string): Promise<void> | void
+  injectKeyboardEvent?(event: KeyboardEventInput, threadId?: string): Promise<void> | void
+  /** Called when an input fails because the browser is gone (Mastra's input handler does). */
+  handleBrowserDisconnected?(): void
   close?(): Promise<void> | void
 }
 
+/** `getToolset` is called `(agentId)` as Mastra calls it, and `(agentId, threadId)` for thread-scoped viewers. */
 export type GetToolset = (
   agentId: string,
   threadId?: string,
@@ -148,8 +163,30 @@ export interface ViewerRegistryOptions extends NativeRegistryOptions {
   logger?: Logger
 }
 
-/** Configuration of `setupBrowserStream`. */
+/** What `setupBrowserStream` needs of a Mastra instance: its server config (`server.auth`). */
+export interface MastraLike {
+  getServer(): { auth?: unknown } | undefined
+}
+
+/**
+ * Origins allowed to open the stream, in the shapes of Hono's `cors.origin` (as Mastra's
+ * `allowedOrigins`): `'*'`, one origin, a list (may hold `'*'`), or a function answering the
+ * origin to allow (or a boolean), sync or async. Requests without `Origin` are not checked.
+ */
+export type BrowserStreamOrigin =
+  | string
+  | string[]
+  | ((origin: string, c: Context) => string | boolean | null | undefined | Promise<string | boolean | null | undefined>)
+
+/** Configuration of `setupBrowserStream`: Mastra's `HonoBrowserStreamConfig`, plus ours. */
 export interface BrowserStreamConfig extends ViewerRegistryOptions {
+  /**
+   * The Mastra instance: every route (stream, probe, close) is gated by its `server.auth`
+   * provider exactly as `@mastra/hono` gates raw routes (`createAuthMiddleware`; session
+   * cookie on the upgrade, `?apiKey=`, `Authorization`). Needs the optional peer
+   * `@mastra/hono` when `server.auth` is set (setup throws without it).
+   */
+  mastra?: MastraLike
   /** The toolset of an agent (and thread), or undefined when it has no browser. */
   getToolset?: GetToolset
   /**
@@ -163,8 +200,8 @@ export interface BrowserStreamConfig extends ViewerRegistryOptions {
    * input); others are view-only. Default: every admitted viewer may.
    */
   authorizeControl?: (c: Context) => boolean | Promise<boolean>
-  /** Origins allowed to open the stream (403 otherwise); a function decides per origin. */
-  allowedOrigins?: string[] | ((origin: string | undefined) => boolean)
+  /** Origins allowed to use the routes (403 otherwise); see `BrowserStreamOrigin`. */
+  allowedOrigins?: BrowserStreamOrigin
   /** Prefix of the session probe and close routes (default `/api`). */
   apiPrefix?: string
   /** Set false to keep every socket in JS (no file-descriptor handover). */
@@ -189,6 +226,10 @@ export declare class ViewerRegistry {
   getViewerCount(key: string): number
   hasActiveScreencast(key: string): boolean
   closeBrowserSession(key: string): Promise<void>
+  /** `closeBrowserSession` for an agent (or one of its threads) named by ids of any characters. */
+  closeBrowserSessionOf(agentId: string, threadId?: string): Promise<void>
+  /** Ends the sessions of the agent and of every one of its threads. */
+  closeAgentSessions(agentId: string): Promise<void>
   /** Why a viewer of this agent would be refused now, or null. */
   checkAdmission(agentId: string, threadId?: string): string | null
   /** Disconnects one viewer (ids in `stats()`) with a close code (default 1008) and reason. */
@@ -204,13 +245,85 @@ export declare class ViewerRegistry {
   close(): Promise<void>
 }
 
-export declare function setupBrowserStream(
-  app: Hono<any, any, any>,
-  config?: BrowserStreamConfig,
-): {
+/** What `setupBrowserStream` returns. */
+export interface BrowserStreamSetup {
   injectWebSocket: (server: HttpServer | Http2Server | Http2SecureServer | import('node:https').Server) => void
   registry: ViewerRegistry
 }
+
+/**
+ * Registers the stream, probe and close routes on `app`. Returns the setup at once, and is
+ * also a promise of it (Mastra's `await setupBrowserStream(…)` works unchanged).
+ */
+export declare function setupBrowserStream(
+  app: Hono<any, any, any>,
+  config?: BrowserStreamConfig,
+): BrowserStreamSetup & PromiseLike<BrowserStreamSetup>
+
+/** Mastra's name for the config of `@mastra/hono`'s `setupBrowserStream`. */
+export type HonoBrowserStreamConfig = BrowserStreamConfig
+/** Mastra's name for the result. */
+export type BrowserStreamResult = BrowserStreamSetup
+
+/** What adapters use of a registry (Mastra's `ViewerRegistryLike`). */
+export interface ViewerRegistryLike {
+  addViewer(viewerKey: string, ws: BrowserStreamWebSocket, getToolset: GetToolset, agentId?: string, threadId?: string): Promise<void>
+  removeViewer(viewerKey: string, ws: BrowserStreamWebSocket): Promise<void>
+  closeBrowserSession(viewerKey: string): Promise<void>
+}
+
+/** A socket an adapter hands to `addViewer` (Mastra's `BrowserStreamWebSocket`). */
+export interface BrowserStreamWebSocket {
+  send(data: string): void
+}
+
+/** `{status}` sent to viewers. */
+export interface StatusMessage {
+  status: 'connected' | 'browser_starting' | 'streaming' | 'browser_closed'
+}
+
+/** `{error, message}` sent to viewers (the message is a fixed text per code). */
+export interface ErrorMessage {
+  error: 'browser_crashed' | 'screencast_failed' | 'auth_failed' | string
+  message: string
+}
+
+/** `{viewport}` sent to viewers after a frame whose device size changed. */
+export interface ViewportMessage {
+  viewport: { width: number; height: number }
+}
+
+/** Mouse input from a compat viewer (viewport pixels). */
+export interface MouseInputMessage {
+  type: 'mouse'
+  eventType: 'mousePressed' | 'mouseReleased' | 'mouseMoved' | 'mouseWheel'
+  x: number
+  y: number
+  button?: 'left' | 'right' | 'middle' | 'none' | 'back' | 'forward'
+  clickCount?: number
+  deltaX?: number
+  deltaY?: number
+  modifiers?: number
+}
+
+/** Keyboard input from a compat viewer. */
+export interface KeyboardInputMessage {
+  type: 'keyboard'
+  eventType: 'keyDown' | 'keyUp' | 'char'
+  key?: string
+  code?: string
+  text?: string
+  modifiers?: number
+}
+
+export type ClientInputMessage = MouseInputMessage | KeyboardInputMessage
+
+/**
+ * Mastra's `handleInputMessage`: parses a compat client message and applies a valid mouse or
+ * keyboard input to `getToolset(agentId)`'s toolset with `threadId`, in order per agent and
+ * thread; anything else is ignored. Resolves once the input is queued.
+ */
+export declare function handleInputMessage(data: string, getToolset: GetToolset, agentId: string, threadId?: string): Promise<void>
 
 /** The subprotocol of the extended mode: `browser-stream.v1`. */
 export declare const EXTENDED_PROTOCOL: 'browser-stream.v1'

@@ -4,6 +4,7 @@
 
 const { setupBrowserStream, EXTENDED_PROTOCOL } = require('./lib/browser-stream')
 const { ViewerRegistry } = require('./lib/viewer-registry')
+const { handleInputMessage } = require('./lib/input-handler')
 const { NativeRegistry } = require('./binding')
 
 /** Close codes used on the stream socket (docs/PROTOCOL.md). */
@@ -19,4 +20,4 @@ const CloseCode = Object.freeze({
   SLOW_CONSUMER: 4001,
 })
 
-module.exports = { setupBrowserStream, ViewerRegistry, NativeRegistry, CloseCode, EXTENDED_PROTOCOL }
+module.exports = { setupBrowserStream, ViewerRegistry, handleInputMessage, NativeRegistry, CloseCode, EXTENDED_PROTOCOL }

@@ -1,18 +1,32 @@
 'use strict'
 // setupBrowserStream: the Hono glue. Owns the routes it registers on the user's app (the
-// stream route, the session probe and the close route), running upgrade requests through the
-// app so its middleware decides admission, and handing admitted sockets over: plain TCP to
-// Rust by file descriptor, anything else to a `ws` socket bridged through JS. Must not touch
-// frames or viewer state beyond handing sockets to the registry.
+// stream route, the session probe and the close route) and their gate (Origin, Mastra's auth,
+// the authenticate hook), running upgrade requests through the app so that the app's final
+// response decides admission, and handing admitted sockets over: plain TCP to Rust by file
+// descriptor, anything else to a `ws` socket bridged through JS. Must not touch frames or
+// viewer state beyond handing sockets to the registry, and never logs a request's credentials.
 
+const { randomUUID } = require('node:crypto')
 const { STATUS_CODES } = require('node:http')
+const { createRequire } = require('node:module')
+const path = require('node:path')
 const { WebSocketServer } = require('ws')
 const { ViewerRegistry } = require('./viewer-registry')
-const { errorText, isToolset, withTimeout } = require('./toolset-source')
+const { callGetToolset, errorText, withTimeout } = require('./toolset-source')
+const { channelKey } = require('../binding')
+const { redact, requestSecrets } = require('./redact')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
 /** The subprotocol of the extended mode (docs/PROTOCOL.md). */
 const EXTENDED_PROTOCOL = 'browser-stream.v1'
+/** How long the probe waits for `getToolset`. */
+const PROBE_TOOLSET_TIMEOUT_MS = 5000
+/**
+ * The stream route admits an upgrade by answering 204 with this header carrying a nonce of
+ * that request; only when the app's final response still is that answer is the socket
+ * upgraded, so middleware that refuses after `await next()` (or throws) decides.
+ */
+const ADMISSION_HEADER = 'x-browser-stream-admission'
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()
@@ -21,11 +35,12 @@ function jsonError(c, status, error, message) {
   return c.json({ error, message }, status)
 }
 
+/** Mastra's normalisation (one trailing slash dropped, empty → `/api`), plus a leading `/`. */
 function normalizePrefix(prefix) {
-  if (prefix === undefined) return '/api'
-  if (typeof prefix !== 'string') throw new TypeError('apiPrefix must be a string')
-  const trimmed = prefix.replace(/\/+$/, '')
-  if (trimmed === '') return ''
+  if (prefix === undefined || prefix === null) return '/api'
+  if (typeof prefix !== 'string') throw new TypeError('setupBrowserStream: apiPrefix must be a string')
+  const trimmed = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+  if (trimmed === '') return '/api'
   return trimmed.startsWith('/') ? trimmed : `/${trimmed}`
 }
 
@@ -52,19 +67,52 @@ function chooseProtocol(header) {
   return offered.some((p) => p.startsWith('browser-stream.')) ? undefined : null
 }
 
-/** `text` with every occurrence of `secret` (a token), plain or URL-encoded, replaced. */
-function redact(text, secret) {
-  if (!secret) return text
-  let out = text
-  for (const form of new Set([secret, encodeURIComponent(secret), encodeURI(secret)])) out = out.split(form).join('[redacted]')
-  return out
+/** Whether `origin` may open the stream, for Mastra's `allowedOrigins` shapes (and ours). */
+async function originAllowed(allowedOrigins, origin, c) {
+  if (allowedOrigins === '*') return true
+  if (typeof allowedOrigins === 'string') return allowedOrigins === origin
+  if (Array.isArray(allowedOrigins)) return allowedOrigins.includes('*') || allowedOrigins.includes(origin)
+  // cors-style: the origin to allow (or null); a boolean works too.
+  return Boolean(await allowedOrigins(origin, c))
 }
 
-function originAllowed(allowedOrigins, origin) {
-  if (!allowedOrigins) return true
-  if (typeof allowedOrigins === 'function') return allowedOrigins(origin) === true
-  if (!origin) return false
-  return allowedOrigins.includes('*') || allowedOrigins.includes(origin)
+/**
+ * Loads an optional peer dependency: from this package's place first, then from the app's
+ * working directory (a package manager that does not hoist peers).
+ */
+function requirePeer(name) {
+  try {
+    return require(name)
+  } catch (err) {
+    if (err?.code !== 'MODULE_NOT_FOUND') throw err
+    return createRequire(path.join(process.cwd(), 'noop.js'))(name)
+  }
+}
+
+/**
+ * Mastra's own auth for these routes, as `@mastra/hono` applies it to raw Hono routes
+ * (`createAuthMiddleware({ mastra })`: the `server.auth` provider, session cookie on the
+ * upgrade, `?apiKey=`, `Authorization`). Without `@mastra/hono` installed, a Mastra with an
+ * auth provider refuses every request (500): never a weaker gate than Mastra's.
+ */
+function mastraAuthMiddleware(mastra, log) {
+  if (!mastra || typeof mastra.getServer !== 'function') {
+    throw new TypeError('setupBrowserStream: mastra must be a Mastra instance (with getServer())')
+  }
+  try {
+    const { createAuthMiddleware } = requirePeer('@mastra/hono')
+    if (typeof createAuthMiddleware === 'function') return createAuthMiddleware({ mastra })
+  } catch (err) {
+    log.warn(`[browser-stream] cannot load @mastra/hono for Mastra's auth: ${errorText(err)}`)
+  }
+  if (mastra.getServer()?.auth) {
+    throw new Error('setupBrowserStream: this Mastra has server.auth; install @mastra/hono so the browser stream routes use it')
+  }
+  return async (c, next) => {
+    // Auth configured after setup cannot be applied here: refuse rather than let anyone in.
+    if (mastra.getServer()?.auth) return jsonError(c, 500, 'auth_unavailable', 'authentication is not available for the browser stream')
+    return next()
+  }
 }
 
 /** Writes a Fetch `Response` as a raw HTTP/1.1 response on a socket and ends it. */
@@ -97,6 +145,7 @@ function rejectUpgrade(socket, status, error, message, extraHeaders = {}) {
 /**
  * Registers `GET /browser/:agentId/stream` (and the session probe and close routes) on `app`
  * and returns `{ injectWebSocket, registry }`; call `injectWebSocket(server)` after `serve()`.
+ * The result is also a promise of itself, so Mastra's `await setupBrowserStream(…)` works.
  * @param {import('hono').Hono} app
  * @param {import('../index').BrowserStreamConfig} config
  */
@@ -105,7 +154,7 @@ function setupBrowserStream(app, config = {}) {
     throw new TypeError('setupBrowserStream: app must be a Hono app')
   }
   if (config === null || typeof config !== 'object') throw new TypeError('setupBrowserStream: config must be an object')
-  const { getToolset, authenticate, allowedOrigins, authorizeControl } = config
+  const { getToolset, authenticate, allowedOrigins, authorizeControl, mastra } = config
   if (getToolset !== undefined && typeof getToolset !== 'function') {
     throw new TypeError('setupBrowserStream: getToolset must be a function')
   }
@@ -115,113 +164,168 @@ function setupBrowserStream(app, config = {}) {
   if (authorizeControl !== undefined && typeof authorizeControl !== 'function') {
     throw new TypeError('setupBrowserStream: authorizeControl must be a function')
   }
-  if (allowedOrigins !== undefined && typeof allowedOrigins !== 'function' && !Array.isArray(allowedOrigins)) {
-    throw new TypeError('setupBrowserStream: allowedOrigins must be an array of origins or a function')
+  if (
+    allowedOrigins !== undefined &&
+    allowedOrigins !== null &&
+    typeof allowedOrigins !== 'string' &&
+    typeof allowedOrigins !== 'function' &&
+    !(Array.isArray(allowedOrigins) && allowedOrigins.every((o) => typeof o === 'string'))
+  ) {
+    throw new TypeError("setupBrowserStream: allowedOrigins must be '*', an origin, an array of origins or a function")
   }
   const apiPrefix = normalizePrefix(config.apiPrefix)
   const registry = config.registry ?? new ViewerRegistry(config)
   const nativeSockets = config.nativeSockets !== false && process.platform !== 'win32'
   const log = { info() {}, warn: console.warn, error: console.error, ...(config.logger ?? {}) }
-  /** upgrade request → admission decided by the route (agentId, threadId) */
+  const toolsetTimeoutMs = config.toolsetTimeoutMs ?? 10_000
+  /** upgrade request → admission decided by the route (agentId, threadId, nonce) */
   const admissions = new WeakMap()
   const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''
   const streamPath = new RegExp(`^${escapeRegExp(basePath)}/browser/[^/]+/stream/?$`)
 
-  /**
-   * What every route of this module checks first: the Origin allow-list (`requireOrigin`: a
-   * request without an Origin is refused too, as browsers always send one on WebSocket
-   * upgrades), the authenticate hook, and the id rules. Returns `{ refusal }` (a Response) or
-   * `{ agentId, threadId, token, overCapacity }`.
-   */
-  async function gate(c, { requireOrigin }) {
+  /** A logger for lines built from request `c`: its credentials never reach the log. */
+  const logFor = (c) => {
+    const secrets = requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers))
+    return { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
+  }
+
+  // The gate of every route, as Route middleware so that it holds whatever the app registers
+  // around it: Origin (only when the request has one), Mastra's auth, the authenticate hook.
+  const checkOrigin = async (c, next) => {
     const origin = c.req.header('origin')
-    if ((origin !== undefined || requireOrigin) && !originAllowed(allowedOrigins, origin)) {
-      return { refusal: jsonError(c, 403, 'origin_not_allowed', 'this origin may not use the browser stream') }
+    if (allowedOrigins !== undefined && allowedOrigins !== null && origin !== undefined) {
+      let allowed = false
+      try {
+        allowed = await originAllowed(allowedOrigins, origin, c)
+      } catch (err) {
+        logFor(c).warn(`[browser-stream] allowedOrigins threw: ${errorText(err)}`)
+      }
+      if (!allowed) return jsonError(c, 403, 'origin_not_allowed', 'this origin may not use the browser stream')
     }
-    const token = requestToken(c)
-    if (authenticate) {
+    return next()
+  }
+  const gate = [checkOrigin]
+  if (mastra !== undefined) gate.push(mastraAuthMiddleware(mastra, log))
+  if (authenticate) {
+    gate.push(async (c, next) => {
+      const token = requestToken(c)
       let verdict
       try {
         verdict = await authenticate(c, token)
       } catch (err) {
         // The hook's error may quote the credential: never let it reach the logs.
-        log.warn(`[browser-stream] authenticate threw: ${redact(errorText(err), token)}`)
+        logFor(c).warn(`[browser-stream] authenticate threw: ${errorText(err)}`)
         verdict = false
       }
-      if (verdict instanceof Response) return { refusal: verdict }
-      if (!verdict) return { refusal: jsonError(c, 401, 'auth_failed', 'missing or invalid credentials') }
-    }
+      if (verdict instanceof Response) return verdict
+      if (!verdict) return jsonError(c, 401, 'auth_failed', 'missing or invalid credentials')
+      return next()
+    })
+  }
+
+  /** The ids of a request, or a 400 (the native registry owns the id rules). */
+  function ids(c, threadId) {
     const agentId = c.req.param('agentId')
-    const threadId = c.req.query('threadId') || undefined
     try {
-      // The native registry owns the id rules (length, control characters, separators, ':').
-      const overCapacity = registry.checkAdmission(agentId, threadId)
-      return { agentId, threadId, token, overCapacity }
+      channelKey(agentId, threadId)
+      return { agentId, threadId }
     } catch (err) {
       return { refusal: jsonError(c, 400, 'bad_request', errorText(err)) }
     }
   }
 
-  app.get(STREAM_ROUTE, async (c) => {
+  /** The agent's toolset, `undefined` when none; throws when the lookup fails or hangs. */
+  async function lookUpToolset(agentId, threadId, timeoutMs) {
+    if (!getToolset) return undefined
+    const toolset = await withTimeout(Promise.resolve().then(() => callGetToolset(getToolset, agentId, threadId)), timeoutMs, 'getToolset')
+    return toolset ?? undefined
+  }
+
+  app.get(STREAM_ROUTE, ...gate, async (c) => {
     const incoming = c.env?.incoming
     if (!incoming || !upgrading.has(incoming)) {
       return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
     }
-    const { refusal, agentId, threadId, token, overCapacity } = await gate(c, { requireOrigin: true })
+    const { refusal, agentId, threadId } = ids(c, c.req.query('threadId') || undefined)
     if (refusal) return refusal
     const protocol = chooseProtocol(c.req.header('sec-websocket-protocol'))
     if (protocol === undefined) {
       return jsonError(c, 400, 'unsupported_protocol', `this server speaks ${EXTENDED_PROTOCOL} (or the compat wire without a subprotocol)`)
     }
+    const overCapacity = registry.checkAdmission(agentId, threadId)
     if (overCapacity) return jsonError(c, 503, 'over_capacity', overCapacity)
     let canControl = true
     if (authorizeControl) {
       try {
         canControl = (await authorizeControl(c)) === true
       } catch (err) {
-        log.warn(`[browser-stream] authorizeControl threw: ${redact(errorText(err), token)}`)
+        logFor(c).warn(`[browser-stream] authorizeControl threw: ${errorText(err)}`)
         canControl = false
       }
     }
-    admissions.set(incoming, { agentId, threadId, options: { protocol: protocol ?? undefined, canControl } })
-    return c.body(null, 204)
+    const nonce = randomUUID()
+    admissions.set(incoming, { nonce, agentId, threadId, options: { protocol: protocol ?? undefined, canControl } })
+    return c.body(null, 204, { [ADMISSION_HEADER]: nonce })
   })
 
-  app.get(`${apiPrefix}/agents/:agentId/browser/session`, async (c) => {
-    const { refusal, agentId, threadId } = await gate(c, { requireOrigin: false })
+  // Mastra: `{hasSession, screencastAvailable: true}`, hasSession from the toolset's
+  // `hasThreadSession(threadId)`, false without a thread or a toolset.
+  app.get(`${apiPrefix}/agents/:agentId/browser/session`, ...gate, async (c) => {
+    const { refusal, agentId, threadId } = ids(c, c.req.query('threadId') || undefined)
     if (refusal) return refusal
     let toolset
     try {
-      toolset = getToolset ? await withTimeout(Promise.resolve(getToolset(agentId, threadId)), 5000, 'getToolset') : undefined
+      toolset = await lookUpToolset(agentId, threadId, PROBE_TOOLSET_TIMEOUT_MS)
     } catch (err) {
-      return jsonError(c, 500, 'toolset_failed', errorText(err))
+      logFor(c).error(`[browser-stream] getToolset failed for the session probe of ${agentId}: ${errorText(err)}`)
+      return jsonError(c, 500, 'toolset_failed', 'the browser toolset could not be looked up')
     }
-    const available = isToolset(toolset)
-    let running = false
+    let hasSession = false
     try {
-      running = available && toolset.isBrowserRunning() === true
+      if (toolset && threadId !== undefined && typeof toolset.hasThreadSession === 'function') {
+        hasSession = toolset.hasThreadSession(threadId) === true
+      } else if (toolset && typeof toolset.hasThreadSession !== 'function' && typeof toolset.isBrowserRunning === 'function') {
+        // A toolset without threads: its one browser is the session.
+        hasSession = toolset.isBrowserRunning(threadId) === true
+      }
+    } catch (err) {
+      logFor(c).warn(`[browser-stream] the toolset's session check failed for ${agentId}: ${errorText(err)}`)
+    }
+    return c.json({ hasSession, screencastAvailable: true })
+  })
+
+  // Mastra: the thread from the JSON body; under thread scope only that thread's session
+  // closes, otherwise the whole browser.
+  app.post(`${apiPrefix}/agents/:agentId/browser/close`, ...gate, async (c) => {
+    let bodyThread
+    try {
+      const body = await c.req.json()
+      if (typeof body?.threadId === 'string' && body.threadId !== '') bodyThread = body.threadId
     } catch {
-      running = false
+      // No body or not JSON: no thread, as in Mastra.
     }
-    return c.json({ hasSession: running, screencastAvailable: available })
-  })
-
-  app.post(`${apiPrefix}/agents/:agentId/browser/close`, async (c) => {
-    const { refusal, agentId, threadId } = await gate(c, { requireOrigin: false })
+    const { refusal, agentId, threadId } = ids(c, bodyThread ?? (c.req.query('threadId') || undefined))
     if (refusal) return refusal
     let toolset
     try {
-      toolset = getToolset ? await Promise.resolve(getToolset(agentId, threadId)) : undefined
+      toolset = await lookUpToolset(agentId, threadId, toolsetTimeoutMs)
     } catch (err) {
-      return jsonError(c, 500, 'toolset_failed', errorText(err))
+      logFor(c).error(`[browser-stream] getToolset failed closing the browser of ${agentId}: ${errorText(err)}`)
+      return c.json({ error: 'Failed to close browser' }, 500)
     }
     if (!toolset) return c.json({ error: 'No browser session for this agent' }, 404)
     try {
-      await registry.closeBrowserSession(threadId ? `${agentId}:${threadId}` : agentId)
-      await toolset.close?.()
+      if (threadId !== undefined && toolset.getScope?.() === 'thread') {
+        await registry.closeBrowserSessionOf(agentId, threadId)
+        if (typeof toolset.closeThreadSession === 'function') await toolset.closeThreadSession(threadId)
+      } else {
+        // The whole browser goes: every channel of the agent is told.
+        await registry.closeAgentSessions(agentId)
+        await toolset.close()
+      }
       return c.json({ success: true })
     } catch (err) {
-      log.error(`[browser-stream] closing browser of ${agentId}: ${errorText(err)}`)
+      logFor(c).error(`[browser-stream] closing the browser of ${agentId}: ${errorText(err)}`)
       return c.json({ error: 'Failed to close browser' }, 500)
     }
   })
@@ -236,7 +340,7 @@ function setupBrowserStream(app, config = {}) {
   /** upgrade request → subprotocol chosen for a bridged socket */
   const bridgedProtocols = new WeakMap()
 
-  function handOver(req, socket, head, { agentId, threadId, options }) {
+  function handOver(req, socket, head, { agentId, threadId, options }, requestLog) {
     const fd = socket._handle?.fd
     const adoptable = nativeSockets && !socket.encrypted && typeof fd === 'number' && fd >= 0
     if (adoptable) {
@@ -246,9 +350,10 @@ function setupBrowserStream(app, config = {}) {
         socket.destroy()
         return
       } catch (err) {
-        const refused = registry.checkAdmission(agentId, threadId)
+        // A refusal between the route's check and here was counted by the registry already.
+        const refused = registry.admissionRefusal(agentId, threadId)
         if (refused) return rejectUpgrade(socket, 503, 'over_capacity', refused)
-        log.warn(`[browser-stream] native handover failed, bridging in JS: ${errorText(err)}`)
+        requestLog.warn(`[browser-stream] native handover failed, bridging in JS: ${errorText(err)}`)
       }
     }
     if (options.protocol) bridgedProtocols.set(req, options.protocol)
@@ -261,7 +366,7 @@ function setupBrowserStream(app, config = {}) {
     })
   }
 
-  async function handleUpgrade(server, req, socket, head) {
+  async function handleUpgrade(server, req, socket, head, requestLog) {
     const url = new URL(req.url ?? '/', 'http://localhost')
     if (!streamPath.test(url.pathname)) {
       // Not ours: other listeners handle it. With no other listener nobody would ever answer
@@ -285,13 +390,15 @@ function setupBrowserStream(app, config = {}) {
     }
     const headers = new Headers()
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1])
-    const host = req.headers.host ?? 'localhost'
+    // A Host that is no host name would make the request URL invalid; the route reads only
+    // path and query.
+    const host = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(req.headers.host ?? '') ? req.headers.host : 'localhost'
     upgrading.add(req)
     let response
     try {
-      response = await app.request(`http://${host}${req.url}`, { method: 'GET', headers }, { incoming: req, outgoing: undefined })
+      response = await app.request(`http://${host}${url.pathname}${url.search}`, { method: 'GET', headers }, { incoming: req, outgoing: undefined })
     } catch (err) {
-      log.error(`[browser-stream] upgrade request failed in the app: ${errorText(err)}`)
+      requestLog.error(`[browser-stream] upgrade request failed in the app: ${errorText(err)}`)
       return rejectUpgrade(socket, 500, 'internal_error', 'the server failed to handle the upgrade')
     } finally {
       upgrading.delete(req)
@@ -299,8 +406,11 @@ function setupBrowserStream(app, config = {}) {
     const admission = admissions.get(req)
     admissions.delete(req)
     if (socket.destroyed) return
-    if (!admission) return writeHttpResponse(socket, response)
-    return handOver(req, socket, head, admission)
+    // The app's final answer decides: middleware that refused after the route ran (or threw,
+    // which Hono answers 500) replaced the route's admission.
+    const admitted = admission && response.status === 204 && response.headers.get(ADMISSION_HEADER) === admission.nonce
+    if (!admitted) return writeHttpResponse(socket, response)
+    return handOver(req, socket, head, admission, requestLog)
   }
 
   /**
@@ -311,15 +421,23 @@ function setupBrowserStream(app, config = {}) {
   function injectWebSocket(server) {
     if (!server || typeof server.on !== 'function') throw new TypeError('injectWebSocket: server must be a Node HTTP server')
     server.on('upgrade', (req, socket, head) => {
-      handleUpgrade(server, req, socket, head).catch((err) => {
-        log.error(`[browser-stream] upgrade failed: ${errorText(err)}`)
+      const secrets = requestSecrets(req.url ?? '/', req.headers)
+      const requestLog = { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
+      handleUpgrade(server, req, socket, head, requestLog).catch((err) => {
+        requestLog.error(`[browser-stream] upgrade failed: ${errorText(err)}`)
         socket.destroy()
       })
     })
     server.on('close', () => void registry.close())
   }
 
-  return { injectWebSocket, registry }
+  const result = { injectWebSocket, registry }
+  // Mastra's setupBrowserStream is async: `await` (or `.then`) gets the same object.
+  return Object.assign(Object.create(null), result, {
+    then(onFulfilled, onRejected) {
+      return Promise.resolve(result).then(onFulfilled, onRejected)
+    },
+  })
 }
 
 module.exports = { setupBrowserStream, EXTENDED_PROTOCOL }

@@ -47,7 +47,7 @@ async function resolveDevtoolsUrl(endpoint, timeoutMs = 5000) {
  * Starts the CDP source of one session. Resolves to true when Rust took it over, false when
  * `getCdpEndpoint` had no browser for this agent (the caller falls back to the toolset).
  */
-async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = 10_000, cdpTimeoutMs, isCurrent }) {
+async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = 10_000, cdpTimeoutMs, isCurrent, fail }) {
   let found
   try {
     found = await withTimeout(
@@ -56,7 +56,7 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
       'getCdpEndpoint',
     )
   } catch (err) {
-    failNativeSource(native, key, generation, `getCdpEndpoint failed: ${errorText(err)}`)
+    fail(`getCdpEndpoint failed: ${errorText(err)}`)
     return true
   }
   if (found === undefined || found === null || found === false) return false
@@ -66,26 +66,16 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
   try {
     url = await resolveDevtoolsUrl(endpoint, cdpTimeoutMs ?? 10_000)
   } catch (err) {
-    failNativeSource(native, key, generation, `cannot reach the browser at ${endpoint}: ${errorText(err)}`)
+    fail(`cannot reach the browser at ${endpoint}: ${errorText(err)}`)
     return true
   }
   if (!isCurrent()) return true
   try {
     native.startCdpSource(key, generation, url, cdpOptions(screencastOptions, targetId, followNewTabs, cdpTimeoutMs))
   } catch (err) {
-    failNativeSource(native, key, generation, errorText(err))
+    fail(errorText(err))
   }
   return true
 }
 
-/**
- * Ends a native (Rust) source session that could not start: viewers get `screencast_failed`
- * then `browser_closed`, and the channel goes idle so a relaunch or the next viewer retries.
- */
-function failNativeSource(native, key, generation, message) {
-  native.broadcastError(key, 'screencast_failed', message, generation)
-  native.setStatus(key, 'browser_closed', generation)
-  native.sourceEnded(key, generation)
-}
-
-module.exports = { startCdpSource, resolveDevtoolsUrl, cdpOptions, failNativeSource }
+module.exports = { startCdpSource, resolveDevtoolsUrl, cdpOptions }

@@ -21,6 +21,70 @@ function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
+/**
+ * Calls the deployer's `getToolset` as Mastra does: `(agentId)`, plus the thread when the
+ * viewer is thread-scoped (Mastra's lookup ignores it; a thread-aware one may use it).
+ */
+function callGetToolset(getToolset, agentId, threadId) {
+  return threadId === undefined ? getToolset(agentId) : getToolset(agentId, threadId)
+}
+
+/** Errors of a toolset whose browser went away (Mastra's list). */
+function isDisconnectionError(err) {
+  const text = err instanceof Error ? err.message.toLowerCase() : ''
+  return ['target closed', 'browser has been closed', 'page has been closed', 'session closed', 'browser has disconnected'].some((m) =>
+    text.includes(m),
+  )
+}
+
+/** Errors of a toolset whose browser is not ready yet: not worth a log line (Mastra's list). */
+function isExpectedInjectionError(err) {
+  const text = err instanceof Error ? err.message.toLowerCase() : ''
+  return (
+    ['no cdp session', 'browser not launched', 'not connected to browser', 'no active target'].some((m) => text.includes(m)) ||
+    (text.includes('target') && text.includes('not attached'))
+  )
+}
+
+/**
+ * Applies one validated input (`kind` mouse | keyboard | text) to a toolset with the thread
+ * as Mastra passes it. A failure that means the browser is gone closes that thread's session
+ * (or tells the toolset it was disconnected), so its `onBrowserClosed` tells the viewers;
+ * other failures are logged unless they only mean "not ready yet". Resolves either way;
+ * rejects only when `rethrow` is set (the registry counts failed inputs).
+ */
+async function injectInput(toolset, kind, event, threadId, { log, timeoutMs = DEFAULT_TOOLSET_TIMEOUT_MS, rethrow = false }) {
+  // A toolset has no text insertion: a `char` key event with the whole text does the same.
+  if (kind === 'text') [kind, event] = ['keyboard', { type: 'char', text: event.text }]
+  const method = { mouse: 'injectMouseEvent', keyboard: 'injectKeyboardEvent' }[kind]
+  if (!method || typeof toolset[method] !== 'function') return
+  try {
+    // A hung injection must not block the channel's input queue forever.
+    await withTimeout(Promise.resolve().then(() => toolset[method](event, threadId)), timeoutMs, method)
+  } catch (err) {
+    if (isDisconnectionError(err)) notifyBrowserClosed(toolset, threadId)
+    else if (!isExpectedInjectionError(err)) log.warn(`[browser-stream] ${method} failed: ${errorText(err)}`)
+    if (rethrow) throw err
+  }
+}
+
+function notifyBrowserClosed(toolset, threadId) {
+  const disconnected = () => {
+    try {
+      toolset.handleBrowserDisconnected?.()
+    } catch {
+      // Best effort: the browser is gone either way.
+    }
+  }
+  if (threadId !== undefined && typeof toolset.closeThreadSession === 'function') {
+    Promise.resolve()
+      .then(() => toolset.closeThreadSession(threadId))
+      .catch(disconnected)
+    return
+  }
+  disconnected()
+}
+
 /** Whether `value` looks like a browser toolset this module can stream from. */
 function isToolset(value) {
   return (
@@ -43,6 +107,7 @@ class ToolsetSource {
    * @param {object | undefined} o.screencastOptions passed to startScreencast
    * @param {number | undefined} o.toolsetTimeoutMs
    * @param {{info: Function, warn: Function, error: Function}} o.log
+   * @param {(detail: string) => void} o.fail ends the session as failed
    */
   constructor(o) {
     this.native = o.native
@@ -54,11 +119,13 @@ class ToolsetSource {
     this.screencastOptions = o.screencastOptions
     this.timeoutMs = o.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
     this.log = o.log
+    this.onFail = o.fail
     this.toolset = null
     this.stream = null
     this.starting = false
     this.stopped = false
     this.unsubscribeReady = null
+    this.unsubscribeClosed = null
     this.lastUrl = null
   }
 
@@ -67,7 +134,7 @@ class ToolsetSource {
     if (this.toolset) return this.toolset
     if (typeof this.getToolset !== 'function') return undefined
     const toolset = await withTimeout(
-      Promise.resolve().then(() => this.getToolset(this.agentId, this.threadId)),
+      Promise.resolve().then(() => callGetToolset(this.getToolset, this.agentId, this.threadId)),
       this.timeoutMs,
       'getToolset',
     )
@@ -78,11 +145,17 @@ class ToolsetSource {
     return toolset
   }
 
-  fail(message) {
-    this.native.broadcastError(this.key, 'screencast_failed', message, this.generation)
+  /** Ends this session as failed (the registry's `fail`: viewers get a fixed text, the log the detail). */
+  fail(detail) {
+    this.onFail(detail)
   }
 
-  /** Starts the session; never rejects (errors go to the viewers as `{error}`). */
+  /**
+   * Starts the session; never rejects. As Mastra's registry does: the browser's ready and
+   * closed callbacks are registered for this thread whether or not the browser runs now (a
+   * browser closed from outside and launched again restarts the stream), and the screencast
+   * starts at once when the browser already runs.
+   */
   async start() {
     let toolset
     try {
@@ -98,40 +171,60 @@ class ToolsetSource {
       return
     }
     this.toolset = toolset
+    try {
+      this.subscribe(toolset)
+    } catch (err) {
+      this.fail(`the toolset's browser callbacks failed: ${errorText(err)}`)
+      return
+    }
     let running = false
     try {
-      running = toolset.isBrowserRunning() === true
+      running = toolset.isBrowserRunning(this.threadId) === true
     } catch (err) {
       this.fail(`toolset.isBrowserRunning failed: ${errorText(err)}`)
       return
     }
-    if (running) {
-      await this.begin(false)
-    } else if (typeof toolset.onBrowserReady === 'function') {
-      try {
-        const unsubscribe = toolset.onBrowserReady(() => {
-          if (!this.stopped && !this.stream && !this.starting) void this.begin(false)
-        })
-        this.unsubscribeReady = typeof unsubscribe === 'function' ? unsubscribe : null
-      } catch (err) {
-        this.fail(`toolset.onBrowserReady failed: ${errorText(err)}`)
-      }
+    if (running) await this.begin()
+  }
+
+  subscribe(toolset) {
+    const unsubscribe = (fn) => (typeof fn === 'function' ? fn : null)
+    if (typeof toolset.onBrowserReady === 'function') {
+      this.unsubscribeReady = unsubscribe(
+        toolset.onBrowserReady(() => {
+          if (this.stopped) return
+          // A new browser: the old stream (if any) belongs to the one that went away.
+          const old = this.stream
+          this.stream = null
+          if (old) void stopQuietly(old)
+          void this.begin()
+        }, this.threadId),
+      )
+    }
+    if (typeof toolset.onBrowserClosed === 'function') {
+      this.unsubscribeClosed = unsubscribe(
+        toolset.onBrowserClosed(() => {
+          if (this.stopped) return
+          this.stream = null
+          this.lastUrl = null
+          this.native.setStatus(this.key, 'browser_closed', this.generation)
+        }, this.threadId),
+      )
     }
   }
 
-  /** Starts the screencast; `mayLaunch` uses `startScreencast` (which may launch a browser). */
-  async begin(mayLaunch) {
+  /** Starts the screencast of a running browser (`startScreencastIfBrowserActive`, with the thread). */
+  async begin() {
     const toolset = this.toolset
-    if (!toolset || this.stopped || this.starting) return
+    if (!toolset || this.stopped || this.starting || this.stream) return
     this.starting = true
     this.native.setStatus(this.key, 'browser_starting', this.generation)
     try {
       const start =
-        !mayLaunch && typeof toolset.startScreencastIfBrowserActive === 'function'
-          ? toolset.startScreencastIfBrowserActive
-          : toolset.startScreencast
+        typeof toolset.startScreencastIfBrowserActive === 'function' ? toolset.startScreencastIfBrowserActive : toolset.startScreencast
+      const options = this.threadId === undefined ? this.screencastOptions : { ...(this.screencastOptions ?? {}), threadId: this.threadId }
       const stream = await withTimeout(
-        Promise.resolve().then(() => start.call(toolset, this.screencastOptions)),
+        Promise.resolve().then(() => start.call(toolset, options)),
         this.timeoutMs,
         'startScreencast',
       )
@@ -190,8 +283,12 @@ class ToolsetSource {
     })
     stream.on('error', (err) => {
       if (this.stream !== stream) return
+      // As Mastra: an errored stream is stopped and the viewers see the browser as closed;
+      // the error's text is for the log only.
       this.log.warn(`[browser-stream] screencast error for ${this.key}: ${errorText(err)}`)
-      this.fail(`screencast error: ${errorText(err)}`)
+      this.stream = null
+      void stopQuietly(stream)
+      this.native.setStatus(this.key, 'browser_closed', this.generation)
     })
   }
 
@@ -210,7 +307,7 @@ class ToolsetSource {
     const toolset = this.toolset
     if (!toolset || typeof toolset.getCurrentUrl !== 'function') return
     try {
-      const url = toolset.getCurrentUrl()
+      const url = toolset.getCurrentUrl(this.threadId)
       if (url && typeof url.then === 'function') {
         url.then((u) => this.setUrl(u), () => {})
       } else {
@@ -225,28 +322,14 @@ class ToolsetSource {
   async input(kind, event) {
     if (this.stopped) return
     if (kind === 'relaunch') {
-      await this.relaunch()
+      // The newest Mastra ignores `relaunch` (Studio no longer sends it) and launches no
+      // browser for a viewer; here it only restarts the screencast of a browser that runs.
+      if (!this.stream && this.toolset?.isBrowserRunning(this.threadId) === true) await this.begin()
       return
     }
     const toolset = this.toolset ?? (await this.resolveToolset())
     if (!toolset) return
-    // A toolset has no text insertion: a `char` key event with the whole text does the same.
-    if (kind === 'text') [kind, event] = ['keyboard', { type: 'char', text: event.text }]
-    const method = { mouse: 'injectMouseEvent', keyboard: 'injectKeyboardEvent' }[kind]
-    if (!method || typeof toolset[method] !== 'function') return
-    // A hung injection must not block the channel's input queue forever.
-    await withTimeout(Promise.resolve().then(() => toolset[method](event)), this.timeoutMs, method)
-  }
-
-  /** Stops the current screencast (if any) and starts a new one, launching when needed. */
-  async relaunch() {
-    if (!this.toolset) this.toolset = (await this.resolveToolset()) ?? null
-    if (!this.toolset || this.stopped) return
-    const stream = this.stream
-    this.stream = null
-    if (stream) await stopQuietly(stream)
-    this.lastUrl = null
-    await this.begin(true)
+    await injectInput(toolset, kind, event, this.threadId, { log: this.log, timeoutMs: this.timeoutMs, rethrow: true })
   }
 
   /**
@@ -264,12 +347,15 @@ class ToolsetSource {
   /** Stops the session for good (last viewer gone, or registry closed). Never rejects. */
   async stop() {
     this.stopped = true
-    try {
-      this.unsubscribeReady?.()
-    } catch {
-      // The toolset's unsubscribe failing must not keep the stream alive.
+    for (const unsubscribe of [this.unsubscribeReady, this.unsubscribeClosed]) {
+      try {
+        unsubscribe?.()
+      } catch {
+        // The toolset's unsubscribe failing must not keep the stream alive.
+      }
     }
     this.unsubscribeReady = null
+    this.unsubscribeClosed = null
     const stream = this.stream
     this.stream = null
     // Errored streams are stopped too: a stream is always stopped exactly once.
@@ -285,4 +371,4 @@ async function stopQuietly(stream) {
   }
 }
 
-module.exports = { ToolsetSource, withTimeout, isToolset, errorText }
+module.exports = { ToolsetSource, withTimeout, isToolset, errorText, callGetToolset, injectInput }

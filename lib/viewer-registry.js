@@ -5,9 +5,10 @@
 // drop-in keys and WSContext objects to native viewer ids. Must not fan out frames itself:
 // every frame goes through Rust once.
 
-const { NativeRegistry } = require('../binding')
+const { NativeRegistry, channelKey } = require('../binding')
 const { ToolsetSource, errorText } = require('./toolset-source')
-const { startCdpSource, failNativeSource } = require('./cdp-source')
+const { startCdpSource } = require('./cdp-source')
+const { redact } = require('./redact')
 
 const NATIVE_OPTION_NAMES = [
   'lingerMs',
@@ -36,7 +37,8 @@ const quietLogger = {
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
 
-function channelKey(agentId, threadId) {
+/** The key the TypeScript module uses for a channel (ambiguous when ids contain ':'). */
+function mastraKey(agentId, threadId) {
   return threadId ? `${agentId}:${threadId}` : agentId
 }
 
@@ -66,8 +68,8 @@ class ViewerRegistry {
   #sources = new Map()
   /** channel key → getToolset given by the drop-in addViewer */
   #toolsetGetters = new Map()
-  /** drop-in key → channel key, when they differ */
-  #keyAliases = new Map()
+  /** channel key → { agentId, threadId } of every channel whose source was started */
+  #channels = new Map()
   /** viewer id → { send(text): Promise, close(code, reason) } for sockets kept in JS */
   #bridged = new Map()
   /** WSContext (drop-in) → viewer id */
@@ -140,6 +142,10 @@ class ViewerRegistry {
       case 'control':
         this.#controlChanged(event)
         return
+      case 'log':
+        // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
+        ;(event.level === 'error' ? this.#log.error : this.#log.warn)(`[browser-stream] ${redact(event.text)}`)
+        return
       case 'close': {
         const socket = this.#bridged.get(event.viewerId)
         this.#bridged.delete(event.viewerId)
@@ -159,6 +165,7 @@ class ViewerRegistry {
 
   #startSource(event) {
     const { key, agentId, threadId, generation } = event
+    this.#channels.set(key, { agentId, threadId: threadId ?? undefined })
     const previous = this.#sources.get(key)
     if (previous && previous.generation !== generation) void previous.stop()
     if (this.#getCdpEndpoint) {
@@ -175,6 +182,7 @@ class ViewerRegistry {
         timeoutMs: this.#toolsetTimeoutMs,
         cdpTimeoutMs: this.#cdpTimeoutMs,
         isCurrent: () => this.#sources.get(key)?.generation === generation,
+        fail: (detail) => this.#failSession(key, generation, detail),
       }).then(
         (started) => {
           if (!started && this.#sources.get(key)?.generation === generation) this.#startToolsetSource(event)
@@ -193,7 +201,7 @@ class ViewerRegistry {
         replay = this.#getReplayFrames(agentId, threadId ?? undefined)
       } catch (err) {
         this.#sources.set(key, this.#nativeSourceEntry(key, generation))
-        failNativeSource(this.#native, key, generation, `getReplayFrames: ${errorText(err)}`)
+        this.#failSession(key, generation, `getReplayFrames: ${errorText(err)}`)
         return
       }
       if (replay) {
@@ -211,6 +219,7 @@ class ViewerRegistry {
       screencastOptions: this.#screencastOptions,
       toolsetTimeoutMs: this.#toolsetTimeoutMs,
       log: this.#log,
+      fail: (detail) => this.#failSession(key, generation, detail),
     })
     this.#sources.set(key, source)
     source.start().catch(() => {})
@@ -240,7 +249,25 @@ class ViewerRegistry {
     try {
       this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
     } catch (err) {
-      failNativeSource(this.#native, key, generation, `replay source: ${errorText(err)}`)
+      this.#failSession(key, generation, `replay source: ${errorText(err)}`)
+    }
+  }
+
+  /**
+   * Ends a source session that could not start or broke: viewers get `screencast_failed` (a
+   * fixed text; `detail` goes to the log) and `browser_closed`, the channel goes idle with its
+   * viewers (a relaunch or the next viewer starts a new session), and the session's JS side
+   * is dropped (no `stop` comes for a session that ended by itself).
+   */
+  #failSession(key, generation, detail) {
+    this.#native.broadcastError(key, 'screencast_failed', detail, generation)
+    this.#native.setStatus(key, 'browser_closed', generation)
+    this.#native.sourceEnded(key, generation)
+    const source = this.#sources.get(key)
+    if (source?.generation === generation) {
+      this.#sources.delete(key)
+      this.#forgetKey(key)
+      void source.stop()
     }
   }
 
@@ -284,6 +311,14 @@ class ViewerRegistry {
    */
   checkAdmission(agentId, threadId) {
     return this.#native.checkAdmission(agentId, threadId || undefined)
+  }
+
+  /**
+   * `checkAdmission` without counting a refusal (a second look at one already counted).
+   * @internal used by setupBrowserStream
+   */
+  admissionRefusal(agentId, threadId) {
+    return this.#native.checkAdmission(agentId, threadId || undefined, false)
   }
 
   /**
@@ -342,11 +377,20 @@ class ViewerRegistry {
   /** Drops the drop-in bookkeeping of a channel whose source stopped (no viewers left). */
   #forgetKey(nativeKey) {
     this.#toolsetGetters.delete(nativeKey)
-    for (const [alias, target] of this.#keyAliases) if (target === nativeKey) this.#keyAliases.delete(alias)
+    this.#channels.delete(nativeKey)
   }
 
-  #nativeKey(key) {
-    return this.#keyAliases.get(key) ?? key
+  /**
+   * The channel keys a drop-in key (`agentId` or `agentId:threadId`, as the TypeScript module
+   * builds it) names: every live channel it fits (more than one only for ids with ':'), else
+   * the key itself, which is the channel key for ids without ':' and '%'.
+   */
+  #nativeKeys(key) {
+    const keys = []
+    for (const [nativeKey, { agentId, threadId }] of this.#channels) {
+      if (mastraKey(agentId, threadId) === key) keys.push(nativeKey)
+    }
+    return keys.length > 0 ? keys : [key]
   }
 
   // ---- the drop-in API of the TypeScript ViewerRegistry ----------------------------------
@@ -364,15 +408,10 @@ class ViewerRegistry {
     if (typeof key !== 'string' || key === '') throw new TypeError('addViewer: key must be a non-empty string')
     if (!ws || typeof ws.send !== 'function') throw new TypeError('addViewer: ws must have a send() method')
     if (this.#contexts.has(ws)) return
-    // A key of the TypeScript module is `agentId` or `agentId:threadId`.
-    let agent = agentId
-    if (agent === undefined) {
-      const colon = key.indexOf(':')
-      agent = colon < 0 ? key : key.slice(0, colon)
-      if (colon >= 0 && threadId === undefined) threadId = key.slice(colon + 1)
-    }
+    // As the TypeScript module: the agent is `agentId`, else the key itself.
+    const agent = agentId ?? key
+    threadId = threadId || undefined
     const nativeKey = channelKey(agent, threadId)
-    if (nativeKey !== key) this.#keyAliases.set(key, nativeKey)
     if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)
     // The TypeScript route sends {status:'connected'} itself before addViewer.
     const id = this.#native.attachBridged(agent, threadId || undefined, false)
@@ -421,7 +460,7 @@ class ViewerRegistry {
    * @param {string | Buffer} data
    */
   broadcastFrame(key, data) {
-    this.#native.pushFrame(this.#nativeKey(key), data)
+    for (const nativeKey of this.#nativeKeys(key)) this.#native.pushFrame(nativeKey, data)
   }
 
   /**
@@ -433,26 +472,51 @@ class ViewerRegistry {
     if (status === null || typeof status !== 'object') {
       throw new TypeError('broadcastStatus: status must be an object such as { status: "streaming" }')
     }
-    this.#native.broadcastJson(this.#nativeKey(key), JSON.stringify(status))
+    const json = JSON.stringify(status)
+    for (const nativeKey of this.#nativeKeys(key)) this.#native.broadcastJson(nativeKey, json)
   }
 
   /** @param {string} key */
   getViewerCount(key) {
-    return this.#native.viewerCount(this.#nativeKey(key))
+    return this.#nativeKeys(key).reduce((sum, nativeKey) => sum + this.#native.viewerCount(nativeKey), 0)
   }
 
   /** @param {string} key */
   hasActiveScreencast(key) {
-    return this.#native.isStreaming(this.#nativeKey(key))
+    return this.#nativeKeys(key).some((nativeKey) => this.#native.isStreaming(nativeKey))
   }
 
   /**
-   * Ends the browser session of `key`: stops its screencast and tells viewers
-   * `{status:'browser_closed'}`; viewers stay connected for the next session.
+   * Ends the browser session of `key` (drop-in: `agentId` or `agentId:threadId`): stops its
+   * screencast and tells viewers `{status:'browser_closed'}`; viewers stay connected for the
+   * next session.
    * @param {string} key
    */
   async closeBrowserSession(key) {
-    const nativeKey = this.#nativeKey(key)
+    await Promise.all(this.#nativeKeys(key).map((nativeKey) => this.#closeSession(nativeKey)))
+  }
+
+  /**
+   * `closeBrowserSession` for an agent, or one thread of it, named by ids (any characters).
+   * @param {string} agentId
+   * @param {string} [threadId]
+   */
+  async closeBrowserSessionOf(agentId, threadId) {
+    await this.#closeSession(channelKey(agentId, threadId || undefined))
+  }
+
+  /**
+   * Ends the sessions of every channel of `agentId` (the agent and each of its threads): its
+   * whole browser is closing.
+   * @param {string} agentId
+   */
+  async closeAgentSessions(agentId) {
+    const keys = new Set([channelKey(agentId, undefined)])
+    for (const [nativeKey, channel] of this.#channels) if (channel.agentId === agentId) keys.add(nativeKey)
+    await Promise.all([...keys].map((nativeKey) => this.#closeSession(nativeKey)))
+  }
+
+  async #closeSession(nativeKey) {
     this.#native.clearPageState(nativeKey)
     const source = this.#sources.get(nativeKey)
     if (source) await source.closeStream()
@@ -474,8 +538,9 @@ class ViewerRegistry {
     if (event === null || typeof event !== 'object' || Array.isArray(event) || typeof event.type !== 'string') {
       throw new TypeError('publishEvent: event must be an object with a string type')
     }
-    const key = threadId ? channelKey(agentId, threadId) : this.#nativeKey(agentId)
-    return this.#native.publishEvent(key, JSON.stringify(event))
+    const json = JSON.stringify(event)
+    const keys = threadId ? [channelKey(agentId, threadId)] : this.#nativeKeys(agentId)
+    return keys.map((key) => this.#native.publishEvent(key, json)).some(Boolean)
   }
 
   /** Per-channel and per-viewer counters. */
@@ -509,4 +574,4 @@ class ViewerRegistry {
   }
 }
 
-module.exports = { ViewerRegistry, channelKey }
+module.exports = { ViewerRegistry }

@@ -1,0 +1,55 @@
+'use strict'
+// Redaction of credentials from log lines. Owns what counts as a credential of a request
+// (query parameters such as `apiKey`, the `Authorization` header, cookie values) and how it
+// is blanked. Must not log or decide anything itself.
+
+/** Query parameters whose values are credentials. */
+const SECRET_PARAM_NAMES = ['apiKey', 'api_key', 'token', 'access_token', 'auth']
+const SECRET_PARAM = new RegExp(`^(${SECRET_PARAM_NAMES.join('|')})$`, 'i')
+/** Such a parameter inside a text (a URL quoted in an error). */
+const SECRET_PARAMS = new RegExp(`([?&;](?:${SECRET_PARAM_NAMES.join('|')})=)[^&#\\s"'<>]*`, 'gi')
+/** A bearer credential quoted in a text. */
+const BEARER = /(\bBearer\s+)[^\s"',;]+/gi
+
+/**
+ * The credentials a request carries: `?apiKey=` (and the like), the `Authorization` header
+ * (whole and without its scheme) and the cookie values.
+ */
+function requestSecrets(url, headers) {
+  const secrets = []
+  try {
+    const params = new URL(url, 'http://localhost').searchParams
+    for (const [name, value] of params) if (SECRET_PARAM.test(name) && value) secrets.push(value)
+  } catch {
+    // An unparsable URL is redacted by pattern below.
+  }
+  const authorization = headers.authorization
+  if (typeof authorization === 'string' && authorization) {
+    secrets.push(authorization)
+    const credential = authorization.replace(/^\S+\s+/, '').trim()
+    if (credential) secrets.push(credential)
+  }
+  const cookie = headers.cookie
+  if (typeof cookie === 'string') {
+    for (const part of cookie.split(';')) {
+      const value = part.slice(part.indexOf('=') + 1).trim()
+      if (value.length >= 4) secrets.push(value)
+    }
+  }
+  return secrets
+}
+
+/**
+ * `text` with every credential in `secrets` replaced, plain or URL-encoded, and credentials
+ * in the usual places (`?apiKey=…`, `Bearer …`) blanked even when not known.
+ */
+function redact(text, secrets = []) {
+  let out = String(text)
+  for (const secret of secrets) {
+    if (!secret) continue
+    for (const form of new Set([secret, encodeURIComponent(secret), encodeURI(secret)])) out = out.split(form).join('[redacted]')
+  }
+  return out.replace(SECRET_PARAMS, '$1[redacted]').replace(BEARER, '$1[redacted]')
+}
+
+module.exports = { redact, requestSecrets }
