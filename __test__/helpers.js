@@ -55,31 +55,62 @@ class FakeStream extends EventEmitter {
   }
 }
 
-/** A browser toolset of the Mastra `BrowserToolsetLike` shape, driven by the test. */
+/**
+ * A browser toolset of Mastra's `MastraBrowser` shape, driven by the test. Every call that
+ * Mastra gives a thread records it in `threads` (method → threads seen), so tests can check
+ * that thread-scoped viewers reach the thread's session.
+ */
 class FakeToolset {
-  constructor({ running = true, url = 'https://example.test/start' } = {}) {
+  constructor({ running = true, url = 'https://example.test/start', scope = 'shared' } = {}) {
     this.running = running
     this.url = url
+    this.scope = scope
     this.starts = 0
     this.stops = 0
     this.current = null
     this.readyCallbacks = new Set()
+    this.closedCallbacks = new Set()
     this.mouse = []
     this.keys = []
     this.closed = 0
+    this.threadsClosed = []
+    this.threads = {}
   }
-  isBrowserRunning() {
+  #saw(method, threadId) {
+    ;(this.threads[method] ??= []).push(threadId)
+  }
+  isBrowserRunning(threadId) {
+    this.#saw('isBrowserRunning', threadId)
     return this.running
   }
-  onBrowserReady(callback) {
+  hasThreadSession(threadId) {
+    this.#saw('hasThreadSession', threadId)
+    return this.running
+  }
+  getScope() {
+    return this.scope
+  }
+  onBrowserReady(callback, threadId) {
+    this.#saw('onBrowserReady', threadId)
     this.readyCallbacks.add(callback)
     return () => this.readyCallbacks.delete(callback)
+  }
+  onBrowserClosed(callback, threadId) {
+    this.#saw('onBrowserClosed', threadId)
+    this.closedCallbacks.add(callback)
+    return () => this.closedCallbacks.delete(callback)
   }
   launch() {
     this.running = true
     for (const callback of this.readyCallbacks) callback()
   }
+  /** The browser goes away from outside (Mastra calls the closed callbacks). */
+  externalClose() {
+    this.running = false
+    for (const callback of this.closedCallbacks) callback()
+  }
   async startScreencastIfBrowserActive(options) {
+    this.#saw('startScreencastIfBrowserActive', options?.threadId)
     if (!this.running) return null
     return this.startScreencast(options)
   }
@@ -99,14 +130,21 @@ class FakeToolset {
     })
     return data
   }
-  getCurrentUrl() {
+  getCurrentUrl(threadId) {
+    this.#saw('getCurrentUrl', threadId)
     return this.url
   }
-  async injectMouseEvent(event) {
+  async injectMouseEvent(event, threadId) {
+    this.#saw('injectMouseEvent', threadId)
     this.mouse.push(event)
   }
-  async injectKeyboardEvent(event) {
+  async injectKeyboardEvent(event, threadId) {
+    this.#saw('injectKeyboardEvent', threadId)
     this.keys.push(event)
+  }
+  async closeThreadSession(threadId) {
+    this.threadsClosed.push(threadId)
+    await this.current?.stop()
   }
   async close() {
     this.closed += 1
@@ -358,6 +396,31 @@ class ExtendedViewer {
   }
 }
 
+/** What viewers are told with each source error code (a fixed text; details go to the log). */
+const VIEWER_ERROR_TEXT = Object.freeze({
+  screencast_failed: "the browser's screencast could not be started",
+  browser_crashed: 'the browser stopped responding',
+})
+
+/** A `logger` for setupBrowserStream that keeps every line, for tests of what is logged. */
+function logCapture() {
+  const lines = []
+  const keep = (...args) => lines.push(args.map(String).join(' '))
+  return {
+    logger: { info: keep, warn: keep, error: keep },
+    lines,
+    has: (pattern) => lines.some((line) => pattern.test(line)),
+  }
+}
+
+/**
+ * Statuses as a viewer is sure to see them: status is latest-wins per viewer, so a
+ * `browser_starting` followed at once by the next status may never reach a viewer.
+ */
+function settledStatuses(statuses) {
+  return statuses.filter((status) => status !== 'browser_starting')
+}
+
 async function waitFor(predicate, { timeout = 5000, interval = 10, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout
   for (;;) {
@@ -525,4 +588,4 @@ class CountingViewer {
   }
 }
 
-Object.assign(module.exports, { forceGc, stalledViewer, openRawWebSocket, jpegSize, CountingViewer })
+Object.assign(module.exports, { VIEWER_ERROR_TEXT, logCapture, settledStatuses, forceGc, stalledViewer, openRawWebSocket, jpegSize, CountingViewer })

@@ -5,7 +5,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { NativeRegistry } = require('..')
-const { startServer, Viewer, waitFor, sleep, BASE_JPEG } = require('./helpers')
+const { startServer, Viewer, waitFor, sleep, BASE_JPEG, logCapture, VIEWER_ERROR_TEXT } = require('./helpers')
 
 /** `bsn:seq=N;t=T;` of a stamped frame, or null. */
 function stamp(base64) {
@@ -54,12 +54,14 @@ test('replayed frames reach viewers stamped, in order, at the asked rate, and st
 })
 
 test('bad replay input is an error for the viewers, not a crash', async (t) => {
-  const srv = await startServer({ getReplayFrames: () => ({ frames: [Buffer.from('not an image')], fps: 30 }) })
+  const logs = logCapture()
+  const srv = await startServer({ logger: logs.logger, getReplayFrames: () => ({ frames: [Buffer.from('not an image')], fps: 30 }) })
   t.after(() => srv.close())
   const viewer = new Viewer(srv.url('bad'))
   await waitFor(() => viewer.json.some((m) => m.error === 'screencast_failed'), { what: 'screencast_failed' })
   const error = viewer.json.find((m) => m.error)
-  assert.match(error.message, /replay image 0 is not a JPEG, PNG or WebP image/)
+  assert.equal(error.message, VIEWER_ERROR_TEXT.screencast_failed)
+  await waitFor(() => logs.has(/replay image 0 is not a JPEG, PNG or WebP image/), { what: 'the cause in the log' })
   await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed after the error' })
   assert.equal(srv.registry.stats().channels.find((c) => c.key === 'bad').sourceState, 'idle', 'a relaunch or the next viewer may retry')
 })
@@ -76,7 +78,9 @@ test('startReplaySource refuses bad arguments with clear errors and ignores dead
 })
 
 test('a getReplayFrames that throws gives screencast_failed', async (t) => {
+  const logs = logCapture()
   const srv = await startServer({
+    logger: logs.logger,
     getReplayFrames: () => {
       throw new Error('no recording')
     },
@@ -84,5 +88,6 @@ test('a getReplayFrames that throws gives screencast_failed', async (t) => {
   t.after(() => srv.close())
   const viewer = new Viewer(srv.url('thrower'))
   await waitFor(() => viewer.json.some((m) => m.error === 'screencast_failed'), { what: 'screencast_failed' })
-  assert.match(viewer.json.find((m) => m.error).message, /getReplayFrames: no recording/)
+  assert.equal(viewer.json.find((m) => m.error).message, VIEWER_ERROR_TEXT.screencast_failed)
+  await waitFor(() => logs.has(/getReplayFrames: no recording/), { what: "the deployer's error in the log" })
 })

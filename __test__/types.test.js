@@ -19,7 +19,7 @@ test('index.d.ts type-checks the drop-in usage', () => {
 })
 
 test('index.js exports what index.d.ts declares', () => {
-  assert.deepEqual(Object.keys(exported).sort(), ['CloseCode', 'EXTENDED_PROTOCOL', 'NativeRegistry', 'ViewerRegistry', 'setupBrowserStream'])
+  assert.deepEqual(Object.keys(exported).sort(), ['CloseCode', 'EXTENDED_PROTOCOL', 'NativeRegistry', 'ViewerRegistry', 'handleInputMessage', 'setupBrowserStream'])
   assert.equal(exported.EXTENDED_PROTOCOL, 'browser-stream.v1')
   assert.equal(typeof exported.setupBrowserStream, 'function')
   assert.equal(exported.CloseCode.SLOW_CONSUMER, 4001)

@@ -1,0 +1,113 @@
+'use strict'
+// Thread-scoped browsers as Mastra's ViewerRegistry drives a MastraBrowser: every toolset call
+// carries the viewer's thread, the ready and closed callbacks are registered whether or not
+// the browser runs, so a browser closed from outside and launched again streams again.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { startServer, FakeToolset, Viewer, waitFor, settledStatuses, jpegFrame, frameSeq } = require('./helpers')
+
+const THREAD = 'thread/1 2'
+
+async function setup(t, toolset, config = {}) {
+  const lookups = []
+  const srv = await startServer({
+    lingerMs: 50,
+    getToolset: (...args) => {
+      lookups.push(args)
+      return toolset
+    },
+    ...config,
+  })
+  t.after(() => srv.close())
+  return { srv, lookups }
+}
+
+test('a thread-scoped viewer: every toolset call gets the thread, getToolset gets (agentId, threadId)', async (t) => {
+  const toolset = new FakeToolset({ url: 'https://example.test/thread' })
+  const { srv, lookups } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-1', `?threadId=${encodeURIComponent(THREAD)}`))
+  await viewer.untilStreaming('streaming')
+  toolset.emitFrame(1)
+  await waitFor(() => viewer.frames.length === 1 && viewer.json.some((m) => m.url), { what: 'frame and url' })
+  viewer.send({ type: 'mouse', eventType: 'mousePressed', x: 3, y: 4, button: 'left', clickCount: 1 })
+  viewer.send({ type: 'keyboard', eventType: 'keyDown', key: 'Enter', code: 'Enter' })
+  await waitFor(() => toolset.mouse.length === 1 && toolset.keys.length === 1, { what: 'inputs relayed' })
+  assert.deepEqual(lookups, [['agent-1', THREAD]])
+  for (const method of ['isBrowserRunning', 'onBrowserReady', 'onBrowserClosed', 'startScreencastIfBrowserActive', 'getCurrentUrl', 'injectMouseEvent', 'injectKeyboardEvent']) {
+    assert.ok(toolset.threads[method]?.length > 0, `${method} was called`)
+    assert.ok(
+      toolset.threads[method].every((thread) => thread === THREAD),
+      `${method} got ${JSON.stringify(toolset.threads[method])}`,
+    )
+  }
+  assert.equal(toolset.keys[0].windowsVirtualKeyCode, 13)
+  assert.equal(srv.registry.stats().channels[0].key, `agent-1:${THREAD}`)
+})
+
+test('without a thread, getToolset gets (agentId) alone and toolset calls get no thread', async (t) => {
+  const toolset = new FakeToolset()
+  const { srv, lookups } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-2'))
+  await viewer.untilStreaming('streaming')
+  assert.deepEqual(lookups, [['agent-2']])
+  assert.deepEqual(toolset.threads.isBrowserRunning, [undefined])
+  assert.deepEqual(toolset.threads.startScreencastIfBrowserActive, [undefined])
+  await viewer.close()
+})
+
+test('a browser closed from outside and launched again streams again (ready and closed callbacks)', async (t) => {
+  const toolset = new FakeToolset()
+  const { srv } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-3', '?threadId=t1'))
+  await viewer.untilStreaming('streaming')
+  toolset.emitFrame(1)
+  await waitFor(() => viewer.frames.length === 1, { what: 'first frame' })
+  assert.equal(toolset.readyCallbacks.size, 1, 'onBrowserReady registered although the browser ran')
+  assert.equal(toolset.closedCallbacks.size, 1, 'onBrowserClosed registered')
+
+  toolset.externalClose()
+  await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed from onBrowserClosed' })
+  assert.equal(viewer.ws.readyState, 1, 'the viewer stays connected')
+
+  toolset.launch()
+  await waitFor(() => viewer.statuses().filter((s) => s === 'streaming').length === 2, { what: 'streaming again' })
+  assert.equal(toolset.starts, 2, 'a new screencast for the new browser')
+  toolset.emitFrame(2)
+  await waitFor(() => viewer.frames.length === 2, { what: 'a frame of the new browser' })
+  assert.deepEqual(settledStatuses(viewer.statuses()), ['connected', 'streaming', 'browser_closed', 'streaming'])
+
+  // The last viewer leaving unregisters both callbacks.
+  await viewer.close()
+  await waitFor(() => toolset.readyCallbacks.size === 0 && toolset.closedCallbacks.size === 0, { what: 'callbacks unregistered' })
+})
+
+test('a browser ready while the old stream still runs replaces that stream', async (t) => {
+  const toolset = new FakeToolset()
+  const { srv } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-4'))
+  await viewer.untilStreaming('streaming')
+  const first = toolset.current
+  toolset.launch()
+  await waitFor(() => toolset.starts === 2, { what: 'second screencast' })
+  await waitFor(() => first.stopped, { what: 'the old stream stopped' })
+  toolset.emitFrame(7)
+  await waitFor(() => viewer.frames.length === 1, { what: 'frame of the new stream' })
+  // A late frame of the old stream is ignored.
+  first.emit('frame', { data: jpegFrame(8).toString('base64'), viewport: { width: 1280, height: 720 } })
+  toolset.emitFrame(9)
+  await waitFor(() => viewer.frames.length === 2, { what: 'next frame of the new stream' })
+  assert.deepEqual(viewer.frames.map((f) => frameSeq(Buffer.from(f, 'base64'))), [7, 9])
+})
+
+test('a browser that is not running yet: viewers wait, its launch starts the stream', async (t) => {
+  const toolset = new FakeToolset({ running: false })
+  const { srv } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-5', '?threadId=t9'))
+  await viewer.opened
+  await waitFor(() => toolset.readyCallbacks.size === 1, { what: 'waiting for the browser' })
+  assert.equal(toolset.starts, 0)
+  toolset.launch()
+  await viewer.untilStreaming('streaming')
+  assert.deepEqual(toolset.threads.onBrowserReady, ['t9'])
+})
