@@ -12,10 +12,10 @@
 //!   other empty line, every line CRLF-terminated) whose `Sec-WebSocket-Accept` is the RFC 6455
 //!   value base64(SHA-1(key ++ GUID)), computed here independently, and which echoes the
 //!   subprotocol exactly when one is chosen;
-//! - an id pair is accepted exactly when the agent id is 1..=256 bytes with no ':', and the
-//!   thread id (if any) is 1..=256 bytes, neither with a control character or a path separator
-//!   (`/`, `\`) nor being `.` or `..`;
-//!   the accepted channel's key is `agent` or `agent:thread`, and it keeps both ids verbatim.
+//! - an id pair is accepted exactly when the agent id and the thread id (if any) are each
+//!   1..=256 bytes without a control character (ids are otherwise opaque);
+//!   the accepted channel keeps both ids verbatim, and its key splits back into them: the
+//!   agent part (before the first ':', `%` and `:` percent-encoded) and the thread as it is.
 #![no_main]
 
 use base64::Engine;
@@ -109,6 +109,20 @@ fn check_ids(agent: &str, thread: Option<&str>) {
         }
     }
 }
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.splitn(3, '\n');
+    let key = lines.next().unwrap_or("");
+    let agent = lines.next().unwrap_or("");
+    let thread = lines.next();
+
+    check_key(key);
+    check_key(&text);
+    check_ids(agent, thread);
+    check_ids(&text, None);
+    check_ids(key, Some(agent));
+});
 
 /// Undoes the percent-encoding of `%` and `:` in a key's agent part.
 fn decode_agent_part(part: &str) -> String {
