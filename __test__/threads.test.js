@@ -111,3 +111,26 @@ test('a browser that is not running yet: viewers wait, its launch starts the str
   await viewer.untilStreaming('streaming')
   assert.deepEqual(toolset.threads.onBrowserReady, ['t9'])
 })
+
+test('no toolset yet: the next viewer of the same agent looks it up again and both stream', async (t) => {
+  let toolset
+  const lookups = []
+  const srv = await startServer({
+    getToolset: (agentId) => {
+      lookups.push(agentId)
+      return toolset
+    },
+  })
+  t.after(() => srv.close())
+  const first = new Viewer(srv.url('agent-6'))
+  await first.opened
+  await waitFor(() => lookups.length === 1 && srv.registry.stats().channels[0]?.sourceState === 'idle', {
+    what: 'the lookup found nothing and the channel waits idle',
+  })
+  toolset = new FakeToolset()
+  const second = new Viewer(srv.url('agent-6'))
+  await Promise.all([first.untilStreaming('first streams'), second.untilStreaming('second streams')])
+  assert.deepEqual(lookups, ['agent-6', 'agent-6'])
+  assert.equal(toolset.starts, 1)
+  assert.ok(!first.json.some((m) => m.error), 'waiting for a toolset is not an error')
+})

@@ -108,6 +108,7 @@ class ToolsetSource {
    * @param {number | undefined} o.toolsetTimeoutMs
    * @param {{info: Function, warn: Function, error: Function}} o.log
    * @param {(detail: string) => void} o.fail ends the session as failed
+   * @param {() => void} o.idle ends the session quietly (no toolset yet)
    */
   constructor(o) {
     this.native = o.native
@@ -120,6 +121,7 @@ class ToolsetSource {
     this.timeoutMs = o.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
     this.log = o.log
     this.onFail = o.fail
+    this.onIdle = o.idle
     this.toolset = null
     this.stream = null
     this.starting = false
@@ -166,8 +168,10 @@ class ToolsetSource {
     }
     if (this.stopped) return
     if (!toolset) {
-      // No browser for this agent yet: viewers stay connected, as the TypeScript module does.
+      // No browser for this agent yet: viewers stay connected and the next viewer looks the
+      // toolset up again, as the TypeScript module does.
       this.log.info(`[browser-stream] no toolset for ${this.key}; viewers wait`)
+      this.onIdle()
       return
     }
     this.toolset = toolset

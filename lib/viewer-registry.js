@@ -220,6 +220,7 @@ class ViewerRegistry {
       toolsetTimeoutMs: this.#toolsetTimeoutMs,
       log: this.#log,
       fail: (detail) => this.#failSession(key, generation, detail),
+      idle: () => this.#endSession(key, generation),
     })
     this.#sources.set(key, source)
     source.start().catch(() => {})
@@ -262,6 +263,14 @@ class ViewerRegistry {
   #failSession(key, generation, detail) {
     this.#native.broadcastError(key, 'screencast_failed', detail, generation)
     this.#native.setStatus(key, 'browser_closed', generation)
+    this.#endSession(key, generation)
+  }
+
+  /**
+   * Ends a source session quietly: the channel goes idle with its viewers, so the next viewer
+   * (or a relaunch) starts a new one, and the session's JS side is dropped.
+   */
+  #endSession(key, generation) {
     this.#native.sourceEnded(key, generation)
     const source = this.#sources.get(key)
     if (source?.generation === generation) {
