@@ -1,16 +1,19 @@
-//! One viewer's reliable queue, as its writer reads it: messages in order and bounded, except
-//! sticky state — status, url, viewport and each error code — which is latest-wins per viewer.
+//! One viewer's reliable queue: messages in order and bounded, except that sticky state —
+//! status, url, viewport and each error code — is latest-wins per viewer.
 //!
-//! Owns: the sticky slots and the mapping of a queued sticky marker to the newest text of its
-//! kind. A burst of `{url}` or `{error}` messages from a source therefore costs one queue
-//! entry per kind, never a 4001 for a viewer that reads. Must not decide what is sticky (the
-//! registry does) nor touch sockets (the writers do).
+//! Owns: the queue, its bound, and the replacement rule: a new value of a sticky kind removes
+//! the value of that kind still waiting and joins the end of the queue. What the viewer reads
+//! is therefore the sequence of messages as they were queued, minus superseded values, so a
+//! burst of `{url}` or `{error}` messages costs one entry per kind (never a 4001 for a viewer
+//! that reads) and no old value ever arrives after a newer message. Must not decide what is
+//! sticky (the registry does) nor touch sockets (the writers do).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::registry::{lock, Outbound};
 
@@ -27,66 +30,129 @@ pub enum StickyKind {
     Error(String),
 }
 
-/// The newest text of each sticky kind not yet taken by the viewer's writer, with the frame
-/// sequence number it must follow.
-#[derive(Debug, Default)]
-pub struct StickySlots(Mutex<HashMap<StickyKind, (Bytes, u64)>>);
+/// The queue is at its bound: the viewer does not read (the caller closes it with 4001).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
-impl StickySlots {
-    /// Stores `text` as the newest of `kind`; true when no value of that kind was waiting, so
-    /// the caller must queue a marker (`Outbound::Sticky`) for it.
-    pub fn put(&self, kind: StickyKind, text: Bytes, after_seq: u64) -> bool {
-        lock(&self.0).insert(kind, (text, after_seq)).is_none()
-    }
+struct Entry {
+    message: Outbound,
+    sticky: Option<StickyKind>,
+}
 
-    /// Takes the newest text of `kind`, if one waits.
-    fn take(&self, kind: &StickyKind) -> Option<(Bytes, u64)> {
-        lock(&self.0).remove(kind)
+struct Shared {
+    queue: Mutex<VecDeque<Entry>>,
+    /// Woken on every push and when the last sender goes.
+    ready: Notify,
+    senders: AtomicUsize,
+    capacity: usize,
+}
+
+/// A viewer's queue holding at most `capacity` messages: the sending and the receiving end.
+pub fn mailbox(capacity: usize) -> (Outbox, Mailbox) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+        capacity: capacity.max(1),
+    });
+    (Outbox(shared.clone()), Mailbox(shared))
+}
+
+/// The sending end (cloned for the registry's link and the viewer's reader).
+pub struct Outbox(Arc<Shared>);
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox(self.0.clone())
     }
 }
 
-/// The receiving end of a viewer's queue: sticky markers come out as the newest text of
-/// their kind.
-pub struct Mailbox {
-    queue: mpsc::Receiver<Outbound>,
-    sticky: Arc<StickySlots>,
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The receiver sees the end once the queue is drained.
+            self.0.ready.notify_one();
+        }
+    }
 }
+
+impl Outbox {
+    /// Queues `message` at the end.
+    pub fn try_send(&self, message: Outbound) -> Result<(), Full> {
+        self.push(Entry {
+            message,
+            sticky: None,
+        })
+    }
+
+    /// Queues the newest value of a sticky kind: the value of that kind still waiting (if
+    /// any) is dropped, and this one joins the end of the queue.
+    pub fn send_sticky(&self, kind: StickyKind, text: Bytes, after_seq: u64) -> Result<(), Full> {
+        let entry = Entry {
+            message: Outbound::Text { text, after_seq },
+            sticky: Some(kind),
+        };
+        self.push(entry)
+    }
+
+    fn push(&self, entry: Entry) -> Result<(), Full> {
+        let mut queue = lock(&self.0.queue);
+        let replaced = entry.sticky.as_ref().and_then(|kind| {
+            queue
+                .iter()
+                .position(|waiting| waiting.sticky.as_ref() == Some(kind))
+        });
+        match replaced {
+            Some(at) => {
+                queue.remove(at);
+            }
+            None if queue.len() >= self.0.capacity => return Err(Full),
+            None => {}
+        }
+        queue.push_back(entry);
+        drop(queue);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        lock(&self.0.queue).len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The receiving end, read by the viewer's writer.
+pub struct Mailbox(Arc<Shared>);
 
 impl Mailbox {
-    /// A mailbox reading `queue`, resolving markers from `sticky`.
-    pub fn new(queue: mpsc::Receiver<Outbound>, sticky: Arc<StickySlots>) -> Mailbox {
-        Mailbox { queue, sticky }
-    }
-
-    /// The next message; `None` once every sender is gone. Cancel-safe (the only await is
-    /// the channel's own cancel-safe `recv`).
+    /// The next message; `None` once the queue is drained and every sender is gone.
+    /// Cancel-safe: a message is taken only when this returns it.
     pub async fn recv(&mut self) -> Option<Outbound> {
+        let shared = &*self.0;
         loop {
-            let message = self.queue.recv().await?;
-            if let Some(message) = self.resolve(message) {
+            let ready = shared.ready.notified();
+            tokio::pin!(ready);
+            // Registered before looking, so a push between the look and the wait still wakes.
+            ready.as_mut().enable();
+            if let Some(message) = self.try_recv() {
                 return Some(message);
             }
+            if shared.senders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            ready.await;
         }
     }
 
-    /// The next message if one is ready.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        loop {
-            let message = self.queue.try_recv().ok()?;
-            if let Some(message) = self.resolve(message) {
-                return Some(message);
-            }
-        }
-    }
-
-    fn resolve(&self, message: Outbound) -> Option<Outbound> {
-        match message {
-            Outbound::Sticky(kind) => self
-                .sticky
-                .take(&kind)
-                .map(|(text, after_seq)| Outbound::Text { text, after_seq }),
-            other => Some(other),
-        }
+    /// The next message if one waits.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        lock(&self.0.queue).pop_front().map(|entry| entry.message)
     }
 }
 
@@ -94,40 +160,96 @@ impl Mailbox {
 mod tests {
     use super::*;
 
+    fn text(message: Option<Outbound>) -> String {
+        match message {
+            Some(Outbound::Text { text, .. }) => String::from_utf8_lossy(&text).into_owned(),
+            other => panic!("expected a text, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_burst_of_one_kind_takes_one_entry_and_delivers_the_newest() {
-        let (tx, rx) = mpsc::channel(4);
-        let sticky = Arc::new(StickySlots::default());
-        let mut mailbox = Mailbox::new(rx, sticky.clone());
+        let (outbox, mut mailbox) = mailbox(2);
         for i in 0..1000 {
-            let text = Bytes::from(format!("{{\"url\":\"https://a/{i}\"}}"));
-            if sticky.put(StickyKind::Url, text, i) {
-                tx.try_send(Outbound::Sticky(StickyKind::Url))
-                    .expect("one marker fits");
-            }
+            let url = Bytes::from(format!("url {i}"));
+            outbox
+                .send_sticky(StickyKind::Url, url, i)
+                .expect("one entry per kind");
         }
-        let status = Bytes::from_static(br#"{"status":"streaming"}"#);
-        assert!(sticky.put(StickyKind::Status, status, 0));
-        tx.try_send(Outbound::Sticky(StickyKind::Status))
-            .expect("second marker fits");
+        outbox
+            .send_sticky(StickyKind::Status, Bytes::from("streaming"), 0)
+            .expect("a second kind fits");
         match mailbox.recv().await {
             Some(Outbound::Text { text, after_seq }) => {
-                assert_eq!(&text[..], br#"{"url":"https://a/999"}"#);
+                assert_eq!(&text[..], b"url 999");
                 assert_eq!(after_seq, 999);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(mailbox.recv().await, Some(Outbound::Text { .. })));
+        assert_eq!(text(mailbox.recv().await), "streaming");
         assert!(mailbox.try_recv().is_none());
-        // Once taken, the next value of the kind queues a new marker.
-        assert!(sticky.put(StickyKind::Url, Bytes::from_static(b"{}"), 0));
     }
 
-    #[test]
-    fn error_codes_are_kept_apart() {
-        let sticky = StickySlots::default();
-        assert!(sticky.put(StickyKind::Error("a".into()), Bytes::new(), 0));
-        assert!(sticky.put(StickyKind::Error("b".into()), Bytes::new(), 0));
-        assert!(!sticky.put(StickyKind::Error("a".into()), Bytes::new(), 0));
+    #[tokio::test]
+    async fn a_newer_value_never_overtakes_what_was_queued_after_the_old_one() {
+        let (outbox, mut mailbox) = mailbox(8);
+        let status = |s: &'static str| outbox.send_sticky(StickyKind::Status, Bytes::from(s), 0);
+        status("starting").expect("room");
+        outbox
+            .send_sticky(StickyKind::Url, Bytes::from("url"), 0)
+            .expect("room");
+        outbox
+            .try_send(Outbound::Text {
+                text: Bytes::from("other"),
+                after_seq: 0,
+            })
+            .expect("room");
+        status("closed").expect("room");
+        assert_eq!(text(mailbox.recv().await), "url");
+        assert_eq!(text(mailbox.recv().await), "other");
+        assert_eq!(text(mailbox.recv().await), "closed");
+        assert!(mailbox.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn error_codes_are_kept_apart_and_plain_messages_are_bounded() {
+        let (outbox, mut mailbox) = mailbox(3);
+        for code in ["a", "b", "a"] {
+            outbox
+                .send_sticky(StickyKind::Error(code.into()), Bytes::from(code), 0)
+                .expect("room");
+        }
+        assert_eq!(outbox.len(), 2);
+        let plain = || Outbound::Pong(Bytes::new());
+        assert_eq!(outbox.try_send(plain()), Ok(()));
+        assert_eq!(outbox.try_send(plain()), Err(Full));
+        // A full queue refuses a new kind, but still takes a newer value of a waiting kind.
+        assert_eq!(
+            outbox.send_sticky(StickyKind::Url, Bytes::new(), 0),
+            Err(Full)
+        );
+        assert_eq!(
+            outbox.send_sticky(StickyKind::Error("b".into()), Bytes::from("b2"), 0),
+            Ok(())
+        );
+        assert_eq!(text(mailbox.recv().await), "a");
+        assert!(matches!(mailbox.recv().await, Some(Outbound::Pong(_))));
+        assert_eq!(text(mailbox.recv().await), "b2");
+    }
+
+    #[tokio::test]
+    async fn the_receiver_ends_once_drained_and_every_sender_is_gone() {
+        let (outbox, mut mailbox) = mailbox(4);
+        let second = outbox.clone();
+        outbox.try_send(Outbound::Pong(Bytes::new())).expect("room");
+        drop(outbox);
+        let waiter = tokio::spawn(async move {
+            let first = mailbox.recv().await;
+            let end = mailbox.recv().await;
+            (first.is_some(), end.is_none())
+        });
+        tokio::task::yield_now().await;
+        drop(second);
+        assert_eq!(waiter.await.expect("joined"), (true, true));
     }
 }

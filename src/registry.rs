@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::clock::wall_clock_us;
 use crate::events::{Event, EventError, EventLimits, EventLog, EventsAfter, Published};
 use crate::frame::{check_base64_image, Frame, FrameGeometry, FrameMeta};
 use crate::host::{ControlChange, Host, LogLevel, SourceRequest};
-use crate::mailbox::{Mailbox, StickyKind, StickySlots};
+use crate::mailbox::{mailbox, Mailbox, Outbox, StickyKind};
 use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ErrorCode, ExtendedMessage,
     Mode,
@@ -200,9 +200,6 @@ pub enum Outbound {
         /// Frame sequence number this message must follow.
         after_seq: u64,
     },
-    /// The newest value of a sticky kind (the viewer's `Mailbox` turns this marker into the
-    /// `Text` it stands for; only one marker per kind waits at a time).
-    Sticky(StickyKind),
     /// Answer to a client ping.
     Pong(Bytes),
     /// Extended: replay the events after `last_seq`, then `resumed`, then the newest frame.
@@ -310,10 +307,8 @@ pub struct ViewerLink {
     pub mode: Mode,
     /// Whether it may control the page.
     pub can_control: bool,
-    /// Its reliable queue.
-    pub outbox: mpsc::Sender<Outbound>,
-    /// Newest sticky state not yet written (latest-wins per kind).
-    sticky: Arc<StickySlots>,
+    /// Its reliable queue (sticky state latest-wins).
+    pub outbox: Outbox,
     /// Close control.
     pub closer: Arc<ViewerCloser>,
     /// Counters.
@@ -337,17 +332,21 @@ impl ViewerLink {
 
     /// Queues any outbound item; a full queue closes the viewer (4001).
     pub fn queue(&self, message: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(message) {
-            self.closer
-                .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
+        if self.outbox.try_send(message).is_err() {
+            self.close_slow();
         }
+    }
+
+    fn close_slow(&self) {
+        self.closer
+            .close(CLOSE_SLOW_CONSUMER, "slow consumer: message queue full");
     }
 
     /// Queues the newest value of a sticky kind: it replaces a value of that kind still
     /// waiting, so a burst of one kind never fills the queue.
     fn send_sticky(&self, kind: StickyKind, text: Bytes, after_seq: u64) {
-        if self.sticky.put(kind.clone(), text, after_seq) {
-            self.queue(Outbound::Sticky(kind));
+        if self.outbox.send_sticky(kind, text, after_seq).is_err() {
+            self.close_slow();
         }
     }
 
@@ -380,7 +379,7 @@ pub struct ViewerSlot {
     /// Reliable messages for this viewer, in order (sticky state latest-wins).
     pub outbox: Mailbox,
     /// Sender side of `outbox` (the reader queues pongs on it).
-    pub outbox_tx: mpsc::Sender<Outbound>,
+    pub outbox_tx: Outbox,
     /// The channel's latest frame; marked changed when there is one to send at once.
     pub frames: watch::Receiver<Option<Arc<Frame>>>,
     /// Close control.
@@ -898,7 +897,7 @@ impl Registry {
                 return refused(AdmitError::TooManyViewers);
             }
             // Room for the join messages on top of the reliable-message bound.
-            let (outbox_tx, outbox) = mpsc::channel(self.config.max_queued_messages.max(1) + 4);
+            let (outbox_tx, outbox) = mailbox(self.config.max_queued_messages.max(1) + 4);
             let mut join_messages = Vec::with_capacity(4);
             match join.mode {
                 Mode::Extended => {
@@ -944,7 +943,6 @@ impl Registry {
             }
             let closer = Arc::new(ViewerCloser::default());
             let counters = Arc::new(ViewerCounters::default());
-            let sticky = Arc::new(StickySlots::default());
             counters.seen_seq.store(seen_seq, Ordering::Relaxed);
             counters.seen_index.store(seen_index, Ordering::Relaxed);
             let link = Arc::new(ViewerLink {
@@ -952,7 +950,6 @@ impl Registry {
                 mode: join.mode,
                 can_control: join.can_control,
                 outbox: outbox_tx.clone(),
-                sticky: sticky.clone(),
                 closer: closer.clone(),
                 counters: counters.clone(),
                 acked_seq: AtomicU64::new(0),
@@ -1000,7 +997,7 @@ impl Registry {
                 events,
                 event_cursor,
                 channel,
-                outbox: Mailbox::new(outbox, sticky),
+                outbox,
                 outbox_tx,
                 frames,
                 closer,
@@ -1696,7 +1693,7 @@ impl Registry {
                                     .saturating_sub(1),
                             bytes_sent: get(&link.counters.bytes_sent),
                             messages_sent: get(&link.counters.messages_sent),
-                            queued_messages: link.outbox.max_capacity() - link.outbox.capacity(),
+                            queued_messages: link.outbox.len(),
                             connected_secs: viewer.joined.elapsed().as_secs_f64(),
                         }
                     })

@@ -20,12 +20,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::clock::sleep_until;
 use crate::frame::Frame;
 use crate::host::{BridgedOutbound, Host};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Outbox};
 use crate::protocol::{self, Mode, EXTENDED_PROTOCOL};
 use crate::registry::{
     Channel, Outbound, Registry, ViewerCloser, ViewerCounters, ViewerLink, ViewerSlot,
@@ -563,8 +563,6 @@ impl Writer {
                     Some(Outbound::Snapshot) => {
                         self.snapshot(sink, cancelled.as_mut()).await?;
                     }
-                    // The mailbox turns markers into their text; none comes out as is.
-                    Some(Outbound::Sticky(_)) => {}
                     Some(Outbound::Pacing { max_fps, ack }) => {
                         if let Some(max_fps) = max_fps {
                             // The parser bounds the rate; a value that still makes no duration
@@ -655,7 +653,7 @@ pub struct Reader {
     registry: Arc<Registry>,
     channel: Arc<Channel>,
     link: Arc<ViewerLink>,
-    outbox: mpsc::Sender<Outbound>,
+    outbox: Outbox,
     closer: Arc<ViewerCloser>,
 }
 
