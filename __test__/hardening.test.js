@@ -443,9 +443,10 @@ test("the probe and close routes answer 500 without the deployer's error text", 
 
 // ---- 4. a burst of sticky messages never closes a reading viewer --------------------------------
 
-test('5,000 url events then 5,000 stream errors: reading viewers stay open, end on the last url and browser_closed', async (t) => {
+test('5,000 url events, then 2,000 failed screencast starts: reading viewers stay open, end on the newest of each', async (t) => {
   const toolset = new FakeToolset()
-  const srv = await startServer({ getToolset: () => toolset, maxQueuedMessages: 8, logger: recordingLogger().logger })
+  const logs = recordingLogger()
+  const srv = await startServer({ getToolset: () => toolset, maxQueuedMessages: 8, logger: logs.logger })
   t.after(() => srv.close())
   const viewers = [new Viewer(srv.url('burst')), new Viewer(srv.url('burst')), new Viewer(srv.url('burst'))]
   await Promise.all(viewers.map((v) => v.opened))
@@ -455,12 +456,31 @@ test('5,000 url events then 5,000 stream errors: reading viewers stay open, end 
   const urlAt = (i) => `https://example.test/page/${i}`
   const COUNT = 5000
   for (let i = 0; i < COUNT; i++) stream.emit('url', urlAt(i))
-  for (let i = 0; i < COUNT; i++) stream.emit('error', new Error(`screencast error ${i}`))
+  // A stream error ends that stream (browser_closed); then every browser-ready event tries a
+  // screencast that fails: browser_starting, screencast_failed and browser_closed each time,
+  // far more sticky messages than the queue holds.
+  stream.emit('error', new Error('screencast error'))
+  const FAILURES = 2000
+  let attempts = 0
+  toolset.startScreencastIfBrowserActive = async () => {
+    attempts += 1
+    throw new Error(`start ${attempts} failed`)
+  }
+  for (let i = 0; i < FAILURES; i++) {
+    toolset.launch()
+    // A start and its failure are promise callbacks only: settled before the next macrotask.
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(attempts, i + 1, 'each ready event tried one start')
+  }
   const last = urlAt(COUNT - 1)
   for (const [n, viewer] of viewers.entries()) {
     await waitFor(
-      () => viewer.closeCode !== null || (viewer.json.filter((m) => m.url).at(-1)?.url === last && viewer.statuses().at(-1) === 'browser_closed'),
-      { what: `viewer ${n}: last url and browser_closed`, timeout: 15_000 },
+      () =>
+        viewer.closeCode !== null ||
+        (viewer.json.filter((m) => m.url).at(-1)?.url === last &&
+          viewer.json.some((m) => m.error === 'screencast_failed') &&
+          viewer.statuses().at(-1) === 'browser_closed'),
+      { what: `viewer ${n}: last url, the failure and browser_closed`, timeout: 15_000 },
     )
     assert.equal(viewer.closeCode, null, `viewer ${n} was closed (${viewer.closeCode})`)
     assert.equal(viewer.ws.readyState, WebSocket.OPEN)
@@ -469,9 +489,15 @@ test('5,000 url events then 5,000 stream errors: reading viewers stay open, end 
     // Latest-wins skips, never reorders.
     const indices = urls.filter((u) => u.startsWith('https://example.test/page/')).map((u) => Number(u.split('/').at(-1)))
     assert.deepEqual(indices, [...indices].sort((a, b) => a - b), `viewer ${n}: url messages in order`)
+    // The newest of each kind comes last and in order: the failure, then browser_closed.
+    const lastError = viewer.json.findLastIndex((m) => m.error)
+    const lastClosed = viewer.json.findLastIndex((m) => m.status === 'browser_closed')
+    assert.ok(lastError < lastClosed, `viewer ${n}: browser_closed follows the failure`)
     assert.deepEqual(viewer.json.at(-1), { status: 'browser_closed' }, `viewer ${n} ends with browser_closed`)
+    assert.ok(!viewer.json.some((m) => m.message?.includes('failed')), 'no deployer error text')
   }
   assert.equal(srv.registry.getViewerCount('burst'), 3)
+  assert.equal(toolset.readyCallbacks.size, 1, 'the session kept its browser callbacks through the failures')
 })
 
 // ---- 5. admissionsRefused counts every 503 -----------------------------------------------------
@@ -602,4 +628,64 @@ test('ids with control characters or over 256 bytes are refused 400; path-like i
   assert.equal(raw.status, 101)
   assert.deepEqual(asked, [['../', undefined]])
   assert.ok(srv.registry.stats().channels.some((c) => c.agentId === '../'))
+})
+
+// ---- 7. ids are exact in the registry's own calls, and loggers of any shape work --------------
+
+test("publishEvent and the drop-in key calls reach exactly the named channel, never one an id with ':' or '%' resembles", async (t) => {
+  const srv = await startServer({ getToolset: () => new FakeToolset() })
+  t.after(() => srv.close())
+  const colonAgent = new ExtendedViewer(srv.url('a%3Ab')) // agent `a:b`
+  const threadOfA = new ExtendedViewer(srv.url('a', '?threadId=b')) // agent `a`, thread `b`
+  await Promise.all([colonAgent.untilStreaming(), threadOfA.untilStreaming()])
+  assert.equal(srv.registry.publishEvent('a:b', { type: 'note', n: 1 }), true)
+  assert.equal(srv.registry.publishEvent('a', { type: 'note', n: 2 }, 'b'), true)
+  await waitFor(() => colonAgent.events().length === 1 && threadOfA.events().length === 1, { what: 'one event each' })
+  assert.equal(colonAgent.events()[0].event.n, 1)
+  assert.equal(threadOfA.events()[0].event.n, 2)
+  // A drop-in key that names no live channel is an agent id: `a%3Ab` is not agent `a:b`.
+  assert.equal(srv.registry.getViewerCount('a%3Ab'), 0)
+  assert.equal(srv.registry.getViewerCount('a:b'), 2, "Mastra's key 'a:b' is ambiguous by its format: both fit")
+  await srv.registry.closeBrowserSessionOf('a:b')
+  await waitFor(() => colonAgent.statuses().includes('browser_closed'), { what: 'agent a:b closed' })
+  assert.ok(!threadOfA.statuses().includes('browser_closed'), 'thread b of agent a untouched')
+})
+
+test('a logger whose methods use `this`, a class-instance logger and a throwing logger all work', async (t) => {
+  const objectLogger = {
+    lines: [],
+    warn(text) {
+      this.lines.push(text)
+    },
+    error(text) {
+      this.lines.push(text)
+    },
+  }
+  class ClassLogger {
+    lines = []
+    warn(text) {
+      this.lines.push(text)
+    }
+    error(text) {
+      this.lines.push(text)
+    }
+  }
+  const classLogger = new ClassLogger()
+  const throwingLogger = {
+    warn() {
+      throw new Error('logger down')
+    },
+    error() {
+      throw new Error('logger down')
+    },
+  }
+  for (const logger of [objectLogger, classLogger, throwingLogger]) {
+    const srv = await startServer({ logger, getToolset: () => ({ isBrowserRunning: () => true, startScreencastIfBrowserActive: () => Promise.reject(new Error('no screencast today')) }) })
+    const viewer = new Viewer(srv.url('logged'))
+    await waitFor(() => viewer.json.some((m) => m.error === 'screencast_failed'), { what: 'the failure reported' })
+    if (logger.lines) await waitFor(() => logger.lines.some((line) => line.includes('no screencast today')), { what: 'the detail logged by the deployer logger' })
+    assert.equal(viewer.closeCode, null)
+    await viewer.close()
+    await srv.close()
+  }
 })

@@ -146,10 +146,12 @@ class FakeToolset {
     this.threadsClosed.push(threadId)
     await this.current?.stop()
   }
+  /** Closes the whole browser; like a real MastraBrowser it then calls the closed callbacks. */
   async close() {
     this.closed += 1
     this.running = false
     await this.current?.stop()
+    for (const callback of this.closedCallbacks) callback()
   }
 }
 

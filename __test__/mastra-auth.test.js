@@ -12,6 +12,8 @@ const { Hono } = require('hono')
 const { serve } = require('@hono/node-server')
 const WebSocket = require('ws')
 const { SimpleAuth } = require('@mastra/core/server')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
 const { setupBrowserStream } = require('..')
 
 const VALID = 'valid-token'
@@ -289,5 +291,52 @@ describe('allowedOrigins shapes (as Hono cors origin)', () => {
       return origin === allowed ? origin : null
     }
     assert.deepEqual(await outcomes(fn), { allowed: OPEN, other: FORBIDDEN, none: OPEN })
+  })
+})
+
+describe('Mastra authorization and a missing @mastra/hono', () => {
+  it("answers 403 when Mastra's provider authenticates but does not authorize", async () => {
+    const srv = await startBrowserStreamServer({
+      mastra: stubMastra({ ...authConfig, authorizeUser: async () => false }),
+    })
+    try {
+      const refused = await handshake(srv.streamUrl, { Cookie: `session=${VALID}` })
+      assert.equal(refused.opened, false)
+      assert.equal(refused.status, 403)
+      const probe = await fetch(`${srv.base}/api/agents/agent-1/browser/session?threadId=thread-1`, { headers: { authorization: `Bearer ${VALID}` } })
+      assert.equal(probe.status, 403)
+    } finally {
+      await srv.close()
+    }
+  })
+
+  it('fails setup when Mastra has server.auth and @mastra/hono cannot be loaded; admits nobody if auth comes later', () => {
+    const preload = path.join(__dirname, 'fixtures', 'without-mastra-hono.js')
+    const script = `
+      const { Hono } = require('hono')
+      const { setupBrowserStream } = require(${JSON.stringify(path.join(__dirname, '..'))})
+      const quiet = { warn() {}, error() {} }
+      let thrown = null
+      try {
+        setupBrowserStream(new Hono(), { mastra: { getServer: () => ({ auth: { authenticateToken: async () => ({ id: 1 }) } }) }, logger: quiet })
+      } catch (err) {
+        thrown = err.message
+      }
+      // No auth at setup, auth configured later: the fallback refuses rather than admits.
+      let server = {}
+      const app = new Hono()
+      setupBrowserStream(app, { mastra: { getServer: () => server }, logger: quiet, getToolset: () => undefined })
+      server = { auth: { authenticateToken: async () => ({ id: 1 }) } }
+      app.request('http://localhost/api/agents/a/browser/session').then(async (res) => {
+        console.log(JSON.stringify({ thrown, status: res.status, body: await res.json() }))
+        process.exit(0)
+      })
+    `
+    const result = spawnSync(process.execPath, ['-r', preload, '-e', script], { encoding: 'utf8', timeout: 60_000 })
+    assert.equal(result.status, 0, result.stderr)
+    const outcome = JSON.parse(result.stdout.trim().split('\n').at(-1))
+    assert.match(outcome.thrown ?? '', /install @mastra\/hono/)
+    assert.equal(outcome.status, 500)
+    assert.equal(outcome.body.error, 'auth_unavailable')
   })
 })

@@ -252,3 +252,18 @@ describe('handleInputMessage beyond Mastra', () => {
     assert.equal(toolset.log[0][2], 'thread-1')
   })
 })
+
+it('inputs stay in arrival order when an async getToolset answers a later input first', async () => {
+  const applied = []
+  const toolset = {
+    injectMouseEvent: async (event) => applied.push(event.type),
+    injectKeyboardEvent: async () => {},
+  }
+  let calls = 0
+  // The first lookup is slow, the second fast (a deployer hydrating a stored agent).
+  const getToolset = () => new Promise((resolve) => setTimeout(() => resolve(toolset), calls++ === 0 ? 40 : 0))
+  await handleInputMessage(JSON.stringify({ type: 'mouse', eventType: 'mousePressed', x: 1, y: 1, button: 'left', clickCount: 1 }), getToolset, 'agent-1', 't')
+  await handleInputMessage(JSON.stringify({ type: 'mouse', eventType: 'mouseReleased', x: 1, y: 1, button: 'left', clickCount: 1 }), getToolset, 'agent-1', 't')
+  await waitFor(() => applied.length === 2, { what: 'both inputs applied' })
+  assert.deepEqual(applied, ['mousePressed', 'mouseReleased'])
+})

@@ -49,7 +49,9 @@ test('replayed frames reach viewers stamped, in order, at the asked rate, and st
   await sleep(150)
   assert.equal(srv.registry.stats().channels.length, 0, 'the replay does not revive the channel')
   assert.equal(srv.registry.stats().starts, 2)
-  assert.equal(srv.registry.stats().stops, 2)
+  // The agent without replay or toolset ended its session by itself (idle, waiting for the
+  // next viewer to look again): only the replayed one was stopped.
+  assert.equal(srv.registry.stats().stops, 1)
   assert.equal(asked, 2)
 })
 

@@ -134,3 +134,25 @@ test('no toolset yet: the next viewer of the same agent looks it up again and bo
   assert.equal(toolset.starts, 1)
   assert.ok(!first.json.some((m) => m.error), 'waiting for a toolset is not an error')
 })
+
+test('a screencast that fails to start keeps the browser callbacks: the next ready event streams', async (t) => {
+  const toolset = new FakeToolset()
+  const realStart = toolset.startScreencastIfBrowserActive.bind(toolset)
+  let failures = 1
+  toolset.startScreencastIfBrowserActive = async (options) => {
+    if (failures-- > 0) throw new Error('Target closed')
+    return realStart(options)
+  }
+  const { srv } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-7', '?threadId=t1'))
+  await waitFor(() => viewer.json.some((m) => m.error === 'screencast_failed') && viewer.statuses().includes('browser_closed'), {
+    what: 'the failed start reported',
+  })
+  assert.equal(toolset.readyCallbacks.size, 1, 'onBrowserReady still registered')
+  // A late joiner learns the state at once.
+  const late = new Viewer(srv.url('agent-7', '?threadId=t1'))
+  await waitFor(() => late.statuses().includes('browser_closed'), { what: 'the late joiner gets browser_closed' })
+  toolset.launch()
+  await Promise.all([viewer.untilStreaming('streaming after the ready event'), late.untilStreaming('the late joiner streams')])
+  assert.equal(toolset.starts, 1)
+})

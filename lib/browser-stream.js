@@ -14,7 +14,7 @@ const { WebSocketServer } = require('ws')
 const { ViewerRegistry } = require('./viewer-registry')
 const { callGetToolset, errorText, withTimeout } = require('./toolset-source')
 const { channelKey } = require('../binding')
-const { redact, requestSecrets } = require('./redact')
+const { createLogger, redactingLogger, requestSecrets } = require('./log')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
 /** The subprotocol of the extended mode (docs/PROTOCOL.md). */
@@ -72,8 +72,10 @@ async function originAllowed(allowedOrigins, origin, c) {
   if (allowedOrigins === '*') return true
   if (typeof allowedOrigins === 'string') return allowedOrigins === origin
   if (Array.isArray(allowedOrigins)) return allowedOrigins.includes('*') || allowedOrigins.includes(origin)
-  // cors-style: the origin to allow (or null); a boolean works too.
-  return Boolean(await allowedOrigins(origin, c))
+  // cors-style: the origin to allow, or null. Only this origin (or '*', or true) admits: a
+  // CORS fallback origin is enforced by the browser for fetches, by nothing for a WebSocket.
+  const answer = await allowedOrigins(origin, c)
+  return answer === true || answer === '*' || answer === origin
 }
 
 /**
@@ -176,7 +178,7 @@ function setupBrowserStream(app, config = {}) {
   const apiPrefix = normalizePrefix(config.apiPrefix)
   const registry = config.registry ?? new ViewerRegistry(config)
   const nativeSockets = config.nativeSockets !== false && process.platform !== 'win32'
-  const log = { info() {}, warn: console.warn, error: console.error, ...(config.logger ?? {}) }
+  const log = createLogger(config.logger)
   const toolsetTimeoutMs = config.toolsetTimeoutMs ?? 10_000
   /** upgrade request → admission decided by the route (agentId, threadId, nonce) */
   const admissions = new WeakMap()
@@ -184,10 +186,7 @@ function setupBrowserStream(app, config = {}) {
   const streamPath = new RegExp(`^${escapeRegExp(basePath)}/browser/[^/]+/stream/?$`)
 
   /** A logger for lines built from request `c`: its credentials never reach the log. */
-  const logFor = (c) => {
-    const secrets = requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers))
-    return { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
-  }
+  const logFor = (c) => redactingLogger(log, requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers)))
 
   // The gate of every route, as Route middleware so that it holds whatever the app registers
   // around it: Origin (only when the request has one), Mastra's auth, the authenticate hook.
@@ -205,7 +204,17 @@ function setupBrowserStream(app, config = {}) {
     return next()
   }
   const gate = [checkOrigin]
-  if (mastra !== undefined) gate.push(mastraAuthMiddleware(mastra, log))
+  if (mastra !== undefined) {
+    // These routes are Mastra custom routes that require auth, whatever @mastra/hono's
+    // version marks by itself (its middleware reads this map).
+    gate.push(async (c, next) => {
+      const marked = new Map(c.get('customRouteAuthConfig') ?? [])
+      marked.set(`${c.req.method}:${c.req.path}`, true)
+      c.set('customRouteAuthConfig', marked)
+      return next()
+    })
+    gate.push(mastraAuthMiddleware(mastra, log))
+  }
   if (authenticate) {
     gate.push(async (c, next) => {
       const token = requestToken(c)
@@ -421,8 +430,7 @@ function setupBrowserStream(app, config = {}) {
   function injectWebSocket(server) {
     if (!server || typeof server.on !== 'function') throw new TypeError('injectWebSocket: server must be a Node HTTP server')
     server.on('upgrade', (req, socket, head) => {
-      const secrets = requestSecrets(req.url ?? '/', req.headers)
-      const requestLog = { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
+      const requestLog = redactingLogger(log, requestSecrets(req.url ?? '/', req.headers))
       handleUpgrade(server, req, socket, head, requestLog).catch((err) => {
         requestLog.error(`[browser-stream] upgrade failed: ${errorText(err)}`)
         socket.destroy()

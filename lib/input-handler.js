@@ -6,8 +6,9 @@
 
 const { parseInputMessage } = require('../binding')
 const { callGetToolset, errorText, injectInput } = require('./toolset-source')
+const { createLogger } = require('./log')
 
-const log = { warn: (...args) => console.warn(...args) }
+const log = createLogger()
 
 /** (agentId, threadId) → tail of that thread's input chain */
 const chains = new Map()
@@ -38,16 +39,26 @@ async function handleInputMessage(data, getToolset, agentId, threadId) {
   if (typeof data !== 'string') return
   const input = parseInputMessage(data)
   if (!input || (input.kind !== 'mouse' && input.kind !== 'keyboard')) return
-  let toolset
+  // Looked up now, as Mastra does, but applied in arrival order: an async lookup that answers
+  // a later input first must not reorder a press and its release.
+  let found
   try {
-    toolset = await callGetToolset(getToolset, agentId, threadId)
+    found = callGetToolset(getToolset, agentId, threadId)
   } catch (err) {
     log.warn(`[browser-stream] getToolset failed for an input: ${errorText(err)}`)
     return
   }
-  if (!toolset) return
   const queueKey = JSON.stringify([agentId, threadId ?? null])
-  enqueue(queueKey, () => injectInput(toolset, input.kind, input.event, threadId, { log }))
+  enqueue(queueKey, async () => {
+    let toolset
+    try {
+      toolset = await found
+    } catch (err) {
+      log.warn(`[browser-stream] getToolset failed for an input: ${errorText(err)}`)
+      return
+    }
+    if (toolset) await injectInput(toolset, input.kind, input.event, threadId, { log })
+  })
 }
 
 module.exports = { handleInputMessage }

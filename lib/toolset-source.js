@@ -129,6 +129,7 @@ class ToolsetSource {
     this.unsubscribeReady = null
     this.unsubscribeClosed = null
     this.lastUrl = null
+    this.closedReported = false
   }
 
   /** The toolset for this channel, `undefined` when there is none. Throws on a bad answer. */
@@ -147,9 +148,22 @@ class ToolsetSource {
     return toolset
   }
 
-  /** Ends this session as failed (the registry's `fail`: viewers get a fixed text, the log the detail). */
+  /**
+   * The toolset itself failed (lookup, callbacks): the session ends (the registry's `fail`:
+   * viewers get a fixed text, the log the detail) and the next viewer starts a new one.
+   */
   fail(detail) {
     this.onFail(detail)
+  }
+
+  /**
+   * A screencast did not start: viewers are told (a fixed text; the detail goes to the log)
+   * and the session keeps its browser callbacks, so the browser's next ready event (or a
+   * `relaunch`) tries again, as Mastra's registry does.
+   */
+  startFailed(detail) {
+    this.native.broadcastError(this.key, 'screencast_failed', detail, this.generation)
+    this.reportClosed()
   }
 
   /**
@@ -211,7 +225,7 @@ class ToolsetSource {
           if (this.stopped) return
           this.stream = null
           this.lastUrl = null
-          this.native.setStatus(this.key, 'browser_closed', this.generation)
+          this.reportClosed()
         }, this.threadId),
       )
     }
@@ -222,6 +236,7 @@ class ToolsetSource {
     const toolset = this.toolset
     if (!toolset || this.stopped || this.starting || this.stream) return
     this.starting = true
+    this.closedReported = false
     this.native.setStatus(this.key, 'browser_starting', this.generation)
     try {
       const start =
@@ -233,11 +248,11 @@ class ToolsetSource {
         'startScreencast',
       )
       if (!stream) {
-        this.native.setStatus(this.key, 'browser_closed', this.generation)
+        this.reportClosed()
         return
       }
       if (typeof stream.on !== 'function') {
-        this.fail('startScreencast returned something that is not a screencast stream')
+        this.startFailed('startScreencast returned something that is not a screencast stream')
         return
       }
       if (this.stopped) {
@@ -248,7 +263,7 @@ class ToolsetSource {
       this.native.setStatus(this.key, 'streaming', this.generation)
       this.syncUrl()
     } catch (err) {
-      if (!this.stopped) this.fail(`could not start the screencast: ${errorText(err)}`)
+      if (!this.stopped) this.startFailed(`could not start the screencast: ${errorText(err)}`)
     } finally {
       this.starting = false
     }
@@ -283,7 +298,7 @@ class ToolsetSource {
     stream.on('stop', () => {
       if (this.stream !== stream) return
       this.stream = null
-      this.native.setStatus(this.key, 'browser_closed', this.generation)
+      this.reportClosed()
     })
     stream.on('error', (err) => {
       if (this.stream !== stream) return
@@ -292,8 +307,18 @@ class ToolsetSource {
       this.log.warn(`[browser-stream] screencast error for ${this.key}: ${errorText(err)}`)
       this.stream = null
       void stopQuietly(stream)
-      this.native.setStatus(this.key, 'browser_closed', this.generation)
+      this.reportClosed()
     })
+  }
+
+  /**
+   * Tells the viewers the browser session is over, once per session: the close route ending
+   * the session and the toolset's own `onBrowserClosed` for the same close are one event.
+   */
+  reportClosed() {
+    if (this.closedReported) return
+    this.closedReported = true
+    this.native.setStatus(this.key, 'browser_closed', this.generation)
   }
 
   setUrl(url) {
@@ -345,7 +370,7 @@ class ToolsetSource {
     this.stream = null
     this.lastUrl = null
     if (stream) await stopQuietly(stream)
-    this.native.setStatus(this.key, 'browser_closed', this.generation)
+    this.reportClosed()
   }
 
   /** Stops the session for good (last viewer gone, or registry closed). Never rejects. */

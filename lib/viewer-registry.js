@@ -8,7 +8,7 @@
 const { NativeRegistry, channelKey } = require('../binding')
 const { ToolsetSource, errorText } = require('./toolset-source')
 const { startCdpSource } = require('./cdp-source')
-const { redact } = require('./redact')
+const { createLogger, redact } = require('./log')
 
 const NATIVE_OPTION_NAMES = [
   'lingerMs',
@@ -27,12 +27,6 @@ const NATIVE_OPTION_NAMES = [
   'resumeMaxAgeMs',
   'maxEventBytes',
 ]
-
-const quietLogger = {
-  info() {},
-  warn: (...args) => console.warn(...args),
-  error: (...args) => console.error(...args),
-}
 
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
@@ -116,13 +110,23 @@ class ViewerRegistry {
       throw new TypeError('ViewerRegistry option onControlChange must be a function')
     }
     this.#onControlChange = options.onControlChange
-    this.#log = { ...quietLogger, ...(options.logger ?? {}) }
+    this.#log = createLogger(options.logger)
     this.#native = new NativeRegistry((event) => this.#onHostEvent(event), nativeOptions)
   }
 
   // ---- host events from Rust -------------------------------------------------------------
 
-  async #onHostEvent(event) {
+  /**
+   * `input` and `send` are awaited by Rust (which counts a failed input); nobody awaits the
+   * others, so their failures are logged here rather than left as unhandled rejections.
+   */
+  #onHostEvent(event) {
+    const handled = this.#handleHostEvent(event)
+    if (event.kind === 'input' || event.kind === 'send') return handled
+    return handled.catch((err) => this.#log.error(`[browser-stream] ${event.kind} of ${event.key ?? event.viewerId}: ${errorText(err)}`))
+  }
+
+  async #handleHostEvent(event) {
     switch (event.kind) {
       case 'start':
         this.#startSource(event)
@@ -144,7 +148,7 @@ class ViewerRegistry {
         return
       case 'log':
         // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
-        ;(event.level === 'error' ? this.#log.error : this.#log.warn)(`[browser-stream] ${redact(event.text)}`)
+        this.#log[event.level === 'error' ? 'error' : 'warn'](`[browser-stream] ${redact(event.text)}`)
         return
       case 'close': {
         const socket = this.#bridged.get(event.viewerId)
@@ -275,9 +279,9 @@ class ViewerRegistry {
     const source = this.#sources.get(key)
     if (source?.generation === generation) {
       this.#sources.delete(key)
-      this.#forgetKey(key)
       void source.stop()
     }
+    this.#pruneGone()
   }
 
   async #stopSource({ key, generation }) {
@@ -390,6 +394,16 @@ class ViewerRegistry {
   }
 
   /**
+   * Forgets channels that ended without a `stop` (their session ended by itself, then the
+   * last viewer left): nothing else would drop their bookkeeping.
+   */
+  #pruneGone() {
+    for (const key of this.#channels.keys()) {
+      if (!this.#sources.has(key) && this.#native.viewerCount(key) === 0) this.#forgetKey(key)
+    }
+  }
+
+  /**
    * The channel keys a drop-in key (`agentId` or `agentId:threadId`, as the TypeScript module
    * builds it) names: every live channel it fits (more than one only for ids with ':'), else
    * the key itself, which is the channel key for ids without ':' and '%'.
@@ -399,7 +413,13 @@ class ViewerRegistry {
     for (const [nativeKey, { agentId, threadId }] of this.#channels) {
       if (mastraKey(agentId, threadId) === key) keys.push(nativeKey)
     }
-    return keys.length > 0 ? keys : [key]
+    if (keys.length > 0) return keys
+    // No live channel fits: the key as the TypeScript module would mean it, an agent id.
+    try {
+      return [channelKey(key, undefined)]
+    } catch {
+      return [] // not an id at all: no channel
+    }
   }
 
   // ---- the drop-in API of the TypeScript ViewerRegistry ----------------------------------
@@ -421,6 +441,7 @@ class ViewerRegistry {
     const agent = agentId ?? key
     threadId = threadId || undefined
     const nativeKey = channelKey(agent, threadId)
+    this.#channels.set(nativeKey, { agentId: agent, threadId })
     if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)
     // The TypeScript route sends {status:'connected'} itself before addViewer.
     const id = this.#native.attachBridged(agent, threadId || undefined, false)
@@ -537,7 +558,7 @@ class ViewerRegistry {
    * object with a string `type`. `text_delta` events are merged over `eventBatchMs`; every
    * event gets a sequence number and is kept for resume. Returns false when nobody watches
    * this agent (the event is dropped).
-   * @param {string} agentId agentId, or a drop-in key `agentId:threadId`
+   * @param {string} agentId the agent (ids are taken as they are: a thread goes in `threadId`)
    * @param {{type: string, [field: string]: unknown}} event
    * @param {string} [threadId]
    * @returns {boolean}
@@ -547,9 +568,7 @@ class ViewerRegistry {
     if (event === null || typeof event !== 'object' || Array.isArray(event) || typeof event.type !== 'string') {
       throw new TypeError('publishEvent: event must be an object with a string type')
     }
-    const json = JSON.stringify(event)
-    const keys = threadId ? [channelKey(agentId, threadId)] : this.#nativeKeys(agentId)
-    return keys.map((key) => this.#native.publishEvent(key, json)).some(Boolean)
+    return this.#native.publishEvent(channelKey(agentId, threadId || undefined), JSON.stringify(event))
   }
 
   /** Per-channel and per-viewer counters. */

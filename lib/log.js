@@ -1,7 +1,8 @@
 'use strict'
-// Redaction of credentials from log lines. Owns what counts as a credential of a request
-// (query parameters such as `apiKey`, the `Authorization` header, cookie values) and how it
-// is blanked. Must not log or decide anything itself.
+// Logging: the deployer's logger as this package calls it, and the redaction of credentials
+// from log lines. Owns what counts as a credential of a request (query parameters such as
+// `apiKey`, the `Authorization` header, cookie values) and how it is blanked. Must not decide
+// what is logged (its callers do).
 
 /** Query parameters whose values are credentials. */
 const SECRET_PARAM_NAMES = ['apiKey', 'api_key', 'token', 'access_token', 'auth']
@@ -31,7 +32,9 @@ function requestSecrets(url, headers) {
   }
   const cookie = headers.cookie
   if (typeof cookie === 'string') {
-    for (const part of cookie.split(';')) {
+    // Repeated Cookie headers arrive joined with ', '. Values under 4 characters are left:
+    // blanking them everywhere would garble the line, and no session token is that short.
+    for (const part of cookie.split(/[;,]/)) {
       const value = part.slice(part.indexOf('=') + 1).trim()
       if (value.length >= 4) secrets.push(value)
     }
@@ -52,4 +55,31 @@ function redact(text, secrets = []) {
   return out.replace(SECRET_PARAMS, '$1[redacted]').replace(BEARER, '$1[redacted]')
 }
 
-module.exports = { redact, requestSecrets }
+/**
+ * The deployer's `logger` ({ info, warn, error }, any of them; methods of a class instance
+ * work too) with the defaults filled in: info is quiet, warnings and errors go to the console.
+ * A logger that throws never disturbs the caller.
+ */
+function createLogger(logger) {
+  const defaults = { info() {}, warn: (...args) => console.warn(...args), error: (...args) => console.error(...args) }
+  const out = {}
+  for (const level of ['info', 'warn', 'error']) {
+    const own = logger?.[level]
+    const call = typeof own === 'function' ? own.bind(logger) : defaults[level]
+    out[level] = (...args) => {
+      try {
+        call(...args)
+      } catch {
+        // A broken logger must not take a stream down.
+      }
+    }
+  }
+  return out
+}
+
+/** `log` whose warn and error lines are redacted with the credentials in `secrets`. */
+function redactingLogger(log, secrets) {
+  return { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
+}
+
+module.exports = { createLogger, redact, redactingLogger, requestSecrets }
