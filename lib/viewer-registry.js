@@ -169,6 +169,7 @@ class ViewerRegistry {
 
   #startSource(event) {
     const { key, agentId, threadId, generation } = event
+    this.#pruneGone()
     this.#channels.set(key, { agentId, threadId: threadId ?? undefined })
     const previous = this.#sources.get(key)
     if (previous && previous.generation !== generation) void previous.stop()
@@ -239,6 +240,8 @@ class ViewerRegistry {
     const native = this.#native
     return {
       generation,
+      // Holds nothing in JS: safe to forget once its channel is gone (see #pruneGone).
+      runsInRust: true,
       stop: async () => {},
       input: async () => {},
       closeStream: async () => {
@@ -398,6 +401,9 @@ class ViewerRegistry {
    * last viewer left): nothing else would drop their bookkeeping.
    */
   #pruneGone() {
+    const gone = (key) => this.#native.viewerCount(key) === 0 && !this.#native.isStreaming(key)
+    // A Rust source that ended by itself (its browser crashed) sends no stop either.
+    for (const [key, source] of this.#sources) if (source.runsInRust && gone(key)) this.#sources.delete(key)
     for (const key of this.#channels.keys()) {
       if (!this.#sources.has(key) && this.#native.viewerCount(key) === 0) this.#forgetKey(key)
     }
