@@ -12,7 +12,7 @@ const { createRequire } = require('node:module')
 const path = require('node:path')
 const { WebSocketServer } = require('ws')
 const { ViewerRegistry } = require('./viewer-registry')
-const { callGetToolset, errorText, withTimeout } = require('./toolset-source')
+const { callGetToolset, errorText, withTimeout, DEFAULT_TOOLSET_TIMEOUT_MS } = require('./toolset-source')
 const { channelKey } = require('../binding')
 const { createLogger, redactingLogger, requestSecrets } = require('./log')
 
@@ -179,7 +179,7 @@ function setupBrowserStream(app, config = {}) {
   const registry = config.registry ?? new ViewerRegistry(config)
   const nativeSockets = config.nativeSockets !== false && process.platform !== 'win32'
   const log = createLogger(config.logger)
-  const toolsetTimeoutMs = config.toolsetTimeoutMs ?? 10_000
+  const toolsetTimeoutMs = config.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
   /** upgrade request → admission decided by the route (agentId, threadId, nonce) */
   const admissions = new WeakMap()
   const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''

@@ -400,4 +400,4 @@ async function stopQuietly(stream) {
   }
 }
 
-module.exports = { ToolsetSource, withTimeout, isToolset, errorText, callGetToolset, injectInput }
+module.exports = { ToolsetSource, withTimeout, isToolset, errorText, callGetToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
