@@ -171,10 +171,14 @@ test("Studio's browser view streams and drives a real Chromium through a CDP too
     for (const key of ['a', 'b', 'Enter']) await viewer.keyboard.press(key)
     await until('"ab" in the agent page input', async () => (await target.inputValue('#text')) === 'ab')
     await until('Enter seen by the agent page input', async () => (await target.textContent('#entered')) === 'entered: ab')
-    const enter = toolset
-      .callsOf('injectKeyboardEvent')
-      .map(({ args: [event] }) => event)
-      .filter((event) => event.key === 'Enter')
+    const enterEvents = () =>
+      toolset
+        .callsOf('injectKeyboardEvent')
+        .map(({ args: [event] }) => event)
+        .filter((event) => event.key === 'Enter')
+    // The page acts on keyDown; the keyUp may still be on its way to the toolset.
+    await until('the keyUp of Enter relayed', () => enterEvents().some((event) => event.type === 'keyUp'))
+    const enter = enterEvents()
     assert.deepEqual(
       enter.map((event) => [event.type, event.windowsVirtualKeyCode]),
       [['keyDown', 13], ['keyUp', 13]],
