@@ -94,6 +94,11 @@ export declare class NativeRegistry {
   broadcastJson(key: string, json: string): boolean
   /** Forgets url, viewport and newest frame of `key` (browser session over). */
   clearPageState(key: string): void
+  /**
+   * Whether the registry holds a channel for `key` (it has viewers, or its source still
+   * runs or lingers). A channel the registry let go needs no bookkeeping in JS any more.
+   */
+  hasChannel(key: string): boolean
   /** Viewers of `key`. */
   viewerCount(key: string): number
   /** Whether `key`'s source is live and its status is `streaming`. */

@@ -689,3 +689,25 @@ test('a logger whose methods use `this`, a class-instance logger and a throwing 
     await srv.close()
   }
 })
+
+test('a channel lingering while its CDP source is still being resolved is not forgotten when another agent starts', async (t) => {
+  const port = await closedPort()
+  const srv = await startServer({
+    lingerMs: 3000,
+    logger: recordingLogger().logger,
+    // Slow to answer, then unreachable: the session fails a while after it started.
+    getCdpEndpoint: (agentId) => new Promise((resolve) => setTimeout(() => resolve(`ws://127.0.0.1:${port}/devtools/browser/${agentId}`), 400)),
+  })
+  t.after(() => srv.close())
+  const first = new Viewer(srv.url('x'))
+  await first.opened
+  await first.close()
+  // Another agent's start while x lingers (no viewer, status browser_starting).
+  const other = new Viewer(srv.url('y'))
+  await other.opened
+  const back = new Viewer(srv.url('x'))
+  await waitFor(() => back.json.some((m) => m.error === 'screencast_failed') && back.statuses().includes('browser_closed'), {
+    what: 'the returning viewer of x learns how its session ended',
+  })
+  await Promise.all([other.close(), back.close()])
+})

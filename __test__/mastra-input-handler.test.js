@@ -267,3 +267,30 @@ it('inputs stay in arrival order when an async getToolset answers a later input 
   await waitFor(() => applied.length === 2, { what: 'both inputs applied' })
   assert.deepEqual(applied, ['mousePressed', 'mouseReleased'])
 })
+
+it('an async lookup that rejects while an earlier input is still applied is logged, not fatal', async () => {
+  const applied = []
+  const toolset = {
+    injectMouseEvent: (event) => new Promise((resolve) => setTimeout(() => resolve(applied.push(event.type)), 100)),
+    injectKeyboardEvent: async () => {},
+  }
+  const rejections = []
+  const onRejection = (reason) => rejections.push(reason)
+  process.on('unhandledRejection', onRejection)
+  try {
+    let calls = 0
+    const getToolset = () => (calls++ === 1 ? Promise.reject(new Error('lookup failed')) : Promise.resolve(toolset))
+    const press = JSON.stringify({ type: 'mouse', eventType: 'mousePressed', x: 1, y: 1, button: 'left', clickCount: 1 })
+    const release = JSON.stringify({ type: 'mouse', eventType: 'mouseReleased', x: 1, y: 1, button: 'left', clickCount: 1 })
+    await handleInputMessage(press, getToolset, 'agent-1', 'r')
+    await handleInputMessage(press, getToolset, 'agent-1', 'r') // its lookup rejects at once
+    await handleInputMessage(release, getToolset, 'agent-1', 'r')
+    await waitFor(() => applied.length === 2, { what: 'the inputs whose lookup worked', timeout: 5000 })
+    // Let the rejection's turn pass: the queue reaches it between the two other inputs.
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(applied, ['mousePressed', 'mouseReleased'])
+    assert.deepEqual(rejections, [], 'no unhandled rejection')
+  } finally {
+    process.off('unhandledRejection', onRejection)
+  }
+})

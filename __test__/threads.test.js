@@ -156,3 +156,30 @@ test('a screencast that fails to start keeps the browser callbacks: the next rea
   await Promise.all([viewer.untilStreaming('streaming after the ready event'), late.untilStreaming('the late joiner streams')])
   assert.equal(toolset.starts, 1)
 })
+
+test('the close route during a screencast start: the stream that starts afterwards is stopped, viewers stay closed', async (t) => {
+  // Thread scope: the close ends the thread's session and leaves the browser running, so the
+  // start under way does produce a stream.
+  const toolset = new FakeToolset({ scope: 'thread' })
+  const realStart = toolset.startScreencastIfBrowserActive.bind(toolset)
+  let releaseStart
+  toolset.startScreencastIfBrowserActive = (options) =>
+    new Promise((resolve) => {
+      releaseStart = () => resolve(realStart(options))
+    })
+  const { srv } = await setup(t, toolset)
+  const viewer = new Viewer(srv.url('agent-8', '?threadId=t8'))
+  await waitFor(() => viewer.statuses().includes('browser_starting') && releaseStart, { what: 'the start under way' })
+  const res = await fetch(`http://127.0.0.1:${srv.port}/api/agents/agent-8/browser/close`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ threadId: 't8' }),
+  })
+  assert.equal(res.status, 200)
+  await waitFor(() => viewer.statuses().includes('browser_closed'), { what: 'browser_closed' })
+  releaseStart()
+  await waitFor(() => toolset.current?.stopped === true, { what: 'the late stream stopped' })
+  assert.ok(!viewer.statuses().includes('streaming'), 'the closed session never streamed')
+  assert.deepEqual(toolset.threadsClosed, ['t8'])
+  assert.equal(srv.registry.hasActiveScreencast('agent-8:t8'), false)
+})

@@ -43,11 +43,14 @@ async function handleInputMessage(data, getToolset, agentId, threadId) {
   // a later input first must not reorder a press and its release.
   let found
   try {
-    found = callGetToolset(getToolset, agentId, threadId)
+    found = Promise.resolve(callGetToolset(getToolset, agentId, threadId))
   } catch (err) {
     log.warn(`[browser-stream] getToolset failed for an input: ${errorText(err)}`)
     return
   }
+  // Handled in the queued task; until then a rejection must not count as unhandled (Node
+  // would end the process).
+  found.catch(() => {})
   const queueKey = JSON.stringify([agentId, threadId ?? null])
   enqueue(queueKey, async () => {
     let toolset

@@ -130,6 +130,8 @@ class ToolsetSource {
     this.unsubscribeClosed = null
     this.lastUrl = null
     this.closedReported = false
+    /** Times the session was closed (`closeStream`); a start under way when it changes yields. */
+    this.closes = 0
   }
 
   /** The toolset for this channel, `undefined` when there is none. Throws on a bad answer. */
@@ -237,6 +239,7 @@ class ToolsetSource {
     if (!toolset || this.stopped || this.starting || this.stream) return
     this.starting = true
     this.closedReported = false
+    const closes = this.closes
     this.native.setStatus(this.key, 'browser_starting', this.generation)
     try {
       const start =
@@ -255,11 +258,14 @@ class ToolsetSource {
         this.startFailed('startScreencast returned something that is not a screencast stream')
         return
       }
-      if (this.stopped) {
+      // Stopped, or the session was closed (close route) while this start was under way: the
+      // new stream belongs to nobody.
+      if (this.stopped || this.closes !== closes) {
         await stopQuietly(stream)
         return
       }
       this.attach(stream)
+      this.closedReported = false
       this.native.setStatus(this.key, 'streaming', this.generation)
       this.syncUrl()
     } catch (err) {
@@ -366,6 +372,7 @@ class ToolsetSource {
    * `closeBrowserSession`): viewers get `{status:'browser_closed'}` exactly once.
    */
   async closeStream() {
+    this.closes += 1
     const stream = this.stream
     this.stream = null
     this.lastUrl = null

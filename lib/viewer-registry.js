@@ -240,7 +240,7 @@ class ViewerRegistry {
     const native = this.#native
     return {
       generation,
-      // Holds nothing in JS: safe to forget once its channel is gone (see #pruneGone).
+      // Holds nothing in JS (see #pruneGone).
       runsInRust: true,
       stop: async () => {},
       input: async () => {},
@@ -397,16 +397,13 @@ class ViewerRegistry {
   }
 
   /**
-   * Forgets channels that ended without a `stop` (their session ended by itself, then the
-   * last viewer left): nothing else would drop their bookkeeping.
+   * Forgets what JS keeps of channels the registry let go without a `stop` (their session
+   * ended by itself, then the last viewer left): nothing else would drop it.
    */
   #pruneGone() {
-    const gone = (key) => this.#native.viewerCount(key) === 0 && !this.#native.isStreaming(key)
-    // A Rust source that ended by itself (its browser crashed) sends no stop either.
-    for (const [key, source] of this.#sources) if (source.runsInRust && gone(key)) this.#sources.delete(key)
-    for (const key of this.#channels.keys()) {
-      if (!this.#sources.has(key) && this.#native.viewerCount(key) === 0) this.#forgetKey(key)
-    }
+    // Only Rust sources: a JS source of a gone channel still gets its `stop`, which stops it.
+    for (const [key, source] of this.#sources) if (source.runsInRust && !this.#native.hasChannel(key)) this.#sources.delete(key)
+    for (const key of this.#channels.keys()) if (!this.#native.hasChannel(key)) this.#forgetKey(key)
   }
 
   /**

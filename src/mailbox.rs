@@ -11,9 +11,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::registry::{lock, Outbound};
 
@@ -39,19 +39,36 @@ struct Entry {
     sticky: Option<StickyKind>,
 }
 
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// The receiver waiting for an entry (or for the last sender to go). Kept under the same
+    /// lock as the entries: a poll is one lock, and dropping a poll costs nothing (the writer
+    /// polls its mailbox once per frame).
+    waiting: Option<Waker>,
+}
+
 struct Shared {
-    queue: Mutex<VecDeque<Entry>>,
-    /// Woken on every push and when the last sender goes.
-    ready: Notify,
+    queue: Mutex<Queue>,
     senders: AtomicUsize,
     capacity: usize,
+}
+
+impl Shared {
+    fn wake_receiver(&self) {
+        let waker = lock(&self.queue).waiting.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// A viewer's queue holding at most `capacity` messages: the sending and the receiving end.
 pub fn mailbox(capacity: usize) -> (Outbox, Mailbox) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
-        ready: Notify::new(),
+        queue: Mutex::new(Queue {
+            entries: VecDeque::new(),
+            waiting: None,
+        }),
         senders: AtomicUsize::new(1),
         capacity: capacity.max(1),
     });
@@ -72,7 +89,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The receiver sees the end once the queue is drained.
-            self.0.ready.notify_one();
+            self.0.wake_receiver();
         }
     }
 }
@@ -100,25 +117,29 @@ impl Outbox {
         let mut queue = lock(&self.0.queue);
         let replaced = entry.sticky.as_ref().and_then(|kind| {
             queue
+                .entries
                 .iter()
                 .position(|waiting| waiting.sticky.as_ref() == Some(kind))
         });
         match replaced {
             Some(at) => {
-                queue.remove(at);
+                queue.entries.remove(at);
             }
-            None if queue.len() >= self.0.capacity => return Err(Full),
+            None if queue.entries.len() >= self.0.capacity => return Err(Full),
             None => {}
         }
-        queue.push_back(entry);
+        queue.entries.push_back(entry);
+        let waiting = queue.waiting.take();
         drop(queue);
-        self.0.ready.notify_one();
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
         Ok(())
     }
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        lock(&self.0.queue).len()
+        lock(&self.0.queue).entries.len()
     }
 
     /// Whether nothing waits.
@@ -134,25 +155,30 @@ impl Mailbox {
     /// The next message; `None` once the queue is drained and every sender is gone.
     /// Cancel-safe: a message is taken only when this returns it.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let shared = &*self.0;
-        loop {
-            let ready = shared.ready.notified();
-            tokio::pin!(ready);
-            // Registered before looking, so a push between the look and the wait still wakes.
-            ready.as_mut().enable();
-            if let Some(message) = self.try_recv() {
-                return Some(message);
+        std::future::poll_fn(|cx| {
+            let mut queue = lock(&self.0.queue);
+            if let Some(entry) = queue.entries.pop_front() {
+                return Poll::Ready(Some(entry.message));
             }
-            if shared.senders.load(Ordering::Acquire) == 0 {
-                return None;
+            // Read under the lock: a sender that is gone pushed (under this lock) before it went.
+            if self.0.senders.load(Ordering::Acquire) == 0 {
+                return Poll::Ready(None);
             }
-            ready.await;
-        }
+            match &mut queue.waiting {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                waiting => *waiting = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The next message if one waits.
     pub fn try_recv(&self) -> Option<Outbound> {
-        lock(&self.0.queue).pop_front().map(|entry| entry.message)
+        lock(&self.0.queue)
+            .entries
+            .pop_front()
+            .map(|entry| entry.message)
     }
 }
 

@@ -1132,6 +1132,13 @@ impl NativeRegistry {
         self.registry.clear_page_state(&key);
     }
 
+    /// Whether the registry holds a channel for `key` (it has viewers, or its source still
+    /// runs or lingers). A channel the registry let go needs no bookkeeping in JS any more.
+    #[napi]
+    pub fn has_channel(&self, key: String) -> bool {
+        self.registry.channel(&key).is_some()
+    }
+
     /// Viewers of `key`.
     #[napi]
     pub fn viewer_count(&self, key: String) -> u32 {
