@@ -409,7 +409,7 @@ class ViewerRegistry {
   /**
    * The channel keys a drop-in key (`agentId` or `agentId:threadId`, as the TypeScript module
    * builds it) names: every live channel it fits (more than one only for ids with ':'), else
-   * the key itself, which is the channel key for ids without ':' and '%'.
+   * the channel of the key taken as an agent id.
    */
   #nativeKeys(key) {
     const keys = []
@@ -447,7 +447,7 @@ class ViewerRegistry {
     this.#channels.set(nativeKey, { agentId: agent, threadId })
     if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)
     // The TypeScript route sends {status:'connected'} itself before addViewer.
-    const id = this.#native.attachBridged(agent, threadId || undefined, false)
+    const id = this.#native.attachBridged(agent, threadId, false)
     const raw = ws.raw
     this.#bridged.set(id, {
       send:

@@ -585,6 +585,16 @@ impl Channel {
         }
     }
 
+    /// Tells every viewer that the source reported `code`, with the fixed text for it (never
+    /// the detail: that is for the log); latest-wins per code.
+    fn broadcast_source_error(state: &mut ChannelState, code: &str) {
+        Channel::broadcast_sticky(
+            state,
+            StickyKind::Error(code.to_string()),
+            protocol::error_message(code, protocol::viewer_error_text(code)),
+        );
+    }
+
     /// The geometry of frame `seq` (the last change at or before it), for input mapping;
     /// `None` when `seq` is older than the kept history.
     fn geometry_at(state: &ChannelState, seq: u64) -> Option<FrameGeometry> {
@@ -1201,14 +1211,7 @@ impl Registry {
                         LogLevel::Warn,
                         format!("{key}: the browser source sent an invalid frame: {rejection}"),
                     );
-                    Channel::broadcast_sticky(
-                        state,
-                        StickyKind::Error(ErrorCode::SCREENCAST_FAILED.into()),
-                        protocol::error_message(
-                            ErrorCode::SCREENCAST_FAILED,
-                            protocol::viewer_error_text(ErrorCode::SCREENCAST_FAILED),
-                        ),
-                    );
+                    Channel::broadcast_source_error(state, ErrorCode::SCREENCAST_FAILED);
                 }
                 return PushOutcome::Rejected(rejection.to_string());
             }
@@ -1294,11 +1297,7 @@ impl Registry {
     ) -> bool {
         let sent = self
             .with_live_source(key, generation, |_, state| {
-                Channel::broadcast_sticky(
-                    state,
-                    StickyKind::Error(code.to_string()),
-                    protocol::error_message(code, protocol::viewer_error_text(code)),
-                );
+                Channel::broadcast_source_error(state, code);
             })
             .is_some();
         if sent {
