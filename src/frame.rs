@@ -14,7 +14,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::ws_codec::{FrameHeader, OP_BINARY, OP_TEXT};
+use crate::ws::codec::{FrameHeader, OP_BINARY, OP_TEXT};
 
 /// Base64 with or without padding (sources differ; the alphabet was checked already).
 const BASE64: GeneralPurpose = GeneralPurpose::new(

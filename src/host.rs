@@ -3,7 +3,7 @@
 //!
 //! Owns: the `Host` trait and the requests the core makes of its host on lifecycle edges
 //! (start/stop a frame source, control changes), for input relay, fresh captures, and for
-//! writes to JS-bridged viewers. Must not touch napi types: those live in `node_api`, so the
+//! writes to JS-bridged viewers. Must not touch napi types: those live in `node`, so the
 //! core builds and tests without Node.
 
 use std::future::Future;
@@ -66,8 +66,6 @@ pub enum BridgedOutbound {
 pub enum LogLevel {
     /// Something the operator may want to know (a source failed, a frame was refused).
     Warn,
-    /// A fault of this library or of the deployer's code.
-    Error,
 }
 
 impl LogLevel {
@@ -75,7 +73,6 @@ impl LogLevel {
     pub fn name(self) -> &'static str {
         match self {
             LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
         }
     }
 }

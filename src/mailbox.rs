@@ -141,11 +141,6 @@ impl Outbox {
     pub fn len(&self) -> usize {
         lock(&self.0.queue).entries.len()
     }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The receiving end, read by the viewer's writer.
@@ -174,6 +169,7 @@ impl Mailbox {
     }
 
     /// The next message if one waits.
+    #[cfg(test)]
     pub fn try_recv(&self) -> Option<Outbound> {
         lock(&self.0.queue)
             .entries

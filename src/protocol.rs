@@ -520,7 +520,7 @@ fn parse_keyboard(obj: &Map<String, Value>) -> Result<KeyboardInput, MessageErro
     }
     let windows_virtual_key_code = key
         .as_deref()
-        .and_then(|key| crate::input::windows_virtual_key_code(key, code.as_deref()));
+        .and_then(|key| crate::source::cdp::input::windows_virtual_key_code(key, code.as_deref()));
     Ok(KeyboardInput {
         event_type,
         key,

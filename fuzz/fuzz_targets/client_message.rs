@@ -16,7 +16,7 @@
 //!   that command serializes to JSON.
 #![no_main]
 
-use browser_stream_native::input::{insert_text_command, keyboard_command, mouse_command};
+use browser_stream_native::fuzzing::{insert_text_command, keyboard_command, mouse_command};
 use browser_stream_native::protocol::{
     parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, KeyboardInput,
     MessageError, MouseInput, MAX_FPS, MIN_FPS,

@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use browser_stream_native::events::{Event, EventError, EventLimits, EventLog, SentEvent};
+use browser_stream_native::fuzzing::{Event, EventError, EventLimits, EventLog, SentEvent};
 use browser_stream_native::protocol::event_message;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

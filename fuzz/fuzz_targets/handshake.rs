@@ -20,8 +20,8 @@
 
 use base64::Engine;
 use browser_stream_native::protocol::EXTENDED_PROTOCOL;
-use browser_stream_native::registry::ChannelId;
-use browser_stream_native::viewer::{check_websocket_key, handshake_response};
+use browser_stream_native::fuzzing::ChannelId;
+use browser_stream_native::ws::handshake::{check_websocket_key, handshake_response};
 use libfuzzer_sys::fuzz_target;
 use sha1::{Digest, Sha1};
 

@@ -15,7 +15,7 @@
 //!   (with room for the allocator's doubling): an announced length never reserves more.
 #![no_main]
 
-use browser_stream_native::ws_codec::{ClientFrame, DecodeError, Decoder};
+use browser_stream_native::ws::codec::{ClientFrame, DecodeError, Decoder};
 use libfuzzer_sys::fuzz_target;
 
 /// The most split points taken from the input.

@@ -201,7 +201,7 @@ pub async fn run_replay(
 mod tests {
     use super::*;
     use crate::registry::tests::registry_with;
-    use crate::registry::{ChannelId, RegistryConfig, Transport};
+    use crate::registry::{ChannelId, JoinOptions, RegistryConfig, Transport};
 
     const JPEG: &[u8] = &[0xff, 0xd8, 0xff, 0xe0, 0, 4, 1, 2, 0xff, 0xd9];
 
@@ -259,7 +259,7 @@ mod tests {
         let (registry, host) = registry_with(RegistryConfig::default());
         let id = ChannelId::new("agent", None);
         let viewer = registry
-            .admit(&id, Transport::Native, true)
+            .admit_with(&id, Transport::Native, JoinOptions::compat(true))
             .expect("admitted");
         let generation = host.starts.lock().expect("lock")[0].generation;
         let images = ReplayImages::new([JPEG], true).expect("valid");

@@ -14,6 +14,8 @@
 //! tab closed when its set-up times out). This source shares the agent's browser, so it
 //! attaches to the one page it shows and sends only what the screencast needs.
 
+pub(crate) mod input;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,10 +41,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::input::{insert_text_command, keyboard_command, mouse_command, CdpCommand};
 use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::{HostFuture, SourceRequest};
-use crate::input::{insert_text_command, keyboard_command, mouse_command, CdpCommand};
 use crate::protocol::{ClientMessage, ErrorCode};
 use crate::registry::{PushOutcome, Registry};
 
@@ -263,11 +265,6 @@ impl CdpSessions {
     /// Number of live sessions (one DevTools connection each).
     pub fn len(&self) -> usize {
         lock(&self.sessions).len()
-    }
-
-    /// Whether no session runs.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Stops every session (registry close).

@@ -163,11 +163,6 @@ impl InputQueue {
         lock(&self.state).items.len()
     }
 
-    /// Whether no input waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Ends the consumer's `pop` loop; later pushes are refused.
     pub fn close(&self) {
         let mut state = lock(&self.state);

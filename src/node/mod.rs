@@ -16,17 +16,18 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
-use crate::cdp_source::{CdpOptions, CdpSessionStats, CdpSessions, ImageFormat};
-use crate::events::EventLimits;
 use crate::frame::FrameMeta;
 use crate::host::{BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, SourceRequest};
 use crate::protocol::{parse_client_message, ClientMessage, Mode, EXTENDED_PROTOCOL};
+use crate::registry::EventLimits;
 use crate::registry::{
     ChannelId, ChannelStats, JoinOptions, PushOutcome, Registry, RegistryConfig, Transport,
     ViewerStats,
 };
-use crate::replay_source::{check_schedule, run_replay, ReplayImages, ReplaySchedule};
-use crate::viewer::{check_websocket_key, serve_bridged, serve_native};
+use crate::source::cdp::{CdpOptions, CdpSessionStats, CdpSessions, ImageFormat};
+use crate::source::replay::{check_schedule, run_replay, ReplayImages, ReplaySchedule};
+use crate::viewer::{serve_bridged, serve_native};
+use crate::ws::handshake::check_websocket_key;
 
 /// Options of a `NativeRegistry`; every field is optional.
 #[napi(object)]

@@ -1,0 +1,244 @@
+//! One channel: its locked state (source state, viewers, sticky status/url/viewport, controller,
+//! geometry history), its counters, the newest frame, and broadcast to its viewers.
+//! Must not decide lifecycle edges (the registry does) nor parse client messages (`control`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::event_log::{EventLog, EventsAfter, Published};
+use super::{ChannelId, InputQueue, Outbound, ViewerEntry};
+use crate::frame::{Frame, FrameGeometry};
+use crate::host::SourceRequest;
+use crate::mailbox::StickyKind;
+use crate::protocol;
+
+/// Frame geometries kept per channel to map input from frames a viewer still shows.
+pub(super) const GEOMETRY_HISTORY: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SourceState {
+    Idle,
+    Running,
+    Lingering,
+}
+
+impl SourceState {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            SourceState::Idle => "idle",
+            SourceState::Running => "running",
+            SourceState::Lingering => "lingering",
+        }
+    }
+}
+
+pub(super) struct ChannelState {
+    pub(super) viewers: HashMap<u32, ViewerEntry>,
+    pub(super) source: SourceState,
+    pub(super) generation: u32,
+    pub(super) status: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) viewport: Option<(f64, f64)>,
+    /// Sequence number of the newest frame.
+    pub(super) frame_seq: u64,
+    /// Frames published (the newest frame's `index`).
+    pub(super) frame_count: u64,
+    /// The viewer holding control.
+    pub(super) controller: Option<u32>,
+    /// (first frame seq, geometry) of the last geometry changes, oldest first.
+    pub(super) geometries: VecDeque<(u64, FrameGeometry)>,
+    pub(super) rejection_reported_for: u32,
+    pub(super) linger_timer: Option<AbortHandle>,
+    /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
+    pub(super) linger_epoch: u64,
+}
+
+/// Counters of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    /// Frames accepted from the source.
+    pub frames_in: AtomicU64,
+    /// Payloads refused as frames (not base64 images).
+    pub frames_rejected: AtomicU64,
+    /// Pushes for a stale generation or an idle channel, ignored.
+    pub frames_stale: AtomicU64,
+    /// Bytes of accepted frames.
+    pub bytes_in: AtomicU64,
+    /// Client messages that failed validation.
+    pub malformed_messages: AtomicU64,
+    /// Inputs handed to the host.
+    pub inputs_relayed: AtomicU64,
+    /// Inputs dropped because the channel's input queue was full.
+    pub inputs_dropped: AtomicU64,
+    /// Inputs the host failed to apply.
+    pub inputs_failed: AtomicU64,
+    /// Inputs refused: not the controller, or a view-only viewer.
+    pub inputs_refused: AtomicU64,
+    /// Client messages over a viewer's rate, or inputs refused by a full queue.
+    pub inputs_rate_limited: AtomicU64,
+    /// Mouse moves replaced by a later move, or dropped from a full queue.
+    pub moves_coalesced: AtomicU64,
+    /// Source starts requested.
+    pub starts: AtomicU64,
+    /// Source stops requested.
+    pub stops: AtomicU64,
+}
+
+/// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.
+pub struct Channel {
+    /// Which channel.
+    pub id: ChannelId,
+    pub(super) state: Mutex<ChannelState>,
+    pub(super) frames: watch::Sender<Option<Arc<Frame>>>,
+    /// Frames up to this number were withdrawn by `clear_page_state`: a publication still on
+    /// its way must not bring one back, and writers must not wait for one.
+    pub cleared_through: Arc<AtomicU64>,
+    pub(super) inputs: Arc<InputQueue>,
+    /// The registry's sequence counter, shared by frames and events of every channel.
+    pub(super) seq_counter: Arc<AtomicU64>,
+    pub(super) events: Mutex<EventLog>,
+    /// Changed whenever events were sent: a wake-up for extended writers, which then read the
+    /// log (the value may lag; only the change matters).
+    pub(super) event_seq: watch::Sender<u64>,
+    /// A fresh capture was asked of the source and no frame came since (one at a time).
+    pub(super) capture_requested: AtomicBool,
+    /// Counters.
+    pub counters: ChannelCounters,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        // Ends the channel's relay task.
+        self.inputs.close();
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still consistent
+    // enough to serve and to shut down; never let it take the process down.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Channel {
+    pub(super) fn source_request(&self, generation: u32) -> SourceRequest {
+        SourceRequest {
+            key: self.id.key.clone(),
+            agent_id: self.id.agent_id.clone(),
+            thread_id: self.id.thread_id.clone(),
+            generation,
+        }
+    }
+
+    /// A new sequence number (frames and events share them).
+    pub(super) fn next_seq(&self) -> u64 {
+        self.seq_counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The newest sequence number given out by the registry.
+    pub fn newest_seq(&self) -> u64 {
+        self.seq_counter.load(Ordering::Relaxed)
+    }
+
+    /// The events after `after` (all held ones for `None`), at most `limit` (see
+    /// `EventLog::after`).
+    pub fn events_after(&self, after: Option<u64>, limit: usize) -> EventsAfter {
+        let newest = self.newest_seq();
+        lock(&self.events).after(after, newest, limit, Instant::now())
+    }
+
+    /// Runs `write` on the event log and wakes the extended writers if it sent events.
+    pub(super) fn write_events(
+        &self,
+        write: impl FnOnce(&mut EventLog, Instant) -> Published,
+    ) -> Published {
+        let published = write(&mut lock(&self.events), Instant::now());
+        if published.sent > 0 {
+            self.event_seq.send_replace(published.sent);
+        }
+        published
+    }
+
+    /// The newest frame, if any.
+    pub fn latest_frame(&self) -> Option<Arc<Frame>> {
+        self.frames.borrow().clone()
+    }
+
+    /// Counts a client message that is not valid for this protocol.
+    pub fn count_malformed(&self) {
+        self.counters
+            .malformed_messages
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes `frame` the channel's latest, never replacing a newer one (publications made from
+    /// runtime tasks may run out of order).
+    pub(super) fn publish(channel: &Channel, frame: Arc<Frame>) {
+        if frame.seq <= channel.cleared_through.load(Ordering::Acquire) {
+            return;
+        }
+        channel.frames.send_if_modified(|latest| {
+            if latest
+                .as_ref()
+                .is_some_and(|current| current.seq >= frame.seq)
+            {
+                return false;
+            }
+            *latest = Some(frame);
+            true
+        });
+    }
+
+    /// Queues `text` for every viewer. A viewer whose queue is full is closed (4001): reliable
+    /// messages are never dropped silently and never grow memory.
+    pub(super) fn broadcast(state: &mut ChannelState, text: String) {
+        let text = Bytes::from(text);
+        let after_seq = state.frame_seq;
+        for viewer in state.viewers.values() {
+            viewer.link.queue(Outbound::Text {
+                text: text.clone(),
+                after_seq,
+            });
+        }
+    }
+
+    /// Queues the newest value of a sticky kind for every viewer: latest-wins per viewer, so a
+    /// burst of statuses, URLs or errors never closes a viewer that reads.
+    pub(super) fn broadcast_sticky(state: &mut ChannelState, kind: StickyKind, text: String) {
+        let text = Bytes::from(text);
+        let after_seq = state.frame_seq;
+        for viewer in state.viewers.values() {
+            viewer
+                .link
+                .send_sticky(kind.clone(), text.clone(), after_seq);
+        }
+    }
+
+    /// Tells every viewer that the source reported `code`, with the fixed text for it (never
+    /// the detail: that is for the log); latest-wins per code.
+    pub(super) fn broadcast_source_error(state: &mut ChannelState, code: &str) {
+        Channel::broadcast_sticky(
+            state,
+            StickyKind::Error(code.to_string()),
+            protocol::error_message(code, protocol::viewer_error_text(code)),
+        );
+    }
+
+    /// The geometry of frame `seq` (the last change at or before it), for input mapping;
+    /// `None` when `seq` is older than the kept history.
+    pub(super) fn geometry_at(state: &ChannelState, seq: u64) -> Option<FrameGeometry> {
+        state
+            .geometries
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= seq)
+            .map(|(_, geometry)| *geometry)
+    }
+}

@@ -1,0 +1,250 @@
+//! Client messages: compat inputs and extended commands, who controls the page, rate limits,
+//! coordinate mapping, and the task relaying each channel's inputs to the host in order.
+//! Must not write to sockets: answers go through the viewer's link.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::input_flow::Enqueued;
+use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink};
+use crate::host::ControlChange;
+use crate::protocol::{
+    self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
+};
+
+impl Registry {
+    /// Handles one TEXT message of a viewer, in its mode: compat messages are inputs (invalid
+    /// ones counted, never answered); extended messages are answered as docs/PROTOCOL.md says.
+    pub fn on_client_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+        match link.mode {
+            Mode::Compat => match parse_client_message(text) {
+                Ok(input) => {
+                    if self.take_tokens(channel, link, 1, input.is_mouse_move()) {
+                        self.submit_input(channel, link, input, false, None);
+                    }
+                }
+                Err(_) => channel.count_malformed(),
+            },
+            Mode::Extended => self.on_extended_text(channel, link, text),
+        }
+    }
+
+    /// Handles a binary message of a viewer: no mode accepts one.
+    pub fn on_client_binary(&self, channel: &Channel, link: &ViewerLink) {
+        channel.count_malformed();
+        if self.take_tokens(channel, link, 1, false) {
+            link.answer_error("bad_message", "binary messages are not accepted");
+        }
+    }
+
+    fn on_extended_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+        let message = match parse_extended_message(text) {
+            Ok(ExtendedMessage::Ack { seq }) => {
+                // Acks are paced by the frames they answer: no token.
+                link.acked_seq.fetch_max(seq, Ordering::Relaxed);
+                link.acked.notify_one();
+                return;
+            }
+            Ok(message) => message,
+            Err(error) => {
+                channel.count_malformed();
+                if self.take_tokens(channel, link, 1, false) {
+                    link.answer_error("bad_message", &error.to_string());
+                }
+                return;
+            }
+        };
+        let is_move =
+            matches!(&message, ExtendedMessage::Input { input, .. } if input.is_mouse_move());
+        // Messages that make the server do much (replay a ring, send a frame, tell every
+        // viewer and the deployer) cost more of the viewer's budget.
+        let cost = match &message {
+            ExtendedMessage::Resume { .. } => 20,
+            ExtendedMessage::SnapshotRequest => 10,
+            ExtendedMessage::ControlRequest | ExtendedMessage::ControlRelease => 5,
+            _ => 1,
+        };
+        if !self.take_tokens(channel, link, cost, is_move) {
+            return;
+        }
+        match message {
+            ExtendedMessage::Input {
+                input,
+                frame_pixels,
+                frame_seq,
+            } => self.submit_input(channel, link, input, frame_pixels, frame_seq),
+            ExtendedMessage::Resume { last_seq } => link.queue(Outbound::Resume { last_seq }),
+            ExtendedMessage::SnapshotRequest => {
+                let no_frame = channel.latest_frame().is_none();
+                if no_frame && !channel.capture_requested.swap(true, Ordering::Relaxed) {
+                    let live = self.with_live_source(&channel.id.key, None, |channel, state| {
+                        channel.source_request(state.generation)
+                    });
+                    if let Some(request) = live {
+                        self.host.capture_frame(request);
+                    }
+                }
+                link.queue(Outbound::Snapshot);
+            }
+            ExtendedMessage::Config { max_fps, ack } => {
+                link.queue(Outbound::Pacing { max_fps, ack })
+            }
+            ExtendedMessage::ControlRequest => self.request_control(channel, link),
+            ExtendedMessage::ControlRelease => {
+                let mut state = lock(&channel.state);
+                if state.controller == Some(link.id) {
+                    self.set_controller(channel, &mut state, None);
+                } else {
+                    drop(state);
+                    link.answer_error("not_controller", "this viewer does not hold control");
+                }
+            }
+            ExtendedMessage::Ack { .. } => {}
+        }
+    }
+
+    /// Takes `cost` tokens of the viewer's rate limit. Over the limit, a mouse move is dropped
+    /// silently (the next one carries the position); anything else is answered
+    /// `rate_limited`, at most once a second.
+    fn take_tokens(&self, channel: &Channel, link: &ViewerLink, cost: u32, is_move: bool) -> bool {
+        let now = Instant::now();
+        let mut limiter = lock(&link.limiter);
+        if limiter.try_take(now, cost) {
+            return true;
+        }
+        channel
+            .counters
+            .inputs_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        let report = !is_move && limiter.may_report(now);
+        drop(limiter);
+        if report {
+            link.answer_error(
+                "rate_limited",
+                &format!(
+                    "more than {} messages per second; some were dropped",
+                    self.config.max_inputs_per_second
+                ),
+            );
+        }
+        false
+    }
+
+    /// Relays `input` of `link` if it may control the page now (taking control implicitly when
+    /// configured), mapping frame-pixel coordinates to the page.
+    fn submit_input(
+        &self,
+        channel: &Channel,
+        link: &ViewerLink,
+        input: ClientMessage,
+        frame_pixels: bool,
+        frame_seq: Option<u64>,
+    ) {
+        let mut input = input;
+        let refusal = {
+            let mut state = lock(&channel.state);
+            let refusal = if !link.can_control {
+                Some(("control_denied", "this viewer may only watch"))
+            } else {
+                match state.controller {
+                    Some(holder) if holder == link.id => None,
+                    Some(_) => Some(("not_controller", "another viewer controls the page")),
+                    // Compat viewers can neither ask for control nor give it back: they act
+                    // while nobody holds it, without taking it.
+                    None if link.mode == Mode::Compat => None,
+                    None if self.config.implicit_control => {
+                        self.set_controller(channel, &mut state, Some(link.id));
+                        None
+                    }
+                    None => Some((
+                        "not_controller",
+                        "send {\"type\":\"control-request\"} before input",
+                    )),
+                }
+            };
+            if refusal.is_none() && frame_pixels {
+                if let ClientMessage::Mouse(mouse) = &mut input {
+                    // The frame named, if its geometry is still known; else the last frame
+                    // this viewer was sent.
+                    let seen = link.counters.seen_seq.load(Ordering::Relaxed);
+                    let geometry = frame_seq
+                        .and_then(|seq| Channel::geometry_at(&state, seq))
+                        .or_else(|| Channel::geometry_at(&state, seen));
+                    if let Some(geometry) = geometry {
+                        (mouse.x, mouse.y) = geometry.to_page(mouse.x, mouse.y);
+                    }
+                }
+            }
+            refusal
+        };
+        if let Some((code, message)) = refusal {
+            channel
+                .counters
+                .inputs_refused
+                .fetch_add(1, Ordering::Relaxed);
+            link.answer_error(code, message);
+            return;
+        }
+        let counters = &channel.counters;
+        match channel.inputs.push(input) {
+            Enqueued::Queued => {}
+            Enqueued::Coalesced | Enqueued::MoveDropped | Enqueued::QueuedDroppingMove => {
+                counters.moves_coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Enqueued::Full => {
+                counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+                counters.inputs_rate_limited.fetch_add(1, Ordering::Relaxed);
+                let report = lock(&link.limiter).may_report(Instant::now());
+                if report {
+                    link.answer_error(
+                        "rate_limited",
+                        "the page is not keeping up with input; this input was dropped",
+                    );
+                }
+            }
+        }
+    }
+
+    fn request_control(&self, channel: &Channel, link: &ViewerLink) {
+        if !link.can_control {
+            link.answer_error("control_denied", "this viewer may only watch");
+            return;
+        }
+        let mut state = lock(&channel.state);
+        match state.controller {
+            None => self.set_controller(channel, &mut state, Some(link.id)),
+            Some(holder) if holder == link.id => {
+                link.send(protocol::control_message(Some(holder), true));
+            }
+            // Answered under the lock, so it cannot arrive after a later `control` message.
+            Some(holder) => link.send(protocol::control_busy_message(holder)),
+        }
+    }
+
+    /// Gives control to `controller` (or nobody): every extended viewer is told, and the host
+    /// (`onControlChange`). Called under the channel's state lock, so changes reach both in
+    /// the order they happened.
+    pub(super) fn set_controller(
+        &self,
+        channel: &Channel,
+        state: &mut ChannelState,
+        controller: Option<u32>,
+    ) {
+        state.controller = controller;
+        for (id, viewer) in &state.viewers {
+            if viewer.link.mode == Mode::Extended {
+                viewer.link.send(protocol::control_message(
+                    controller,
+                    controller == Some(*id),
+                ));
+            }
+        }
+        self.host.control_changed(ControlChange {
+            key: channel.id.key.clone(),
+            agent_id: channel.id.agent_id.clone(),
+            thread_id: channel.id.thread_id.clone(),
+            controller,
+        });
+    }
+}

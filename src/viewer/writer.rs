@@ -1,0 +1,404 @@
+//! The writer task of a viewer: latest frame wins, pacing by frame rate or acks, reliable
+//! messages in order, the viewer's events pulled from the channel's ring, resume and snapshot
+//! answers, pings, and the close frame at the end.
+//! Must not read from the socket (the reader does) nor change channel state.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::sink::{at_message_boundary, interruptible, Sink, CLOSE_FRAME_TIMEOUT};
+use crate::clock::sleep_until;
+use crate::frame::Frame;
+use crate::mailbox::Mailbox;
+use crate::protocol::{self, Mode};
+use crate::registry::{Channel, Outbound, ViewerCloser, ViewerCounters, ViewerLink};
+use crate::ws::codec::{FrameHeader, OP_PING, OP_PONG, OP_TEXT};
+
+/// The writer half of a viewer: what it needs besides the sink.
+pub struct Writer {
+    pub(super) outbox: Mailbox,
+    pub(super) frames: watch::Receiver<Option<Arc<Frame>>>,
+    pub(super) closer: Arc<ViewerCloser>,
+    pub(super) counters: Arc<ViewerCounters>,
+    pub(super) heartbeat: Duration,
+    pub(super) cleared_through: Arc<AtomicU64>,
+    pub(super) link: Arc<ViewerLink>,
+    pub(super) channel: Arc<Channel>,
+    /// Extended: newest event number of the channel (a change wakes the writer).
+    pub(super) events: watch::Receiver<u64>,
+    /// Extended: the viewer has been sent the events up to here.
+    pub(super) event_cursor: u64,
+    pub(super) pacing: Pacing,
+}
+
+/// Longest wait of a message for the frame it follows; that frame is normally published within
+/// microseconds, this only bounds the unforeseen.
+pub(super) const FRAME_ORDER_WAIT: Duration = Duration::from_secs(1);
+/// How long a snapshot request waits for a first frame.
+pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// Events pulled from the ring at a time.
+pub(super) const EVENT_BATCH: usize = 64;
+
+/// Per-viewer pacing of frames (extended `config`).
+#[derive(Debug, Default)]
+pub(super) struct Pacing {
+    /// Least time between two frames (`maxFps`).
+    pub(super) min_interval: Option<Duration>,
+    /// One frame in flight: the next waits for the ack of the last.
+    pub(super) ack: bool,
+    pub(super) last_frame_at: Option<tokio::time::Instant>,
+    pub(super) last_frame_seq: u64,
+}
+
+/// Whether the writer may send a frame now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FrameGate {
+    Open,
+    Until(tokio::time::Instant),
+    Ack,
+}
+
+impl Writer {
+    pub(super) fn frame_gate(&self) -> FrameGate {
+        if self.pacing.ack
+            && self.pacing.last_frame_seq > 0
+            && self.link.acked_seq.load(Ordering::Relaxed) < self.pacing.last_frame_seq
+        {
+            return FrameGate::Ack;
+        }
+        if let (Some(interval), Some(last)) = (self.pacing.min_interval, self.pacing.last_frame_at)
+        {
+            if let Some(next) = last.checked_add(interval) {
+                if next > tokio::time::Instant::now() {
+                    return FrameGate::Until(next);
+                }
+            }
+        }
+        FrameGate::Open
+    }
+
+    /// Records `frame` as seen; false if the viewer has it or a newer one. Counts skipped frames.
+    pub(super) fn mark_seen(&self, frame: &Frame) -> bool {
+        // Only this writer stores `seen_*`; the registry reads them for stats.
+        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
+        if frame.seq <= seen {
+            return false;
+        }
+        let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
+        let skipped = frame.index.saturating_sub(seen_index).saturating_sub(1);
+        self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
+        self.counters
+            .seen_index
+            .store(frame.index, Ordering::Relaxed);
+        self.counters
+            .frames_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
+        true
+    }
+
+    /// Writes `frame` in this viewer's wire.
+    pub(super) async fn write_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+        frame: &Frame,
+    ) -> io::Result<()> {
+        let written = match self.link.mode {
+            Mode::Compat => {
+                interruptible(
+                    &self.closer,
+                    cancelled,
+                    sink.send_text(&frame.text_header, &frame.text),
+                )
+                .await?;
+                frame.text_header.as_bytes().len() + frame.text.len()
+            }
+            Mode::Extended => {
+                // A payload that does not decode was never an image: skip it.
+                let Some(binary) = frame.binary() else {
+                    return Ok(());
+                };
+                interruptible(
+                    &self.closer,
+                    cancelled,
+                    sink.send_binary(&binary.head, binary.ws_header_len, &binary.body),
+                )
+                .await?;
+                binary.head.len() + binary.body.len()
+            }
+        };
+        self.pacing.last_frame_at = Some(tokio::time::Instant::now());
+        self.pacing.last_frame_seq = frame.seq;
+        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends the newest frame if this viewer has not seen it; counts the frames it skipped.
+    pub(super) async fn send_latest_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
+        let frame = self.frames.borrow_and_update().clone();
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        if !self.mark_seen(&frame) {
+            return Ok(());
+        }
+        self.write_frame(sink, cancelled, &frame).await
+    }
+
+    /// Sends the newest frame even if this viewer has it (resume, snapshot).
+    pub(super) async fn resend_latest_frame<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
+        let frame = self.frames.borrow_and_update().clone();
+        if let Some(frame) = frame {
+            self.mark_seen(&frame);
+            self.write_frame(sink, cancelled, &frame).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn send_message<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+        text: &Bytes,
+    ) -> io::Result<()> {
+        let header = FrameHeader::new(OP_TEXT, text.len());
+        interruptible(&self.closer, cancelled, sink.send_text(&header, text)).await?;
+        self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_sent.fetch_add(
+            (header.as_bytes().len() + text.len()) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Sends the channel's events after `after` (all held ones for `None`) until none is left;
+    /// tells the viewer `stale` first when some it needs were evicted. Returns how many were
+    /// sent, whether it was stale, and the newest event number as of the last read (taken
+    /// under the log's lock, so nothing published after it is skipped); the cursor ends at the
+    /// last one sent.
+    pub(super) async fn send_events_after<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        after: Option<u64>,
+    ) -> io::Result<(usize, bool, u64)> {
+        let mut after = after;
+        let mut sent = 0;
+        let mut stale = false;
+        loop {
+            let batch = self.channel.events_after(after, EVENT_BATCH);
+            let newest = batch.last_seq;
+            if let Some(oldest) = batch.stale {
+                if !stale {
+                    stale = true;
+                    let message = protocol::stale_message(
+                        "events after this point were dropped from the resume ring",
+                        oldest,
+                    );
+                    self.send_message(sink, cancelled.as_mut(), &Bytes::from(message))
+                        .await?;
+                }
+            }
+            let count = batch.events.len();
+            for event in batch.events {
+                self.send_message(sink, cancelled.as_mut(), &event.text)
+                    .await?;
+                after = Some(event.seq);
+                self.event_cursor = event.seq;
+                sent += 1;
+            }
+            if count < EVENT_BATCH {
+                return Ok((sent, stale, newest));
+            }
+        }
+    }
+
+    /// Answers `resume`: the held events after `last_seq` (or `stale`), `resumed`, the newest
+    /// frame.
+    pub(super) async fn resume<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        last_seq: Option<u64>,
+    ) -> io::Result<()> {
+        let (replayed, stale, newest) = self
+            .send_events_after(sink, cancelled.as_mut(), last_seq)
+            .await?;
+        if replayed == 0 {
+            // Nothing newer is held: from here on, events after the client's number (or, when
+            // that number cannot be placed, after the newest event of that same read).
+            self.event_cursor = match (stale, last_seq) {
+                (false, Some(last)) => last,
+                (false, None) => self.event_cursor,
+                (true, _) => newest,
+            };
+        }
+        let done = protocol::resumed_message(last_seq, replayed);
+        self.send_message(sink, cancelled.as_mut(), &Bytes::from(done))
+            .await?;
+        self.resend_latest_frame(sink, cancelled).await
+    }
+
+    /// Answers `snapshot-request`: `{"type":"snapshot","seq":N}` and frame N, waiting up to
+    /// `SNAPSHOT_WAIT` for a first frame.
+    pub(super) async fn snapshot<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+    ) -> io::Result<()> {
+        let mut frame = self.frames.borrow().clone();
+        if frame.is_none() {
+            let wait = self.frames.wait_for(Option::is_some);
+            frame = tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return Ok(()),
+                got = tokio::time::timeout(SNAPSHOT_WAIT, wait) => match got {
+                    Ok(Ok(latest)) => latest.clone(),
+                    _ => None,
+                },
+            };
+        }
+        let Some(frame) = frame else {
+            let message = protocol::error_message(
+                "snapshot_unavailable",
+                "the page has produced no frame yet",
+            );
+            return self
+                .send_message(sink, cancelled, &Bytes::from(message))
+                .await;
+        };
+        let announce = Bytes::from(protocol::snapshot_message(frame.seq));
+        self.send_message(sink, cancelled.as_mut(), &announce)
+            .await?;
+        self.mark_seen(&frame);
+        self.write_frame(sink, cancelled, &frame).await
+    }
+
+    pub(super) async fn pump(&mut self, sink: &mut Sink) -> io::Result<()> {
+        let start = tokio::time::Instant::now() + self.heartbeat;
+        let mut ping = tokio::time::interval_at(start, self.heartbeat);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One cancellation future for the writer's life: re-creating it per frame registered
+        // and unregistered a waiter (two lock round trips) for every frame of every viewer.
+        let closer = self.closer.clone();
+        let cancelled = closer.cancelled();
+        tokio::pin!(cancelled);
+        let extended = self.link.mode == Mode::Extended;
+        let link = self.link.clone();
+        loop {
+            let gate = self.frame_gate();
+            let wake_at = match gate {
+                FrameGate::Until(at) => Some(at),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return Ok(()),
+                message = self.outbox.recv() => match message {
+                    None => return Ok(()),
+                    Some(Outbound::Text { text, after_seq }) => {
+                        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
+                        if after_seq > seen && self.frame_gate() == FrameGate::Open {
+                            // The frame this message follows may still be on its way to the
+                            // watch (a JS push publishes from a runtime task): wait for it.
+                            let cleared = self.cleared_through.clone();
+                            let wait = self.frames.wait_for(|latest| {
+                                latest.as_ref().is_some_and(|f| f.seq >= after_seq)
+                                    || cleared.load(Ordering::Acquire) >= after_seq
+                            });
+                            let published = tokio::select! {
+                                biased;
+                                _ = cancelled.as_mut() => return Ok(()),
+                                published = tokio::time::timeout(FRAME_ORDER_WAIT, wait) => {
+                                    matches!(published, Ok(Ok(_)))
+                                }
+                            };
+                            if published {
+                                self.send_latest_frame(sink, cancelled.as_mut()).await?;
+                            }
+                        }
+                        self.send_message(sink, cancelled.as_mut(), &text).await?;
+                    }
+                    Some(Outbound::Pong(payload)) => {
+                        interruptible(&self.closer, cancelled.as_mut(), sink.send_control(OP_PONG, &payload))
+                            .await?;
+                    }
+                    Some(Outbound::Resume { last_seq }) => {
+                        self.resume(sink, cancelled.as_mut(), last_seq).await?;
+                    }
+                    Some(Outbound::Snapshot) => {
+                        self.snapshot(sink, cancelled.as_mut()).await?;
+                    }
+                    Some(Outbound::Pacing { max_fps, ack }) => {
+                        if let Some(max_fps) = max_fps {
+                            // The parser bounds the rate; a value that still makes no duration
+                            // means no cap, never a panic.
+                            self.pacing.min_interval = max_fps
+                                .and_then(|fps| Duration::try_from_secs_f64(1.0 / fps).ok());
+                        }
+                        if let Some(ack) = ack {
+                            self.pacing.ack = ack;
+                        }
+                    }
+                },
+                // Pings and events before frames: a viewer whose frame writes take longer than
+                // the frame interval always has a newer frame waiting (and frames are
+                // latest-wins anyway), while pings keep it alive and events are reliable.
+                _ = ping.tick() => {
+                    interruptible(&self.closer, cancelled.as_mut(), sink.send_control(OP_PING, b"")).await?;
+                }
+                changed = self.events.changed(), if extended => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    self.events.borrow_and_update();
+                    let cursor = self.event_cursor;
+                    self.send_events_after(sink, cancelled.as_mut(), Some(cursor)).await?;
+                }
+                changed = self.frames.changed(), if gate == FrameGate::Open => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    self.send_latest_frame(sink, cancelled.as_mut()).await?;
+                }
+                _ = sleep_until(wake_at), if wake_at.is_some() => {}
+                _ = link.acked.notified(), if gate == FrameGate::Ack => {}
+            }
+        }
+    }
+
+    /// Runs until the viewer is closed or its socket fails, then sends the requested close
+    /// frame when the stream is still at a frame boundary. True if a close frame was sent.
+    pub async fn run(mut self, mut sink: Sink) -> bool {
+        let result = self.pump(&mut sink).await;
+        let mut close_sent = false;
+        if at_message_boundary(&result) {
+            if let Some((code, reason)) = self.closer.request() {
+                close_sent = matches!(
+                    tokio::time::timeout(CLOSE_FRAME_TIMEOUT, sink.send_close(code, &reason)).await,
+                    Ok(Ok(()))
+                );
+            }
+        }
+        self.closer.abort();
+        close_sent
+    }
+}
