@@ -10,7 +10,7 @@
 //! - [`viewer`]: serving one viewer's socket (native or JS-bridged);
 //! - [`host`]: what the core asks of its embedder;
 //! - [`source`]: frame sources run in Rust (Chromium over CDP, replay);
-//! - [`clock`]: wall-clock units and optional deadlines;
+//! - [`clock`]: wall-clock units and optional deadlines; [`sync`]: the one lock helper;
 //! - [`node`]: the napi face (class, options, host events, stats, socket adoption).
 //!
 //! Everything is crate-private but for the small facade below, which the fuzz targets drive.
@@ -27,6 +27,7 @@ pub(crate) mod node;
 pub mod protocol;
 pub(crate) mod registry;
 pub(crate) mod source;
+pub(crate) mod sync;
 pub(crate) mod viewer;
 pub mod ws;
 

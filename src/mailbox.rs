@@ -15,7 +15,8 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::registry::{lock, Outbound};
+use crate::registry::Outbound;
+use crate::sync::lock;
 
 /// A kind of state of which a viewer only needs the newest value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,9 +2,10 @@
 //! geometry history), its counters, the newest frame, and broadcast to its viewers.
 //! Must not decide lifecycle edges (the registry does) nor parse client messages (`control`).
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -117,14 +118,6 @@ impl Drop for Channel {
         // Ends the channel's relay task.
         self.inputs.close();
     }
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind, still consistent
-    // enough to serve and to shut down; never let it take the process down.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Channel {

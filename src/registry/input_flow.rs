@@ -7,8 +7,9 @@
 //! are never dropped for a move). Must not touch sockets, the registry's channel state or the
 //! control decision (who may send input): the registry decides, then uses these.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -93,12 +94,6 @@ pub struct InputQueue {
     state: Mutex<QueueState>,
     ready: Notify,
     capacity: usize,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl InputQueue {

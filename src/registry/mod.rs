@@ -39,7 +39,8 @@ use crate::mailbox::mailbox;
 use crate::protocol::{self, ClientMessage, Mode};
 use crate::ws::codec::CLOSE_GOING_AWAY;
 
-pub(crate) use channel::{lock, Channel, ChannelCounters};
+pub(crate) use crate::sync::lock;
+pub(crate) use channel::{Channel, ChannelCounters};
 use channel::{ChannelState, SourceState};
 pub(crate) use channel_id::{AdmitError, ChannelId};
 pub(crate) use config::RegistryConfig;
