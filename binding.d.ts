@@ -15,7 +15,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeRegistry {
   /** Creates a registry. `host` receives every `HostEvent` and must return a promise. */
-  constructor(host: ((arg: HostEvent) => Promise<undefined>), options?: NativeRegistryOptions | undefined | null)
+  constructor(host: HostCallback, options?: NativeRegistryOptions | undefined | null)
   /**
    * Why a viewer of this agent (and thread) would be refused now, or null if it would be
    * admitted. Called before the upgrade so that a refusal is an HTTP 503; such a refusal
@@ -60,7 +60,7 @@ export declare class NativeRegistry {
    * omit it to push into whatever session is live. Returns `published`, `no_channel`,
    * `stale` or `rejected`.
    */
-  pushFrame(key: string, data: string | Buffer, metadata?: FrameMetadata | undefined | null, generation?: number | undefined | null): string
+  pushFrame(key: string, data: string | Buffer, metadata?: FrameMetadata | undefined | null, generation?: number | undefined | null): PushResult
   /**
    * Replays `images` (JPEG, PNG or WebP bytes) in a loop as the frames of source session
    * `generation` of `key`, from the Rust runtime: a browser-less source for demos and the
@@ -168,6 +168,9 @@ export interface CdpStats {
  */
 export declare function channelKey(agentId: string, threadId?: string | undefined | null): string
 
+/** Where a channel's source is in its lifecycle. */
+export type ChannelSourceState = 'idle' | 'running' | 'lingering'
+
 /** Stats of one agent channel. */
 export interface ChannelStats {
   /** Channel key. */
@@ -176,8 +179,8 @@ export interface ChannelStats {
   agentId: string
   /** Thread id. */
   threadId?: string
-  /** `idle`, `running` or `lingering`. */
-  sourceState: string
+  /** Where the source is in its lifecycle. */
+  sourceState: ChannelSourceState
   /** Current source generation. */
   generation: number
   /** Last status broadcast. */
@@ -194,42 +197,74 @@ export interface ChannelStats {
   eventsSent: number
   /** Events held in the resume ring. */
   ringEvents: number
-  /** Inputs refused: not the controller, or a view-only viewer. */
-  inputsRefused: number
-  /** Client messages over a viewer's rate limit, or refused by a full input queue. */
-  inputsRateLimited: number
-  /** Mouse moves coalesced with a later move or dropped to make room. */
-  movesCoalesced: number
   /** Inputs waiting to be relayed. */
   pendingInputs: number
   /** Metadata of the newest frame. */
   lastFrame?: FrameMetadata
-  /** Frames accepted from the source. */
-  framesIn: number
-  /** Frames refused (not base64 images). */
-  framesRejected: number
-  /** Pushes from stale source sessions, ignored. */
-  framesStale: number
-  /** Bytes accepted from the source. */
-  bytesIn: number
-  /** Malformed client messages (ignored in compat mode). */
-  malformedMessages: number
-  /** Inputs relayed to the page. */
-  inputsRelayed: number
-  /** Inputs dropped because the input queue was full. */
-  inputsDropped: number
-  /** Inputs the toolset failed to apply. */
-  inputsFailed: number
-  /** Source starts. */
-  starts: number
-  /** Source stops. */
-  stops: number
   /** Total frames sent to all viewers. */
   framesOut: number
+  /** Frames accepted from the source. */
+  framesIn: number
+  /** Payloads refused as frames (not base64 images). */
+  framesRejected: number
+  /** Pushes for a stale generation or an idle channel, ignored. */
+  framesStale: number
+  /** Bytes of accepted frames. */
+  bytesIn: number
+  /** Client messages that failed validation (ignored in compat mode). */
+  malformedMessages: number
+  /** Inputs handed to the page. */
+  inputsRelayed: number
+  /** Inputs dropped because the channel's input queue was full. */
+  inputsDropped: number
+  /** Inputs the page (toolset or DevTools) failed to apply. */
+  inputsFailed: number
+  /** Inputs refused: not the controller, or a view-only viewer. */
+  inputsRefused: number
+  /** Client messages over a viewer's rate limit, or refused by a full input queue. */
+  inputsRateLimited: number
+  /** Mouse moves replaced by a later move, or dropped to make room. */
+  movesCoalesced: number
+  /** Source starts requested. */
+  starts: number
+  /** Source stops requested. */
+  stops: number
   /** The native CDP session, when this channel's source is one. */
   cdp?: JsCdpStats
   /** Its viewers. */
   viewers: Array<ViewerStats>
+}
+
+/**
+ * Checks `startCdpSource` options without starting anything (the JS registry checks its
+ * `cdpTimeoutMs` and `screencastOptions` up front with it). Throws what `startCdpSource`
+ * would throw.
+ */
+export declare function checkCdpSourceOptions(options: CdpSourceOptions): void
+
+/** The close codes used on the stream socket, from the codec that sends them. */
+export declare function closeCodes(): CloseCodes
+
+/** The close codes used on the stream socket (docs/PROTOCOL.md), by name. */
+export interface CloseCodes {
+  /** The viewer or the server closed normally. */
+  NORMAL: number
+  /** The server is shutting down, or the viewer went silent past the heartbeat timeout. */
+  GOING_AWAY: number
+  /** The client broke RFC 6455. */
+  PROTOCOL_ERROR: number
+  /** A TEXT message that is not UTF-8. */
+  INVALID_PAYLOAD: number
+  /** Refused by a policy (the default of `closeViewer`). */
+  POLICY: number
+  /** A client message over `maxMessageBytes`. */
+  MESSAGE_TOO_BIG: number
+  /** The server failed. */
+  INTERNAL_ERROR: number
+  /** A limit refused the viewer after the upgrade; try again later. */
+  TRY_AGAIN_LATER: number
+  /** The viewer did not read its reliable messages fast enough. */
+  SLOW_CONSUMER: number
 }
 
 /** Metadata of a pushed frame: the toolset frame's `viewport` plus its `timestamp`. */
@@ -251,62 +286,70 @@ export interface FrameMetadata {
 }
 
 /**
- * A request from the native registry to the JS glue. `kind` says which:
- * - `start`: start the frame source of `key` (first viewer); `generation` tags its pushes;
- * - `stop`: stop that source (last viewer gone and linger over, or `close()`);
- * - `input`: apply `input` (`inputKind` `mouse` | `keyboard` | `relaunch`, or `text` with
- *   the text in `text`) to the page;
- * - `send`: write `text` (a TEXT message) or `data` (a BINARY message) to the JS-bridged
- *   viewer `viewerId`;
- * - `close`: close the JS-bridged viewer `viewerId` with `code` and `reason`;
- * - `terminate`: drop the JS-bridged viewer `viewerId`'s socket without a close frame;
- * - `control`: viewer `controller` (absent: nobody) now controls the page of `key`;
- * - `log`: a diagnostic `text` for the deployer's logger at `level` (`warn` | `error`).
- *
- * The callback returns a promise; `input` and `send` are awaited (one input at a time per
- * channel; a bridged viewer gets its next frame once the last one was written).
+ * A request from the native registry to the JS glue; `kind` says which. The callback returns
+ * a promise; `input` and `send` are awaited (one input at a time per channel; a bridged viewer
+ * gets its next frame once the last one was written).
  */
-export interface HostEvent {
-  /** `start` | `stop` | `input` | `send` | `close` | `terminate` | `control` | `log`. */
-  kind: string
-  /** Channel key (`agentId` or `agentId:threadId`). */
-  key?: string
-  /** Agent id. */
-  agentId?: string
-  /** Thread id, when the channel is thread-scoped. */
-  threadId?: string
-  /** Source generation. */
-  generation?: number
-  /** Bridged viewer id. */
-  viewerId?: number
-  /** `mouse` | `keyboard` | `text` | `relaunch`. */
-  inputKind?: string
-  /**
-   * The validated input event, in the toolset's `injectMouseEvent` / `injectKeyboardEvent`
-   * shape.
-   */
-  input?: any
-  /** Text to send, or the text of a `text` input. */
-  text?: string
-  /** Binary message to send. */
-  data?: Buffer
-  /** The viewer holding control (`control`); absent when nobody does. */
-  controller?: number
-  /** Close code. */
-  code?: number
-  /** Close reason. */
-  reason?: string
-  /** Log level (`log`): `warn` | `error`. */
-  level?: string
-}
+export type HostEvent =
+  | { kind: 'start'; /** Channel key (`channelKey(agentId, threadId)`). */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id, when the channel is thread-scoped. */
+    threadId?: string; /** Source generation. */
+  generation: number }
+  | { kind: 'stop'; /** Channel key. */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id. */
+    threadId?: string; /** Source generation. */
+  generation: number }
+  | { kind: 'input'; /** Channel key. */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id. */
+    threadId?: string; /** Source generation. */
+    generation: number; /** What the input is. */
+    inputKind: InputKind; /**
+     * The validated event in the toolset's `injectMouseEvent` / `injectKeyboardEvent`
+     * shape (`mouse`, `keyboard`).
+     */
+    input?: any; /** The text of a `text` input. */
+  text?: string }
+  | { kind: 'send'; /** Bridged viewer id. */
+    viewerId: number; /** A TEXT message. */
+    text?: string; /** A BINARY message. */
+  data?: Buffer }
+  | { kind: 'close'; /** Bridged viewer id. */
+    viewerId: number; /** Close code. */
+    code: number; /** Close reason. */
+  reason: string }
+  | { kind: 'terminate'; /** Bridged viewer id. */
+  viewerId: number }
+  | { kind: 'control'; /** Channel key. */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id. */
+    threadId?: string; /** The viewer holding control; absent when nobody does. */
+  controller?: number }
+  | { kind: 'log'; /** Which logger method. */
+    level: HostLogLevel; /** The line. */
+  text: string }
 
-/** Options of a `NativeRegistry`; every field is optional. */
+/** How much a log line matters, named as the JS logger's method. */
+export type HostLogLevel = 'warn'
+
+/** What a viewer's input is. */
+export type InputKind = 'mouse' | 'keyboard' | 'text' | 'relaunch'
+
+/**
+ * Options of a `NativeRegistry`; every field is optional (`registryOptions()` lists
+ * each with its default and range).
+ */
 export interface NativeRegistryOptions {
-  /** Milliseconds a source keeps running after its last viewer left (default 3000). */
+  /**
+   * Milliseconds a source keeps running after its last viewer left (a reload must
+   * not restart Chrome's encoder; default 3000).
+   */
   lingerMs?: number
   /** Viewers per agent channel (default 100). */
   maxViewersPerAgent?: number
-  /** Agent channels (default 1000). */
+  /** Agent channels (agent or agent:thread) the registry holds (default 1000). */
   maxAgents?: number
   /** Viewers in all (default 10000). */
   maxViewersTotal?: number
@@ -314,29 +357,41 @@ export interface NativeRegistryOptions {
   maxMessageBytes?: number
   /** Milliseconds between server pings (default 15000). */
   heartbeatIntervalMs?: number
-  /** Milliseconds of silence after which a viewer is closed with 1001 (default 45000). */
+  /**
+   * Milliseconds of silence (no data, no pong) after which a viewer is closed with
+   * 1001 (default 45000).
+   */
   heartbeatTimeoutMs?: number
-  /** Reliable messages queued per viewer before it is closed with 4001 (default 256). */
+  /**
+   * Reliable messages (status, url, errors…) queued per viewer before it is closed
+   * with 4001 (default 256).
+   */
   maxQueuedMessages?: number
   /** Inputs waiting per channel before new ones are dropped (default 256). */
   maxPendingInputs?: number
-  /** Client messages per second one viewer may send (default 200; one second of burst). */
-  maxInputsPerSecond?: number
   /**
-   * Input from a viewer allowed to control takes control when nobody holds it (default
-   * false: extended viewers send `control-request` first).
+   * Client messages per second one viewer may send (token bucket, one second of
+   * burst; default 200).
    */
-  implicitControl?: boolean
+  maxInputsPerSecond?: number
   /** Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each). */
   eventBatchMs?: number
   /** Events the resume ring holds per channel (default 1000). */
   resumeMaxEvents?: number
-  /** Bytes the resume ring holds per channel (default 4 MiB). */
+  /** Bytes the resume ring holds per channel (default 4194304, 4 MiB). */
   resumeMaxBytes?: number
   /** Milliseconds an event stays in the resume ring (default 60000). */
   resumeMaxAgeMs?: number
-  /** Largest event accepted by `publishEvent`, in bytes of JSON (default 256 KiB). */
+  /**
+   * Largest event accepted by `publishEvent`, in bytes of JSON, and largest merged
+   * delta (default 262144, 256 KiB).
+   */
   maxEventBytes?: number
+  /**
+   * Input from a viewer allowed to control takes control when nobody holds it
+   * (default false: extended viewers send `control-request` first).
+   */
+  implicitControl?: boolean
 }
 
 /**
@@ -346,15 +401,41 @@ export interface NativeRegistryOptions {
  */
 export declare function parseInputMessage(text: string): ToolsetInput | null
 
+/** What `pushFrame` did. */
+export type PushResult = 'published' | 'no_channel' | 'stale' | 'rejected'
+
+/** One option of `NativeRegistry` (and so of `ViewerRegistry` and `setupBrowserStream`). */
+export interface RegistryOption {
+  /** Its name in the options object. */
+  name: string
+  /** Its kind. */
+  kind: RegistryOptionKind
+  /** Its default. */
+  default: number | boolean
+  /** Least value accepted (numbers). */
+  min: number
+  /** Greatest value accepted (numbers). */
+  max: number
+}
+
+/** The kind of a registry option. */
+export type RegistryOptionKind = 'ms' | 'count' | 'flag'
+
+/**
+ * Every option of `NativeRegistry` with its kind, default and range, from the one table that
+ * the registry itself is configured by.
+ */
+export declare function registryOptions(): Array<RegistryOption>
+
 /** Stats of the whole registry. */
 export interface RegistryStats {
   /** Live channels. */
   channels: Array<ChannelStats>
   /** Viewers connected now. */
   viewers: number
-  /** Source starts since creation. */
+  /** Source starts requested since creation. */
   starts: number
-  /** Source stops since creation. */
+  /** Source stops requested since creation. */
   stops: number
   /** Viewers admitted since creation. */
   viewersAdmitted: number
@@ -383,10 +464,16 @@ export interface ReplaySourceOptions {
   height?: number
 }
 
+/** The status a channel reports when its frames flow (`{status:'streaming'}`). */
+export declare const STATUS_STREAMING: string
+
+/** The WebSocket subprotocol of the extended mode (`browser-stream.v1`). */
+export declare const SUBPROTOCOL: string
+
 /** A viewer's input in the shape a toolset takes (`injectMouseEvent` / `injectKeyboardEvent`). */
 export interface ToolsetInput {
-  /** `mouse` | `keyboard` | `text` | `relaunch`. */
-  kind: string
+  /** What the input is. */
+  kind: InputKind
   /**
    * The event for `injectMouseEvent` / `injectKeyboardEvent` (keyboard events carry
    * `windowsVirtualKeyCode` where the key has one).
@@ -395,6 +482,9 @@ export interface ToolsetInput {
   /** The text of a `text` input. */
   text?: string
 }
+
+/** Which wire a viewer speaks. */
+export type ViewerMode = 'compat' | 'extended'
 
 /** How a viewer joins (`adoptSocket`, `attachBridged`). */
 export interface ViewerOptions {
@@ -412,9 +502,9 @@ export interface ViewerStats {
   /** Viewer id. */
   id: number
   /** `native` (socket owned by Rust) or `bridged` (socket kept in JS). */
-  transport: string
+  transport: ViewerTransport
   /** `compat` or `extended` (the `browser-stream.v1` subprotocol). */
-  mode: string
+  mode: ViewerMode
   /** Whether it may control the page. */
   canControl: boolean
   /** Frames written. */
@@ -430,3 +520,6 @@ export interface ViewerStats {
   /** Seconds since the viewer joined. */
   connectedSeconds: number
 }
+
+/** How a viewer's socket is served. */
+export type ViewerTransport = 'native' | 'bridged'

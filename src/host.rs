@@ -68,15 +68,6 @@ pub enum LogLevel {
     Warn,
 }
 
-impl LogLevel {
-    /// `warn` or `error`, as the JS logger's method is named.
-    pub fn name(self) -> &'static str {
-        match self {
-            LogLevel::Warn => "warn",
-        }
-    }
-}
-
 /// The embedder's side of the registry. Calls are made from tokio worker threads and must not
 /// block: they enqueue work for the host and return.
 pub trait Host: Send + Sync + 'static {

@@ -67,6 +67,20 @@ fn json_number(n: f64) -> Value {
     }
 }
 
+/// The statuses the core itself broadcasts (`{status}`); a JS source may set others.
+pub struct Status;
+
+impl Status {
+    /// Sent first to a compat viewer on join (Mastra's wire).
+    pub const CONNECTED: &'static str = "connected";
+    /// A source session is starting its browser or screencast.
+    pub const BROWSER_STARTING: &'static str = "browser_starting";
+    /// Frames are flowing.
+    pub const STREAMING: &'static str = "streaming";
+    /// The browser of the session went away.
+    pub const BROWSER_CLOSED: &'static str = "browser_closed";
+}
+
 /// The error codes a frame source reports to viewers (`{error, message}`).
 pub struct ErrorCode;
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::event_log::{EventLog, EventsAfter, Published};
-use super::{ChannelId, InputQueue, Outbound, ViewerEntry};
+use super::{ChannelCounters, ChannelId, InputQueue, Outbound, ViewerEntry};
 use crate::frame::{Frame, FrameGeometry};
 use crate::host::SourceRequest;
 use crate::mailbox::StickyKind;
@@ -22,21 +22,15 @@ use crate::protocol;
 /// Frame geometries kept per channel to map input from frames a viewer still shows.
 pub(super) const GEOMETRY_HISTORY: usize = 64;
 
+/// Where a channel's source is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SourceState {
+pub(crate) enum SourceState {
+    /// No session: nobody watches, or the session ended by itself.
     Idle,
+    /// A session runs and has viewers.
     Running,
+    /// A session runs after its last viewer left, until the linger ends.
     Lingering,
-}
-
-impl SourceState {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            SourceState::Idle => "idle",
-            SourceState::Running => "running",
-            SourceState::Lingering => "lingering",
-        }
-    }
 }
 
 pub(super) struct ChannelState {
@@ -58,37 +52,6 @@ pub(super) struct ChannelState {
     pub(super) linger_timer: Option<AbortHandle>,
     /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
     pub(super) linger_epoch: u64,
-}
-
-/// Counters of one channel.
-#[derive(Debug, Default)]
-pub struct ChannelCounters {
-    /// Frames accepted from the source.
-    pub frames_in: AtomicU64,
-    /// Payloads refused as frames (not base64 images).
-    pub frames_rejected: AtomicU64,
-    /// Pushes for a stale generation or an idle channel, ignored.
-    pub frames_stale: AtomicU64,
-    /// Bytes of accepted frames.
-    pub bytes_in: AtomicU64,
-    /// Client messages that failed validation.
-    pub malformed_messages: AtomicU64,
-    /// Inputs handed to the host.
-    pub inputs_relayed: AtomicU64,
-    /// Inputs dropped because the channel's input queue was full.
-    pub inputs_dropped: AtomicU64,
-    /// Inputs the host failed to apply.
-    pub inputs_failed: AtomicU64,
-    /// Inputs refused: not the controller, or a view-only viewer.
-    pub inputs_refused: AtomicU64,
-    /// Client messages over a viewer's rate, or inputs refused by a full queue.
-    pub inputs_rate_limited: AtomicU64,
-    /// Mouse moves replaced by a later move, or dropped from a full queue.
-    pub moves_coalesced: AtomicU64,
-    /// Source starts requested.
-    pub starts: AtomicU64,
-    /// Source stops requested.
-    pub stops: AtomicU64,
 }
 
 /// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.

@@ -1,11 +1,254 @@
-//! A registry's tunables: `RegistryConfig`, its defaults, and the option table through which
-//! the JS side names, validates and documents them (the one owner of every option's name,
-//! default and range).
+//! A registry's tunables: `RegistryConfig`, and the option table (`for_registry_options!`)
+//! that is the one owner of every option's JS name, config field, default, range and doc.
+//! The table builds `RegistryConfig::default()`, the setter the napi face calls, and the spec
+//! list JS reads (`registryOptions()`); the napi face builds its options object from the same
+//! table. Adding an option is one row here (plus its field and a test).
 //! Must not act on the options: each is enforced where it applies.
 
 use std::time::Duration;
 
 use super::event_log::EventLimits;
+
+/// The option table, handed to `$m` (an X-macro: each user expands the same rows its own way).
+/// A row: docs, the napi field (snake case of the JS name), the JS name, the config field
+/// path, `ms` (milliseconds into a `Duration`) or `count`, the default and the inclusive range;
+/// flags: docs, field, JS name, path and default.
+macro_rules! for_registry_options {
+    ($m:ident) => {
+        $m! {
+            numbers {
+                #[doc = "Milliseconds a source keeps running after its last viewer left (a reload must"]
+                #[doc = "not restart Chrome's encoder; default 3000)."]
+                linger_ms "lingerMs" => linger: ms = 3000, 0..=4_294_967_295;
+                #[doc = "Viewers per agent channel (default 100)."]
+                max_viewers_per_agent "maxViewersPerAgent" => max_viewers_per_agent: count = 100, 1..=4_294_967_295;
+                #[doc = "Agent channels (agent or agent:thread) the registry holds (default 1000)."]
+                max_agents "maxAgents" => max_agents: count = 1000, 1..=4_294_967_295;
+                #[doc = "Viewers in all (default 10000)."]
+                max_viewers_total "maxViewersTotal" => max_viewers_total: count = 10000, 1..=4_294_967_295;
+                #[doc = "Largest client message in bytes; larger closes with 1009 (default 65536)."]
+                max_message_bytes "maxMessageBytes" => max_message_bytes: count = 65536, 1..=4_294_967_295;
+                #[doc = "Milliseconds between server pings (default 15000)."]
+                heartbeat_interval_ms "heartbeatIntervalMs" => heartbeat_interval: ms = 15000, 1..=4_294_967_295;
+                #[doc = "Milliseconds of silence (no data, no pong) after which a viewer is closed with"]
+                #[doc = "1001 (default 45000)."]
+                heartbeat_timeout_ms "heartbeatTimeoutMs" => heartbeat_timeout: ms = 45000, 1..=4_294_967_295;
+                #[doc = "Reliable messages (status, url, errors…) queued per viewer before it is closed"]
+                #[doc = "with 4001 (default 256)."]
+                max_queued_messages "maxQueuedMessages" => max_queued_messages: count = 256, 1..=4_294_967_295;
+                #[doc = "Inputs waiting per channel before new ones are dropped (default 256)."]
+                max_pending_inputs "maxPendingInputs" => max_pending_inputs: count = 256, 1..=4_294_967_295;
+                #[doc = "Client messages per second one viewer may send (token bucket, one second of"]
+                #[doc = "burst; default 200)."]
+                max_inputs_per_second "maxInputsPerSecond" => max_inputs_per_second: count = 200, 1..=4_294_967_295;
+                #[doc = "Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each)."]
+                event_batch_ms "eventBatchMs" => events.batch_window: ms = 50, 0..=4_294_967_295;
+                #[doc = "Events the resume ring holds per channel (default 1000)."]
+                resume_max_events "resumeMaxEvents" => events.max_events: count = 1000, 1..=4_294_967_295;
+                #[doc = "Bytes the resume ring holds per channel (default 4194304, 4 MiB)."]
+                resume_max_bytes "resumeMaxBytes" => events.max_bytes: count = 4194304, 1..=4_294_967_295;
+                #[doc = "Milliseconds an event stays in the resume ring (default 60000)."]
+                resume_max_age_ms "resumeMaxAgeMs" => events.max_age: ms = 60000, 0..=4_294_967_295;
+                #[doc = "Largest event accepted by `publishEvent`, in bytes of JSON, and largest merged"]
+                #[doc = "delta (default 262144, 256 KiB)."]
+                max_event_bytes "maxEventBytes" => events.max_event_bytes: count = 262144, 1..=4_294_967_295;
+            }
+            flags {
+                #[doc = "Input from a viewer allowed to control takes control when nobody holds it"]
+                #[doc = "(default false: extended viewers send `control-request` first)."]
+                implicit_control "implicitControl" => implicit_control = false;
+            }
+        }
+    };
+}
+pub(crate) use for_registry_options;
+
+/// What kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OptionKind {
+    /// Milliseconds (a whole number).
+    Millis,
+    /// A count or a size (a whole number).
+    Count,
+    /// A boolean.
+    Flag,
+}
+
+/// One row of the option table, as JS reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OptionSpec {
+    /// The option's JS name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: OptionKind,
+    /// Its default (0 or 1 for a flag).
+    pub default: u32,
+    /// Least value accepted.
+    pub min: u32,
+    /// Greatest value accepted.
+    pub max: u32,
+}
+
+/// A number option's value in its config field's unit.
+trait FromOption {
+    fn from_option(value: u32) -> Self;
+}
+
+impl FromOption for Duration {
+    fn from_option(value: u32) -> Self {
+        Duration::from_millis(value.into())
+    }
+}
+
+impl FromOption for usize {
+    fn from_option(value: u32) -> Self {
+        value as usize
+    }
+}
+
+impl FromOption for u32 {
+    fn from_option(value: u32) -> Self {
+        value
+    }
+}
+
+macro_rules! option_kind {
+    (ms) => {
+        OptionKind::Millis
+    };
+    (count) => {
+        OptionKind::Count
+    };
+}
+
+macro_rules! config_from_table {
+    (
+        numbers { $( $(#[doc = $doc:tt])* $field:ident $name:literal => $($path:ident).+ : $kind:ident = $default:literal, $min:literal..=$max:literal; )* }
+        flags { $( $(#[doc = $fdoc:tt])* $ffield:ident $fname:literal => $($fpath:ident).+ = $fdefault:literal; )* }
+    ) => {
+        /// Every option, in the table's order.
+        pub(crate) const REGISTRY_OPTIONS: &[OptionSpec] = &[
+            $( OptionSpec { name: $name, kind: option_kind!($kind), default: $default, min: $min, max: $max }, )*
+            $( OptionSpec { name: $fname, kind: OptionKind::Flag, default: $fdefault as u32, min: 0, max: 1 }, )*
+        ];
+
+        impl Default for RegistryConfig {
+            fn default() -> Self {
+                let mut config = RegistryConfig::unset();
+                $( config.$($path).+ = FromOption::from_option($default); )*
+                $( config.$($fpath).+ = $fdefault; )*
+                config
+            }
+        }
+
+        impl RegistryConfig {
+            /// Sets number option `name` (its JS name) to `value`, in the option's range.
+            pub(crate) fn set_number(&mut self, name: &str, value: f64) -> Result<(), String> {
+                match name {
+                    $( $name => {
+                        let (min, max): (u32, u32) = ($min, $max);
+                        if value.fract() != 0.0 || !(f64::from(min)..=f64::from(max)).contains(&value) {
+                            return Err(format!("option {} must be an integer from {min} to {max}", $name));
+                        }
+                        self.$($path).+ = FromOption::from_option(value as u32);
+                        Ok(())
+                    } )*
+                    _ => Err(format!("unknown number option {name}")),
+                }
+            }
+
+            /// Sets flag option `name` (its JS name).
+            pub(crate) fn set_flag(&mut self, name: &str, value: bool) -> Result<(), String> {
+                match name {
+                    $( $fname => {
+                        self.$($fpath).+ = value;
+                        Ok(())
+                    } )*
+                    _ => Err(format!("unknown flag option {name}")),
+                }
+            }
+        }
+    };
+}
+
+for_registry_options!(config_from_table);
+
+impl RegistryConfig {
+    /// Every field zero, before the table's defaults are written.
+    fn unset() -> RegistryConfig {
+        RegistryConfig {
+            linger: Duration::ZERO,
+            max_viewers_per_agent: 0,
+            max_agents: 0,
+            max_viewers_total: 0,
+            max_message_bytes: 0,
+            heartbeat_interval: Duration::ZERO,
+            heartbeat_timeout: Duration::ZERO,
+            max_queued_messages: 0,
+            max_pending_inputs: 0,
+            max_inputs_per_second: 0,
+            implicit_control: false,
+            events: EventLimits {
+                batch_window: Duration::ZERO,
+                max_events: 0,
+                max_bytes: 0,
+                max_age: Duration::ZERO,
+                max_event_bytes: 0,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_is_set_by_its_row_and_defaults_stay_in_range() {
+        let defaults = RegistryConfig::default();
+        let unset = RegistryConfig::unset();
+        assert_eq!(defaults.linger, Duration::from_secs(3));
+        assert_eq!(defaults.max_message_bytes, 64 * 1024);
+        assert_eq!(defaults.events.max_bytes, 4 * 1024 * 1024);
+        for spec in REGISTRY_OPTIONS {
+            assert!(
+                (spec.min..=spec.max).contains(&spec.default),
+                "{}",
+                spec.name
+            );
+            // Each row writes its own field: setting it away from the default shows up.
+            let mut config = RegistryConfig::default();
+            let before = format!("{config:?}");
+            match spec.kind {
+                OptionKind::Flag => config.set_flag(spec.name, spec.default == 0).unwrap(),
+                _ => config
+                    .set_number(spec.name, f64::from(spec.default) + 1.0)
+                    .unwrap(),
+            }
+            assert_ne!(format!("{config:?}"), before, "{} sets nothing", spec.name);
+            let _ = &unset;
+        }
+        let names: std::collections::HashSet<_> = REGISTRY_OPTIONS.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), REGISTRY_OPTIONS.len(), "names are unique");
+    }
+
+    #[test]
+    fn numbers_outside_the_range_or_fractional_are_refused() {
+        let mut config = RegistryConfig::default();
+        assert_eq!(
+            config.set_number("maxAgents", 0.0),
+            Err("option maxAgents must be an integer from 1 to 4294967295".to_string())
+        );
+        assert!(config.set_number("lingerMs", 0.0).is_ok());
+        assert!(config.set_number("lingerMs", 1.5).is_err());
+        assert!(config.set_number("lingerMs", -1.0).is_err());
+        assert!(config.set_number("lingerMs", 4_294_967_296.0).is_err());
+        assert!(config.set_number("heartbeatIntervalMs", 0.0).is_err());
+        assert!(config.set_number("noSuchOption", 1.0).is_err());
+        assert!(config.set_flag("implicitControl", true).is_ok());
+        assert!(config.implicit_control);
+    }
+}
 
 /// Tunables of a registry; every limit is enforced, none grows memory without bound.
 #[derive(Debug, Clone)]
@@ -35,23 +278,4 @@ pub struct RegistryConfig {
     pub implicit_control: bool,
     /// Limits of the agent event channel.
     pub events: EventLimits,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        RegistryConfig {
-            linger: Duration::from_secs(3),
-            max_viewers_per_agent: 100,
-            max_agents: 1000,
-            max_viewers_total: 10_000,
-            max_message_bytes: 64 * 1024,
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(45),
-            max_queued_messages: 256,
-            max_pending_inputs: 256,
-            max_inputs_per_second: 200,
-            implicit_control: false,
-            events: EventLimits::default(),
-        }
-    }
 }

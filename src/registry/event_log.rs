@@ -29,18 +29,6 @@ pub struct EventLimits {
     pub max_event_bytes: usize,
 }
 
-impl Default for EventLimits {
-    fn default() -> Self {
-        EventLimits {
-            batch_window: Duration::from_millis(50),
-            max_events: 1000,
-            max_bytes: 4 * 1024 * 1024,
-            max_age: Duration::from_secs(60),
-            max_event_bytes: 256 * 1024,
-        }
-    }
-}
-
 /// Why an event is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventError {
@@ -320,6 +308,7 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::RegistryConfig;
 
     fn event(json: &str) -> Event {
         Event::parse(json.to_string(), 1 << 20).expect("valid event")
@@ -359,7 +348,7 @@ mod tests {
     #[test]
     fn deltas_merge_and_flush_before_other_events() {
         let now = Instant::now();
-        let mut log = EventLog::new(EventLimits::default(), 100);
+        let mut log = EventLog::new(RegistryConfig::default().events, 100);
         let mut seq = counter(100);
         assert_eq!(
             log.publish(
@@ -423,7 +412,7 @@ mod tests {
         let now = Instant::now();
         let limits = EventLimits {
             max_events: 3,
-            ..EventLimits::default()
+            ..RegistryConfig::default().events
         };
         let mut log = EventLog::new(limits, 10);
         let mut seq = counter(10);
@@ -457,7 +446,7 @@ mod tests {
         let limits = EventLimits {
             max_bytes: 200,
             max_age: Duration::from_secs(5),
-            ..EventLimits::default()
+            ..RegistryConfig::default().events
         };
         let mut log = EventLog::new(limits, 0);
         let mut seq = counter(0);

@@ -36,18 +36,18 @@ use tokio::sync::{watch, Notify};
 use crate::clock::wall_clock_us;
 use crate::host::{Host, SourceRequest};
 use crate::mailbox::mailbox;
-use crate::protocol::{self, ClientMessage, Mode};
+use crate::protocol::{self, ClientMessage, Mode, Status};
 use crate::ws::codec::CLOSE_GOING_AWAY;
 
 pub(crate) use crate::sync::lock;
-pub(crate) use channel::{Channel, ChannelCounters};
-use channel::{ChannelState, SourceState};
+use channel::ChannelState;
+pub(crate) use channel::{Channel, SourceState};
 pub(crate) use channel_id::{AdmitError, ChannelId};
 pub(crate) use config::RegistryConfig;
-pub(crate) use event_log::{EventLimits, EventLog};
+pub(crate) use event_log::EventLog;
 pub(crate) use input_flow::{InputQueue, RateLimiter};
 pub(crate) use publish::PushOutcome;
-pub(crate) use stats::{ChannelStats, RegistryTotals, ViewerStats};
+pub(crate) use stats::{ChannelCounters, ChannelStats, RegistryTotals, ViewerStats};
 use viewer_link::ViewerEntry;
 pub(crate) use viewer_link::{
     JoinOptions, Outbound, Transport, ViewerCloser, ViewerCounters, ViewerLink, ViewerSlot,
@@ -249,7 +249,7 @@ impl Registry {
                     }))
                 }
                 Mode::Compat if join.send_connected => {
-                    join_messages.push(protocol::status_message("connected"))
+                    join_messages.push(protocol::status_message(Status::CONNECTED))
                 }
                 Mode::Compat => {}
             }
@@ -523,7 +523,7 @@ impl Registry {
     pub fn is_streaming(&self, key: &str) -> bool {
         self.channel(key).is_some_and(|channel| {
             let state = lock(&channel.state);
-            state.source != SourceState::Idle && state.status.as_deref() == Some("streaming")
+            state.source != SourceState::Idle && state.status.as_deref() == Some(Status::STREAMING)
         })
     }
 

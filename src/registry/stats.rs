@@ -4,24 +4,106 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{lock, Channel, ChannelId, Registry, Transport};
+use super::{lock, Channel, ChannelId, Registry, SourceState, Transport};
 use crate::frame::FrameMeta;
 use crate::protocol::Mode;
 
-/// Counters across the registry's life (channels come and go; these do not).
-#[derive(Debug, Default)]
-pub struct RegistryTotals {
-    /// Source starts requested.
-    pub starts: AtomicU64,
-    /// Source stops requested.
-    pub stops: AtomicU64,
-    /// Viewers admitted.
-    pub viewers_admitted: AtomicU64,
-    /// Viewers gone.
-    pub viewers_closed: AtomicU64,
-    /// Admissions refused by a limit.
-    pub admissions_refused: AtomicU64,
+/// The one list of a channel's counters (an X-macro: `$m` gets every row and expands it its own
+/// way): `ChannelCounters` and `CounterSnapshot` here, the JS `ChannelStats` in `node`. Adding
+/// a counter is one row here, plus the place that bumps it.
+macro_rules! for_channel_counters {
+    ($m:ident) => {
+        $m! {
+            #[doc = "Frames accepted from the source."]
+            frames_in,
+            #[doc = "Payloads refused as frames (not base64 images)."]
+            frames_rejected,
+            #[doc = "Pushes for a stale generation or an idle channel, ignored."]
+            frames_stale,
+            #[doc = "Bytes of accepted frames."]
+            bytes_in,
+            #[doc = "Client messages that failed validation (ignored in compat mode)."]
+            malformed_messages,
+            #[doc = "Inputs handed to the page."]
+            inputs_relayed,
+            #[doc = "Inputs dropped because the channel's input queue was full."]
+            inputs_dropped,
+            #[doc = "Inputs the page (toolset or DevTools) failed to apply."]
+            inputs_failed,
+            #[doc = "Inputs refused: not the controller, or a view-only viewer."]
+            inputs_refused,
+            #[doc = "Client messages over a viewer's rate limit, or refused by a full input queue."]
+            inputs_rate_limited,
+            #[doc = "Mouse moves replaced by a later move, or dropped to make room."]
+            moves_coalesced,
+            #[doc = "Source starts requested."]
+            starts,
+            #[doc = "Source stops requested."]
+            stops,
+        }
+    };
 }
+pub(crate) use for_channel_counters;
+
+/// The one list of the registry's lifetime totals (channels come and go; these do not); an
+/// X-macro like `for_channel_counters`.
+macro_rules! for_registry_totals {
+    ($m:ident) => {
+        $m! {
+            #[doc = "Source starts requested since creation."]
+            starts,
+            #[doc = "Source stops requested since creation."]
+            stops,
+            #[doc = "Viewers admitted since creation."]
+            viewers_admitted,
+            #[doc = "Viewers gone since creation."]
+            viewers_closed,
+            #[doc = "Admissions refused by a limit."]
+            admissions_refused,
+        }
+    };
+}
+pub(crate) use for_registry_totals;
+
+/// Declares a set of atomic counters and its plain snapshot from one of the lists above.
+macro_rules! counters_with_snapshot {
+    ($counters:ident, $snapshot:ident, $what:literal; $( $(#[doc = $doc:tt])* $name:ident, )*) => {
+        #[doc = concat!("Counters of ", $what, ", bumped where each event happens.")]
+        #[derive(Debug, Default)]
+        pub struct $counters {
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+        }
+
+        #[doc = concat!("Counters of ", $what, ", read at one moment.")]
+        #[derive(Debug, Clone, Default)]
+        pub struct $snapshot {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl $counters {
+            /// Every counter's value now (each read on its own: a snapshot, not a transaction).
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                }
+            }
+        }
+    };
+}
+
+macro_rules! channel_counters {
+    ($($rows:tt)*) => {
+        counters_with_snapshot!(ChannelCounters, ChannelCounterSnapshot, "one channel"; $($rows)*);
+    };
+}
+for_channel_counters!(channel_counters);
+
+macro_rules! registry_totals {
+    ($($rows:tt)*) => {
+        counters_with_snapshot!(RegistryTotals, RegistryTotalsSnapshot, "the registry's life"; $($rows)*);
+    };
+}
+for_registry_totals!(registry_totals);
 
 /// Stats of one viewer.
 #[derive(Debug, Clone)]
@@ -53,8 +135,8 @@ pub struct ViewerStats {
 pub struct ChannelStats {
     /// Channel id.
     pub id: ChannelId,
-    /// `idle`, `running` or `lingering`.
-    pub source_state: &'static str,
+    /// Idle, running or lingering.
+    pub source_state: SourceState,
     /// Current source generation.
     pub generation: u32,
     /// Last status broadcast.
@@ -71,36 +153,12 @@ pub struct ChannelStats {
     pub events_sent: u64,
     /// Events held in the resume ring.
     pub ring_events: usize,
-    /// Inputs refused (not the controller, view-only).
-    pub inputs_refused: u64,
-    /// Client messages over the rate limit, or refused by a full input queue.
-    pub inputs_rate_limited: u64,
-    /// Mouse moves coalesced or dropped for room.
-    pub moves_coalesced: u64,
     /// Inputs waiting to be relayed.
     pub pending_inputs: usize,
     /// Metadata of the newest frame.
     pub last_frame_meta: Option<FrameMeta>,
-    /// Frames accepted.
-    pub frames_in: u64,
-    /// Frames refused.
-    pub frames_rejected: u64,
-    /// Stale pushes ignored.
-    pub frames_stale: u64,
-    /// Bytes accepted.
-    pub bytes_in: u64,
-    /// Malformed client messages.
-    pub malformed_messages: u64,
-    /// Inputs relayed.
-    pub inputs_relayed: u64,
-    /// Inputs dropped (queue full).
-    pub inputs_dropped: u64,
-    /// Inputs the host failed to apply.
-    pub inputs_failed: u64,
-    /// Starts requested.
-    pub starts: u64,
-    /// Stops requested.
-    pub stops: u64,
+    /// The channel's counters.
+    pub counters: ChannelCounterSnapshot,
     /// Its viewers.
     pub viewers: Vec<ViewerStats>,
 }
@@ -113,7 +171,6 @@ impl Registry {
             .iter()
             .map(|channel| {
                 let state = lock(&channel.state);
-                let counters = &channel.counters;
                 let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 let mut viewers: Vec<ViewerStats> = state
                     .viewers
@@ -144,7 +201,7 @@ impl Registry {
                 viewers.sort_by_key(|v| v.id);
                 ChannelStats {
                     id: channel.id.clone(),
-                    source_state: state.source.name(),
+                    source_state: state.source,
                     generation: state.generation,
                     status: state.status.clone(),
                     url: state.url.clone(),
@@ -157,21 +214,9 @@ impl Registry {
                     events_published: events.published,
                     events_sent: events.sent,
                     ring_events: events.len(),
-                    inputs_refused: get(&counters.inputs_refused),
-                    inputs_rate_limited: get(&counters.inputs_rate_limited),
-                    moves_coalesced: get(&counters.moves_coalesced),
                     pending_inputs: channel.inputs.len(),
                     last_frame_meta: channel.frames.borrow().as_ref().map(|f| f.meta),
-                    frames_in: get(&counters.frames_in),
-                    frames_rejected: get(&counters.frames_rejected),
-                    frames_stale: get(&counters.frames_stale),
-                    bytes_in: get(&counters.bytes_in),
-                    malformed_messages: get(&counters.malformed_messages),
-                    inputs_relayed: get(&counters.inputs_relayed),
-                    inputs_dropped: get(&counters.inputs_dropped),
-                    inputs_failed: get(&counters.inputs_failed),
-                    starts: get(&counters.starts),
-                    stops: get(&counters.stops),
+                    counters: channel.counters.snapshot(),
                     viewers,
                 }
             })

@@ -158,7 +158,7 @@ async fn one_controller_at_a_time_and_leaving_releases() {
     );
     assert_eq!(*lock(&host.controls), vec![Some(1), None]);
     let stats = registry.stats();
-    assert_eq!(stats[0].inputs_refused, 2);
+    assert_eq!(stats[0].counters.inputs_refused, 2);
 }
 
 #[tokio::test]
@@ -244,7 +244,7 @@ async fn events_are_numbered_after_frames_and_rate_limits_answer() {
             .count(),
         1
     );
-    assert_eq!(registry.stats()[0].inputs_rate_limited, 15);
+    assert_eq!(registry.stats()[0].counters.inputs_rate_limited, 15);
 }
 
 pub(crate) fn registry_with(config: RegistryConfig) -> (Arc<Registry>, Arc<RecordingHost>) {
@@ -400,8 +400,8 @@ async fn invalid_frames_are_rejected_and_reported_once() {
     assert_eq!(texts.len(), 1);
     assert!(texts[0].contains("screencast_failed"));
     let stats = registry.stats();
-    assert_eq!(stats[0].frames_rejected, 3);
-    assert_eq!(stats[0].frames_in, 0);
+    assert_eq!(stats[0].counters.frames_rejected, 3);
+    assert_eq!(stats[0].counters.frames_in, 0);
 }
 
 #[tokio::test]
@@ -535,7 +535,7 @@ async fn inputs_are_relayed_in_order_and_malformed_counted() {
         })
         .collect();
     assert_eq!(xs, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
-    assert_eq!(registry.stats()[0].malformed_messages, 2);
+    assert_eq!(registry.stats()[0].counters.malformed_messages, 2);
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ pub(crate) mod input;
 pub(crate) mod session;
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,17 @@ pub struct CdpOptions {
     /// How long connecting, or any one call, may take before the browser counts as gone; the
     /// session also checks this often (at most every 5 s) that the browser still answers.
     pub timeout: Duration,
+}
+
+impl CdpOptions {
+    /// JPEG qualities accepted.
+    pub const QUALITY: RangeInclusive<u32> = 0..=100;
+    /// Largest frame widths and heights accepted, in pixels.
+    pub const FRAME_SIZE: RangeInclusive<u32> = 16..=16384;
+    /// Timeouts accepted, in milliseconds.
+    pub const TIMEOUT_MS: RangeInclusive<u32> = 100..=600_000;
+    /// `every_nth_frame` values accepted.
+    pub const EVERY_NTH_FRAME: RangeInclusive<u32> = 1..=60;
 }
 
 impl Default for CdpOptions {

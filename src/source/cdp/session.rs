@@ -29,7 +29,7 @@ use super::{CdpOptions, CdpSessionStats, ImageFormat, SessionCommand};
 use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::SourceRequest;
-use crate::protocol::{ClientMessage, ErrorCode};
+use crate::protocol::{ClientMessage, ErrorCode, Status};
 use crate::registry::{PushOutcome, Registry};
 use crate::sync::lock;
 
@@ -85,7 +85,7 @@ pub(super) async fn run_session(
 ) {
     let key = request.key.clone();
     let generation = request.generation;
-    registry.set_status(&key, Some(generation), "browser_starting");
+    registry.set_status(&key, Some(generation), Status::BROWSER_STARTING);
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
         connected = CdpClient::connect(&options.endpoint, options.timeout) => connected,
@@ -126,7 +126,7 @@ pub(super) fn finish(registry: &Registry, key: &str, generation: u32, ending: En
         Ending::Failed(message) => (ErrorCode::SCREENCAST_FAILED, message),
     };
     registry.broadcast_error(key, Some(generation), error, &message);
-    registry.set_status(key, Some(generation), "browser_closed");
+    registry.set_status(key, Some(generation), Status::BROWSER_CLOSED);
     registry.source_ended(key, generation);
 }
 
@@ -221,8 +221,11 @@ impl Session {
                 Some(page) => page,
                 None => {
                     // No page yet: keep the viewers and show the first one the agent opens.
-                    self.registry
-                        .set_status(&self.key, Some(self.generation), "browser_closed");
+                    self.registry.set_status(
+                        &self.key,
+                        Some(self.generation),
+                        Status::BROWSER_CLOSED,
+                    );
                     return Ok(());
                 }
             },
@@ -283,7 +286,7 @@ impl Session {
                 .set_url(&self.key, Some(self.generation), &target.url);
         }
         self.registry
-            .set_status(&self.key, Some(self.generation), "streaming");
+            .set_status(&self.key, Some(self.generation), Status::STREAMING);
         Ok(())
     }
 
@@ -326,7 +329,7 @@ impl Session {
             candidate = self.preferred_page();
         }
         self.registry
-            .set_status(&self.key, Some(self.generation), "browser_closed");
+            .set_status(&self.key, Some(self.generation), Status::BROWSER_CLOSED);
         None
     }
 

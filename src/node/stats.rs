@@ -1,0 +1,241 @@
+//! Stats as JS reads them: the core's snapshots in one conversion each, the channel counters
+//! and registry totals expanded from the core's one list of them (`for_channel_counters!`,
+//! `for_registry_totals!`), so a new counter needs no edit here.
+//! Must not compute stats: the registry and the CDP sessions do.
+
+use napi_derive::napi;
+
+use super::options::FrameMetadata;
+use crate::protocol::Mode;
+use crate::registry::stats::{for_channel_counters, for_registry_totals};
+use crate::registry::{ChannelStats, RegistryTotals, SourceState, Transport, ViewerStats};
+use crate::source::cdp::CdpSessionStats;
+
+/// How a viewer's socket is served.
+#[napi(string_enum = "lowercase")]
+pub enum ViewerTransport {
+    /// Owned by Rust (handed over by file descriptor).
+    Native,
+    /// Kept in JS, written through host events.
+    Bridged,
+}
+
+/// Which wire a viewer speaks.
+#[napi(string_enum = "lowercase")]
+pub enum ViewerMode {
+    /// Mastra's wire.
+    Compat,
+    /// The `browser-stream.v1` subprotocol.
+    Extended,
+}
+
+/// Where a channel's source is in its lifecycle.
+#[napi(string_enum = "lowercase")]
+pub enum ChannelSourceState {
+    /// No session.
+    Idle,
+    /// A session runs and has viewers.
+    Running,
+    /// A session runs after its last viewer left, until the linger ends.
+    Lingering,
+}
+
+/// Stats of one viewer.
+#[napi(object, js_name = "ViewerStats")]
+pub struct JsViewerStats {
+    /// Viewer id.
+    pub id: u32,
+    /// `native` (socket owned by Rust) or `bridged` (socket kept in JS).
+    pub transport: ViewerTransport,
+    /// `compat` or `extended` (the `browser-stream.v1` subprotocol).
+    pub mode: ViewerMode,
+    /// Whether it may control the page.
+    pub can_control: bool,
+    /// Frames written.
+    pub frames_sent: i64,
+    /// Frames skipped because the viewer was busy (latest frame wins).
+    pub frames_skipped: i64,
+    /// Bytes written.
+    pub bytes_sent: i64,
+    /// JSON messages written.
+    pub messages_sent: i64,
+    /// Reliable messages waiting.
+    pub queued_messages: u32,
+    /// Seconds since the viewer joined.
+    pub connected_seconds: f64,
+}
+
+impl From<ViewerStats> for JsViewerStats {
+    fn from(v: ViewerStats) -> Self {
+        JsViewerStats {
+            id: v.id,
+            transport: match v.transport {
+                Transport::Native => ViewerTransport::Native,
+                Transport::Bridged => ViewerTransport::Bridged,
+            },
+            mode: match v.mode {
+                Mode::Compat => ViewerMode::Compat,
+                Mode::Extended => ViewerMode::Extended,
+            },
+            can_control: v.can_control,
+            frames_sent: v.frames_sent as i64,
+            frames_skipped: v.frames_skipped as i64,
+            bytes_sent: v.bytes_sent as i64,
+            messages_sent: v.messages_sent as i64,
+            queued_messages: v.queued_messages as u32,
+            connected_seconds: v.connected_secs,
+        }
+    }
+}
+
+macro_rules! js_channel_stats {
+    ($( $(#[doc = $doc:tt])* $name:ident, )*) => {
+        /// Stats of one agent channel.
+        #[napi(object, js_name = "ChannelStats")]
+        pub struct JsChannelStats {
+            /// Channel key.
+            pub key: String,
+            /// Agent id.
+            pub agent_id: String,
+            /// Thread id.
+            pub thread_id: Option<String>,
+            /// Where the source is in its lifecycle.
+            pub source_state: ChannelSourceState,
+            /// Current source generation.
+            pub generation: u32,
+            /// Last status broadcast.
+            pub status: Option<String>,
+            /// Current page URL.
+            pub url: Option<String>,
+            /// Sequence number of the newest frame.
+            pub last_seq: i64,
+            /// The viewer controlling the page, if any.
+            pub controller: Option<u32>,
+            /// Events published with `publishEvent` (before `text_delta` merging).
+            pub events_published: i64,
+            /// Events sent (after merging).
+            pub events_sent: i64,
+            /// Events held in the resume ring.
+            pub ring_events: u32,
+            /// Inputs waiting to be relayed.
+            pub pending_inputs: u32,
+            /// Metadata of the newest frame.
+            pub last_frame: Option<FrameMetadata>,
+            /// Total frames sent to all viewers.
+            pub frames_out: i64,
+            $( $(#[doc = $doc])* pub $name: i64, )*
+            /// The native CDP session, when this channel's source is one.
+            pub cdp: Option<JsCdpStats>,
+            /// Its viewers.
+            pub viewers: Vec<JsViewerStats>,
+        }
+
+        impl JsChannelStats {
+            /// One channel's stats, with its CDP session's when it has one.
+            pub(super) fn new(c: ChannelStats, cdp: Option<JsCdpStats>) -> Self {
+                JsChannelStats {
+                    frames_out: c.viewers.iter().map(|v| v.frames_sent as i64).sum(),
+                    key: c.id.key,
+                    agent_id: c.id.agent_id,
+                    thread_id: c.id.thread_id,
+                    source_state: match c.source_state {
+                        SourceState::Idle => ChannelSourceState::Idle,
+                        SourceState::Running => ChannelSourceState::Running,
+                        SourceState::Lingering => ChannelSourceState::Lingering,
+                    },
+                    generation: c.generation,
+                    status: c.status,
+                    url: c.url,
+                    last_seq: c.last_seq as i64,
+                    controller: c.controller,
+                    events_published: c.events_published as i64,
+                    events_sent: c.events_sent as i64,
+                    ring_events: c.ring_events as u32,
+                    pending_inputs: c.pending_inputs as u32,
+                    last_frame: c.last_frame_meta.map(FrameMetadata::from),
+                    $( $name: c.counters.$name as i64, )*
+                    cdp,
+                    viewers: c.viewers.into_iter().map(JsViewerStats::from).collect(),
+                }
+            }
+        }
+    };
+}
+for_channel_counters!(js_channel_stats);
+
+/// Stats of a channel's native CDP session (one DevTools connection).
+#[napi(object, js_name = "CdpStats")]
+pub struct JsCdpStats {
+    /// Whether the DevTools connection is up.
+    pub connected: bool,
+    /// Whether the page reports itself visible.
+    pub visible: bool,
+    /// Target id of the page shown.
+    pub target_id: Option<String>,
+    /// URL of the page shown.
+    pub url: Option<String>,
+    /// Page attachments (1 + re-targets and relaunches).
+    pub attaches: i64,
+    /// Screencast frames received and acknowledged.
+    pub frames_acked: i64,
+    /// Frames taken by screenshot because the page sent none.
+    pub screenshots: i64,
+    /// Viewer inputs dispatched to the page.
+    pub inputs_dispatched: i64,
+}
+
+impl From<&CdpSessionStats> for JsCdpStats {
+    fn from(stats: &CdpSessionStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (target_id, url) = stats.page();
+        JsCdpStats {
+            connected: stats.connected.load(Relaxed),
+            visible: stats.visible.load(Relaxed),
+            target_id,
+            url,
+            attaches: stats.attaches.load(Relaxed) as i64,
+            frames_acked: stats.frames_acked.load(Relaxed) as i64,
+            screenshots: stats.screenshots.load(Relaxed) as i64,
+            inputs_dispatched: stats.inputs_dispatched.load(Relaxed) as i64,
+        }
+    }
+}
+
+macro_rules! js_registry_stats {
+    ($( $(#[doc = $doc:tt])* $name:ident, )*) => {
+        /// Stats of the whole registry.
+        #[napi(object, js_name = "RegistryStats")]
+        pub struct JsRegistryStats {
+            /// Live channels.
+            pub channels: Vec<JsChannelStats>,
+            /// Viewers connected now.
+            pub viewers: u32,
+            $( $(#[doc = $doc])* pub $name: i64, )*
+            /// Whether `close()` was called.
+            pub closed: bool,
+            /// Live native CDP sessions (one DevTools connection each).
+            pub cdp_connections: u32,
+        }
+
+        impl JsRegistryStats {
+            /// The registry's stats from its parts.
+            pub(super) fn new(
+                channels: Vec<JsChannelStats>,
+                viewers: usize,
+                totals: &RegistryTotals,
+                closed: bool,
+                cdp_connections: usize,
+            ) -> Self {
+                let totals = totals.snapshot();
+                JsRegistryStats {
+                    channels,
+                    viewers: viewers as u32,
+                    $( $name: totals.$name as i64, )*
+                    closed,
+                    cdp_connections: cdp_connections as u32,
+                }
+            }
+        }
+    };
+}
+for_registry_totals!(js_registry_stats);
