@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 'use strict'
-// A runnable example until the Chromium demo lands: a Hono server with setupBrowserStream and
-// a stand-in toolset that plays prerecorded JPEG frames (examples/frames) at 10 fps, plus a
-// viewer page at / written against the compat wire (what Mastra Studio does).
+// A runnable example without a browser (examples/demo.js streams a real Chromium): a Hono
+// server with setupBrowserStream and a stand-in toolset that plays prerecorded JPEG frames
+// (examples/frames) at 10 fps, plus a viewer page at / written against the compat wire (what
+// Mastra Studio does).
 //   node examples/server.js [port]
 
 const fs = require('node:fs')

@@ -32,7 +32,7 @@ function wallClockUs(): number {
  * Plays the browser: emits the base64 text of frame n, stamped `bsn:seq=n;t=<µs>;` with its
  * scheduled capture time, on a fixed grid of 1/fps; a late timer catches up in a burst, as a
  * browser's queued CDP messages would arrive. The stamp layout is the one of
- * `src/replay_source.rs` (48-byte head, so its base64 joins the rest without padding).
+ * `src/source/replay.rs` (48-byte head, so its base64 joins the rest without padding).
  */
 export class FrameClock {
   readonly #afterSoi: string

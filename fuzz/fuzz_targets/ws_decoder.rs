@@ -1,4 +1,4 @@
-//! `ws_codec::Decoder` on a client's byte stream, delivered in arbitrary reads.
+//! `ws::codec::Decoder` on a client's byte stream, delivered in arbitrary reads.
 //!
 //! Input layout: `[max_lo, max_hi, n, len_1 .. len_n, stream…]`. `max` (u16, little-endian) is
 //! the configured message limit; the stream is fed in chunks of `len_1`…`len_n` bytes (then
