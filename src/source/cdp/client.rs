@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chromiumoxide::cdp::browser_protocol::browser::GetVersionParams;
 use chromiumoxide::cdp::browser_protocol::target::SessionId;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::types::{CallId, Command, EventMessage, Message, Method, MethodId};
@@ -93,7 +94,7 @@ impl CdpClient {
         let (reply, answer) = oneshot::channel();
         self.calls
             .send(Call {
-                method: Cow::Borrowed("Browser.getVersion"),
+                method: Cow::Borrowed(GetVersionParams::IDENTIFIER),
                 session: None,
                 params: json!({}),
                 reply: Some(reply),
@@ -107,9 +108,13 @@ impl CdpClient {
     }
 
     /// Sends a call without waiting for its answer (screencast acks).
-    pub(super) fn send(&self, method: &'static str, session: Option<&str>, params: Value) {
+    /// Sends `command` without waiting for its answer (a screencast ack).
+    pub(super) fn send<C: Command>(&self, session: Option<&str>, command: &C) {
+        let Ok(params) = serde_json::to_value(command) else {
+            return;
+        };
         let _ = self.calls.send(Call {
-            method: Cow::Borrowed(method),
+            method: command.identifier(),
             session: session.map(str::to_string),
             params,
             reply: None,

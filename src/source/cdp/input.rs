@@ -5,11 +5,17 @@
 //! keys (the Windows virtual key code, the text of Enter). Must not touch sockets, the
 //! registry or the CDP connection: it only builds commands.
 
-use serde_json::{json, Value};
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    InsertTextParams, MouseButton,
+};
+use chromiumoxide::types::Method;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::protocol::{KeyboardInput, MouseInput};
 
-/// One CDP command: method name and parameters.
+/// One CDP command: method name and parameters, from chromiumoxide's typed commands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdpCommand {
     /// The method, e.g. `Input.dispatchMouseEvent`.
@@ -18,73 +24,78 @@ pub struct CdpCommand {
     pub params: Value,
 }
 
-/// `Input.dispatchMouseEvent` for a mouse message (coordinates in page CSS pixels).
+impl CdpCommand {
+    /// The command `params` stands for (its method from the typed command itself).
+    fn of<C: Method + Serialize>(method: &'static str, params: &C) -> CdpCommand {
+        debug_assert_eq!(params.identifier(), method);
+        CdpCommand {
+            method,
+            // Serializing these plain structs cannot fail: strings, finite numbers, enums.
+            params: serde_json::to_value(params).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// `Input.dispatchMouseEvent` for a mouse message (coordinates in page CSS pixels). The
+/// message was validated: its type and button are names CDP defines.
 pub fn mouse_command(input: &MouseInput) -> CdpCommand {
-    let mut params = json!({
-        "type": input.event_type,
-        "x": input.x,
-        "y": input.y,
-        "modifiers": input.modifiers.unwrap_or(0),
-    });
-    let button = input.button.unwrap_or(match input.event_type {
-        "mousePressed" | "mouseReleased" => "left",
-        _ => "none",
-    });
-    params["button"] = json!(button);
-    if let Some(count) = input.click_count {
-        params["clickCount"] = json!(count);
-    } else if matches!(input.event_type, "mousePressed" | "mouseReleased") {
-        params["clickCount"] = json!(1);
-    }
-    if input.event_type == "mouseWheel" {
+    let event_type = input
+        .event_type
+        .parse::<DispatchMouseEventType>()
+        .unwrap_or(DispatchMouseEventType::MouseMoved);
+    let pressed_or_released = matches!(
+        event_type,
+        DispatchMouseEventType::MousePressed | DispatchMouseEventType::MouseReleased
+    );
+    let button = match input.button {
+        Some(name) => name.parse::<MouseButton>().unwrap_or(MouseButton::None),
+        None if pressed_or_released => MouseButton::Left,
+        None => MouseButton::None,
+    };
+    let wheel = event_type == DispatchMouseEventType::MouseWheel;
+    let mut params = DispatchMouseEventParams::new(event_type, input.x, input.y);
+    params.modifiers = Some(input.modifiers.unwrap_or(0).into());
+    params.button = Some(button);
+    params.click_count = match input.click_count {
+        Some(count) => Some(count.into()),
+        None if pressed_or_released => Some(1),
+        None => None,
+    };
+    if wheel {
         // Chrome requires both deltas on wheel events.
-        params["deltaX"] = json!(input.delta_x.unwrap_or(0.0));
-        params["deltaY"] = json!(input.delta_y.unwrap_or(0.0));
+        params.delta_x = Some(input.delta_x.unwrap_or(0.0));
+        params.delta_y = Some(input.delta_y.unwrap_or(0.0));
     }
-    CdpCommand {
-        method: "Input.dispatchMouseEvent",
-        params,
-    }
+    CdpCommand::of(DispatchMouseEventParams::IDENTIFIER, &params)
 }
 
 /// `Input.insertText` for a text insert (extended `input` of kind `text`).
 pub fn insert_text_command(text: &str) -> CdpCommand {
-    CdpCommand {
-        method: "Input.insertText",
-        params: json!({ "text": text }),
-    }
+    CdpCommand::of(InsertTextParams::IDENTIFIER, &InsertTextParams::new(text))
 }
 
-/// `Input.dispatchKeyEvent` for a keyboard message.
+/// `Input.dispatchKeyEvent` for a keyboard message. The message was validated: its type is
+/// one CDP defines.
 pub fn keyboard_command(input: &KeyboardInput) -> CdpCommand {
-    let mut params = json!({
-        "type": input.event_type,
-        "modifiers": input.modifiers.unwrap_or(0),
-    });
-    if let Some(key) = &input.key {
-        params["key"] = json!(key);
-    }
-    if let Some(code) = &input.code {
-        params["code"] = json!(code);
-    }
-    let key = input.key.as_deref().unwrap_or("");
-    let text = match (&input.text, input.event_type, key) {
+    let event_type = input
+        .event_type
+        .parse::<DispatchKeyEventType>()
+        .unwrap_or(DispatchKeyEventType::KeyUp);
+    let mut params = DispatchKeyEventParams::new(event_type.clone());
+    params.modifiers = Some(input.modifiers.unwrap_or(0).into());
+    params.key = input.key.clone();
+    params.code = input.code.clone();
+    params.text = match (&input.text, &event_type, input.key.as_deref()) {
         (Some(text), _, _) => Some(text.clone()),
         // Enter submits forms only when its key event carries the carriage return.
-        (None, "keyDown", "Enter") => Some("\r".to_string()),
+        (None, DispatchKeyEventType::KeyDown, Some("Enter")) => Some("\r".to_string()),
         _ => None,
     };
-    if let Some(text) = text {
-        params["text"] = json!(text);
-    }
     if let Some(code) = input.windows_virtual_key_code {
-        params["windowsVirtualKeyCode"] = json!(code);
-        params["nativeVirtualKeyCode"] = json!(code);
+        params.windows_virtual_key_code = Some(code.into());
+        params.native_virtual_key_code = Some(code.into());
     }
-    CdpCommand {
-        method: "Input.dispatchKeyEvent",
-        params,
-    }
+    CdpCommand::of(DispatchKeyEventParams::IDENTIFIER, &params)
 }
 
 /// The Windows virtual key code Chrome uses to act on a key (editing, navigation, Enter…):
@@ -154,6 +165,7 @@ pub fn windows_virtual_key_code(key: &str, code: Option<&str>) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn mouse(event_type: &'static str) -> MouseInput {
         MouseInput {

@@ -9,16 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed as EventTargetCrashedInspector;
 use chromiumoxide::cdp::browser_protocol::page::{
-    CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
+    self, CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
     EventNavigatedWithinDocument, EventScreencastFrame, EventScreencastVisibilityChanged,
     StartScreencastFormat, StartScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
-    AttachToTargetParams, EventDetachedFromTarget, EventTargetCrashed, EventTargetCreated,
-    EventTargetDestroyed, GetTargetsParams, SetDiscoverTargetsParams, TargetInfo,
+    AttachToTargetParams, DetachFromTargetParams, EventDetachedFromTarget, EventTargetCrashed,
+    EventTargetCreated, EventTargetDestroyed, EventTargetInfoChanged, GetTargetsParams, SessionId,
+    SetDiscoverTargetsParams, TargetInfo,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -259,7 +261,7 @@ impl Session {
             Some(target.url.clone()),
         );
         self.client
-            .call("Page.enable".into(), Some(&session), json!({}))
+            .command(Some(&session), page::EnableParams::default())
             .await?;
         let format = match self.options.format {
             ImageFormat::Jpeg => StartScreencastFormat::Jpeg,
@@ -299,15 +301,16 @@ impl Session {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             self.client
-                .call("Page.stopScreencast".into(), session, json!({})),
+                .command(session, page::StopScreencastParams::default()),
         )
         .await;
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
-            self.client.call(
-                "Target.detachFromTarget".into(),
+            self.client.command(
                 None,
-                json!({ "sessionId": attached.session_id }),
+                DetachFromTargetParams {
+                    session_id: Some(SessionId::from(attached.session_id.clone())),
+                },
             ),
         )
         .await;
@@ -374,7 +377,7 @@ impl Session {
                     self.registry.broadcast_json(&self.key, &message);
                 }
             }
-            ("Inspector.targetCrashed", true) => {
+            (EventTargetCrashedInspector::IDENTIFIER, true) => {
                 return Some(Ending::Crashed("the page's renderer crashed".into()));
             }
             (EventTargetCreated::IDENTIFIER, _) => {
@@ -388,9 +391,9 @@ impl Session {
                     }
                 }
             }
-            ("Target.targetInfoChanged", _) => {
-                let info = event.params.get("targetInfo")?;
-                let info = serde_json::from_value::<TargetInfo>(info.clone()).ok()?;
+            (EventTargetInfoChanged::IDENTIFIER, _) => {
+                let changed: EventTargetInfoChanged = serde_json::from_value(event.params).ok()?;
+                let info = changed.target_info;
                 // The browser-level view of a navigation: it also covers a navigation that
                 // started before this session's `Page.enable` took effect (a brand-new tab).
                 let shown = self
@@ -448,9 +451,8 @@ impl Session {
         let session = self.attached.as_ref()?.session_id.clone();
         // Ack first: Chrome sends the next frame only after the ack of this one.
         self.client.send(
-            "Page.screencastFrameAck",
             Some(&session),
-            json!({ "sessionId": frame.session_id }),
+            &page::ScreencastFrameAckParams::new(frame.session_id),
         );
         self.stats.frames_acked.fetch_add(1, Ordering::Relaxed);
         self.screenshot_at = None;
@@ -495,16 +497,16 @@ impl Session {
             // A page that cannot be captured now (e.g. navigating) will send frames anyway.
             Err(_) => return Ok(()),
         };
-        let metrics = self
+        let viewport = self
             .client
-            .call("Page.getLayoutMetrics".into(), Some(&session), json!({}))
+            .command(Some(&session), page::GetLayoutMetricsParams::default())
             .await
-            .unwrap_or(Value::Null);
-        let viewport = &metrics["cssVisualViewport"];
+            .ok()
+            .map(|metrics| metrics.css_visual_viewport);
         let meta = FrameMeta {
-            device_width: viewport["clientWidth"].as_f64().unwrap_or(0.0),
-            device_height: viewport["clientHeight"].as_f64().unwrap_or(0.0),
-            page_scale_factor: viewport["scale"].as_f64().unwrap_or(1.0),
+            device_width: viewport.as_ref().map_or(0.0, |v| v.client_width),
+            device_height: viewport.as_ref().map_or(0.0, |v| v.client_height),
+            page_scale_factor: viewport.as_ref().map_or(1.0, |v| v.scale),
             timestamp_ms: wall_clock_ms(),
             ..FrameMeta::default()
         };
