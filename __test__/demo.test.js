@@ -11,7 +11,7 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { chromium: playwright } = require('playwright-core')
 const { findChromium } = require('../examples/chromium')
-const { decodePng, pixelSummary } = require('./png')
+const { decodePng, pixelSummary } = require('./support/png')
 
 const ROOT = path.join(__dirname, '..')
 const OUTPUT = path.join(ROOT, 'test-output')

@@ -18,7 +18,7 @@ const {
   sleep,
   jpegSize,
   settledStatuses,
-} = require('./helpers')
+} = require('./support/helpers')
 
 /** One FakeToolset per channel key (`agentId` or `agentId:threadId`). */
 function toolsetPool() {

@@ -1,12 +1,12 @@
 'use strict'
 // Load and churn (issue 6): connect/disconnect churn with exact start/stop accounting, and
 // stalled viewers among healthy ones under a steady stream of large frames. The long soak is
-// scripts/soak-churn.js (same churn logic, __test__/churn.js, 10,000 cycles).
+// scripts/soak-churn.js (same churn logic, __test__/support/churn.js, 10,000 cycles).
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runChurn } = require('./churn')
-const { startServer, FakeToolset, CountingViewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./helpers')
+const { runChurn } = require('./support/churn')
+const { startServer, FakeToolset, CountingViewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./support/helpers')
 
 const MB = 1024 * 1024
 

@@ -15,7 +15,7 @@ const { serve } = require('@hono/node-server')
 const { chromium } = require('playwright-core')
 const { setupBrowserStream } = require('..')
 const { findChromium } = require('../examples/chromium')
-const { waitFor } = require('./helpers')
+const { waitFor } = require('./support/helpers')
 const { CdpToolset } = require('./support/cdp-toolset')
 
 const chromePath = findChromium()

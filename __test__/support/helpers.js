@@ -8,9 +8,9 @@ const path = require('node:path')
 const { Hono } = require('hono')
 const { serve } = require('@hono/node-server')
 const WebSocket = require('ws')
-const { setupBrowserStream } = require('..')
+const { setupBrowserStream } = require('../..')
 
-const BASE_JPEG = fs.readFileSync(path.join(__dirname, 'fixtures', 'frame-320x240.jpg'))
+const BASE_JPEG = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'frame-320x240.jpg'))
 
 /**
  * A real JPEG (320x240, from Chromium) carrying `seq` and a timestamp in a COM segment,
@@ -451,7 +451,7 @@ module.exports = {
   BASE_JPEG,
 }
 
-// ---- added for the load tests (__test__/load.test.js, __test__/churn.js) ----------------------
+// ---- added for the load tests (__test__/load.test.js, __test__/support/churn.js) ----------------------
 
 /**
  * Forces a full garbage collection: `global.gc` when node runs with --expose-gc, else a `gc`
