@@ -10,7 +10,7 @@ const http = require('node:http')
 const fs = require('node:fs')
 const path = require('node:path')
 const { chromium: playwright } = require('playwright-core')
-const { launchChromium, findChromium } = require('../examples/chromium')
+const { launchChromium, findChromium } = require('./support/chromium')
 const { startServer, Viewer, waitFor, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support/helpers')
 
 const chromePath = findChromium()

@@ -10,7 +10,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { chromium: playwright } = require('playwright-core')
-const { findChromium } = require('../examples/chromium')
+const { findChromium } = require('./support/chromium')
 const { decodePng, pixelSummary } = require('./support/png')
 
 const ROOT = path.join(__dirname, '..')

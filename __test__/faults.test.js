@@ -8,7 +8,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
 const { WebSocketServer } = require('ws')
-const { launchChromium, findChromium } = require('../examples/chromium')
+const { launchChromium, findChromium } = require('./support/chromium')
 const { startServer, FakeToolset, Viewer, waitFor, sleep, openRawWebSocket, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support/helpers')
 
 const chromePath = findChromium()

@@ -14,7 +14,7 @@ const { Hono } = require('hono')
 const { serve } = require('@hono/node-server')
 const { chromium } = require('playwright-core')
 const { setupBrowserStream } = require('..')
-const { findChromium } = require('../examples/chromium')
+const { findChromium } = require('./support/chromium')
 const { waitFor } = require('./support/helpers')
 const { CdpToolset } = require('./support/cdp-toolset')
 

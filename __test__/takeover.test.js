@@ -9,7 +9,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
-const { launchChromium, findChromium } = require('../examples/chromium')
+const { launchChromium, findChromium } = require('./support/chromium')
 const { startServer, ExtendedViewer, waitFor, sleep, jpegSize } = require('./support/helpers')
 
 const chromePath = findChromium()
