@@ -8,7 +8,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
 const crypto = require('node:crypto')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep, openRawWebSocket } = require('./support/helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep, openRawWebSocket } = require('./support')
 
 /** A viewer on another agent that must keep getting every frame while the bad input goes on. */
 async function bystander(srv, toolsets) {

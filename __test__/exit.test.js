@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { fork } = require('node:child_process')
 const path = require('node:path')
-const { Viewer, ExtendedViewer, waitFor, stalledViewer } = require('./support/helpers')
+const { Viewer, ExtendedViewer, waitFor, stalledViewer } = require('./support')
 
 test('close() sends 1001 to every viewer and the process exits promptly', async () => {
   const child = fork(path.join(__dirname, 'fixtures', 'exit-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })

@@ -18,7 +18,7 @@ const {
   sleep,
   jpegSize,
   settledStatuses,
-} = require('./support/helpers')
+} = require('./support')
 
 /** One FakeToolset per channel key (`agentId` or `agentId:threadId`). */
 function toolsetPool() {

@@ -15,7 +15,7 @@ const util = require('node:util')
 const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const WebSocket = require('ws')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, jpegFrame, frameSeq } = require('./support/helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, jpegFrame, frameSeq } = require('./support')
 
 // ---- helpers local to this file -------------------------------------------------------------
 

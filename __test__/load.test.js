@@ -6,7 +6,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { runChurn } = require('./support/churn')
-const { startServer, FakeToolset, CountingViewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./support/helpers')
+const { startServer, FakeToolset, CountingViewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./support')
 
 const MB = 1024 * 1024
 

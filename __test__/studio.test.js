@@ -15,7 +15,7 @@ const { serve } = require('@hono/node-server')
 const { chromium } = require('playwright-core')
 const { setupBrowserStream } = require('..')
 const { findChromium } = require('./support/chromium')
-const { waitFor } = require('./support/helpers')
+const { waitFor } = require('./support')
 const { CdpToolset } = require('./support/cdp-toolset')
 
 const chromePath = findChromium()

@@ -10,7 +10,7 @@ const assert = require('node:assert/strict')
 const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
 const { launchChromium, findChromium } = require('./support/chromium')
-const { startServer, ExtendedViewer, waitFor, sleep, jpegSize } = require('./support/helpers')
+const { startServer, ExtendedViewer, waitFor, sleep, jpegSize } = require('./support')
 
 const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'

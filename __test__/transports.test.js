@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const https = require('node:https')
 const os = require('node:os')
 const path = require('node:path')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses } = require('./support/helpers')
+const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses } = require('./support')
 
 function selfSignedCert() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
