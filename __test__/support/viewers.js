@@ -1,143 +1,146 @@
 'use strict'
-// WebSocket viewers for the tests, and raw sockets for viewers `ws` cannot play (a handshake
-// written by hand, a socket that never reads).
+// WebSocket viewers for the tests: one `Viewer` class for both wires (compat base64 text and
+// the extended `browser-stream.v1` binary frames), and raw sockets for viewers `ws` cannot play
+// (a hand-written handshake, a socket that never reads).
 
 const WebSocket = require('ws')
 const { EXTENDED_PROTOCOL, FRAME_HEADER_BYTES, frameSeq, parseFrameMessage } = require('./frames')
 const { waitFor } = require('./wait')
 
 /**
- * Records how a viewer's connection goes: `unexpected` (the HTTP answer of a refused upgrade),
- * `error`, `closeCode`, and the `opened` promise (rejected if it closes before opening).
+ * A connected WebSocket viewer that records what it receives.
+ *
+ * Options (the rest go to `ws`: headers, origin, rejectUnauthorized, perMessageDeflate, …):
+ * - `extended: true` offers `browser-stream.v1`; `protocols` offers exactly the list given.
+ * - `keepFrames: false` keeps no frame (only `frameCount` and `frameSeqs`): for many viewers or
+ *   long runs.
+ * - `keepImages: false` keeps extended frames as their parsed headers (`image: null`).
+ *
+ * The wire the server chose (`ws.protocol`) decides what a frame is: on a compat connection
+ * every message that is not JSON text (base64 text, kept as the string); on an extended one
+ * every binary message (kept parsed, see parseFrameMessage). Recorded:
+ * - `json`: every JSON message, parsed; `messages`: every text message as received (frames
+ *   only when kept);
+ * - `frames` (when kept), `frameCount`, `frameSeqs` (the seq tagged by jpegFrame in each frame,
+ *   null for an untagged one; decoded from its first bytes only);
+ * - on an extended connection: `textFrames` (non-JSON text, never expected there) and
+ *   `badBinary` (binary messages too short for a frame header: not frames, not counted);
+ * - `log`: every message in arrival order, `{ json }`, `{ frame }` (frames only when kept) or
+ *   `{ text }` (textFrames), so tests can check the relative order of messages and frames;
+ * - the connection: `unexpected` (the HTTP answer of a refused upgrade), `error`, `closeCode`,
+ *   `opened` (rejected if it closes before opening) and `closed` (resolved once it closed).
  */
-function trackConnection(viewer) {
-  viewer.unexpected = null
-  viewer.error = null
-  viewer.closeCode = null
-  viewer.ws.on('unexpected-response', (req, res) => {
-    let body = ''
-    res.on('data', (d) => (body += d))
-    res.on('end', () => {
-      viewer.unexpected = { status: res.statusCode, headers: res.headers, body }
-      // With this listener ws leaves the request open; abort it so the socket closes.
-      req.destroy()
-      viewer.ws.terminate()
-    })
-  })
-  viewer.ws.on('error', (err) => {
-    viewer.error ??= err
-  })
-  viewer.ws.on('close', (code) => {
-    viewer.closeCode = code
-  })
-  viewer.opened = new Promise((resolve, reject) => {
-    viewer.ws.once('open', resolve)
-    viewer.ws.once('close', () =>
-      reject(new Error(`closed before open: ${viewer.error?.message ?? ''} ${JSON.stringify(viewer.unexpected)}`)),
-    )
-  })
-  viewer.opened.catch(() => {})
-}
-
-/** A connected WebSocket viewer that records every message. */
 class Viewer {
-  /** `keepFrames: false` keeps only each frame's tagged seq (in `frameSeqs`), not its data. */
-  constructor(url, { keepFrames = true, protocols, ...options } = {}) {
+  constructor(url, { extended = false, protocols = extended ? [EXTENDED_PROTOCOL] : undefined, keepFrames = true, keepImages = true, ...options } = {}) {
     this.ws = new WebSocket(url, protocols, options)
+    this.keepFrames = keepFrames
+    this.keepImages = keepImages
+    this.json = []
     this.messages = []
     this.frames = []
-    this.frameSeqs = []
     this.frameCount = 0
-    this.json = []
-    this.ws.on('message', (data, isBinary) => {
-      const text = data.toString('utf8')
-      if (!isBinary && text.startsWith('{')) {
-        this.messages.push(text)
-        this.json.push(JSON.parse(text))
-        return
-      }
-      this.frameCount += 1
-      if (keepFrames) {
-        this.messages.push(text)
-        this.frames.push(text)
-      } else {
-        this.frameSeqs.push(frameSeq(text.slice(0, 300)))
-      }
-    })
-    trackConnection(this)
-  }
-  statuses() {
-    return this.json.filter((m) => m.status).map((m) => m.status)
-  }
-  /** Resolves once this viewer was told `{status:'streaming'}`. */
-  untilStreaming(what = 'streaming') {
-    return waitFor(() => this.statuses().includes('streaming'), { what })
-  }
-  send(obj) {
-    this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj))
-  }
-  close() {
-    this.ws.close()
-    return new Promise((resolve) => {
-      if (this.ws.readyState === WebSocket.CLOSED) resolve()
-      else this.ws.once('close', resolve)
-    })
-  }
-}
-
-/**
- * A WebSocket viewer of the extended protocol (`browser-stream.v1` offered by default). Records
- * JSON messages (`json`), parsed binary frames (`frames`), and every message in arrival order
- * (`log`: `{ json }` or `{ frame }`), so tests can check the relative order of both kinds.
- */
-class ExtendedViewer {
-  constructor(url, { protocols = [EXTENDED_PROTOCOL], keepImages = true, ...options } = {}) {
-    this.ws = new WebSocket(url, protocols, options)
-    this.json = []
-    this.frames = []
-    this.log = []
+    this.frameSeqs = []
     this.textFrames = []
     this.badBinary = []
-    this.ws.on('message', (data, isBinary) => {
-      if (isBinary) {
-        let frame
-        try {
-          frame = parseFrameMessage(data)
-        } catch (err) {
-          this.badBinary.push(err.message)
-          return
-        }
-        if (!keepImages) frame.image = null
+    this.log = []
+    this.unexpected = null
+    this.error = null
+    this.closeCode = null
+    this.ws.on('message', (data, isBinary) => this.#receive(data, isBinary))
+    this.ws.on('unexpected-response', (req, res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => {
+        this.unexpected = { status: res.statusCode, headers: res.headers, body }
+        // With this listener ws leaves the request open; abort it so the socket closes.
+        req.destroy()
+        this.ws.terminate()
+      })
+    })
+    this.ws.on('error', (err) => {
+      this.error ??= err
+    })
+    this.closed = new Promise((resolve) =>
+      this.ws.once('close', (code) => {
+        this.closeCode = code
+        resolve()
+      }),
+    )
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('close', () =>
+        reject(new Error(`closed before open: ${this.error?.message ?? ''} ${JSON.stringify(this.unexpected)}`)),
+      )
+    })
+    this.opened.catch(() => {})
+  }
+
+  /** Whether the server chose the extended wire (false before the connection is open). */
+  get extended() {
+    return this.ws.protocol === EXTENDED_PROTOCOL
+  }
+
+  get open() {
+    return this.ws.readyState === WebSocket.OPEN
+  }
+
+  #receive(data, isBinary) {
+    if (!isBinary && data[0] === 0x7b) {
+      const text = data.toString('utf8')
+      const json = JSON.parse(text)
+      this.messages.push(text)
+      this.json.push(json)
+      this.log.push({ json })
+    } else if (!this.extended) {
+      // A compat frame (base64 text; a binary message here is kept as its UTF-8 text, so a test
+      // comparing frames sees it). Only its first bytes are decoded unless it is kept.
+      this.frameCount += 1
+      this.frameSeqs.push(frameSeq(data.subarray(0, 300).toString('latin1')))
+      if (this.keepFrames) {
+        const frame = data.toString('utf8')
+        this.messages.push(frame)
         this.frames.push(frame)
         this.log.push({ frame })
+      }
+    } else if (isBinary) {
+      if (data.length < FRAME_HEADER_BYTES) {
+        this.badBinary.push(`binary message of ${data.length} bytes is shorter than a frame header`)
         return
       }
-      const text = data.toString('utf8')
-      if (text.startsWith('{')) {
-        const json = JSON.parse(text)
-        this.json.push(json)
-        this.log.push({ json })
-      } else {
-        // A compat (base64 text) frame: recorded apart, never expected in extended mode.
-        this.textFrames.push(text)
-        this.log.push({ text })
+      // An extended frame: only its header length and first image bytes are read unless kept.
+      this.frameCount += 1
+      const imageAt = data.readUInt8(1)
+      this.frameSeqs.push(frameSeq(data.subarray(imageAt, imageAt + 200)))
+      if (this.keepFrames) {
+        const frame = parseFrameMessage(data)
+        if (!this.keepImages) frame.image = null
+        this.frames.push(frame)
+        this.log.push({ frame })
       }
-    })
-    trackConnection(this)
+    } else {
+      // Non-JSON text on the extended wire (a compat frame): recorded apart, never expected.
+      const text = data.toString('utf8')
+      this.messages.push(text)
+      this.textFrames.push(text)
+      this.log.push({ text })
+    }
   }
-  /** The `session-meta` message, once received. */
+
+  /**
+   * The `{status}` messages. On the extended wire a typed message is never one (session-meta
+   * carries a `status` snapshot); on the compat wire, which has no typed messages, every
+   * `status` counts, so a stray typed message would show.
+   */
+  statuses() {
+    const extended = this.extended
+    return this.json.filter((m) => m.status && !(extended && m.type !== undefined)).map((m) => m.status)
+  }
+  /** The `session-meta` message (extended), once received. */
   get meta() {
     return this.json.find((m) => m.type === 'session-meta')
   }
   get viewerId() {
     return this.meta?.viewerId
-  }
-  get open() {
-    return this.ws.readyState === WebSocket.OPEN
-  }
-  /** The `{status}` messages (not the `status` field of session-meta). */
-  statuses() {
-    return this.json.filter((m) => m.status && m.type === undefined).map((m) => m.status)
   }
   /** Agent events received (`{type:'event'}` messages). */
   events() {
@@ -156,6 +159,7 @@ class ExtendedViewer {
   untilMeta(what = 'session-meta') {
     return waitFor(() => this.meta, { what })
   }
+  /** Resolves once this viewer was told `{status:'streaming'}`. */
   untilStreaming(what = 'streaming') {
     return waitFor(() => this.statuses().includes('streaming'), { what })
   }
@@ -163,7 +167,7 @@ class ExtendedViewer {
   waitJson(predicate, { from = 0, ...options } = {}) {
     return waitFor(() => this.json.slice(from).find(predicate), options)
   }
-  /** Resolves once the viewer holds at least `n` frames. */
+  /** Resolves with the last frame once the viewer holds at least `n` (kept) frames. */
   waitFrames(n, options = {}) {
     return waitFor(() => this.frames.length >= n && this.lastFrame(), { what: `${n} frames`, ...options })
   }
@@ -176,64 +180,11 @@ class ExtendedViewer {
     this.send({ type: 'test-barrier' })
     await waitFor(() => this.errors('bad_message').length > before, { what: 'barrier answer', ...options })
   }
+  /** Sends a string or bytes as they are, anything else as JSON. */
   send(obj) {
     this.ws.send(typeof obj === 'string' || Buffer.isBuffer(obj) ? obj : JSON.stringify(obj))
   }
-  close() {
-    this.ws.close()
-    return new Promise((resolve) => {
-      if (this.ws.readyState === WebSocket.CLOSED) resolve()
-      else this.ws.once('close', resolve)
-    })
-  }
-}
-
-/**
- * A WebSocket viewer that keeps no frame data: it counts messages and records the `seq` tagged
- * in each frame (jpegFrame's COM tag), decoding only the first bytes. Compat frames (base64
- * text) and extended frames (binary, 56-byte header) alike.
- */
-class CountingViewer {
-  constructor(url, { extended = false, ...options } = {}) {
-    this.ws = new WebSocket(url, extended ? [EXTENDED_PROTOCOL] : undefined, { perMessageDeflate: false, ...options })
-    this.extended = extended
-    this.frameCount = 0
-    this.frameSeqs = []
-    this.json = []
-    this.closeCode = null
-    this.error = null
-    this.ws.on('message', (data, isBinary) => {
-      if (!isBinary && data[0] === 0x7b) {
-        this.json.push(JSON.parse(data.toString('utf8')))
-        return
-      }
-      this.frameCount += 1
-      const head = isBinary ? data.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 200) : data.subarray(0, 280).toString('latin1')
-      this.frameSeqs.push(frameSeq(head))
-    })
-    this.ws.on('error', (err) => {
-      this.error ??= err
-    })
-    this.ws.on('unexpected-response', (req, res) => {
-      this.error ??= new Error(`HTTP ${res.statusCode}`)
-      req.destroy()
-      this.ws.terminate()
-    })
-    this.closed = new Promise((resolve) =>
-      this.ws.once('close', (code) => {
-        this.closeCode = code
-        resolve()
-      }),
-    )
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve)
-      this.ws.once('close', () => reject(new Error(`closed before open: ${this.error?.message ?? ''}`)))
-    })
-    this.opened.catch(() => {})
-  }
-  statuses() {
-    return this.json.filter((m) => m.status && m.type === undefined).map((m) => m.status)
-  }
+  /** Closes (close handshake) and resolves once the socket is closed. */
   close() {
     this.ws.close()
     return this.closed
@@ -295,4 +246,4 @@ async function stalledViewer(port, agentId, options) {
   return socket
 }
 
-module.exports = { Viewer, ExtendedViewer, CountingViewer, settledStatuses, openRawWebSocket, stalledViewer }
+module.exports = { Viewer, settledStatuses, openRawWebSocket, stalledViewer }
