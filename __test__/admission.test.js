@@ -5,7 +5,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { WebSocketServer } = require('ws')
-const { startServer, FakeToolset, Viewer, waitFor } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor } = require('./support')
 
 async function refusal(url, options) {
   const viewer = new Viewer(url, options)

@@ -8,7 +8,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
 const crypto = require('node:crypto')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, sleep, openRawWebSocket } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, sleep, openRawWebSocket } = require('./support')
 
 /** A viewer on another agent that must keep getting every frame while the bad input goes on. */
 async function bystander(srv, toolsets) {
@@ -102,7 +102,7 @@ function upgradeAnswer(port, path) {
 test('a 10 MB message closes only its sender with 1009, in both modes', async (t) => {
   const { srv, other } = await setup(t)
   const compat = new Viewer(srv.url('big-sender'))
-  const extended = new ExtendedViewer(srv.url('big-sender'))
+  const extended = new Viewer(srv.url('big-sender'), { extended: true })
   await Promise.all([compat.opened, extended.opened])
   const huge = 'x'.repeat(10 * 1024 * 1024)
   compat.send(huge)

@@ -10,8 +10,8 @@ const http = require('node:http')
 const fs = require('node:fs')
 const path = require('node:path')
 const { chromium: playwright } = require('playwright-core')
-const { launchChromium, findChromium } = require('../examples/chromium')
-const { startServer, Viewer, waitFor, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./helpers')
+const { launchChromium, findChromium } = require('./support/chromium')
+const { startServer, Viewer, waitFor, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support')
 
 const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'

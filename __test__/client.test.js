@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
 const WebSocket = require('ws')
-const { FakeToolset, startServer, waitFor } = require('./helpers')
+const { FakeToolset, startServer, waitFor } = require('./support')
 
 const clientModule = pathToFileURL(path.join(__dirname, '..', 'client', 'browser-stream-client.js')).href
 

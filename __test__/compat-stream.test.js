@@ -4,7 +4,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support')
 
 test('every healthy viewer gets every frame, in order, byte-identical, from a native socket', async (t) => {
   const toolset = new FakeToolset()

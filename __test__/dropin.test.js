@@ -8,7 +8,7 @@ const { Hono } = require('hono')
 const { serve } = require('@hono/node-server')
 const { createNodeWebSocket } = require('@hono/node-ws')
 const { ViewerRegistry } = require('..')
-const { FakeToolset, Viewer, waitFor, frameSeq, jpegFrame, sleep } = require('./helpers')
+const { FakeToolset, Viewer, waitFor, frameSeq, jpegFrame, sleep } = require('./support')
 
 /** The route of Mastra's shipped browser-stream module, with our registry swapped in. */
 async function mastraStyleServer(getToolset) {

@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { fork } = require('node:child_process')
 const path = require('node:path')
-const { Viewer, ExtendedViewer, waitFor, stalledViewer } = require('./helpers')
+const { Viewer, waitFor, stalledViewer } = require('./support')
 
 test('close() sends 1001 to every viewer and the process exits promptly', async () => {
   const child = fork(path.join(__dirname, 'fixtures', 'exit-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
@@ -44,7 +44,7 @@ test('close() under load: 200 viewers (compat, extended, stalled) get 1001 or ar
   const { port } = await waitFor(() => messages.find((m) => m.port), { what: 'child port' })
   const url = `ws://127.0.0.1:${port}/browser/exit-agent/stream`
   const compat = Array.from({ length: 100 }, () => new Viewer(url, { keepFrames: false }))
-  const extended = Array.from({ length: 90 }, () => new ExtendedViewer(url, { keepImages: false }))
+  const extended = Array.from({ length: 90 }, () => new Viewer(url, { extended: true, keepImages: false }))
   const stalled = []
   for (let i = 0; i < 10; i++) stalled.push(await stalledViewer(port, 'exit-agent'))
   await Promise.all([...compat, ...extended].map((v) => v.opened))

@@ -9,7 +9,6 @@ const {
   startServer,
   FakeToolset,
   Viewer,
-  ExtendedViewer,
   EXTENDED_PROTOCOL,
   FRAME_HEADER_BYTES,
   BASE_JPEG,
@@ -18,7 +17,7 @@ const {
   sleep,
   jpegSize,
   settledStatuses,
-} = require('./helpers')
+} = require('./support')
 
 /** One FakeToolset per channel key (`agentId` or `agentId:threadId`). */
 function toolsetPool() {
@@ -41,7 +40,7 @@ async function setup(t, config = {}) {
 
 /** An extended viewer that has received its session-meta. */
 async function extended(srv, agentId, query = '', options = {}) {
-  const viewer = new ExtendedViewer(srv.url(agentId, query), options)
+  const viewer = new Viewer(srv.url(agentId, query), { extended: true, ...options })
   await viewer.opened
   await viewer.untilMeta()
   return viewer
@@ -81,19 +80,19 @@ function assertRising(seqs, message) {
 test('handshake: browser-stream.v1 is echoed; only other browser-stream versions get 400 unsupported_protocol; other subprotocols fall back to compat', async (t) => {
   const { srv } = await setup(t)
 
-  const ext = new ExtendedViewer(srv.url('hs'))
+  const ext = new Viewer(srv.url('hs'), { extended: true })
   await ext.opened
   assert.equal(ext.ws.protocol, EXTENDED_PROTOCOL, 'the 101 echoes browser-stream.v1')
   await ext.untilMeta()
   assert.equal(ext.log[0].json?.type, 'session-meta')
 
   // v1 among other offers is still chosen.
-  const both = new ExtendedViewer(srv.url('hs'), { protocols: ['browser-stream.v9', EXTENDED_PROTOCOL] })
+  const both = new Viewer(srv.url('hs'), { protocols: ['browser-stream.v9', EXTENDED_PROTOCOL] })
   await both.opened
   assert.equal(both.ws.protocol, EXTENDED_PROTOCOL)
   await both.untilMeta()
 
-  const v9 = new ExtendedViewer(srv.url('hs'), { protocols: ['browser-stream.v9'] })
+  const v9 = new Viewer(srv.url('hs'), { protocols: ['browser-stream.v9'] })
   await waitFor(() => v9.unexpected, { what: 'the refusal of browser-stream.v9' })
   assert.equal(v9.unexpected.status, 400)
   assert.match(String(v9.unexpected.headers['content-type']), /application\/json/)

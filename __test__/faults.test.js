@@ -8,8 +8,8 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
 const { WebSocketServer } = require('ws')
-const { launchChromium, findChromium } = require('../examples/chromium')
-const { startServer, FakeToolset, Viewer, waitFor, sleep, openRawWebSocket, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./helpers')
+const { launchChromium, findChromium } = require('./support/chromium')
+const { startServer, FakeToolset, Viewer, waitFor, sleep, openRawWebSocket, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support')
 
 const chromePath = findChromium()
 const skipChromium = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'

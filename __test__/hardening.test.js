@@ -15,7 +15,7 @@ const util = require('node:util')
 const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const WebSocket = require('ws')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, jpegFrame, frameSeq } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, jpegFrame, frameSeq } = require('./support')
 
 // ---- helpers local to this file -------------------------------------------------------------
 
@@ -338,7 +338,7 @@ test('a DevTools endpoint that refuses: viewers get screencast_failed without th
   t.after(() => srv.close())
   for (const agentId of Object.keys(endpoints)) {
     const compat = new Viewer(srv.url(agentId))
-    const extended = new ExtendedViewer(srv.url(agentId))
+    const extended = new Viewer(srv.url(agentId), { extended: true })
     await Promise.all([compat.opened, extended.opened])
     for (const viewer of [compat, extended]) {
       const error = await waitFor(() => viewer.json.find((m) => m.error), { what: `${agentId}: error message`, timeout: 10_000 })
@@ -396,7 +396,7 @@ test("toolset errors never reach viewers: startScreencast, getToolset, isBrowser
   t.after(() => srv.close())
   const viewerOf = async (kind, mode) => {
     const url = srv.url(`${kind}~${mode}`)
-    const viewer = mode === 'compat' ? new Viewer(url) : new ExtendedViewer(url)
+    const viewer = new Viewer(url, { extended: mode === 'extended' })
     await viewer.opened
     return viewer
   }
@@ -635,8 +635,8 @@ test('ids with control characters or over 256 bytes are refused 400; path-like i
 test("publishEvent and the drop-in key calls reach exactly the named channel, never one an id with ':' or '%' resembles", async (t) => {
   const srv = await startServer({ getToolset: () => new FakeToolset() })
   t.after(() => srv.close())
-  const colonAgent = new ExtendedViewer(srv.url('a%3Ab')) // agent `a:b`
-  const threadOfA = new ExtendedViewer(srv.url('a', '?threadId=b')) // agent `a`, thread `b`
+  const colonAgent = new Viewer(srv.url('a%3Ab'), { extended: true }) // agent `a:b`
+  const threadOfA = new Viewer(srv.url('a', '?threadId=b'), { extended: true }) // agent `a`, thread `b`
   await Promise.all([colonAgent.untilStreaming(), threadOfA.untilStreaming()])
   assert.equal(srv.registry.publishEvent('a:b', { type: 'note', n: 1 }), true)
   assert.equal(srv.registry.publishEvent('a', { type: 'note', n: 2 }, 'b'), true)

@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { startServer, FakeToolset, Viewer, waitFor, sleep } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, sleep } = require('./support')
 
 test('50 concurrent first connects start exactly one screencast; the last leaving stops it once after the linger', async (t) => {
   const toolset = new FakeToolset()

@@ -1,12 +1,12 @@
 'use strict'
 // Load and churn (issue 6): connect/disconnect churn with exact start/stop accounting, and
 // stalled viewers among healthy ones under a steady stream of large frames. The long soak is
-// scripts/soak-churn.js (same churn logic, __test__/churn.js, 10,000 cycles).
+// scripts/soak-churn.js (same churn logic, __test__/support/churn.js, 10,000 cycles).
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runChurn } = require('./churn')
-const { startServer, FakeToolset, CountingViewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./helpers')
+const { runChurn } = require('./support/churn')
+const { startServer, FakeToolset, Viewer, stalledViewer, waitFor, sleep, forceGc, jpegFrame } = require('./support')
 
 const MB = 1024 * 1024
 
@@ -70,7 +70,7 @@ test('100 stalled viewers among 100 healthy ones: healthy viewers get ≥ 95 % o
   t.after(closeAll)
 
   // Half compat (base64 text frames), half extended (binary frames).
-  for (let i = 0; i < HEALTHY; i++) healthy.push(new CountingViewer(srv.url('stall-load'), { extended: i % 2 === 1 }))
+  for (let i = 0; i < HEALTHY; i++) healthy.push(new Viewer(srv.url('stall-load'), { extended: i % 2 === 1, keepFrames: false, perMessageDeflate: false }))
   await Promise.all(healthy.map((v) => v.opened))
   await waitFor(() => toolset.current && healthy.every((v) => v.statuses().includes('streaming')), { what: 'healthy viewers streaming', timeout: 10_000 })
   const healthyIds = new Set(srv.registry.stats().channels[0].viewers.map((v) => v.id))

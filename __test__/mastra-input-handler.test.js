@@ -8,7 +8,7 @@
 const { describe, it, beforeEach } = require('node:test')
 const assert = require('node:assert/strict')
 const { handleInputMessage } = require('..')
-const { waitFor } = require('./helpers')
+const { waitFor } = require('./support')
 
 /** A function that records the arguments of every call (in `calls` and in `log` with its name). */
 function recorder(name, log, impl = () => undefined) {

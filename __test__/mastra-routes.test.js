@@ -9,7 +9,7 @@ const { describe, it, beforeEach, afterEach } = require('node:test')
 const assert = require('node:assert/strict')
 const { Hono } = require('hono')
 const { setupBrowserStream } = require('..')
-const { FakeToolset, Viewer, startServer, waitFor } = require('./helpers')
+const { FakeToolset, Viewer, startServer, waitFor } = require('./support')
 
 /** A function that records the arguments of every call and answers with `impl`. */
 function recorder(impl = () => undefined) {

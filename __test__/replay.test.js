@@ -5,7 +5,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { NativeRegistry } = require('..')
-const { startServer, Viewer, waitFor, sleep, BASE_JPEG, logCapture, VIEWER_ERROR_TEXT } = require('./helpers')
+const { startServer, Viewer, waitFor, sleep, BASE_JPEG, logCapture, VIEWER_ERROR_TEXT } = require('./support')
 
 /** `bsn:seq=N;t=T;` of a stamped frame, or null. */
 function stamp(base64) {

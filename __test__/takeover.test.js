@@ -9,8 +9,8 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
-const { launchChromium, findChromium } = require('../examples/chromium')
-const { startServer, ExtendedViewer, waitFor, sleep, jpegSize } = require('./helpers')
+const { launchChromium, findChromium } = require('./support/chromium')
+const { startServer, Viewer, waitFor, sleep, jpegSize } = require('./support')
 
 const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
@@ -92,7 +92,7 @@ function click(viewer, frame, at) {
 
 
 async function connect(srv, agentId) {
-  const viewer = new ExtendedViewer(srv.url(agentId))
+  const viewer = new Viewer(srv.url(agentId), { extended: true })
   await viewer.opened
   await viewer.untilMeta()
   return viewer

@@ -5,7 +5,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { startServer, FakeToolset, Viewer, waitFor, settledStatuses, jpegFrame, frameSeq } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, settledStatuses, jpegFrame, frameSeq } = require('./support')
 
 const THREAD = 'thread/1 2'
 

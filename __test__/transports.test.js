@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const https = require('node:https')
 const os = require('node:os')
 const path = require('node:path')
-const { startServer, FakeToolset, Viewer, ExtendedViewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses } = require('./helpers')
+const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses } = require('./support')
 
 function selfSignedCert() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
@@ -48,7 +48,7 @@ test('a TLS server falls back to a JS-bridged viewer that streams the same wire'
   const offering = new Viewer(srv.url('tls-agent'), { rejectUnauthorized: false, protocols: ['chat.v2'] })
   await assert.rejects(offering.opened)
   // The extended mode works over the bridge too: echoed, session-meta, binary frames.
-  const extended = new ExtendedViewer(srv.url('tls-agent'), { rejectUnauthorized: false })
+  const extended = new Viewer(srv.url('tls-agent'), { extended: true, rejectUnauthorized: false })
   await extended.opened
   assert.equal(extended.ws.protocol, 'browser-stream.v1')
   await extended.untilMeta()

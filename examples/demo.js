@@ -10,7 +10,7 @@ const path = require('node:path')
 const { Hono } = require('hono')
 const { serve } = require('@hono/node-server')
 const { setupBrowserStream } = require('..')
-const { launchChromium, findChromium, INSTALL_HINT } = require('./chromium')
+const { launchChromium, findChromium, INSTALL_HINT } = require('../__test__/support/chromium')
 
 const PORT = Number(process.env.PORT ?? 4111)
 const HOST = process.env.HOST ?? '127.0.0.1'

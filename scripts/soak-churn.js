@@ -27,7 +27,7 @@ if (typeof global.gc !== 'function') {
   return
 }
 
-const { runChurn } = require('../__test__/churn')
+const { runChurn } = require('../__test__/support/churn')
 
 const USAGE = `usage: node scripts/soak-churn.js [--cycles N] [--burst 100] [--bursts N] [--agents 8]
   [--linger-ms 20] [--max-seconds 600] [--step-timeout-ms 15000] [--warmup 500]

@@ -19,7 +19,11 @@
 
 const fs = require('node:fs')
 const WebSocket = require('ws')
-const { startServer, FakeToolset, FakeStream, jpegFrame, forceGc, sleep, EXTENDED_PROTOCOL } = require('./helpers')
+const { startServer } = require('./server')
+const { FakeToolset, FakeStream } = require('./toolset')
+const { jpegFrame, EXTENDED_PROTOCOL } = require('./frames')
+const { forceGc } = require('./gc')
+const { sleep } = require('./wait')
 
 const MB = 1024 * 1024
 
@@ -75,7 +79,7 @@ class ChurnStream extends FakeStream {
 }
 
 /**
- * The FakeToolset of the helpers, with a live-stream count (at most one screencast per agent at
+ * The FakeToolset (toolset.js), with a live-stream count (at most one screencast per agent at
  * a time) and a first frame sent right after a start, as a browser sends one quickly.
  */
 class ChurnToolset extends FakeToolset {

@@ -1,7 +1,8 @@
 'use strict'
-// Launches a local headless Chromium with remote debugging for the demo and the tests, and
-// reports its DevTools endpoint. Not part of the package API: an agent platform launches its
-// browsers itself and gives the endpoint through `getCdpEndpoint`.
+// Launches a local headless Chromium with remote debugging for the tests and the demo
+// (examples/demo.js loads it from here: the one copy), and reports its DevTools endpoint. Not
+// part of the package API: an agent platform launches its browsers itself and gives the
+// endpoint through `getCdpEndpoint`.
 
 const { spawn } = require('node:child_process')
 const fs = require('node:fs')

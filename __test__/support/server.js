@@ -1,0 +1,55 @@
+'use strict'
+// A real Hono server on @hono/node-server with setupBrowserStream, and what tests check of it:
+// its log lines and the fixed texts it tells viewers.
+
+const { Hono } = require('hono')
+const { serve } = require('@hono/node-server')
+const { setupBrowserStream } = require('../..')
+
+/**
+ * Starts a Hono app on @hono/node-server with setupBrowserStream. `configure(app)` may add
+ * middleware before the stream routes are registered.
+ */
+async function startServer(config = {}, { configure, createServer, serverOptions } = {}) {
+  const app = new Hono()
+  configure?.(app)
+  app.get('/health', (c) => c.json({ ok: true }))
+  const { injectWebSocket, registry } = setupBrowserStream(app, { lingerMs: 100, ...config })
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer, serverOptions }, () => resolve(s))
+  })
+  injectWebSocket(server)
+  const { port } = server.address()
+  const scheme = createServer ? 'wss' : 'ws'
+  return {
+    app,
+    server,
+    registry,
+    port,
+    url: (agentId, query = '') => `${scheme}://127.0.0.1:${port}/browser/${agentId}/stream${query}`,
+    async close() {
+      await registry.close()
+      server.closeAllConnections?.()
+      await new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+/** What viewers are told with each source error code (a fixed text; details go to the log). */
+const VIEWER_ERROR_TEXT = Object.freeze({
+  screencast_failed: "the browser's screencast could not be started",
+  browser_crashed: 'the browser stopped responding',
+})
+
+/** A `logger` for setupBrowserStream that keeps every line, for tests of what is logged. */
+function logCapture() {
+  const lines = []
+  const keep = (...args) => lines.push(args.map(String).join(' '))
+  return {
+    logger: { info: keep, warn: keep, error: keep },
+    lines,
+    has: (pattern) => lines.some((line) => pattern.test(line)),
+  }
+}
+
+module.exports = { startServer, logCapture, VIEWER_ERROR_TEXT }
