@@ -29,16 +29,6 @@ pub enum Mode {
     Extended,
 }
 
-impl Mode {
-    /// `compat` or `extended`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Compat => "compat",
-            Mode::Extended => "extended",
-        }
-    }
-}
-
 /// `{"status":"…"}`.
 pub fn status_message(status: &str) -> String {
     serde_json::json!({ "status": status }).to_string()
