@@ -12,7 +12,7 @@ const { createRequire } = require('node:module')
 const path = require('node:path')
 const { WebSocketServer } = require('ws')
 const { ViewerRegistry } = require('./viewer-registry')
-const { callGetToolset, errorText, withTimeout, DEFAULT_TOOLSET_TIMEOUT_MS } = require('./toolset-source')
+const { callGetToolset, errorText, withTimeout, DEFAULT_TOOLSET_TIMEOUT_MS } = require('./sources/toolset')
 const { channelKey } = require('../binding')
 const { createLogger, redactingLogger, requestSecrets } = require('./log')
 

@@ -5,7 +5,7 @@
 // parser does, with the stream route's rules) nor touch sockets.
 
 const { parseInputMessage } = require('../binding')
-const { callGetToolset, errorText, injectInput } = require('./toolset-source')
+const { callGetToolset, errorText, injectInput } = require('./sources/toolset')
 const { createLogger } = require('./log')
 
 const log = createLogger()

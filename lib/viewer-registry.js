@@ -6,8 +6,8 @@
 // every frame goes through Rust once.
 
 const { NativeRegistry, channelKey } = require('../binding')
-const { ToolsetSource, errorText } = require('./toolset-source')
-const { startCdpSource } = require('./cdp-source')
+const { ToolsetSource, errorText } = require('./sources/toolset')
+const { startCdpSource } = require('./sources/cdp')
 const { createLogger, redact } = require('./log')
 
 const NATIVE_OPTION_NAMES = [

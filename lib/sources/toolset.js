@@ -98,7 +98,7 @@ function isToolset(value) {
 class ToolsetSource {
   /**
    * @param {object} o
-   * @param {import('../binding').NativeRegistry} o.native
+   * @param {import('../../binding').NativeRegistry} o.native
    * @param {string} o.key channel key
    * @param {string} o.agentId
    * @param {string | undefined} o.threadId
