@@ -6,7 +6,8 @@
 // every frame goes through Rust once.
 
 const { NativeRegistry, channelKey } = require('../binding')
-const { ToolsetSource, errorText } = require('./sources/toolset')
+const { ToolsetSource } = require('./sources/toolset')
+const { errorText } = require('./util')
 const { startCdpSource } = require('./sources/cdp')
 const { createLogger, redact } = require('./log')
 

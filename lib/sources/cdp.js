@@ -4,7 +4,7 @@
 // and hands it to Rust (`startCdpSource`). Must not touch frames or input: once started, the
 // session lives in Rust (screencast, acks, input relay, crash reporting).
 
-const { errorText, withTimeout } = require('./toolset')
+const { errorText, withTimeout } = require('../util')
 
 /** `screencastOptions` (the toolset's startScreencast options) → CdpSourceOptions. */
 function cdpOptions(screencastOptions = {}, targetId, followNewTabs, timeoutMs) {

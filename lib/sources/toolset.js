@@ -4,22 +4,9 @@
 // forwarding its events to the native registry, tagged with the session's generation so that
 // late events of a stopped session are ignored in Rust. Must not fan out or hold viewers.
 
+const { errorText, withTimeout } = require('../util')
+
 const DEFAULT_TOOLSET_TIMEOUT_MS = 10_000
-
-function errorText(err) {
-  if (err instanceof Error) return err.message
-  return String(err)
-}
-
-/** Resolves `promise`, or rejects after `ms` with a message naming `what`. */
-function withTimeout(promise, ms, what) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
-    timer.unref?.()
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
 
 /**
  * Calls the deployer's `getToolset` as Mastra does: `(agentId)`, plus the thread when the
@@ -407,4 +394,4 @@ async function stopQuietly(stream) {
   }
 }
 
-module.exports = { ToolsetSource, withTimeout, isToolset, errorText, callGetToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
+module.exports = { ToolsetSource, isToolset, callGetToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
