@@ -12,8 +12,8 @@ const { createRequire } = require('node:module')
 const path = require('node:path')
 const { WebSocketServer } = require('ws')
 const { ViewerRegistry } = require('./viewer-registry')
-const { callGetToolset, DEFAULT_TOOLSET_TIMEOUT_MS } = require('./sources/toolset')
-const { errorText, withTimeout } = require('./util')
+const { lookUpToolset } = require('./sources/toolset')
+const { errorText } = require('./util')
 const { channelKey } = require('../binding')
 const { createLogger, redactingLogger, requestSecrets } = require('./log')
 
@@ -180,7 +180,7 @@ function setupBrowserStream(app, config = {}) {
   const registry = config.registry ?? new ViewerRegistry(config)
   const nativeSockets = config.nativeSockets !== false && process.platform !== 'win32'
   const log = createLogger(config.logger)
-  const toolsetTimeoutMs = config.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
+  const { toolsetTimeoutMs } = config
   /** upgrade request → admission decided by the route (agentId, threadId, nonce) */
   const admissions = new WeakMap()
   const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''
@@ -244,13 +244,6 @@ function setupBrowserStream(app, config = {}) {
     }
   }
 
-  /** The agent's toolset, `undefined` when none; throws when the lookup fails or hangs. */
-  async function lookUpToolset(agentId, threadId, timeoutMs) {
-    if (!getToolset) return undefined
-    const toolset = await withTimeout(Promise.resolve().then(() => callGetToolset(getToolset, agentId, threadId)), timeoutMs, 'getToolset')
-    return toolset ?? undefined
-  }
-
   app.get(STREAM_ROUTE, ...gate, async (c) => {
     const incoming = c.env?.incoming
     if (!incoming || !upgrading.has(incoming)) {
@@ -285,7 +278,7 @@ function setupBrowserStream(app, config = {}) {
     if (refusal) return refusal
     let toolset
     try {
-      toolset = await lookUpToolset(agentId, threadId, PROBE_TOOLSET_TIMEOUT_MS)
+      toolset = await lookUpToolset(getToolset, agentId, threadId, PROBE_TOOLSET_TIMEOUT_MS)
     } catch (err) {
       logFor(c).error(`[browser-stream] getToolset failed for the session probe of ${agentId}: ${errorText(err)}`)
       return jsonError(c, 500, 'toolset_failed', 'the browser toolset could not be looked up')
@@ -318,7 +311,7 @@ function setupBrowserStream(app, config = {}) {
     if (refusal) return refusal
     let toolset
     try {
-      toolset = await lookUpToolset(agentId, threadId, toolsetTimeoutMs)
+      toolset = await lookUpToolset(getToolset, agentId, threadId, toolsetTimeoutMs)
     } catch (err) {
       logFor(c).error(`[browser-stream] getToolset failed closing the browser of ${agentId}: ${errorText(err)}`)
       return c.json({ error: 'Failed to close browser' }, 500)

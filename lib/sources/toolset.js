@@ -16,6 +16,21 @@ function callGetToolset(getToolset, agentId, threadId) {
   return threadId === undefined ? getToolset(agentId) : getToolset(agentId, threadId)
 }
 
+/**
+ * The agent's toolset as `getToolset` answers it within `timeoutMs` (default
+ * DEFAULT_TOOLSET_TIMEOUT_MS), `undefined` when there is none (or no `getToolset`); rejects
+ * when the lookup fails or hangs. Whether the answer is a toolset is the caller's to check.
+ */
+async function lookUpToolset(getToolset, agentId, threadId, timeoutMs) {
+  if (typeof getToolset !== 'function') return undefined
+  const toolset = await withTimeout(
+    Promise.resolve().then(() => callGetToolset(getToolset, agentId, threadId)),
+    timeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS,
+    'getToolset',
+  )
+  return toolset ?? undefined
+}
+
 /** Errors of a toolset whose browser went away (Mastra's list). */
 function isDisconnectionError(err) {
   const text = err instanceof Error ? err.message.toLowerCase() : ''
@@ -124,13 +139,8 @@ class ToolsetSource {
   /** The toolset for this channel, `undefined` when there is none. Throws on a bad answer. */
   async resolveToolset() {
     if (this.toolset) return this.toolset
-    if (typeof this.getToolset !== 'function') return undefined
-    const toolset = await withTimeout(
-      Promise.resolve().then(() => callGetToolset(this.getToolset, this.agentId, this.threadId)),
-      this.timeoutMs,
-      'getToolset',
-    )
-    if (toolset === undefined || toolset === null) return undefined
+    const toolset = await lookUpToolset(this.getToolset, this.agentId, this.threadId, this.timeoutMs)
+    if (toolset === undefined) return undefined
     if (!isToolset(toolset)) {
       throw new Error('getToolset returned something that is not a browser toolset')
     }
@@ -394,4 +404,4 @@ async function stopQuietly(stream) {
   }
 }
 
-module.exports = { ToolsetSource, isToolset, callGetToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
+module.exports = { ToolsetSource, isToolset, callGetToolset, lookUpToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
