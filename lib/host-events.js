@@ -130,7 +130,7 @@ class HostEvents {
         timeoutMs: this.#toolsetTimeoutMs,
         cdpTimeoutMs: this.#cdpTimeoutMs,
         isCurrent: () => this.#sources.get(key)?.generation === generation,
-        fail: (detail) => this.#failSession(key, generation, detail),
+        fail: (detail) => this.#endSession(key, generation, { failure: detail }),
       }).then(
         (started) => {
           if (!started && this.#sources.get(key)?.generation === generation) this.#startToolsetSource(event)
@@ -149,7 +149,7 @@ class HostEvents {
         replay = this.#getReplayFrames(agentId, threadId ?? undefined)
       } catch (err) {
         this.#sources.set(key, this.#nativeSourceEntry(key, generation))
-        this.#failSession(key, generation, `getReplayFrames: ${errorText(err)}`)
+        this.#endSession(key, generation, { failure: `getReplayFrames: ${errorText(err)}` })
         return
       }
       if (replay) {
@@ -167,7 +167,8 @@ class HostEvents {
       screencastOptions: this.#screencastOptions,
       toolsetTimeoutMs: this.#toolsetTimeoutMs,
       log: this.#log,
-      fail: (detail) => this.#failSession(key, generation, detail),
+      reportFailure: (detail) => this.#reportFailure(key, generation, detail),
+      fail: (detail) => this.#endSession(key, generation, { failure: detail }),
       idle: () => this.#endSession(key, generation),
     })
     this.#sources.set(key, source)
@@ -180,17 +181,13 @@ class HostEvents {
    * idle with its viewers, so a relaunch or the next viewer starts a new one.
    */
   #nativeSourceEntry(key, generation) {
-    const native = this.#native
     return {
       generation,
       // Holds nothing in JS (see #pruneGone).
       runsInRust: true,
       stop: async () => {},
       input: async () => {},
-      closeStream: async () => {
-        native.setStatus(key, 'browser_closed', generation)
-        native.sourceEnded(key, generation)
-      },
+      closeStream: async () => this.#endSession(key, generation, { closed: true, keepEntry: true }),
     }
   }
 
@@ -200,28 +197,35 @@ class HostEvents {
     try {
       this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
     } catch (err) {
-      this.#failSession(key, generation, `replay source: ${errorText(err)}`)
+      this.#endSession(key, generation, { failure: `replay source: ${errorText(err)}` })
     }
   }
 
   /**
-   * Ends a source session that could not start or broke: viewers get `screencast_failed` (a
-   * fixed text; `detail` goes to the log) and `browser_closed`, the channel goes idle with its
-   * viewers (a relaunch or the next viewer starts a new session), and the session's JS side
-   * is dropped (no `stop` comes for a session that ended by itself).
+   * Tells the viewers of session `generation` that its screencast failed: `screencast_failed`
+   * with Rust's fixed text; `detail` goes to the log only. Whether the session ends is the
+   * caller's (a toolset whose screencast did not start keeps waiting for its browser).
    */
-  #failSession(key, generation, detail) {
+  #reportFailure(key, generation, detail) {
     this.#native.broadcastError(key, 'screencast_failed', detail, generation)
-    this.#native.setStatus(key, 'browser_closed', generation)
-    this.#endSession(key, generation)
   }
 
   /**
-   * Ends a source session quietly: the channel goes idle with its viewers, so the next viewer
-   * (or a relaunch) starts a new one, and the session's JS side is dropped.
+   * Ends session `generation` of channel `key`: the one place JS ends a source session (Rust
+   * ends one with `stop`), whether it failed (could not start or broke), went idle (no toolset
+   * yet) or was closed (a Rust source's `closeStream`). Viewers are told first: after a `failure` (the log's detail) they
+   * get `screencast_failed` and `browser_closed`, after a close `browser_closed`, after going
+   * idle nothing. Then the channel goes idle in Rust with its viewers, so a relaunch or the
+   * next viewer starts a new session. No `stop` comes for a session that ended by itself, so
+   * its JS side is dropped here, except with `keepEntry` (a closed Rust source): its record
+   * stays until the next session replaces it or the channel goes, so that closing the same
+   * session again is stale in Rust rather than told to the viewers once more.
    */
-  #endSession(key, generation) {
+  #endSession(key, generation, { failure, closed = failure !== undefined, keepEntry = false } = {}) {
+    if (failure !== undefined) this.#reportFailure(key, generation, failure)
+    if (closed) this.#native.setStatus(key, 'browser_closed', generation)
     this.#native.sourceEnded(key, generation)
+    if (keepEntry) return
     const source = this.#sources.get(key)
     if (source?.generation === generation) {
       this.#sources.delete(key)

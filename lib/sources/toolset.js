@@ -109,6 +109,7 @@ class ToolsetSource {
    * @param {object | undefined} o.screencastOptions passed to startScreencast
    * @param {number | undefined} o.toolsetTimeoutMs
    * @param {{info: Function, warn: Function, error: Function}} o.log
+   * @param {(detail: string) => void} o.reportFailure tells the viewers the screencast failed
    * @param {(detail: string) => void} o.fail ends the session as failed
    * @param {() => void} o.idle ends the session quietly (no toolset yet)
    */
@@ -122,6 +123,7 @@ class ToolsetSource {
     this.screencastOptions = o.screencastOptions
     this.timeoutMs = o.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
     this.log = o.log
+    this.onReportFailure = o.reportFailure
     this.onFail = o.fail
     this.onIdle = o.idle
     this.toolset = null
@@ -156,12 +158,12 @@ class ToolsetSource {
   }
 
   /**
-   * A screencast did not start: viewers are told (a fixed text; the detail goes to the log)
-   * and the session keeps its browser callbacks, so the browser's next ready event (or a
-   * `relaunch`) tries again, as Mastra's registry does.
+   * A screencast did not start: viewers are told (the registry's `reportFailure`: a fixed
+   * text, the detail to the log) and the session keeps its browser callbacks, so the browser's
+   * next ready event (or a `relaunch`) tries again, as Mastra's registry does.
    */
   startFailed(detail) {
-    this.native.broadcastError(this.key, 'screencast_failed', detail, this.generation)
+    this.onReportFailure(detail)
     this.reportClosed()
   }
 
