@@ -7,7 +7,6 @@
 // viewer state beyond handing sockets to the registry, and never logs a request's credentials.
 
 const { randomUUID } = require('node:crypto')
-const { STATUS_CODES } = require('node:http')
 const { createRequire } = require('node:module')
 const path = require('node:path')
 const { WebSocketServer } = require('ws')
@@ -15,7 +14,8 @@ const { ViewerRegistry } = require('./viewer-registry')
 const { lookUpToolset } = require('./sources/toolset')
 const { errorText } = require('./util')
 const { channelKey } = require('../binding')
-const { createLogger, redactingLogger, requestSecrets } = require('./log')
+const { createLogger, redactingLogger, requestSecrets, contextLogger } = require('./log')
+const { jsonError, writeHttpResponse, rejectUpgrade } = require('./http')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
 /** The subprotocol of the extended mode (docs/PROTOCOL.md). */
@@ -31,10 +31,6 @@ const ADMISSION_HEADER = 'x-browser-stream-admission'
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()
-
-function jsonError(c, status, error, message) {
-  return c.json({ error, message }, status)
-}
 
 /** Mastra's normalisation (one trailing slash dropped, empty → `/api`), plus a leading `/`. */
 function normalizePrefix(prefix) {
@@ -118,33 +114,6 @@ function mastraAuthMiddleware(mastra, log) {
   }
 }
 
-/** Writes a Fetch `Response` as a raw HTTP/1.1 response on a socket and ends it. */
-async function writeHttpResponse(socket, response) {
-  let body = Buffer.alloc(0)
-  try {
-    body = Buffer.from(await response.arrayBuffer())
-  } catch {
-    // An unreadable body still gets its status line.
-  }
-  if (socket.destroyed) return
-  const status = response.status
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
-  for (const [name, value] of response.headers) {
-    if (/^(content-length|connection|transfer-encoding|keep-alive)$/i.test(name)) continue
-    head += `${name}: ${value}\r\n`
-  }
-  head += `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n`
-  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
-}
-
-function rejectUpgrade(socket, status, error, message, extraHeaders = {}) {
-  const response = new Response(JSON.stringify({ error, message }), {
-    status,
-    headers: { 'content-type': 'application/json', ...extraHeaders },
-  })
-  return writeHttpResponse(socket, response)
-}
-
 /**
  * Registers `GET /browser/:agentId/stream` (and the session probe and close routes) on `app`
  * and returns `{ injectWebSocket, registry }`; call `injectWebSocket(server)` after `serve()`.
@@ -186,9 +155,6 @@ function setupBrowserStream(app, config = {}) {
   const basePath = typeof app._basePath === 'string' ? app._basePath.replace(/\/+$/, '') : ''
   const streamPath = new RegExp(`^${escapeRegExp(basePath)}/browser/[^/]+/stream/?$`)
 
-  /** A logger for lines built from request `c`: its credentials never reach the log. */
-  const logFor = (c) => redactingLogger(log, requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers)))
-
   // The gate of every route, as Route middleware so that it holds whatever the app registers
   // around it: Origin (only when the request has one), Mastra's auth, the authenticate hook.
   const checkOrigin = async (c, next) => {
@@ -198,7 +164,7 @@ function setupBrowserStream(app, config = {}) {
       try {
         allowed = await originAllowed(allowedOrigins, origin, c)
       } catch (err) {
-        logFor(c).warn(`[browser-stream] allowedOrigins threw: ${errorText(err)}`)
+        contextLogger(log, c).warn(`[browser-stream] allowedOrigins threw: ${errorText(err)}`)
       }
       if (!allowed) return jsonError(c, 403, 'origin_not_allowed', 'this origin may not use the browser stream')
     }
@@ -224,7 +190,7 @@ function setupBrowserStream(app, config = {}) {
         verdict = await authenticate(c, token)
       } catch (err) {
         // The hook's error may quote the credential: never let it reach the logs.
-        logFor(c).warn(`[browser-stream] authenticate threw: ${errorText(err)}`)
+        contextLogger(log, c).warn(`[browser-stream] authenticate threw: ${errorText(err)}`)
         verdict = false
       }
       if (verdict instanceof Response) return verdict
@@ -262,7 +228,7 @@ function setupBrowserStream(app, config = {}) {
       try {
         canControl = (await authorizeControl(c)) === true
       } catch (err) {
-        logFor(c).warn(`[browser-stream] authorizeControl threw: ${errorText(err)}`)
+        contextLogger(log, c).warn(`[browser-stream] authorizeControl threw: ${errorText(err)}`)
         canControl = false
       }
     }
@@ -280,7 +246,7 @@ function setupBrowserStream(app, config = {}) {
     try {
       toolset = await lookUpToolset(getToolset, agentId, threadId, PROBE_TOOLSET_TIMEOUT_MS)
     } catch (err) {
-      logFor(c).error(`[browser-stream] getToolset failed for the session probe of ${agentId}: ${errorText(err)}`)
+      contextLogger(log, c).error(`[browser-stream] getToolset failed for the session probe of ${agentId}: ${errorText(err)}`)
       return jsonError(c, 500, 'toolset_failed', 'the browser toolset could not be looked up')
     }
     let hasSession = false
@@ -292,7 +258,7 @@ function setupBrowserStream(app, config = {}) {
         hasSession = toolset.isBrowserRunning(threadId) === true
       }
     } catch (err) {
-      logFor(c).warn(`[browser-stream] the toolset's session check failed for ${agentId}: ${errorText(err)}`)
+      contextLogger(log, c).warn(`[browser-stream] the toolset's session check failed for ${agentId}: ${errorText(err)}`)
     }
     return c.json({ hasSession, screencastAvailable: true })
   })
@@ -313,7 +279,7 @@ function setupBrowserStream(app, config = {}) {
     try {
       toolset = await lookUpToolset(getToolset, agentId, threadId, toolsetTimeoutMs)
     } catch (err) {
-      logFor(c).error(`[browser-stream] getToolset failed closing the browser of ${agentId}: ${errorText(err)}`)
+      contextLogger(log, c).error(`[browser-stream] getToolset failed closing the browser of ${agentId}: ${errorText(err)}`)
       return c.json({ error: 'Failed to close browser' }, 500)
     }
     if (!toolset) return c.json({ error: 'No browser session for this agent' }, 404)
@@ -328,7 +294,7 @@ function setupBrowserStream(app, config = {}) {
       }
       return c.json({ success: true })
     } catch (err) {
-      logFor(c).error(`[browser-stream] closing the browser of ${agentId}: ${errorText(err)}`)
+      contextLogger(log, c).error(`[browser-stream] closing the browser of ${agentId}: ${errorText(err)}`)
       return c.json({ error: 'Failed to close browser' }, 500)
     }
   })

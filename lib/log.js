@@ -82,4 +82,9 @@ function redactingLogger(log, secrets) {
   return { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
 }
 
-module.exports = { createLogger, redact, redactingLogger, requestSecrets }
+/** `log` for lines built from the Hono context `c`: its request's credentials never reach the log. */
+function contextLogger(log, c) {
+  return redactingLogger(log, requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers)))
+}
+
+module.exports = { createLogger, redact, redactingLogger, requestSecrets, contextLogger }
