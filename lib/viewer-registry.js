@@ -136,7 +136,7 @@ class ViewerRegistry {
 
   /**
    * `checkAdmission` without counting a refusal (a second look at one already counted).
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   admissionRefusal(agentId, threadId) {
     return this.#native.checkAdmission(agentId, threadId || undefined, false)
@@ -145,7 +145,7 @@ class ViewerRegistry {
   /**
    * Hands an upgraded plain-TCP socket to Rust by file descriptor. The caller must
    * `socket.destroy()` in the same tick. Returns the viewer id.
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   adoptSocket(fd, websocketKey, head, agentId, threadId, options) {
     return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined, options)
@@ -153,7 +153,7 @@ class ViewerRegistry {
 
   /**
    * Serves a `ws` WebSocket kept in JS (TLS, no usable fd). Returns the viewer id.
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   attachSocket(ws, agentId, threadId, options) {
     const id = this.#native.attachBridged(agentId, threadId || undefined, true, options)
