@@ -10,6 +10,7 @@
 
 const { randomUUID } = require('node:crypto')
 const { WebSocketServer } = require('ws')
+const { CloseCode } = require('./close-codes')
 const { rejectUpgrade, writeHttpResponse } = require('./http')
 const { redactingLogger, requestSecrets } = require('./log')
 const { errorText } = require('./util')
@@ -20,6 +21,12 @@ const { errorText } = require('./util')
  * upgraded, so middleware that refuses after `await next()` (or throws) decides.
  */
 const ADMISSION_HEADER = 'x-browser-stream-admission'
+
+/**
+ * Largest client message on a bridged socket when `maxMessageBytes` is not set: the native
+ * registry's default (NativeRegistryOptions.maxMessageBytes), which Rust applies to its own.
+ */
+const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()
@@ -56,7 +63,7 @@ function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMess
 
   const bridgeServer = new WebSocketServer({
     noServer: true,
-    maxPayload: maxMessageBytes ?? 64 * 1024,
+    maxPayload: maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     perMessageDeflate: false,
     // Echo the subprotocol the route chose (the extended one), never anything else.
     handleProtocols: (offered, req) => bridgedProtocols.get(req) ?? false,
@@ -85,7 +92,7 @@ function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMess
       try {
         registry.attachSocket(ws, agentId, threadId, options)
       } catch (err) {
-        ws.close(1013, errorText(err).slice(0, 120))
+        ws.close(CloseCode.TRY_AGAIN_LATER, errorText(err).slice(0, 120))
       }
     })
   }

@@ -8,6 +8,7 @@
 // Must not fan out frames itself: every frame goes through Rust once.
 
 const { NativeRegistry, channelKey } = require('../binding')
+const { CloseCode } = require('./close-codes')
 const { HostEvents } = require('./host-events')
 const { createLogger } = require('./log')
 
@@ -28,6 +29,13 @@ const NATIVE_OPTION_NAMES = [
   'resumeMaxAgeMs',
   'maxEventBytes',
 ]
+
+/**
+ * Milliseconds between pings on a bridged socket when `heartbeatIntervalMs` is not set: the
+ * native registry's default (NativeRegistryOptions.heartbeatIntervalMs), which Rust applies to
+ * its own sockets.
+ */
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 15_000
 
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
@@ -84,7 +92,7 @@ class ViewerRegistry {
     if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100 || options.cdpTimeoutMs > 600_000)) {
       throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer from 100 to 600000')
     }
-    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
+    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
     if (options.implicitControl !== undefined) {
       if (typeof options.implicitControl !== 'boolean') throw new TypeError('ViewerRegistry option implicitControl must be a boolean')
       nativeOptions.implicitControl = options.implicitControl
@@ -283,7 +291,7 @@ class ViewerRegistry {
    * @param {number} [code]
    * @param {string} [reason]
    */
-  closeViewer(viewerId, code = 1008, reason = '') {
+  closeViewer(viewerId, code = CloseCode.POLICY, reason = '') {
     return this.#native.closeViewer(viewerId, code, reason)
   }
 
@@ -388,7 +396,7 @@ class ViewerRegistry {
     this.#bridged.clear()
     for (const socket of bridged) {
       try {
-        socket.close(1001, 'server shutting down')
+        socket.close(CloseCode.GOING_AWAY, 'server shutting down')
       } catch {
         // Already closed.
       }
