@@ -1,8 +1,8 @@
 'use strict'
 // Logging: the deployer's logger as this package calls it, and the redaction of credentials
 // from log lines. Owns what counts as a credential of a request (query parameters such as
-// `apiKey`, the `Authorization` header, cookie values) and how it is blanked. Must not decide
-// what is logged (its callers do).
+// `apiKey`, the `Authorization` header, cookie values) and how it is blanked, for a Node
+// request or a Hono context. Must not decide what is logged (its callers do).
 
 /** Query parameters whose values are credentials. */
 const SECRET_PARAM_NAMES = ['apiKey', 'api_key', 'token', 'access_token', 'auth']

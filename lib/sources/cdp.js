@@ -1,8 +1,9 @@
 'use strict'
 // The JS side of a native CDP source: asks the app for the agent's DevTools endpoint
 // (`getCdpEndpoint`), resolves an `http://host:port` endpoint to the browser's WebSocket URL,
-// and hands it to Rust (`startCdpSource`). Must not touch frames or input: once started, the
-// session lives in Rust (screencast, acks, input relay, crash reporting).
+// and hands it to Rust (`startCdpSource`). Owns the JS-side default of the DevTools timeout.
+// Must not touch frames or input: once started, the session lives in Rust (screencast, acks,
+// input relay, crash reporting); a failure is reported through the `fail` it is given.
 
 const { errorText, withTimeout } = require('../util')
 const { DEFAULT_TOOLSET_TIMEOUT_MS } = require('./toolset')

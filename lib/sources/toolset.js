@@ -1,8 +1,10 @@
 'use strict'
 // The JS frame source: one screencast session of a Mastra-style browser toolset for one
-// channel. Owns calling the toolset (getToolset, onBrowserReady, startScreencast, inject*) and
-// forwarding its events to the native registry, tagged with the session's generation so that
-// late events of a stopped session are ignored in Rust. Must not fan out or hold viewers.
+// channel. Owns calling the toolset (getToolset, onBrowserReady, startScreencast, inject*),
+// with the toolset timeout and its default, and forwarding its events to the native registry,
+// tagged with the session's generation so that late events of a stopped session are ignored in
+// Rust. Must not fan out or hold viewers, nor end its session itself (HostEvents does, through
+// the `fail` and `idle` it is given).
 
 const { errorText, withTimeout } = require('../util')
 
