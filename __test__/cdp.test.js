@@ -279,7 +279,7 @@ test('startCdpSource refuses bad arguments with clear errors', () => {
 })
 
 test('resolveDevtoolsUrl: ws URLs as they are, http endpoints through /json/version, clear errors', async () => {
-  const { resolveDevtoolsUrl } = require('../lib/cdp-source')
+  const { resolveDevtoolsUrl } = require('../lib/sources/cdp')
   assert.equal(await resolveDevtoolsUrl('ws://h:1/devtools/browser/x'), 'ws://h:1/devtools/browser/x')
   await assert.rejects(resolveDevtoolsUrl('ftp://h'), /not a ws:\/\/ or http:\/\/ URL/)
   await assert.rejects(resolveDevtoolsUrl(''), /non-empty string/)

@@ -5,7 +5,8 @@
 // parser does, with the stream route's rules) nor touch sockets.
 
 const { parseInputMessage } = require('../binding')
-const { callGetToolset, errorText, injectInput } = require('./toolset-source')
+const { callGetToolset, injectInput } = require('./sources/toolset')
+const { errorText } = require('./util')
 const { createLogger } = require('./log')
 
 const log = createLogger()

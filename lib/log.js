@@ -1,8 +1,8 @@
 'use strict'
 // Logging: the deployer's logger as this package calls it, and the redaction of credentials
 // from log lines. Owns what counts as a credential of a request (query parameters such as
-// `apiKey`, the `Authorization` header, cookie values) and how it is blanked. Must not decide
-// what is logged (its callers do).
+// `apiKey`, the `Authorization` header, cookie values) and how it is blanked, for a Node
+// request or a Hono context. Must not decide what is logged (its callers do).
 
 /** Query parameters whose values are credentials. */
 const SECRET_PARAM_NAMES = ['apiKey', 'api_key', 'token', 'access_token', 'auth']
@@ -82,4 +82,9 @@ function redactingLogger(log, secrets) {
   return { warn: (text) => log.warn(redact(text, secrets)), error: (text) => log.error(redact(text, secrets)) }
 }
 
-module.exports = { createLogger, redact, redactingLogger, requestSecrets }
+/** `log` for lines built from the Hono context `c`: its request's credentials never reach the log. */
+function contextLogger(log, c) {
+  return redactingLogger(log, requestSecrets(c.req.url, Object.fromEntries(c.req.raw.headers)))
+}
+
+module.exports = { createLogger, redact, redactingLogger, requestSecrets, contextLogger }

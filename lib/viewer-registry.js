@@ -1,14 +1,16 @@
 'use strict'
 // ViewerRegistry: the drop-in for the TypeScript module's class of the same name, backed by
-// the native registry. Owns the JS side of the native host callback (start/stop of JS toolset
-// sources, input relay to the toolset, writes to JS-bridged sockets) and the mapping of
-// drop-in keys and WSContext objects to native viewer ids. Must not fan out frames itself:
-// every frame goes through Rust once.
+// the native registry. Owns the checking of its options, the mapping of drop-in keys and
+// WSContext objects to native viewer ids, the channel book (which channels JS knows, with a
+// drop-in viewer's getToolset) and the sockets kept in JS (bridged `ws` sockets with their
+// heartbeat, drop-in WSContexts). Delegates the native host callback — the source sessions —
+// to HostEvents (host-events.js), lending it only the channel book and the bridged sockets.
+// Must not fan out frames itself: every frame goes through Rust once.
 
 const { NativeRegistry, channelKey } = require('../binding')
-const { ToolsetSource, errorText } = require('./toolset-source')
-const { startCdpSource } = require('./cdp-source')
-const { createLogger, redact } = require('./log')
+const { CloseCode } = require('./close-codes')
+const { HostEvents } = require('./host-events')
+const { createLogger } = require('./log')
 
 const NATIVE_OPTION_NAMES = [
   'lingerMs',
@@ -28,6 +30,13 @@ const NATIVE_OPTION_NAMES = [
   'maxEventBytes',
 ]
 
+/**
+ * Milliseconds between pings on a bridged socket when `heartbeatIntervalMs` is not set: the
+ * native registry's default (NativeRegistryOptions.heartbeatIntervalMs), which Rust applies to
+ * its own sockets.
+ */
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 15_000
+
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
 
@@ -45,21 +54,9 @@ function sendPaced(ws, data) {
 
 class ViewerRegistry {
   #native
-  #getToolset
-  /** agentId → prerecorded frames replayed by the Rust source instead of a toolset */
-  #getReplayFrames
-  /** agentId → DevTools endpoint of its browser, for the native CDP source */
-  #getCdpEndpoint
-  #screencastOptions
-  #toolsetTimeoutMs
-  /** how long the browser may take to answer the native CDP source */
-  #cdpTimeoutMs
+  /** the host callback's side: the source sessions of the channels */
+  #hostEvents
   #heartbeatIntervalMs
-  /** (agentId, controller, {threadId, key}) on every control change */
-  #onControlChange
-  #log
-  /** channel key → ToolsetSource of the live session */
-  #sources = new Map()
   /** channel key → getToolset given by the drop-in addViewer */
   #toolsetGetters = new Map()
   /** channel key → { agentId, threadId } of every channel whose source was started */
@@ -71,7 +68,7 @@ class ViewerRegistry {
   #closed = false
 
   /**
-   * @param {import('./index').ViewerRegistryOptions} [options]
+   * @param {import('../index').ViewerRegistryOptions} [options]
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
@@ -86,22 +83,16 @@ class ViewerRegistry {
       }
       nativeOptions[name] = value
     }
-    this.#getToolset = options.getToolset
     if (options.getReplayFrames !== undefined && typeof options.getReplayFrames !== 'function') {
       throw new TypeError('ViewerRegistry option getReplayFrames must be a function')
     }
-    this.#getReplayFrames = options.getReplayFrames
     if (options.getCdpEndpoint !== undefined && typeof options.getCdpEndpoint !== 'function') {
       throw new TypeError('ViewerRegistry option getCdpEndpoint must be a function')
     }
-    this.#getCdpEndpoint = options.getCdpEndpoint
-    this.#screencastOptions = options.screencastOptions
-    this.#toolsetTimeoutMs = options.toolsetTimeoutMs
     if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100 || options.cdpTimeoutMs > 600_000)) {
       throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer from 100 to 600000')
     }
-    this.#cdpTimeoutMs = options.cdpTimeoutMs
-    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000
+    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
     if (options.implicitControl !== undefined) {
       if (typeof options.implicitControl !== 'boolean') throw new TypeError('ViewerRegistry option implicitControl must be a boolean')
       nativeOptions.implicitControl = options.implicitControl
@@ -109,212 +100,34 @@ class ViewerRegistry {
     if (options.onControlChange !== undefined && typeof options.onControlChange !== 'function') {
       throw new TypeError('ViewerRegistry option onControlChange must be a function')
     }
-    this.#onControlChange = options.onControlChange
-    this.#log = createLogger(options.logger)
-    this.#native = new NativeRegistry((event) => this.#onHostEvent(event), nativeOptions)
-  }
-
-  // ---- host events from Rust -------------------------------------------------------------
-
-  /**
-   * `input` and `send` are awaited by Rust (which counts a failed input); nobody awaits the
-   * others, so their failures are logged here rather than left as unhandled rejections.
-   */
-  #onHostEvent(event) {
-    const handled = this.#handleHostEvent(event)
-    if (event.kind === 'input' || event.kind === 'send') return handled
-    return handled.catch((err) => this.#log.error(`[browser-stream] ${event.kind} of ${event.key ?? event.viewerId}: ${errorText(err)}`))
-  }
-
-  async #handleHostEvent(event) {
-    switch (event.kind) {
-      case 'start':
-        this.#startSource(event)
-        return
-      case 'stop':
-        await this.#stopSource(event)
-        return
-      case 'input':
-        await this.#relayInput(event)
-        return
-      case 'send': {
-        const socket = this.#bridged.get(event.viewerId)
-        if (!socket) throw new Error(`viewer ${event.viewerId} is gone`)
-        await socket.send(event.data ?? event.text)
-        return
-      }
-      case 'control':
-        this.#controlChanged(event)
-        return
-      case 'log':
-        // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
-        this.#log[event.level === 'error' ? 'error' : 'warn'](`[browser-stream] ${redact(event.text)}`)
-        return
-      case 'close': {
-        const socket = this.#bridged.get(event.viewerId)
-        this.#bridged.delete(event.viewerId)
-        socket?.close(event.code, event.reason)
-        return
-      }
-      case 'terminate': {
-        const socket = this.#bridged.get(event.viewerId)
-        this.#bridged.delete(event.viewerId)
-        socket?.terminate()
-        return
-      }
-      default:
-        this.#log.warn(`[browser-stream] unknown host event ${event.kind}`)
-    }
-  }
-
-  #startSource(event) {
-    const { key, agentId, threadId, generation } = event
-    this.#pruneGone()
-    this.#channels.set(key, { agentId, threadId: threadId ?? undefined })
-    const previous = this.#sources.get(key)
-    if (previous && previous.generation !== generation) void previous.stop()
-    if (this.#getCdpEndpoint) {
-      // Native source: Rust owns the session once started; the entry only marks it live.
-      this.#sources.set(key, this.#nativeSourceEntry(key, generation))
-      startCdpSource({
-        native: this.#native,
-        key,
-        generation,
-        agentId,
-        threadId: threadId ?? undefined,
-        getCdpEndpoint: this.#getCdpEndpoint,
-        screencastOptions: this.#screencastOptions,
-        timeoutMs: this.#toolsetTimeoutMs,
-        cdpTimeoutMs: this.#cdpTimeoutMs,
-        isCurrent: () => this.#sources.get(key)?.generation === generation,
-        fail: (detail) => this.#failSession(key, generation, detail),
-      }).then(
-        (started) => {
-          if (!started && this.#sources.get(key)?.generation === generation) this.#startToolsetSource(event)
-        },
-        (err) => this.#log.warn(`[browser-stream] CDP source of ${key}: ${errorText(err)}`),
-      )
-      return
-    }
-    this.#startToolsetSource(event)
-  }
-
-  #startToolsetSource({ key, agentId, threadId, generation }) {
-    if (this.#getReplayFrames) {
-      let replay
-      try {
-        replay = this.#getReplayFrames(agentId, threadId ?? undefined)
-      } catch (err) {
-        this.#sources.set(key, this.#nativeSourceEntry(key, generation))
-        this.#failSession(key, generation, `getReplayFrames: ${errorText(err)}`)
-        return
-      }
-      if (replay) {
-        this.#startReplay(key, generation, replay)
-        return
-      }
-    }
-    const source = new ToolsetSource({
+    const log = createLogger(options.logger)
+    this.#native = new NativeRegistry((event) => this.#hostEvents.handle(event), nativeOptions)
+    this.#hostEvents = new HostEvents({
       native: this.#native,
-      key,
-      agentId,
-      threadId: threadId ?? undefined,
-      generation,
-      getToolset: this.#toolsetGetters.get(key) ?? this.#getToolset,
-      screencastOptions: this.#screencastOptions,
-      toolsetTimeoutMs: this.#toolsetTimeoutMs,
-      log: this.#log,
-      fail: (detail) => this.#failSession(key, generation, detail),
-      idle: () => this.#endSession(key, generation),
-    })
-    this.#sources.set(key, source)
-    source.start().catch(() => {})
-  }
-
-  /**
-   * The JS record of a source that runs in Rust (CDP, replay): stopping and input happen in
-   * Rust; `closeStream` (drop-in closeBrowserSession) ends the session and leaves the channel
-   * idle with its viewers, so a relaunch or the next viewer starts a new one.
-   */
-  #nativeSourceEntry(key, generation) {
-    const native = this.#native
-    return {
-      generation,
-      // Holds nothing in JS (see #pruneGone).
-      runsInRust: true,
-      stop: async () => {},
-      input: async () => {},
-      closeStream: async () => {
-        native.setStatus(key, 'browser_closed', generation)
-        native.sourceEnded(key, generation)
+      log,
+      getToolset: options.getToolset,
+      getReplayFrames: options.getReplayFrames,
+      getCdpEndpoint: options.getCdpEndpoint,
+      screencastOptions: options.screencastOptions,
+      toolsetTimeoutMs: options.toolsetTimeoutMs,
+      cdpTimeoutMs: options.cdpTimeoutMs,
+      onControlChange: options.onControlChange,
+      // Lent, not exposed: the channel book and the bridged sockets, as narrow as HostEvents needs.
+      channels: {
+        remember: (key, channel) => this.#channels.set(key, channel),
+        toolsetGetter: (key) => this.#toolsetGetters.get(key),
+        forget: (key) => this.#forgetKey(key),
+        pruneGone: () => this.#pruneGoneChannels(),
       },
-    }
-  }
-
-  /** Runs a replay source in Rust; it stops by itself when its generation ends. */
-  #startReplay(key, generation, { frames, fps, stampFrames, width, height }) {
-    this.#sources.set(key, this.#nativeSourceEntry(key, generation))
-    try {
-      this.#native.startReplaySource(key, generation, frames, { fps, stampFrames, width, height })
-    } catch (err) {
-      this.#failSession(key, generation, `replay source: ${errorText(err)}`)
-    }
-  }
-
-  /**
-   * Ends a source session that could not start or broke: viewers get `screencast_failed` (a
-   * fixed text; `detail` goes to the log) and `browser_closed`, the channel goes idle with its
-   * viewers (a relaunch or the next viewer starts a new session), and the session's JS side
-   * is dropped (no `stop` comes for a session that ended by itself).
-   */
-  #failSession(key, generation, detail) {
-    this.#native.broadcastError(key, 'screencast_failed', detail, generation)
-    this.#native.setStatus(key, 'browser_closed', generation)
-    this.#endSession(key, generation)
-  }
-
-  /**
-   * Ends a source session quietly: the channel goes idle with its viewers, so the next viewer
-   * (or a relaunch) starts a new one, and the session's JS side is dropped.
-   */
-  #endSession(key, generation) {
-    this.#native.sourceEnded(key, generation)
-    const source = this.#sources.get(key)
-    if (source?.generation === generation) {
-      this.#sources.delete(key)
-      void source.stop()
-    }
-    this.#pruneGone()
-  }
-
-  async #stopSource({ key, generation }) {
-    const source = this.#sources.get(key)
-    if (!source || source.generation !== generation) return
-    this.#sources.delete(key)
-    this.#forgetKey(key)
-    try {
-      await source.stop()
-    } catch (err) {
-      this.#log.warn(`[browser-stream] stopping ${key}: ${errorText(err)}`)
-    }
-  }
-
-  async #relayInput({ key, generation, inputKind, input, text }) {
-    const source = this.#sources.get(key)
-    if (!source || source.generation !== generation) return
-    await source.input(inputKind, inputKind === 'text' ? { text } : input)
-  }
-
-  #controlChanged({ key, agentId, threadId, controller }) {
-    if (!this.#onControlChange) return
-    try {
-      const result = this.#onControlChange(agentId, controller ?? null, { threadId: threadId ?? undefined, key })
-      if (result && typeof result.then === 'function') {
-        result.then(undefined, (err) => this.#log.warn(`[browser-stream] onControlChange: ${errorText(err)}`))
-      }
-    } catch (err) {
-      this.#log.warn(`[browser-stream] onControlChange: ${errorText(err)}`)
-    }
+      sockets: {
+        get: (viewerId) => this.#bridged.get(viewerId),
+        take: (viewerId) => {
+          const socket = this.#bridged.get(viewerId)
+          this.#bridged.delete(viewerId)
+          return socket
+        },
+      },
+    })
   }
 
   // ---- sockets ---------------------------------------------------------------------------
@@ -331,7 +144,7 @@ class ViewerRegistry {
 
   /**
    * `checkAdmission` without counting a refusal (a second look at one already counted).
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   admissionRefusal(agentId, threadId) {
     return this.#native.checkAdmission(agentId, threadId || undefined, false)
@@ -340,7 +153,7 @@ class ViewerRegistry {
   /**
    * Hands an upgraded plain-TCP socket to Rust by file descriptor. The caller must
    * `socket.destroy()` in the same tick. Returns the viewer id.
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   adoptSocket(fd, websocketKey, head, agentId, threadId, options) {
     return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined, options)
@@ -348,7 +161,7 @@ class ViewerRegistry {
 
   /**
    * Serves a `ws` WebSocket kept in JS (TLS, no usable fd). Returns the viewer id.
-   * @internal used by setupBrowserStream
+   * @internal used by the upgrade (upgrade.js)
    */
   attachSocket(ws, agentId, threadId, options) {
     const id = this.#native.attachBridged(agentId, threadId || undefined, true, options)
@@ -396,13 +209,8 @@ class ViewerRegistry {
     this.#channels.delete(nativeKey)
   }
 
-  /**
-   * Forgets what JS keeps of channels the registry let go without a `stop` (their session
-   * ended by itself, then the last viewer left): nothing else would drop it.
-   */
-  #pruneGone() {
-    // Only Rust sources: a JS source of a gone channel still gets its `stop`, which stops it.
-    for (const [key, source] of this.#sources) if (source.runsInRust && !this.#native.hasChannel(key)) this.#sources.delete(key)
+  /** Forgets the channels the native registry let go without a `stop` (see HostEvents). */
+  #pruneGoneChannels() {
     for (const key of this.#channels.keys()) if (!this.#native.hasChannel(key)) this.#forgetKey(key)
   }
 
@@ -483,7 +291,7 @@ class ViewerRegistry {
    * @param {number} [code]
    * @param {string} [reason]
    */
-  closeViewer(viewerId, code = 1008, reason = '') {
+  closeViewer(viewerId, code = CloseCode.POLICY, reason = '') {
     return this.#native.closeViewer(viewerId, code, reason)
   }
 
@@ -526,7 +334,7 @@ class ViewerRegistry {
    * @param {string} key
    */
   async closeBrowserSession(key) {
-    await Promise.all(this.#nativeKeys(key).map((nativeKey) => this.#closeSession(nativeKey)))
+    await Promise.all(this.#nativeKeys(key).map((nativeKey) => this.#hostEvents.closeSession(nativeKey)))
   }
 
   /**
@@ -535,7 +343,7 @@ class ViewerRegistry {
    * @param {string} [threadId]
    */
   async closeBrowserSessionOf(agentId, threadId) {
-    await this.#closeSession(channelKey(agentId, threadId || undefined))
+    await this.#hostEvents.closeSession(channelKey(agentId, threadId || undefined))
   }
 
   /**
@@ -546,14 +354,7 @@ class ViewerRegistry {
   async closeAgentSessions(agentId) {
     const keys = new Set([channelKey(agentId, undefined)])
     for (const [nativeKey, channel] of this.#channels) if (channel.agentId === agentId) keys.add(nativeKey)
-    await Promise.all([...keys].map((nativeKey) => this.#closeSession(nativeKey)))
-  }
-
-  async #closeSession(nativeKey) {
-    this.#native.clearPageState(nativeKey)
-    const source = this.#sources.get(nativeKey)
-    if (source) await source.closeStream()
-    else this.#native.setStatus(nativeKey, 'browser_closed')
+    await Promise.all([...keys].map((nativeKey) => this.#hostEvents.closeSession(nativeKey)))
   }
 
   /**
@@ -590,18 +391,17 @@ class ViewerRegistry {
     // Synchronously first: no viewer is admitted once close() has returned.
     this.#native.close()
     const closeFramesSent = this.#native.closeAndWait(CLOSE_WAIT_MS)
-    const sources = [...this.#sources.values()]
-    this.#sources.clear()
+    const stopSources = this.#hostEvents.releaseAll()
     const bridged = [...this.#bridged.values()]
     this.#bridged.clear()
     for (const socket of bridged) {
       try {
-        socket.close(1001, 'server shutting down')
+        socket.close(CloseCode.GOING_AWAY, 'server shutting down')
       } catch {
         // Already closed.
       }
     }
-    await Promise.all([closeFramesSent, ...sources.map((source) => source.stop())])
+    await Promise.all([closeFramesSent, stopSources()])
   }
 }
 

@@ -1,10 +1,18 @@
 'use strict'
 // The JS side of a native CDP source: asks the app for the agent's DevTools endpoint
 // (`getCdpEndpoint`), resolves an `http://host:port` endpoint to the browser's WebSocket URL,
-// and hands it to Rust (`startCdpSource`). Must not touch frames or input: once started, the
-// session lives in Rust (screencast, acks, input relay, crash reporting).
+// and hands it to Rust (`startCdpSource`). Owns the JS-side default of the DevTools timeout.
+// Must not touch frames or input: once started, the session lives in Rust (screencast, acks,
+// input relay, crash reporting); a failure is reported through the `fail` it is given.
 
-const { errorText, withTimeout } = require('./toolset-source')
+const { errorText, withTimeout } = require('../util')
+const { DEFAULT_TOOLSET_TIMEOUT_MS } = require('./toolset')
+
+/**
+ * How long the browser may take to answer (`cdpTimeoutMs`), when not set: the same as the
+ * native CDP source's default, which applies to it in Rust.
+ */
+const DEFAULT_CDP_TIMEOUT_MS = 10_000
 
 /** `screencastOptions` (the toolset's startScreencast options) → CdpSourceOptions. */
 function cdpOptions(screencastOptions = {}, targetId, followNewTabs, timeoutMs) {
@@ -25,7 +33,7 @@ function cdpOptions(screencastOptions = {}, targetId, followNewTabs, timeoutMs) 
  * The browser's DevTools WebSocket URL for `endpoint`: a `ws(s)://` URL as is, or the
  * `webSocketDebuggerUrl` that `http(s)://host:port/json/version` answers.
  */
-async function resolveDevtoolsUrl(endpoint, timeoutMs = 5000) {
+async function resolveDevtoolsUrl(endpoint, timeoutMs = DEFAULT_CDP_TIMEOUT_MS) {
   if (typeof endpoint !== 'string' || endpoint === '') throw new TypeError('the CDP endpoint must be a non-empty string')
   if (/^wss?:\/\//i.test(endpoint)) return endpoint
   if (!/^https?:\/\//i.test(endpoint)) throw new TypeError(`the CDP endpoint ${endpoint} is not a ws:// or http:// URL`)
@@ -46,8 +54,9 @@ async function resolveDevtoolsUrl(endpoint, timeoutMs = 5000) {
 /**
  * Starts the CDP source of one session. Resolves to true when Rust took it over, false when
  * `getCdpEndpoint` had no browser for this agent (the caller falls back to the toolset).
+ * `getCdpEndpoint` gets as long as `getToolset` would (`timeoutMs`, the toolset timeout).
  */
-async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = 10_000, cdpTimeoutMs, isCurrent, fail }) {
+async function startCdpSource({ native, key, generation, agentId, threadId, getCdpEndpoint, screencastOptions, timeoutMs = DEFAULT_TOOLSET_TIMEOUT_MS, cdpTimeoutMs, isCurrent, fail }) {
   let found
   try {
     found = await withTimeout(
@@ -64,7 +73,7 @@ async function startCdpSource({ native, key, generation, agentId, threadId, getC
   const { endpoint, targetId, followNewTabs } = typeof found === 'string' ? { endpoint: found } : found
   let url
   try {
-    url = await resolveDevtoolsUrl(endpoint, cdpTimeoutMs ?? 10_000)
+    url = await resolveDevtoolsUrl(endpoint, cdpTimeoutMs)
   } catch (err) {
     fail(`cannot reach the browser at ${endpoint}: ${errorText(err)}`)
     return true

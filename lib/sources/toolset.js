@@ -1,25 +1,14 @@
 'use strict'
 // The JS frame source: one screencast session of a Mastra-style browser toolset for one
-// channel. Owns calling the toolset (getToolset, onBrowserReady, startScreencast, inject*) and
-// forwarding its events to the native registry, tagged with the session's generation so that
-// late events of a stopped session are ignored in Rust. Must not fan out or hold viewers.
+// channel. Owns calling the toolset (getToolset, onBrowserReady, startScreencast, inject*),
+// with the toolset timeout and its default, and forwarding its events to the native registry,
+// tagged with the session's generation so that late events of a stopped session are ignored in
+// Rust. Must not fan out or hold viewers, nor end its session itself (HostEvents does, through
+// the `fail` and `idle` it is given).
+
+const { errorText, withTimeout } = require('../util')
 
 const DEFAULT_TOOLSET_TIMEOUT_MS = 10_000
-
-function errorText(err) {
-  if (err instanceof Error) return err.message
-  return String(err)
-}
-
-/** Resolves `promise`, or rejects after `ms` with a message naming `what`. */
-function withTimeout(promise, ms, what) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
-    timer.unref?.()
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
 
 /**
  * Calls the deployer's `getToolset` as Mastra does: `(agentId)`, plus the thread when the
@@ -27,6 +16,21 @@ function withTimeout(promise, ms, what) {
  */
 function callGetToolset(getToolset, agentId, threadId) {
   return threadId === undefined ? getToolset(agentId) : getToolset(agentId, threadId)
+}
+
+/**
+ * The agent's toolset as `getToolset` answers it within `timeoutMs` (default
+ * DEFAULT_TOOLSET_TIMEOUT_MS), `undefined` when there is none (or no `getToolset`); rejects
+ * when the lookup fails or hangs. Whether the answer is a toolset is the caller's to check.
+ */
+async function lookUpToolset(getToolset, agentId, threadId, timeoutMs) {
+  if (typeof getToolset !== 'function') return undefined
+  const toolset = await withTimeout(
+    Promise.resolve().then(() => callGetToolset(getToolset, agentId, threadId)),
+    timeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS,
+    'getToolset',
+  )
+  return toolset ?? undefined
 }
 
 /** Errors of a toolset whose browser went away (Mastra's list). */
@@ -98,7 +102,7 @@ function isToolset(value) {
 class ToolsetSource {
   /**
    * @param {object} o
-   * @param {import('../binding').NativeRegistry} o.native
+   * @param {import('../../binding').NativeRegistry} o.native
    * @param {string} o.key channel key
    * @param {string} o.agentId
    * @param {string | undefined} o.threadId
@@ -107,6 +111,7 @@ class ToolsetSource {
    * @param {object | undefined} o.screencastOptions passed to startScreencast
    * @param {number | undefined} o.toolsetTimeoutMs
    * @param {{info: Function, warn: Function, error: Function}} o.log
+   * @param {(detail: string) => void} o.reportFailure tells the viewers the screencast failed
    * @param {(detail: string) => void} o.fail ends the session as failed
    * @param {() => void} o.idle ends the session quietly (no toolset yet)
    */
@@ -120,6 +125,7 @@ class ToolsetSource {
     this.screencastOptions = o.screencastOptions
     this.timeoutMs = o.toolsetTimeoutMs ?? DEFAULT_TOOLSET_TIMEOUT_MS
     this.log = o.log
+    this.onReportFailure = o.reportFailure
     this.onFail = o.fail
     this.onIdle = o.idle
     this.toolset = null
@@ -137,13 +143,8 @@ class ToolsetSource {
   /** The toolset for this channel, `undefined` when there is none. Throws on a bad answer. */
   async resolveToolset() {
     if (this.toolset) return this.toolset
-    if (typeof this.getToolset !== 'function') return undefined
-    const toolset = await withTimeout(
-      Promise.resolve().then(() => callGetToolset(this.getToolset, this.agentId, this.threadId)),
-      this.timeoutMs,
-      'getToolset',
-    )
-    if (toolset === undefined || toolset === null) return undefined
+    const toolset = await lookUpToolset(this.getToolset, this.agentId, this.threadId, this.timeoutMs)
+    if (toolset === undefined) return undefined
     if (!isToolset(toolset)) {
       throw new Error('getToolset returned something that is not a browser toolset')
     }
@@ -159,12 +160,12 @@ class ToolsetSource {
   }
 
   /**
-   * A screencast did not start: viewers are told (a fixed text; the detail goes to the log)
-   * and the session keeps its browser callbacks, so the browser's next ready event (or a
-   * `relaunch`) tries again, as Mastra's registry does.
+   * A screencast did not start: viewers are told (the registry's `reportFailure`: a fixed
+   * text, the detail to the log) and the session keeps its browser callbacks, so the browser's
+   * next ready event (or a `relaunch`) tries again, as Mastra's registry does.
    */
   startFailed(detail) {
-    this.native.broadcastError(this.key, 'screencast_failed', detail, this.generation)
+    this.onReportFailure(detail)
     this.reportClosed()
   }
 
@@ -407,4 +408,4 @@ async function stopQuietly(stream) {
   }
 }
 
-module.exports = { ToolsetSource, withTimeout, isToolset, errorText, callGetToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
+module.exports = { ToolsetSource, isToolset, callGetToolset, lookUpToolset, injectInput, DEFAULT_TOOLSET_TIMEOUT_MS }
