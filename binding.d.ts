@@ -17,25 +17,26 @@ export declare class NativeRegistry {
   /** Creates a registry. `host` receives every `HostEvent` and must return a promise. */
   constructor(host: HostCallback, options?: NativeRegistryOptions | undefined | null)
   /**
-   * Why a viewer of this agent (and thread) would be refused now, or null if it would be
-   * admitted. Called before the upgrade so that a refusal is an HTTP 503; such a refusal
-   * counts in `stats().admissionsRefused` unless `countRefusal` is false (a second look
-   * at a refusal already counted). Throws for ids that break the id rules.
+   * Why a viewer of channel `key` would be refused now, or null if it would be admitted.
+   * Called before the upgrade so that a refusal is an HTTP 503; such a refusal counts in
+   * `stats().admissionsRefused` unless `countRefusal` is false (a second look at a refusal
+   * already counted). Throws for a string that is not a channel key.
    */
-  checkAdmission(agentId: string, threadId?: string | undefined | null, countRefusal?: boolean | undefined | null): string | null
+  checkAdmission(key: string, countRefusal?: boolean | undefined | null): string | null
   /**
-   * Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
-   * caller must `socket.destroy()` in the same tick. Writes the `101` from Rust (echoing the
-   * extended subprotocol when `options.protocol` chose it) and serves the viewer natively.
-   * `head` is what Node read past the request. Returns the viewer id.
-   */
-  adoptSocket(fd: number, websocketKey: string, head: Buffer | undefined | null, agentId: string, threadId?: string | undefined | null, options?: ViewerOptions | undefined | null): number
-  /**
-   * Registers a viewer whose socket stays in JS; its writes arrive as `send`/`close` host
-   * events. `sendConnected` queues `{status:'connected'}` first (compat). Returns the
+   * Takes over an upgraded TCP socket by file descriptor as a viewer of channel `key`: the
+   * fd is duplicated here, so the caller must `socket.destroy()` in the same tick. Writes
+   * the `101` from Rust (echoing the extended subprotocol when `options.protocol` chose it)
+   * and serves the viewer natively. `head` is what Node read past the request. Returns the
    * viewer id.
    */
-  attachBridged(agentId: string, threadId: string | undefined | null, sendConnected: boolean, options?: ViewerOptions | undefined | null): number
+  adoptSocket(fd: number, websocketKey: string, head: Buffer | undefined | null, key: string, options?: ViewerOptions | undefined | null): number
+  /**
+   * Registers a viewer of channel `key` whose socket stays in JS; its writes arrive as
+   * `send`/`close` host events. `sendConnected` queues `{status:'connected'}` first
+   * (compat). Returns the viewer id.
+   */
+  attachBridged(key: string, sendConnected: boolean, options?: ViewerOptions | undefined | null): number
   /** A TEXT message received by a JS-bridged viewer. False if the viewer is unknown. */
   bridgedMessage(viewerId: number, text: string): boolean
   /**
@@ -162,7 +163,7 @@ export interface CdpStats {
 
 /**
  * The registry's key of an agent's channel (scoped to `threadId` when given): the key that
- * host events carry and that `pushFrame`, `setStatus`… take. Unambiguous for any ids; for
+ * host events carry and that every `NativeRegistry` method takes. Unambiguous for any ids; for
  * ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
  * that break the id rules (1 to 256 bytes, no control characters).
  */
@@ -236,11 +237,11 @@ export interface ChannelStats {
 }
 
 /**
- * Checks `startCdpSource` options without starting anything (the JS registry checks its
- * `cdpTimeoutMs` and `screencastOptions` up front with it). Throws what `startCdpSource`
- * would throw.
+ * Checks `startCdpSource` options without starting anything, and returns them with every
+ * default filled in (`checkCdpSourceOptions({})` gives the defaults). Throws what
+ * `startCdpSource` would throw.
  */
-export declare function checkCdpSourceOptions(options: CdpSourceOptions): void
+export declare function checkCdpSourceOptions(options: CdpSourceOptions): CdpSourceOptions
 
 /** The close codes used on the stream socket, from the codec that sends them. */
 export declare function closeCodes(): CloseCodes
@@ -265,6 +266,17 @@ export interface CloseCodes {
   TRY_AGAIN_LATER: number
   /** The viewer did not read its reliable messages fast enough. */
   SLOW_CONSUMER: number
+}
+
+/** The error codes, from the protocol that defines them. */
+export declare function errorCodes(): ErrorCodes
+
+/** The error codes a source reports to viewers (`{error, message}`), by name. */
+export interface ErrorCodes {
+  /** The screencast could not be started. */
+  SCREENCAST_FAILED: string
+  /** The browser went away or stopped answering mid-stream. */
+  BROWSER_CRASHED: string
 }
 
 /** Metadata of a pushed frame: the toolset frame's `viewport` plus its `timestamp`. */
@@ -464,8 +476,20 @@ export interface ReplaySourceOptions {
   height?: number
 }
 
-/** The status a channel reports when its frames flow (`{status:'streaming'}`). */
-export declare const STATUS_STREAMING: string
+/** The statuses, from the protocol that defines them. */
+export declare function statusCodes(): StatusCodes
+
+/** The statuses the core broadcasts (`{status}`), by name; a JS source sets these too. */
+export interface StatusCodes {
+  /** Sent first to a compat viewer on join. */
+  CONNECTED: string
+  /** A source session is starting its browser or screencast. */
+  BROWSER_STARTING: string
+  /** Frames are flowing. */
+  STREAMING: string
+  /** The browser of the session went away. */
+  BROWSER_CLOSED: string
+}
 
 /** The WebSocket subprotocol of the extended mode (`browser-stream.v1`). */
 export declare const SUBPROTOCOL: string

@@ -6,7 +6,7 @@
 
 const { ViewerRegistry } = require('./viewer-registry')
 const { createGate } = require('./gate')
-const { registerRoutes, normalizePrefix, streamPathPattern, EXTENDED_PROTOCOL } = require('./routes')
+const { registerRoutes, normalizePrefix, streamPathPattern } = require('./routes')
 const { createUpgrades } = require('./upgrade')
 const { createLogger } = require('./log')
 
@@ -61,4 +61,4 @@ function setupBrowserStream(app, config = {}) {
   })
 }
 
-module.exports = { setupBrowserStream, EXTENDED_PROTOCOL }
+module.exports = { setupBrowserStream }

@@ -9,6 +9,7 @@
 
 const { ToolsetSource } = require('./sources/toolset')
 const { startCdpSource } = require('./sources/cdp')
+const { ErrorCode, Status } = require('./native-rules')
 const { errorText } = require('./util')
 const { redact } = require('./log')
 
@@ -207,7 +208,7 @@ class HostEvents {
    * caller's (a toolset whose screencast did not start keeps waiting for its browser).
    */
   #reportFailure(key, generation, detail) {
-    this.#native.broadcastError(key, 'screencast_failed', detail, generation)
+    this.#native.broadcastError(key, ErrorCode.SCREENCAST_FAILED, detail, generation)
   }
 
   /**
@@ -223,7 +224,7 @@ class HostEvents {
    */
   #endSession(key, generation, { failure, closed = failure !== undefined, keepEntry = false } = {}) {
     if (failure !== undefined) this.#reportFailure(key, generation, failure)
-    if (closed) this.#native.setStatus(key, 'browser_closed', generation)
+    if (closed) this.#native.setStatus(key, Status.BROWSER_CLOSED, generation)
     this.#native.sourceEnded(key, generation)
     if (keepEntry) return
     const source = this.#sources.get(key)
@@ -284,7 +285,7 @@ class HostEvents {
     this.#native.clearPageState(key)
     const source = this.#sources.get(key)
     if (source) await source.closeStream()
-    else this.#native.setStatus(key, 'browser_closed')
+    else this.#native.setStatus(key, Status.BROWSER_CLOSED)
   }
 
   /**

@@ -9,13 +9,12 @@
 
 const { channelKey } = require('../binding')
 const { jsonError } = require('./http')
+const { EXTENDED_PROTOCOL } = require('./native-rules')
 const { contextLogger } = require('./log')
 const { lookUpToolset } = require('./sources/toolset')
 const { errorText } = require('./util')
 
 const STREAM_ROUTE = '/browser/:agentId/stream'
-/** The subprotocol of the extended mode (docs/PROTOCOL.md). */
-const EXTENDED_PROTOCOL = 'browser-stream.v1'
 /** How long the probe waits for `getToolset`. */
 const PROBE_TOOLSET_TIMEOUT_MS = 5000
 
@@ -163,4 +162,4 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
   })
 }
 
-module.exports = { registerRoutes, normalizePrefix, streamPathPattern, EXTENDED_PROTOCOL }
+module.exports = { registerRoutes, normalizePrefix, streamPathPattern }

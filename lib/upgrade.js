@@ -10,7 +10,7 @@
 
 const { randomUUID } = require('node:crypto')
 const { WebSocketServer } = require('ws')
-const { CloseCode } = require('./close-codes')
+const { CloseCode, registryDefault } = require('./native-rules')
 const { rejectUpgrade, writeHttpResponse } = require('./http')
 const { redactingLogger, requestSecrets } = require('./log')
 const { errorText } = require('./util')
@@ -22,11 +22,8 @@ const { errorText } = require('./util')
  */
 const ADMISSION_HEADER = 'x-browser-stream-admission'
 
-/**
- * Largest client message on a bridged socket when `maxMessageBytes` is not set: the native
- * registry's default (NativeRegistryOptions.maxMessageBytes), which Rust applies to its own.
- */
-const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+/** Largest client message on a bridged socket when unset: what Rust allows its own sockets. */
+const DEFAULT_MAX_MESSAGE_BYTES = registryDefault('maxMessageBytes')
 
 /** Marks upgrade requests that injectWebSocket is running through the app. */
 const upgrading = new WeakSet()

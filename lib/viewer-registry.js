@@ -7,35 +7,10 @@
 // to HostEvents (host-events.js), lending it only the channel book and the bridged sockets.
 // Must not fan out frames itself: every frame goes through Rust once.
 
-const { NativeRegistry, channelKey } = require('../binding')
-const { CloseCode } = require('./close-codes')
+const { NativeRegistry, channelKey, checkCdpSourceOptions } = require('../binding')
+const { CloseCode, REGISTRY_OPTIONS, registryDefault } = require('./native-rules')
 const { HostEvents } = require('./host-events')
 const { createLogger } = require('./log')
-
-const NATIVE_OPTION_NAMES = [
-  'lingerMs',
-  'maxViewersPerAgent',
-  'maxAgents',
-  'maxViewersTotal',
-  'maxMessageBytes',
-  'heartbeatIntervalMs',
-  'heartbeatTimeoutMs',
-  'maxQueuedMessages',
-  'maxPendingInputs',
-  'maxInputsPerSecond',
-  'eventBatchMs',
-  'resumeMaxEvents',
-  'resumeMaxBytes',
-  'resumeMaxAgeMs',
-  'maxEventBytes',
-]
-
-/**
- * Milliseconds between pings on a bridged socket when `heartbeatIntervalMs` is not set: the
- * native registry's default (NativeRegistryOptions.heartbeatIntervalMs), which Rust applies to
- * its own sockets.
- */
-const DEFAULT_HEARTBEAT_INTERVAL_MS = 15_000
 
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
@@ -74,13 +49,13 @@ class ViewerRegistry {
     if (options === null || typeof options !== 'object') {
       throw new TypeError('ViewerRegistry options must be an object')
     }
+    // Every native option, by the table Rust owns: JS checks the type, Rust the range.
     const nativeOptions = {}
-    for (const name of NATIVE_OPTION_NAMES) {
+    for (const { name, kind } of REGISTRY_OPTIONS) {
       const value = options[name]
       if (value === undefined) continue
-      if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-        throw new TypeError(`ViewerRegistry option ${name} must be a non-negative integer`)
-      }
+      const expected = kind === 'flag' ? 'boolean' : 'number'
+      if (typeof value !== expected) throw new TypeError(`ViewerRegistry option ${name} must be a ${expected}`)
       nativeOptions[name] = value
     }
     if (options.getReplayFrames !== undefined && typeof options.getReplayFrames !== 'function') {
@@ -89,19 +64,26 @@ class ViewerRegistry {
     if (options.getCdpEndpoint !== undefined && typeof options.getCdpEndpoint !== 'function') {
       throw new TypeError('ViewerRegistry option getCdpEndpoint must be a function')
     }
-    if (options.cdpTimeoutMs !== undefined && (!Number.isInteger(options.cdpTimeoutMs) || options.cdpTimeoutMs < 100 || options.cdpTimeoutMs > 600_000)) {
-      throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer from 100 to 600000')
+    if (options.cdpTimeoutMs !== undefined) {
+      if (!Number.isInteger(options.cdpTimeoutMs)) throw new TypeError('ViewerRegistry option cdpTimeoutMs must be an integer')
+      try {
+        checkCdpSourceOptions({ timeoutMs: options.cdpTimeoutMs })
+      } catch (err) {
+        throw new TypeError(`ViewerRegistry option cdpTimeoutMs: ${err.message}`)
+      }
     }
-    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
-    if (options.implicitControl !== undefined) {
-      if (typeof options.implicitControl !== 'boolean') throw new TypeError('ViewerRegistry option implicitControl must be a boolean')
-      nativeOptions.implicitControl = options.implicitControl
-    }
+    // A bridged socket pings as often as Rust pings its own sockets.
+    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? registryDefault('heartbeatIntervalMs')
     if (options.onControlChange !== undefined && typeof options.onControlChange !== 'function') {
       throw new TypeError('ViewerRegistry option onControlChange must be a function')
     }
     const log = createLogger(options.logger)
-    this.#native = new NativeRegistry((event) => this.#hostEvents.handle(event), nativeOptions)
+    try {
+      this.#native = new NativeRegistry((event) => this.#hostEvents.handle(event), nativeOptions)
+    } catch (err) {
+      // Rust checks each option against its range; the message names the option.
+      throw new TypeError(`ViewerRegistry ${err.message}`)
+    }
     this.#hostEvents = new HostEvents({
       native: this.#native,
       log,
@@ -139,7 +121,7 @@ class ViewerRegistry {
    * @returns {string | null}
    */
   checkAdmission(agentId, threadId) {
-    return this.#native.checkAdmission(agentId, threadId || undefined)
+    return this.#native.checkAdmission(channelKey(agentId, threadId || undefined))
   }
 
   /**
@@ -147,7 +129,7 @@ class ViewerRegistry {
    * @internal used by the upgrade (upgrade.js)
    */
   admissionRefusal(agentId, threadId) {
-    return this.#native.checkAdmission(agentId, threadId || undefined, false)
+    return this.#native.checkAdmission(channelKey(agentId, threadId || undefined), false)
   }
 
   /**
@@ -156,7 +138,7 @@ class ViewerRegistry {
    * @internal used by the upgrade (upgrade.js)
    */
   adoptSocket(fd, websocketKey, head, agentId, threadId, options) {
-    return this.#native.adoptSocket(fd, websocketKey, head, agentId, threadId || undefined, options)
+    return this.#native.adoptSocket(fd, websocketKey, head, channelKey(agentId, threadId || undefined), options)
   }
 
   /**
@@ -164,7 +146,7 @@ class ViewerRegistry {
    * @internal used by the upgrade (upgrade.js)
    */
   attachSocket(ws, agentId, threadId, options) {
-    const id = this.#native.attachBridged(agentId, threadId || undefined, true, options)
+    const id = this.#native.attachBridged(channelKey(agentId, threadId || undefined), true, options)
     this.#bridged.set(id, {
       send: (text) => sendPaced(ws, text),
       close: (code, reason) => {
@@ -255,7 +237,7 @@ class ViewerRegistry {
     this.#channels.set(nativeKey, { agentId: agent, threadId })
     if (typeof getToolset === 'function') this.#toolsetGetters.set(nativeKey, getToolset)
     // The TypeScript route sends {status:'connected'} itself before addViewer.
-    const id = this.#native.attachBridged(agent, threadId, false)
+    const id = this.#native.attachBridged(nativeKey, false)
     const raw = ws.raw
     this.#bridged.set(id, {
       send:

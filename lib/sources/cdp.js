@@ -1,18 +1,16 @@
 'use strict'
 // The JS side of a native CDP source: asks the app for the agent's DevTools endpoint
 // (`getCdpEndpoint`), resolves an `http://host:port` endpoint to the browser's WebSocket URL,
-// and hands it to Rust (`startCdpSource`). Owns the JS-side default of the DevTools timeout.
+// and hands it to Rust (`startCdpSource`). The DevTools timeout's default is Rust's.
 // Must not touch frames or input: once started, the session lives in Rust (screencast, acks,
 // input relay, crash reporting); a failure is reported through the `fail` it is given.
 
+const { CDP_SOURCE_DEFAULTS } = require('../native-rules')
 const { errorText, withTimeout } = require('../util')
 const { DEFAULT_TOOLSET_TIMEOUT_MS } = require('./toolset')
 
-/**
- * How long the browser may take to answer (`cdpTimeoutMs`), when not set: the same as the
- * native CDP source's default, which applies to it in Rust.
- */
-const DEFAULT_CDP_TIMEOUT_MS = 10_000
+/** How long the browser may take to answer (`cdpTimeoutMs`) when unset: the Rust source's. */
+const DEFAULT_CDP_TIMEOUT_MS = CDP_SOURCE_DEFAULTS.timeoutMs
 
 /** `screencastOptions` (the toolset's startScreencast options) → CdpSourceOptions. */
 function cdpOptions(screencastOptions = {}, targetId, followNewTabs, timeoutMs) {

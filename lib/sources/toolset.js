@@ -6,6 +6,7 @@
 // Rust. Must not fan out or hold viewers, nor end its session itself (HostEvents does, through
 // the `fail` and `idle` it is given).
 
+const { Status } = require('../native-rules')
 const { errorText, withTimeout } = require('../util')
 
 const DEFAULT_TOOLSET_TIMEOUT_MS = 10_000
@@ -241,7 +242,7 @@ class ToolsetSource {
     this.starting = true
     this.closedReported = false
     const closes = this.closes
-    this.native.setStatus(this.key, 'browser_starting', this.generation)
+    this.native.setStatus(this.key, Status.BROWSER_STARTING, this.generation)
     try {
       const start =
         typeof toolset.startScreencastIfBrowserActive === 'function' ? toolset.startScreencastIfBrowserActive : toolset.startScreencast
@@ -267,7 +268,7 @@ class ToolsetSource {
       }
       this.attach(stream)
       this.closedReported = false
-      this.native.setStatus(this.key, 'streaming', this.generation)
+      this.native.setStatus(this.key, Status.STREAMING, this.generation)
       this.syncUrl()
     } catch (err) {
       if (!this.stopped) this.startFailed(`could not start the screencast: ${errorText(err)}`)
@@ -325,7 +326,7 @@ class ToolsetSource {
   reportClosed() {
     if (this.closedReported) return
     this.closedReported = true
-    this.native.setStatus(this.key, 'browser_closed', this.generation)
+    this.native.setStatus(this.key, Status.BROWSER_CLOSED, this.generation)
   }
 
   setUrl(url) {

@@ -101,9 +101,55 @@ pub enum PushResult {
     Rejected,
 }
 
-/// The status a channel reports when its frames flow (`{status:'streaming'}`).
+/// The statuses the core broadcasts (`{status}`), by name; a JS source sets these too.
+#[napi(object)]
+pub struct StatusCodes {
+    /// Sent first to a compat viewer on join.
+    #[napi(js_name = "CONNECTED")]
+    pub connected: String,
+    /// A source session is starting its browser or screencast.
+    #[napi(js_name = "BROWSER_STARTING")]
+    pub browser_starting: String,
+    /// Frames are flowing.
+    #[napi(js_name = "STREAMING")]
+    pub streaming: String,
+    /// The browser of the session went away.
+    #[napi(js_name = "BROWSER_CLOSED")]
+    pub browser_closed: String,
+}
+
+/// The statuses, from the protocol that defines them.
 #[napi]
-pub const STATUS_STREAMING: &str = protocol::Status::STREAMING;
+pub fn status_codes() -> StatusCodes {
+    use protocol::Status;
+    StatusCodes {
+        connected: Status::CONNECTED.into(),
+        browser_starting: Status::BROWSER_STARTING.into(),
+        streaming: Status::STREAMING.into(),
+        browser_closed: Status::BROWSER_CLOSED.into(),
+    }
+}
+
+/// The error codes a source reports to viewers (`{error, message}`), by name.
+#[napi(object)]
+pub struct ErrorCodes {
+    /// The screencast could not be started.
+    #[napi(js_name = "SCREENCAST_FAILED")]
+    pub screencast_failed: String,
+    /// The browser went away or stopped answering mid-stream.
+    #[napi(js_name = "BROWSER_CRASHED")]
+    pub browser_crashed: String,
+}
+
+/// The error codes, from the protocol that defines them.
+#[napi]
+pub fn error_codes() -> ErrorCodes {
+    use protocol::ErrorCode;
+    ErrorCodes {
+        screencast_failed: ErrorCode::SCREENCAST_FAILED.into(),
+        browser_crashed: ErrorCode::BROWSER_CRASHED.into(),
+    }
+}
 
 /// The native registry: channels, viewers and their sockets, on a tokio runtime. The JS
 /// `ViewerRegistry` wraps it; use that unless you are writing glue.
@@ -139,18 +185,17 @@ impl NativeRegistry {
         })
     }
 
-    /// Why a viewer of this agent (and thread) would be refused now, or null if it would be
-    /// admitted. Called before the upgrade so that a refusal is an HTTP 503; such a refusal
-    /// counts in `stats().admissionsRefused` unless `countRefusal` is false (a second look
-    /// at a refusal already counted). Throws for ids that break the id rules.
+    /// Why a viewer of channel `key` would be refused now, or null if it would be admitted.
+    /// Called before the upgrade so that a refusal is an HTTP 503; such a refusal counts in
+    /// `stats().admissionsRefused` unless `countRefusal` is false (a second look at a refusal
+    /// already counted). Throws for a string that is not a channel key.
     #[napi]
     pub fn check_admission(
         &self,
-        agent_id: String,
-        thread_id: Option<String>,
+        key: String,
         count_refusal: Option<bool>,
     ) -> Result<Option<String>> {
-        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        let id = channel_id(&key)?;
         Ok(self
             .registry
             .check_admission(&id, count_refusal.unwrap_or(true))
@@ -158,21 +203,21 @@ impl NativeRegistry {
             .map(|e| e.to_string()))
     }
 
-    /// Takes over an upgraded TCP socket by file descriptor: the fd is duplicated here, so the
-    /// caller must `socket.destroy()` in the same tick. Writes the `101` from Rust (echoing the
-    /// extended subprotocol when `options.protocol` chose it) and serves the viewer natively.
-    /// `head` is what Node read past the request. Returns the viewer id.
+    /// Takes over an upgraded TCP socket by file descriptor as a viewer of channel `key`: the
+    /// fd is duplicated here, so the caller must `socket.destroy()` in the same tick. Writes
+    /// the `101` from Rust (echoing the extended subprotocol when `options.protocol` chose it)
+    /// and serves the viewer natively. `head` is what Node read past the request. Returns the
+    /// viewer id.
     #[napi]
     pub fn adopt_socket(
         &self,
         fd: i32,
         websocket_key: String,
         head: Option<Buffer>,
-        agent_id: String,
-        thread_id: Option<String>,
+        key: String,
         options: Option<ViewerOptions>,
     ) -> Result<u32> {
-        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        let id = channel_id(&key)?;
         check_websocket_key(&websocket_key).map_err(|e| invalid(e.to_string()))?;
         let join = options.unwrap_or_default().into_join(true)?;
         let stream = dup_tcp_socket(fd)?;
@@ -192,18 +237,17 @@ impl NativeRegistry {
         Ok(viewer_id)
     }
 
-    /// Registers a viewer whose socket stays in JS; its writes arrive as `send`/`close` host
-    /// events. `sendConnected` queues `{status:'connected'}` first (compat). Returns the
-    /// viewer id.
+    /// Registers a viewer of channel `key` whose socket stays in JS; its writes arrive as
+    /// `send`/`close` host events. `sendConnected` queues `{status:'connected'}` first
+    /// (compat). Returns the viewer id.
     #[napi]
     pub fn attach_bridged(
         &self,
-        agent_id: String,
-        thread_id: Option<String>,
+        key: String,
         send_connected: bool,
         options: Option<ViewerOptions>,
     ) -> Result<u32> {
-        let id = check_agent_id(&agent_id, thread_id.as_deref())?;
+        let id = channel_id(&key)?;
         let join = options.unwrap_or_default().into_join(send_connected)?;
         let slot = self
             .registry
@@ -495,17 +539,18 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(Status::InvalidArg, message.into())
 }
 
-/// The agent (and thread) id of a viewer or call, checked (`ChannelId::checked`); the stream
-/// route answers 400 with the message.
-fn check_agent_id(agent_id: &str, thread_id: Option<&str>) -> Result<ChannelId> {
-    ChannelId::checked(agent_id, thread_id).map_err(invalid)
+/// The channel a key stands for (`channelKey` made it); every method names channels by key.
+fn channel_id(key: &str) -> Result<ChannelId> {
+    ChannelId::from_key(key).map_err(invalid)
 }
 
 /// The registry's key of an agent's channel (scoped to `threadId` when given): the key that
-/// host events carry and that `pushFrame`, `setStatus`… take. Unambiguous for any ids; for
+/// host events carry and that every `NativeRegistry` method takes. Unambiguous for any ids; for
 /// ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
 /// that break the id rules (1 to 256 bytes, no control characters).
 #[napi]
 pub fn channel_key(agent_id: String, thread_id: Option<String>) -> Result<String> {
-    Ok(check_agent_id(&agent_id, thread_id.as_deref())?.key)
+    Ok(ChannelId::checked(&agent_id, thread_id.as_deref())
+        .map_err(invalid)?
+        .key)
 }

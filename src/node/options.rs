@@ -254,12 +254,28 @@ impl CdpSourceOptions {
     }
 }
 
-/// Checks `startCdpSource` options without starting anything (the JS registry checks its
-/// `cdpTimeoutMs` and `screencastOptions` up front with it). Throws what `startCdpSource`
-/// would throw.
+/// Checks `startCdpSource` options without starting anything, and returns them with every
+/// default filled in (`checkCdpSourceOptions({})` gives the defaults). Throws what
+/// `startCdpSource` would throw.
 #[napi]
-pub fn check_cdp_source_options(options: CdpSourceOptions) -> Result<()> {
-    options.into_capture().map(|_| ())
+pub fn check_cdp_source_options(options: CdpSourceOptions) -> Result<CdpSourceOptions> {
+    let checked = options.into_capture()?;
+    Ok(CdpSourceOptions {
+        target_id: checked.target_id,
+        format: Some(
+            match checked.format {
+                ImageFormat::Jpeg => "jpeg",
+                ImageFormat::Png => "png",
+            }
+            .to_string(),
+        ),
+        quality: Some(checked.quality.into()),
+        max_width: checked.max_width,
+        max_height: checked.max_height,
+        every_nth_frame: Some(checked.every_nth_frame),
+        follow_new_tabs: Some(checked.follow_new_tabs),
+        timeout_ms: Some(u32::try_from(checked.timeout.as_millis()).unwrap_or(u32::MAX)),
+    })
 }
 
 /// How `startReplaySource` replays its images.

@@ -53,6 +53,34 @@ impl ChannelId {
         }
     }
 
+    /// The id a channel key stands for: the inverse of `key_of`, for keys `key_of` made of
+    /// ids that pass `checked`. Anything else (a key JS built by hand, a non-canonical
+    /// encoding) is refused, so every key the registry holds has exactly one spelling.
+    pub fn from_key(key: &str) -> Result<ChannelId, String> {
+        let refused = || format!("{key:?} is not a channel key (see channelKey)");
+        let (encoded_agent, thread_id) = match key.split_once(':') {
+            Some((agent, thread)) => (agent, Some(thread)),
+            None => (key, None),
+        };
+        let mut agent_id = String::with_capacity(encoded_agent.len());
+        let mut rest = encoded_agent;
+        while let Some(at) = rest.find('%') {
+            agent_id.push_str(&rest[..at]);
+            match rest.get(at..at + 3) {
+                Some("%25") => agent_id.push('%'),
+                Some("%3A") => agent_id.push(':'),
+                _ => return Err(refused()),
+            }
+            rest = &rest[at + 3..];
+        }
+        agent_id.push_str(rest);
+        let id = ChannelId::checked(&agent_id, thread_id).map_err(|_| refused())?;
+        if id.key != key {
+            return Err(refused());
+        }
+        Ok(id)
+    }
+
     /// The channel key of an agent (and thread): the agent id with `%` and `:` percent-encoded,
     /// then `:` and the thread id as it is. The first `:` always ends the agent part, so two
     /// different (agent, thread) pairs never share a key.

@@ -80,6 +80,28 @@ fn channel_ids_are_opaque_but_bounded() {
 }
 
 #[test]
+fn channel_keys_decode_to_the_ids_they_were_made_of_and_nothing_else_is_a_key() {
+    for (agent, thread) in [
+        ("agent", None),
+        ("agent", Some("thread/1 2")),
+        ("a:b%c", Some("t:%3A")),
+        ("%3A", None),
+        ("é", Some("ü")),
+    ] {
+        let id = ChannelId::checked(agent, thread).expect("valid ids");
+        assert_eq!(
+            ChannelId::from_key(&id.key),
+            Ok(id.clone()),
+            "{agent:?} {thread:?}"
+        );
+    }
+    for not_a_key in ["", "a:", "%", "a%3", "a%2F", "%3a", ":thread", "a\u{1}"] {
+        assert!(ChannelId::from_key(not_a_key).is_err(), "{not_a_key:?}");
+    }
+    assert!(ChannelId::from_key(&"a".repeat(ChannelId::MAX_ID_BYTES + 1)).is_err());
+}
+
+#[test]
 fn channel_keys_never_collide() {
     // Pairs that one `agentId:threadId` string would confuse.
     let ids = [
