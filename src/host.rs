@@ -35,7 +35,6 @@ pub struct SourceRequest {
 pub struct ControlChange {
     /// Channel key.
     pub key: String,
-    /// The agent.
     pub agent_id: String,
     /// The thread, if the channel is thread-scoped.
     pub thread_id: Option<String>,

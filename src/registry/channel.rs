@@ -72,7 +72,6 @@ pub struct Channel {
     pub(super) event_seq: watch::Sender<u64>,
     /// A fresh capture was asked of the source and no frame came since (one at a time).
     pub(super) capture_requested: AtomicBool,
-    /// Counters.
     pub counters: ChannelCounters,
 }
 

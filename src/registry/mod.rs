@@ -97,7 +97,6 @@ impl Registry {
         })
     }
 
-    /// The configuration.
     pub fn config(&self) -> &RegistryConfig {
         &self.config
     }
@@ -107,7 +106,6 @@ impl Registry {
         &self.runtime
     }
 
-    /// The host.
     pub fn host(&self) -> &Arc<dyn Host> {
         &self.host
     }

@@ -112,7 +112,6 @@ pub struct ViewerStats {
     pub id: u32,
     /// How its socket is served.
     pub transport: Transport,
-    /// Its wire.
     pub mode: Mode,
     /// Whether it may control the page.
     pub can_control: bool,
@@ -159,7 +158,6 @@ pub struct ChannelStats {
     pub last_frame_meta: Option<FrameMeta>,
     /// The channel's counters.
     pub counters: ChannelCounterSnapshot,
-    /// Its viewers.
     pub viewers: Vec<ViewerStats>,
 }
 

@@ -149,7 +149,6 @@ pub struct ViewerLink {
     pub outbox: Outbox,
     /// Close control.
     pub closer: Arc<ViewerCloser>,
-    /// Counters.
     pub counters: Arc<ViewerCounters>,
     /// Newest frame it acknowledged (ack pacing).
     pub acked_seq: AtomicU64,
@@ -222,6 +221,5 @@ pub struct ViewerSlot {
     pub frames: watch::Receiver<Option<Arc<Frame>>>,
     /// Close control.
     pub closer: Arc<ViewerCloser>,
-    /// Counters.
     pub counters: Arc<ViewerCounters>,
 }

@@ -28,7 +28,6 @@ pub enum Sink {
     Bridged {
         /// The viewer id the host knows the socket by.
         viewer_id: u32,
-        /// The host.
         host: Arc<dyn Host>,
     },
 }
