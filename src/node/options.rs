@@ -19,8 +19,9 @@ use crate::source::cdp::{CdpOptions, ImageFormat};
 
 macro_rules! native_options_from_table {
     (
-        numbers { $( $(#[doc = $doc:tt])* $field:ident $name:literal => $($path:ident).+ : $kind:ident = $default:literal, $min:literal..=$max:literal; )* }
-        flags { $( $(#[doc = $fdoc:tt])* $ffield:ident $fname:literal => $($fpath:ident).+ = $fdefault:literal; )* }
+        numbers { $( $(#[doc = $doc:tt])* $field:ident $name:literal => $path:ident : $kind:ident = $default:literal, $min:literal..=$max:literal; )* }
+        event_numbers { $( $(#[doc = $edoc:tt])* $efield:ident $ename:literal => $epath:ident : $ekind:ident = $edefault:literal, $emin:literal..=$emax:literal; )* }
+        flags { $( $(#[doc = $fdoc:tt])* $ffield:ident $fname:literal => $fpath:ident = $fdefault:literal; )* }
     ) => {
         /// Options of a `NativeRegistry`; every field is optional (`registryOptions()` lists
         /// each with its default and range).
@@ -28,6 +29,7 @@ macro_rules! native_options_from_table {
         #[derive(Default)]
         pub struct NativeRegistryOptions {
             $( $(#[doc = $doc])* #[napi(js_name = $name)] pub $field: Option<f64>, )*
+            $( $(#[doc = $edoc])* #[napi(js_name = $ename)] pub $efield: Option<f64>, )*
             $( $(#[doc = $fdoc])* #[napi(js_name = $fname)] pub $ffield: Option<bool>, )*
         }
 
@@ -37,6 +39,9 @@ macro_rules! native_options_from_table {
                 let mut config = RegistryConfig::default();
                 $( if let Some(value) = self.$field {
                     config.set_number($name, value).map_err(invalid)?;
+                } )*
+                $( if let Some(value) = self.$efield {
+                    config.set_number($ename, value).map_err(invalid)?;
                 } )*
                 $( if let Some(value) = self.$ffield {
                     config.set_flag($fname, value).map_err(invalid)?;
@@ -227,9 +232,9 @@ impl CdpSourceOptions {
             _ => Ok(value),
         };
         let format = match self.format.as_deref() {
-            None | Some("jpeg") => ImageFormat::Jpeg,
-            Some("png") => ImageFormat::Png,
-            Some(other) => return Err(invalid(format!("format {other:?} is not jpeg or png"))),
+            None => defaults.format,
+            Some(name) => ImageFormat::named(name)
+                .ok_or_else(|| invalid(format!("format {name:?} is not jpeg or png")))?,
         };
         let quality = in_range("quality", self.quality, CdpOptions::QUALITY)?;
         let max_width = in_range("maxWidth", self.max_width, CdpOptions::FRAME_SIZE)?;
@@ -262,13 +267,7 @@ pub fn check_cdp_source_options(options: CdpSourceOptions) -> Result<CdpSourceOp
     let checked = options.into_capture()?;
     Ok(CdpSourceOptions {
         target_id: checked.target_id,
-        format: Some(
-            match checked.format {
-                ImageFormat::Jpeg => "jpeg",
-                ImageFormat::Png => "png",
-            }
-            .to_string(),
-        ),
+        format: Some(checked.format.name().to_string()),
         quality: Some(checked.quality.into()),
         max_width: checked.max_width,
         max_height: checked.max_height,

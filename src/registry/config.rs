@@ -10,9 +10,11 @@ use std::time::Duration;
 use super::event_log::EventLimits;
 
 /// The option table, handed to `$m` (an X-macro: each user expands the same rows its own way).
-/// A row: docs, the napi field (snake case of the JS name), the JS name, the config field
-/// path, `ms` (milliseconds into a `Duration`) or `count`, the default and the inclusive range;
-/// flags: docs, field, JS name, path and default.
+/// A row: docs, the napi field (snake case of the JS name), the JS name, the `RegistryConfig`
+/// field (`event_numbers`: the `EventLimits` field), `ms` (milliseconds into a `Duration`) or
+/// `count`, the default and the inclusive range; flags: docs, field, JS name, config field
+/// and default. `RegistryConfig::default()` is a struct literal built from the rows, so a
+/// config field without a row does not compile.
 macro_rules! for_registry_options {
     ($m:ident) => {
         $m! {
@@ -41,17 +43,19 @@ macro_rules! for_registry_options {
                 #[doc = "Client messages per second one viewer may send (token bucket, one second of"]
                 #[doc = "burst; default 200)."]
                 max_inputs_per_second "maxInputsPerSecond" => max_inputs_per_second: count = 200, 1..=4_294_967_295;
+            }
+            event_numbers {
                 #[doc = "Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each)."]
-                event_batch_ms "eventBatchMs" => events.batch_window: ms = 50, 0..=4_294_967_295;
+                event_batch_ms "eventBatchMs" => batch_window: ms = 50, 0..=4_294_967_295;
                 #[doc = "Events the resume ring holds per channel (default 1000)."]
-                resume_max_events "resumeMaxEvents" => events.max_events: count = 1000, 1..=4_294_967_295;
+                resume_max_events "resumeMaxEvents" => max_events: count = 1000, 1..=4_294_967_295;
                 #[doc = "Bytes the resume ring holds per channel (default 4194304, 4 MiB)."]
-                resume_max_bytes "resumeMaxBytes" => events.max_bytes: count = 4194304, 1..=4_294_967_295;
+                resume_max_bytes "resumeMaxBytes" => max_bytes: count = 4194304, 1..=4_294_967_295;
                 #[doc = "Milliseconds an event stays in the resume ring (default 60000)."]
-                resume_max_age_ms "resumeMaxAgeMs" => events.max_age: ms = 60000, 0..=4_294_967_295;
+                resume_max_age_ms "resumeMaxAgeMs" => max_age: ms = 60000, 0..=4_294_967_295;
                 #[doc = "Largest event accepted by `publishEvent`, in bytes of JSON, and largest merged"]
                 #[doc = "delta (default 262144, 256 KiB)."]
-                max_event_bytes "maxEventBytes" => events.max_event_bytes: count = 262144, 1..=4_294_967_295;
+                max_event_bytes "maxEventBytes" => max_event_bytes: count = 262144, 1..=4_294_967_295;
             }
             flags {
                 #[doc = "Input from a viewer allowed to control takes control when nobody holds it"]
@@ -112,6 +116,16 @@ impl FromOption for u32 {
     }
 }
 
+/// `value` in the option's unit, when it is a whole number in `min..=max`.
+fn number_in_range<T: FromOption>(name: &str, value: f64, min: u32, max: u32) -> Result<T, String> {
+    if value.fract() != 0.0 || !(f64::from(min)..=f64::from(max)).contains(&value) {
+        return Err(format!(
+            "option {name} must be an integer from {min} to {max}"
+        ));
+    }
+    Ok(T::from_option(value as u32))
+}
+
 macro_rules! option_kind {
     (ms) => {
         OptionKind::Millis
@@ -123,21 +137,26 @@ macro_rules! option_kind {
 
 macro_rules! config_from_table {
     (
-        numbers { $( $(#[doc = $doc:tt])* $field:ident $name:literal => $($path:ident).+ : $kind:ident = $default:literal, $min:literal..=$max:literal; )* }
-        flags { $( $(#[doc = $fdoc:tt])* $ffield:ident $fname:literal => $($fpath:ident).+ = $fdefault:literal; )* }
+        numbers { $( $(#[doc = $doc:tt])* $field:ident $name:literal => $path:ident : $kind:ident = $default:literal, $min:literal..=$max:literal; )* }
+        event_numbers { $( $(#[doc = $edoc:tt])* $efield:ident $ename:literal => $epath:ident : $ekind:ident = $edefault:literal, $emin:literal..=$emax:literal; )* }
+        flags { $( $(#[doc = $fdoc:tt])* $ffield:ident $fname:literal => $fpath:ident = $fdefault:literal; )* }
     ) => {
         /// Every option, in the table's order.
         pub(crate) const REGISTRY_OPTIONS: &[OptionSpec] = &[
             $( OptionSpec { name: $name, kind: option_kind!($kind), default: $default, min: $min, max: $max }, )*
+            $( OptionSpec { name: $ename, kind: option_kind!($ekind), default: $edefault, min: $emin, max: $emax }, )*
             $( OptionSpec { name: $fname, kind: OptionKind::Flag, default: $fdefault as u32, min: 0, max: 1 }, )*
         ];
 
         impl Default for RegistryConfig {
             fn default() -> Self {
-                let mut config = RegistryConfig::unset();
-                $( config.$($path).+ = FromOption::from_option($default); )*
-                $( config.$($fpath).+ = $fdefault; )*
-                config
+                RegistryConfig {
+                    $( $path: FromOption::from_option($default), )*
+                    $( $fpath: $fdefault, )*
+                    events: EventLimits {
+                        $( $epath: FromOption::from_option($edefault), )*
+                    },
+                }
             }
         }
 
@@ -145,23 +164,18 @@ macro_rules! config_from_table {
             /// Sets number option `name` (its JS name) to `value`, in the option's range.
             pub(crate) fn set_number(&mut self, name: &str, value: f64) -> Result<(), String> {
                 match name {
-                    $( $name => {
-                        let (min, max): (u32, u32) = ($min, $max);
-                        if value.fract() != 0.0 || !(f64::from(min)..=f64::from(max)).contains(&value) {
-                            return Err(format!("option {} must be an integer from {min} to {max}", $name));
-                        }
-                        self.$($path).+ = FromOption::from_option(value as u32);
-                        Ok(())
-                    } )*
-                    _ => Err(format!("unknown number option {name}")),
+                    $( $name => self.$path = number_in_range($name, value, $min, $max)?, )*
+                    $( $ename => self.events.$epath = number_in_range($ename, value, $emin, $emax)?, )*
+                    _ => return Err(format!("unknown number option {name}")),
                 }
+                Ok(())
             }
 
             /// Sets flag option `name` (its JS name).
             pub(crate) fn set_flag(&mut self, name: &str, value: bool) -> Result<(), String> {
                 match name {
                     $( $fname => {
-                        self.$($fpath).+ = value;
+                        self.$fpath = value;
                         Ok(())
                     } )*
                     _ => Err(format!("unknown flag option {name}")),
@@ -173,32 +187,6 @@ macro_rules! config_from_table {
 
 for_registry_options!(config_from_table);
 
-impl RegistryConfig {
-    /// Every field zero, before the table's defaults are written.
-    fn unset() -> RegistryConfig {
-        RegistryConfig {
-            linger: Duration::ZERO,
-            max_viewers_per_agent: 0,
-            max_agents: 0,
-            max_viewers_total: 0,
-            max_message_bytes: 0,
-            heartbeat_interval: Duration::ZERO,
-            heartbeat_timeout: Duration::ZERO,
-            max_queued_messages: 0,
-            max_pending_inputs: 0,
-            max_inputs_per_second: 0,
-            implicit_control: false,
-            events: EventLimits {
-                batch_window: Duration::ZERO,
-                max_events: 0,
-                max_bytes: 0,
-                max_age: Duration::ZERO,
-                max_event_bytes: 0,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +194,6 @@ mod tests {
     #[test]
     fn every_option_is_set_by_its_row_and_defaults_stay_in_range() {
         let defaults = RegistryConfig::default();
-        let unset = RegistryConfig::unset();
         assert_eq!(defaults.linger, Duration::from_secs(3));
         assert_eq!(defaults.max_message_bytes, 64 * 1024);
         assert_eq!(defaults.events.max_bytes, 4 * 1024 * 1024);
@@ -226,7 +213,6 @@ mod tests {
                     .unwrap(),
             }
             assert_ne!(format!("{config:?}"), before, "{} sets nothing", spec.name);
-            let _ = &unset;
         }
         let names: std::collections::HashSet<_> = REGISTRY_OPTIONS.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), REGISTRY_OPTIONS.len(), "names are unique");

@@ -69,6 +69,23 @@ pub struct CdpOptions {
     pub timeout: Duration,
 }
 
+impl ImageFormat {
+    /// Its name in `startCdpSource`'s options.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+        }
+    }
+
+    /// The format called `name`, if there is one.
+    pub(crate) fn named(name: &str) -> Option<ImageFormat> {
+        [ImageFormat::Jpeg, ImageFormat::Png]
+            .into_iter()
+            .find(|format| format.name() == name)
+    }
+}
+
 impl CdpOptions {
     /// JPEG qualities accepted.
     pub const QUALITY: RangeInclusive<u32> = 0..=100;
