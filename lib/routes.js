@@ -49,12 +49,11 @@ function chooseProtocol(header) {
   return offered.some((p) => p.startsWith('browser-stream.')) ? undefined : null
 }
 
-/** The ids of a request, or a 400 (the native registry owns the id rules). */
+/** The ids of a request and their channel key, or a 400 (the native registry owns the id rules). */
 function ids(c, threadId) {
   const agentId = c.req.param('agentId')
   try {
-    channelKey(agentId, threadId)
-    return { agentId, threadId }
+    return { agentId, threadId, key: channelKey(agentId, threadId) }
   } catch (err) {
     return { refusal: jsonError(c, 400, 'bad_request', errorText(err)) }
   }
@@ -79,13 +78,13 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
     if (!incoming) {
       return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
     }
-    const { refusal, agentId, threadId } = ids(c, c.req.query('threadId') || undefined)
+    const { refusal, key } = ids(c, c.req.query('threadId') || undefined)
     if (refusal) return refusal
     const protocol = chooseProtocol(c.req.header('sec-websocket-protocol'))
     if (protocol === undefined) {
       return jsonError(c, 400, 'unsupported_protocol', `this server speaks ${EXTENDED_PROTOCOL} (or the compat wire without a subprotocol)`)
     }
-    const overCapacity = registry.checkAdmission(agentId, threadId)
+    const overCapacity = registry.admissionRefusal(key)
     if (overCapacity) return jsonError(c, 503, 'over_capacity', overCapacity)
     let canControl = true
     if (authorizeControl) {
@@ -96,7 +95,7 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
         canControl = false
       }
     }
-    return upgrades.admit(c, incoming, { agentId, threadId, options: { protocol: protocol ?? undefined, canControl } })
+    return upgrades.admit(c, incoming, { key, options: { protocol: protocol ?? undefined, canControl } })
   })
 
   // Mastra: `{hasSession, screencastAvailable: true}`, hasSession from the toolset's

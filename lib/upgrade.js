@@ -39,7 +39,7 @@ const upgrading = new WeakSet()
  * @param {number} [o.maxMessageBytes] largest client message on a bridged socket
  */
 function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMessageBytes }) {
-  /** upgrade request → admission decided by the route (agentId, threadId, nonce) */
+  /** upgrade request → admission decided by the route (channel key, viewer options, nonce) */
   const admissions = new WeakMap()
 
   /** The Node request that the stream route's context `c` upgrades, or undefined when none. */
@@ -49,12 +49,12 @@ function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMess
   }
 
   /**
-   * The stream route's answer admitting upgrade request `incoming` for `agentId`, `threadId`
-   * and the viewer's `options`; the upgrade goes ahead only if the app's final response is it.
+   * The stream route's answer admitting upgrade request `incoming` as a viewer of channel
+   * `key` with `options`; the upgrade goes ahead only if the app's final response is it.
    */
-  function admit(c, incoming, { agentId, threadId, options }) {
+  function admit(c, incoming, { key, options }) {
     const nonce = randomUUID()
-    admissions.set(incoming, { nonce, agentId, threadId, options })
+    admissions.set(incoming, { nonce, key, options })
     return c.body(null, 204, { [ADMISSION_HEADER]: nonce })
   }
 
@@ -68,18 +68,18 @@ function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMess
   /** upgrade request → subprotocol chosen for a bridged socket */
   const bridgedProtocols = new WeakMap()
 
-  function handOver(req, socket, head, { agentId, threadId, options }, requestLog) {
+  function handOver(req, socket, head, { key, options }, requestLog) {
     const fd = socket._handle?.fd
     const adoptable = nativeSockets && !socket.encrypted && typeof fd === 'number' && fd >= 0
     if (adoptable) {
       try {
-        registry.adoptSocket(fd, req.headers['sec-websocket-key'], head, agentId, threadId, options)
+        registry.adoptSocket(fd, req.headers['sec-websocket-key'], head, key, options)
         // Same tick: libuv closes its fd without shutdown(), the duplicate lives on in Rust.
         socket.destroy()
         return
       } catch (err) {
         // A refusal between the route's check and here was counted by the registry already.
-        const refused = registry.admissionRefusal(agentId, threadId)
+        const refused = registry.admissionRefusal(key, false)
         if (refused) return rejectUpgrade(socket, 503, 'over_capacity', refused)
         requestLog.warn(`[browser-stream] native handover failed, bridging in JS: ${errorText(err)}`)
       }
@@ -87,7 +87,7 @@ function createUpgrades({ app, registry, log, streamPath, nativeSockets, maxMess
     if (options.protocol) bridgedProtocols.set(req, options.protocol)
     bridgeServer.handleUpgrade(req, socket, head, (ws) => {
       try {
-        registry.attachSocket(ws, agentId, threadId, options)
+        registry.attachSocket(ws, key, options)
       } catch (err) {
         ws.close(CloseCode.TRY_AGAIN_LATER, errorText(err).slice(0, 120))
       }

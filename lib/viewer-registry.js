@@ -121,32 +121,34 @@ class ViewerRegistry {
    * @returns {string | null}
    */
   checkAdmission(agentId, threadId) {
-    return this.#native.checkAdmission(channelKey(agentId, threadId || undefined))
+    return this.admissionRefusal(channelKey(agentId, threadId || undefined))
   }
 
   /**
-   * `checkAdmission` without counting a refusal (a second look at one already counted).
-   * @internal used by the upgrade (upgrade.js)
+   * `checkAdmission` of channel `key`; `countRefusal: false` for a second look at a refusal
+   * already counted.
+   * @internal used by the stream route and the upgrade (routes.js, upgrade.js)
    */
-  admissionRefusal(agentId, threadId) {
-    return this.#native.checkAdmission(channelKey(agentId, threadId || undefined), false)
+  admissionRefusal(key, countRefusal = true) {
+    return this.#native.checkAdmission(key, countRefusal)
   }
 
   /**
-   * Hands an upgraded plain-TCP socket to Rust by file descriptor. The caller must
-   * `socket.destroy()` in the same tick. Returns the viewer id.
+   * Hands an upgraded plain-TCP socket to Rust by file descriptor, as a viewer of channel
+   * `key`. The caller must `socket.destroy()` in the same tick. Returns the viewer id.
    * @internal used by the upgrade (upgrade.js)
    */
-  adoptSocket(fd, websocketKey, head, agentId, threadId, options) {
-    return this.#native.adoptSocket(fd, websocketKey, head, channelKey(agentId, threadId || undefined), options)
+  adoptSocket(fd, websocketKey, head, key, options) {
+    return this.#native.adoptSocket(fd, websocketKey, head, key, options)
   }
 
   /**
-   * Serves a `ws` WebSocket kept in JS (TLS, no usable fd). Returns the viewer id.
+   * Serves a `ws` WebSocket kept in JS (TLS, no usable fd) as a viewer of channel `key`.
+   * Returns the viewer id.
    * @internal used by the upgrade (upgrade.js)
    */
-  attachSocket(ws, agentId, threadId, options) {
-    const id = this.#native.attachBridged(channelKey(agentId, threadId || undefined), true, options)
+  attachSocket(ws, key, options) {
+    const id = this.#native.attachBridged(key, true, options)
     this.#bridged.set(id, {
       send: (text) => sendPaced(ws, text),
       close: (code, reason) => {
