@@ -98,7 +98,8 @@ class HostEvents {
         return
       case 'log':
         // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
-        this.#log[event.level === 'error' ? 'error' : 'warn'](`[browser-stream] ${redact(event.text)}`)
+        // `level` is named as the logger method (HostLogLevel).
+        this.#log[event.level](`[browser-stream] ${redact(event.text)}`)
         return
       case 'close':
         this.#sockets.take(event.viewerId)?.close(event.code, event.reason)
