@@ -4,7 +4,7 @@
 // ordering of inputs handed to a toolset. Must not validate messages itself (the native
 // parser does, with the stream route's rules) nor touch sockets.
 
-const { parseInputMessage } = require('../binding')
+const { parseInputMessage } = require('./native')
 const { callGetToolset, injectInput } = require('./sources/toolset')
 const { errorText } = require('./util')
 const { createLogger } = require('./log')

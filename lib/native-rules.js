@@ -4,7 +4,7 @@
 // extended subprotocol, the statuses and error codes viewers get, and the CDP source's
 // defaults. Must not define any of them: a new option or code is an edit in Rust only.
 
-const binding = require('../binding')
+const binding = require('./native')
 
 /** Every NativeRegistry option: `{ name, kind: 'ms' | 'count' | 'flag', default, min, max }`. */
 const REGISTRY_OPTIONS = Object.freeze(binding.registryOptions().map((option) => Object.freeze(option)))

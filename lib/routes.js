@@ -7,7 +7,7 @@
 // not touch sockets (upgrade.js hands them over) nor source sessions beyond the registry's
 // close calls, and never logs a request's credentials.
 
-const { channelKey } = require('../binding')
+const { channelKey } = require('./native')
 const { jsonError } = require('./http')
 const { EXTENDED_PROTOCOL } = require('./native-rules')
 const { contextLogger } = require('./log')

@@ -7,7 +7,7 @@
 // to HostEvents (host-events.js), lending it only the channel book and the bridged sockets.
 // Must not fan out frames itself: every frame goes through Rust once.
 
-const { NativeRegistry, channelKey, checkCdpSourceOptions } = require('../binding')
+const { NativeRegistry, channelKey, checkCdpSourceOptions } = require('./native')
 const { CloseCode, REGISTRY_OPTIONS, registryDefault } = require('./native-rules')
 const { HostEvents } = require('./host-events')
 const { createLogger } = require('./log')
