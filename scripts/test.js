@@ -3,7 +3,8 @@
 // The whole test suite, as the README's `npm test`: Rust lint and unit tests (the addon and the
 // benchmark's tools), a fresh build of the addon (with a check that the committed napi
 // bindings match the Rust code), then the integration tests in __test__/ with Node's test
-// runner. Exits non-zero on any failure.
+// runner, the packaging tests (real installs of the packed packages) among them. Exits
+// non-zero on any failure.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -29,14 +30,24 @@ run('cargo', ['fmt', '--check', ...bench], 'rustfmt (bench)')
 run('cargo', ['clippy', '--release', '--locked', ...bench, '--', '-D', 'warnings'], 'clippy (bench)')
 run('cargo', ['test', '--release', '--locked', ...bench], 'Rust unit tests (bench)')
 
+// On linux x64 glibc the addon is built as it is released, against glibc 2.17 through
+// cargo-zigbuild (.ci/run installs it), so every test runs the binary users get and
+// package.test.js can check its glibc floor. Without cargo-zigbuild it is a plain host build.
+const releaseLike =
+  process.platform === 'linux' &&
+  process.arch === 'x64' &&
+  Boolean(process.report?.getReport?.().header?.glibcVersionRuntime) &&
+  spawnSync('cargo-zigbuild', ['--version'], { stdio: 'ignore' }).status === 0
+const target = releaseLike ? ['--target', 'x86_64-unknown-linux-gnu.2.17', '--cross-compile'] : []
 const napiCli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 if (fs.existsSync(napiCli)) {
-  run(process.execPath, [napiCli, 'build', '--platform', '--release', '--js', 'binding.js', '--dts', 'binding.d.ts'], 'napi build')
+  const build = ['build', '--platform', '--release', ...target, '--js', 'binding.js', '--dts', 'binding.d.ts']
+  run(process.execPath, [napiCli, ...build], releaseLike ? 'napi build (glibc 2.17, as released)' : 'napi build')
   if (fs.existsSync(path.join(root, '.git'))) {
     run('git', ['diff', '--exit-code', '--', 'binding.d.ts', 'binding.js'], 'generated bindings are committed and current')
   }
 } else {
-  run(process.execPath, [path.join(root, 'scripts', 'install.js'), '--build'], 'cargo build')
+  run(process.execPath, [path.join(root, 'scripts', 'build-from-source.js'), 'build'], 'cargo build')
 }
 
 const extra = process.argv.slice(2)
