@@ -4,8 +4,9 @@
 // loopback registry (Verdaccio, no uplinks); then fresh projects install them with npm and pnpm
 // on a PATH without Rust (a shim records any cargo call) and run the drop-in smoke
 // (scripts/smoke.js: a real Hono server, a real ws viewer, a frame and a click). Also: what is
-// published (files, fields, sizes, glibc floor), the committed npm/ folders, the clear failure
-// without a platform package and without cargo, and the source build when cargo is there.
+// published (files, fields, sizes, glibc floor), the committed npm/ folders and the workflow's
+// targets, the clear failure without a platform package and without cargo, how the source build
+// cleans up after a failure (with a stand-in cargo that fails on cue), and the real source build.
 // Runs on linux x64 glibc (the one platform this machine builds); skipped elsewhere.
 
 const { test, before, after } = require('node:test')
@@ -35,19 +36,36 @@ const PLATFORM_PACKAGE_BUDGET = 8 * 1024 * 1024
 const GLIBC_FLOOR = [2, 17]
 
 const platformName = platform.platformPackage(host)
-const pnpmCli = path.join(root, 'node_modules', 'pnpm', 'bin', 'pnpm.mjs')
+const pnpmCli = path.join(root, 'node_modules', 'pnpm', 'bin', 'pnpm.cjs')
 
 let work
 let registry
-let cargoLog
-let noRust
 let seed
+let shells = 0
 
-/** The environment of a package-manager run: our registry and cache, and maybe no Rust. */
-function env({ rust = false } = {}) {
-  return {
-    ...process.env,
-    PATH: rust ? process.env.PATH : noRust,
+/**
+ * This process's environment without what would steer a child past the test's setup: npm's
+ * exported config (under `npm test`, e.g. npm_config_registry outranks our .npmrc) and the
+ * variables that point at a Rust toolchain or build tree.
+ */
+function cleanEnv() {
+  const env = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (/^(npm_|pnpm_)/i.test(name) || ['INIT_CWD', 'CARGO', 'RUSTC', 'CARGO_TARGET_DIR', 'RUSTUP_TOOLCHAIN'].includes(name)) continue
+    env[name] = value
+  }
+  return env
+}
+
+/**
+ * A shell for one test's package-manager runs: our registry and npm cache, and unless `rust`,
+ * a PATH without Rust whose cargo/rustc shim logs to a file of this shell's own (`calls()`).
+ */
+function shell({ rust = false } = {}) {
+  const dir = path.join(work, `shell-${++shells}`)
+  const log = path.join(dir, 'rust-calls.log')
+  const env = {
+    ...cleanEnv(),
     npm_config_userconfig: registry.npmrc,
     npm_config_cache: path.join(work, 'npm-cache'),
     npm_config_audit: 'false',
@@ -55,24 +73,28 @@ function env({ rust = false } = {}) {
     npm_config_update_notifier: 'false',
     CI: 'true',
   }
-}
-
-function npm(args, cwd, options) {
-  return runCommand('npm', args, { cwd, env: env(options), timeout: options?.timeout })
-}
-
-function pnpm(args, cwd, options) {
-  const isolated = ['--store-dir', path.join(work, 'pnpm-store'), '--cache-dir', path.join(work, 'pnpm-cache')]
-  return runCommand(process.execPath, [pnpmCli, ...args, ...isolated], { cwd, env: env(options) })
+  if (!rust) env.PATH = pathWithoutRust(dir, log)
+  return {
+    env,
+    calls: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim() : ''),
+    npm: (args, cwd, extra = {}) => runCommand('npm', args, { cwd, env: { ...env, ...extra.env }, timeout: extra.timeout }),
+    pnpm: (args, cwd) => {
+      const isolated = ['--store-dir', path.join(work, 'pnpm-store'), '--cache-dir', path.join(work, 'pnpm-cache')]
+      return runCommand(process.execPath, [pnpmCli, ...args, ...isolated], { cwd, env })
+    },
+    smoke(packageDir, from) {
+      const args = [path.join(root, 'scripts', 'smoke.js'), '--package', packageDir, '--from', from]
+      const result = runCommand(process.execPath, args, { env })
+      assert.equal(result.status, 0, `smoke failed:\n${result.stdout}\n${result.stderr}`)
+      assert.match(result.stdout, /smoke: ok/)
+      return result.stdout.trim()
+    },
+  }
 }
 
 function must(result, what) {
   assert.equal(result.status, 0, `${what} failed (${result.status}):\n${result.stdout}\n${result.stderr}`)
   return result
-}
-
-function cargoCalls() {
-  return fs.existsSync(cargoLog) ? fs.readFileSync(cargoLog, 'utf8').trim() : ''
 }
 
 /** A fresh project folder with `dependencies`; hono and @hono/node-server come from `seed`. */
@@ -104,28 +126,44 @@ function listFiles(dir) {
   return out.sort()
 }
 
-function smoke(packageDir, from, options) {
-  const result = runCommand(process.execPath, [path.join(root, 'scripts', 'smoke.js'), '--package', packageDir, '--from', from], {
-    env: { ...process.env, PATH: options?.rust ? process.env.PATH : noRust },
-  })
-  assert.equal(result.status, 0, `smoke failed:\n${result.stdout}\n${result.stderr}`)
-  assert.match(result.stdout, /smoke: ok/)
-  return result.stdout.trim()
-}
-
 /** The tarball entries of a published package (`npm pack` of it from the registry). */
 function packedFiles(spec, dir) {
   fs.mkdirSync(dir, { recursive: true })
-  const packed = JSON.parse(must(npm(['pack', spec, '--json', '--pack-destination', dir], dir), `npm pack ${spec}`).stdout)[0]
+  const packed = JSON.parse(must(shell().npm(['pack', spec, '--json', '--pack-destination', dir], dir), `npm pack ${spec}`).stdout)[0]
   return { files: packed.files.map((file) => file.path).sort(), unpackedSize: packed.unpackedSize, tarball: path.join(dir, packed.filename) }
+}
+
+/** A project with the published package installed from the registry without its platform package. */
+function installWithoutPrebuilt(name, sh) {
+  const dir = project(name)
+  must(sh.npm(['install', `${manifest.name}@${manifest.version}`, '--omit=optional'], dir), 'npm install --omit=optional')
+  assert.equal(fs.existsSync(path.join(dir, 'node_modules', platformName)), false)
+  return { dir, installed: path.join(dir, 'node_modules', manifest.name) }
+}
+
+/**
+ * A stand-in for cargo that fails the way a real build can, on cue: `compile-error` makes the
+ * build tree and then fails; `bad-library` "succeeds" with a file that is no shared library;
+ * `good-library` puts this checkout's built binary where cargo would. It answers --version.
+ */
+function standInCargo(mode) {
+  const file = path.join(work, `cargo-${mode}`)
+  const library = path.join('"$CARGO_TARGET_DIR"', 'release', 'libbrowser_stream_native.so')
+  const build = {
+    'compile-error': 'mkdir -p "$CARGO_TARGET_DIR/release/deps"\necho "error[E0000]: stand-in compile failure" >&2\nexit 101',
+    'bad-library': `mkdir -p "$CARGO_TARGET_DIR/release"\necho "not a shared library" > ${library}`,
+    'good-library': `mkdir -p "$CARGO_TARGET_DIR/release"\ncp '${builtBinary}' ${library}`,
+  }[mode]
+  fs.writeFileSync(file, `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "cargo 1.95.0 (stand-in)"; exit 0; fi\n${build}\n`)
+  fs.chmodSync(file, 0o755)
+  return file
 }
 
 before(async () => {
   if (skip) return
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-package-'))
   registry = await startRegistry(path.join(work, 'registry'))
-  cargoLog = path.join(work, 'cargo-calls.log')
-  noRust = pathWithoutRust(path.join(work, 'shim'), cargoLog)
+  const sh = shell({ rust: true })
 
   // Third-party packages from the npm cache this checkout was installed with: ws is published to
   // the loopback registry (our dependency resolves it by range); hono and @hono/node-server
@@ -135,19 +173,20 @@ before(async () => {
   const versionOf = (name) => require(path.join(root, 'node_modules', name, 'package.json')).version
   const packOffline = (name) => {
     const args = ['pack', `${name}@${versionOf(name)}`, '--offline', '--json', '--pack-destination', seedDir]
-    const result = runCommand('npm', args, { cwd: seedDir })
+    // The checkout's own npm cache: that is where `npm ci` left these packages.
+    const result = runCommand('npm', args, { cwd: seedDir, env: cleanEnv() })
     assert.equal(result.status, 0, `npm pack ${name} from the cache: ${result.stderr}`)
     return path.join(seedDir, JSON.parse(result.stdout)[0].filename)
   }
   seed = { hono: packOffline('hono'), nodeServer: packOffline('@hono/node-server'), ws: packOffline('ws') }
-  must(npm(['publish', seed.ws, '--tag', 'latest'], seedDir), 'publishing ws to the loopback registry')
+  must(sh.npm(['publish', seed.ws, '--tag', 'latest'], seedDir), 'publishing ws to the loopback registry')
 
   // The release, as the workflow's publish job runs it, on a copy of the packed checkout with
   // this machine's binary as the only artifact.
   const stageDir = path.join(work, 'stage')
   fs.mkdirSync(stageDir)
   const packed = JSON.parse(
-    must(runCommand('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', stageDir], { cwd: root }), 'npm pack').stdout,
+    must(sh.npm(['pack', '--ignore-scripts', '--json', '--pack-destination', stageDir], root), 'npm pack').stdout,
   )[0]
   must(runCommand('tar', ['xzf', path.join(stageDir, packed.filename), '-C', stageDir]), 'unpacking the tarball')
   const release = path.join(stageDir, 'package')
@@ -158,7 +197,7 @@ before(async () => {
   const released = runCommand(
     process.execPath,
     [path.join(root, 'scripts', 'release.js'), '--cwd', release, '--artifacts', artifacts, '--only', 'x86_64-unknown-linux-gnu'],
-    { cwd: release, env: env({ rust: true }) },
+    { cwd: release, env: sh.env },
   )
   must(released, 'scripts/release.js')
 })
@@ -196,8 +235,18 @@ test('the committed npm/ folders are what napi create-npm-dirs makes of package.
   }
 })
 
-test('what is published: exact-version optional dependencies, only what users need, within budget', { skip }, async (t) => {
-  const meta = JSON.parse(must(npm(['view', `${manifest.name}@${manifest.version}`, '--json'], work), 'npm view').stdout)
+test('the release workflow builds and smokes exactly the targets in napi.targets', () => {
+  const workflow = fs.readFileSync(path.join(root, '.github', 'workflows', 'release.yml'), 'utf8')
+  const targetsIn = (from, to) =>
+    [...workflow.slice(workflow.indexOf(from), workflow.indexOf(to)).matchAll(/^\s+target: (\S+)$/gm)].map((m) => m[1]).sort()
+  const configured = [...manifest.napi.targets].sort()
+  assert.deepEqual(targetsIn('\n  build:', '\n  test:'), configured, 'the build matrix')
+  assert.deepEqual(targetsIn('\n  test:', '\n  publish:'), configured, 'the smoke matrices')
+})
+
+test('what is published: exact-version optional dependencies, only what users need, within budget', { skip }, (t) => {
+  const sh = shell()
+  const meta = JSON.parse(must(sh.npm(['view', `${manifest.name}@${manifest.version}`, '--json'], work), 'npm view').stdout)
   assert.deepEqual(meta.optionalDependencies, { [platformName]: manifest.version })
   for (const hook of ['preinstall', 'install', 'postinstall']) {
     assert.equal(meta.scripts?.[hook], undefined, `a published ${hook} script would be blocked or refused by npm 12 and pnpm`)
@@ -213,7 +262,7 @@ test('what is published: exact-version optional dependencies, only what users ne
   }
   assert.ok(main.unpackedSize < MAIN_PACKAGE_BUDGET, `main package: ${main.unpackedSize} bytes, budget ${MAIN_PACKAGE_BUDGET}`)
 
-  const pkg = JSON.parse(must(npm(['view', `${platformName}@${manifest.version}`, '--json'], work), 'npm view platform').stdout)
+  const pkg = JSON.parse(must(sh.npm(['view', `${platformName}@${manifest.version}`, '--json'], work), 'npm view platform').stdout)
   assert.deepEqual([pkg.os, pkg.cpu, pkg.libc], [['linux'], ['x64'], ['glibc']])
   assert.equal(pkg.engines?.node, manifest.engines.node)
   assert.equal(pkg.license, manifest.license)
@@ -236,31 +285,36 @@ test('the published linux-x64-gnu binary runs on glibc 2.17', { skip }, (t) => {
 })
 
 test('npm install from the registry takes the prebuilt binary: no cargo, no compile, and it streams', { skip }, (t) => {
+  const sh = shell()
   const dir = project('npm-app')
-  const install = must(npm(['install', `${manifest.name}@${manifest.version}`, 'ws'], dir), 'npm install')
-  assert.equal(cargoCalls(), '', 'the install called cargo')
+  const install = must(sh.npm(['install', `${manifest.name}@${manifest.version}`, 'ws'], dir), 'npm install')
+  assert.equal(sh.calls(), '', 'the install called cargo or rustc')
   assert.doesNotMatch(install.stderr, /install-scripts/, 'npm saw install scripts to approve')
   const installed = path.join(dir, 'node_modules', manifest.name)
   assert.deepEqual(listFiles(installed).filter((file) => file.endsWith('.node') || file.startsWith('target')), [])
   assert.ok(fs.existsSync(path.join(dir, 'node_modules', platformName, platform.binaryFile(host))))
-  t.diagnostic(`npm install took ${(install.ms / 1000).toFixed(1)} s; ${smoke(installed, dir)}`)
+  t.diagnostic(`npm install took ${(install.ms / 1000).toFixed(1)} s; ${sh.smoke(installed, dir)}`)
 })
 
 test('npm install <tarball> of the published package still works', { skip }, (t) => {
+  const sh = shell()
   const tarball = packedFiles(`${manifest.name}@${manifest.version}`, path.join(work, 'tarball')).tarball
   const dir = project('tarball-app')
-  const install = must(npm(['install', tarball, 'ws'], dir), 'npm install <tarball>')
-  assert.equal(cargoCalls(), '')
-  t.diagnostic(`npm install <tarball> took ${(install.ms / 1000).toFixed(1)} s; ${smoke(path.join(dir, 'node_modules', manifest.name), dir)}`)
+  const install = must(sh.npm(['install', tarball, 'ws'], dir), 'npm install <tarball>')
+  assert.equal(sh.calls(), '')
+  t.diagnostic(`npm install <tarball> took ${(install.ms / 1000).toFixed(1)} s; ${sh.smoke(path.join(dir, 'node_modules', manifest.name), dir)}`)
 })
 
 test('pnpm, plain and in a workspace (registry and workspace:*), takes the prebuilt binary', { skip }, (t) => {
-  const plain = project('pnpm-app', { [manifest.name]: manifest.version, ws: '^8' })
-  const install = must(pnpm(['install'], plain), 'pnpm install')
-  assert.equal(cargoCalls(), '')
+  const sh = shell()
   const nodeFiles = (dir) => listFiles(dir).filter((file) => file.endsWith('.node'))
-  assert.deepEqual(nodeFiles(fs.realpathSync(path.join(plain, 'node_modules', manifest.name))), [], 'the binary comes from the platform package')
-  t.diagnostic(`pnpm install took ${(install.ms / 1000).toFixed(1)} s; ${smoke(fs.realpathSync(path.join(plain, 'node_modules', manifest.name)), plain)}`)
+  const plain = project('pnpm-app', { [manifest.name]: manifest.version, ws: '^8' })
+  const install = must(sh.pnpm(['install'], plain), 'pnpm install')
+  assert.equal(sh.calls(), '')
+  const plainPackage = fs.realpathSync(path.join(plain, 'node_modules', manifest.name))
+  assert.deepEqual(nodeFiles(plainPackage), [], 'the binary comes from the platform package')
+  const version = must(sh.pnpm(['--version'], plain), 'pnpm --version').stdout.trim()
+  t.diagnostic(`pnpm ${version} install took ${(install.ms / 1000).toFixed(1)} s; ${sh.smoke(plainPackage, plain)}`)
 
   // A workspace: one app takes the package from the registry, one links a workspace copy of it
   // (the unpacked tarball with its binary built beside binding.js, as `npm run build` leaves it).
@@ -273,7 +327,8 @@ test('pnpm, plain and in a workspace (registry and workspace:*), takes the prebu
     // installed for it (the apps bring Hono, as a deployer's app does).
     "packages:\n  - 'apps/*'\n  - 'packages/*'\nlinkWorkspacePackages: false\nautoInstallPeers: false\n",
   )
-  must(runCommand('tar', ['xzf', packedFiles(`${manifest.name}@${manifest.version}`, path.join(work, 'ws-tarball')).tarball, '-C', path.join(workspace, 'packages')]), 'unpack')
+  const tarball = packedFiles(`${manifest.name}@${manifest.version}`, path.join(work, 'ws-tarball')).tarball
+  must(runCommand('tar', ['xzf', tarball, '-C', path.join(workspace, 'packages')]), 'unpack')
   const local = path.join(workspace, 'packages', manifest.name)
   fs.renameSync(path.join(workspace, 'packages', 'package'), local)
   fs.copyFileSync(builtBinary, path.join(local, platform.binaryFile(host)))
@@ -285,50 +340,70 @@ test('pnpm, plain and in a workspace (registry and workspace:*), takes the prebu
   fs.mkdirSync(path.join(workspace, 'apps'))
   const fromRegistry = project(path.join('pnpm-workspace', 'apps', 'from-registry'), { [manifest.name]: manifest.version, ws: '^8' })
   const fromWorkspace = project(path.join('pnpm-workspace', 'apps', 'from-workspace'), { [manifest.name]: 'workspace:*', ws: '^8' })
-  const workspaceInstall = must(pnpm(['install'], workspace), 'pnpm install (workspace)')
-  assert.equal(cargoCalls(), '', 'the workspace install called cargo')
+  const workspaceInstall = must(sh.pnpm(['install'], workspace), 'pnpm install (workspace)')
+  assert.equal(sh.calls(), '', 'the workspace install called cargo or rustc')
   const resolved = (app) => fs.realpathSync(path.join(app, 'node_modules', manifest.name))
   assert.equal(resolved(fromWorkspace), fs.realpathSync(local), 'workspace:* links the workspace copy')
   assert.notEqual(resolved(fromRegistry), fs.realpathSync(local), 'the registry app has the published package')
   assert.deepEqual(nodeFiles(resolved(fromRegistry)), [], 'the registry app takes the binary from the platform package')
   t.diagnostic(`pnpm workspace install took ${(workspaceInstall.ms / 1000).toFixed(1)} s`)
-  t.diagnostic(`from the registry: ${smoke(resolved(fromRegistry), fromRegistry)}`)
-  t.diagnostic(`workspace:*: ${smoke(resolved(fromWorkspace), fromWorkspace)}`)
+  t.diagnostic(`from the registry: ${sh.smoke(resolved(fromRegistry), fromRegistry)}`)
+  t.diagnostic(`workspace:*: ${sh.smoke(resolved(fromWorkspace), fromWorkspace)}`)
 })
 
-test('without the platform package and without cargo: a clear error, a failing build command, nothing half-built', { skip }, () => {
-  const dir = project('no-prebuilt-app')
-  must(npm(['install', `${manifest.name}@${manifest.version}`, '--omit=optional'], dir), 'npm install --omit=optional')
-  const installed = path.join(dir, 'node_modules', manifest.name)
-  assert.equal(fs.existsSync(path.join(dir, 'node_modules', platformName)), false)
-
-  const load = runCommand(process.execPath, ['-e', `require(${JSON.stringify(manifest.name)})`], { cwd: dir, env: env() })
+test('without the platform package and without cargo: a clear load error, and the build says what to install', { skip }, () => {
+  const sh = shell()
+  const { dir, installed } = installWithoutPrebuilt('no-prebuilt-app', sh)
+  const load = runCommand(process.execPath, ['-e', `require(${JSON.stringify(manifest.name)})`], { cwd: dir, env: sh.env })
   assert.notEqual(load.status, 0)
   assert.match(load.stderr, /no native binary loads on this machine \(linux-x64-gnu/)
   assert.match(load.stderr, new RegExp(`optional dependency ${platformName}, which is not installed`))
-  assert.match(load.stderr, /npx browser-stream-native build/)
+  // The command that builds this very copy, by its path.
+  assert.ok(load.stderr.includes(`node "${fs.realpathSync(installed)}/scripts/build-from-source.js" build`), load.stderr)
 
   const before = listFiles(installed)
-  const build = npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir)
-  assert.notEqual(build.status, 0, 'the build without cargo must fail')
+  const build = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir)
+  assert.equal(build.status, 1, 'the build without cargo fails')
   assert.match(build.stderr, /cargo was not found, so nothing was built/)
   assert.match(build.stderr, /Install Rust \d+\.\d+ or newer from https:\/\/rustup\.rs/)
   assert.match(build.stderr, /build-essential/)
-  assert.deepEqual(listFiles(installed), before, 'the failed build left files behind')
+  assert.deepEqual(listFiles(installed), before)
 })
 
-test('the source build: with cargo, `npx browser-stream-native build` builds a binary that loads and streams', { skip }, (t) => {
-  const dir = path.join(work, 'no-prebuilt-app')
-  const installed = path.join(dir, 'node_modules', manifest.name)
-  // The checkout's build tree keeps the compiled dependencies, so only this crate compiles.
-  const build = runCommand('npm', ['exec', '--offline', '--', 'browser-stream-native', 'build'], {
-    cwd: dir,
-    env: { ...env({ rust: true }), CARGO_TARGET_DIR: path.join(root, 'target') },
+test('a source build that fails leaves nothing half-built: not its build tree, not a library that does not load', { skip }, () => {
+  const sh = shell()
+  const { dir, installed } = installWithoutPrebuilt('failed-build-app', sh)
+  const before = listFiles(installed)
+
+  const failed = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir, { env: { CARGO: standInCargo('compile-error') } })
+  assert.equal(failed.status, 101, "cargo's exit status is the build's")
+  assert.match(failed.stderr, /stand-in compile failure/, "cargo's output is shown")
+  assert.match(failed.stderr, /cargo build failed \(its output is above\); nothing was installed/)
+  assert.deepEqual(listFiles(installed), before, 'the failed build left its tree behind')
+
+  const unloadable = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir, { env: { CARGO: standInCargo('bad-library') } })
+  assert.equal(unloadable.status, 1)
+  assert.match(unloadable.stderr, /Node cannot load the built addon/)
+  assert.deepEqual(listFiles(installed), before, 'an unloadable library was left behind')
+
+  // A build that works is put in place and its tree, only weight in node_modules, removed.
+  const built = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir, { env: { CARGO: standInCargo('good-library') } })
+  assert.equal(built.status, 0, built.stderr)
+  assert.deepEqual(listFiles(installed), [...before, platform.binaryFile(host)].sort())
+})
+
+test('the source build: with cargo, `npx browser-stream-native build` compiles a binary that loads and streams', { skip }, (t) => {
+  const sh = shell({ rust: true })
+  const { dir, installed } = installWithoutPrebuilt('source-build-app', sh)
+  // The checkout's release build tree (`npm install` here built it) keeps the compiled
+  // dependencies, so only this crate compiles; without it this is a full build of 2–3 minutes.
+  const build = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir, {
+    env: { CARGO_TARGET_DIR: path.join(root, 'target') },
     timeout: 900_000,
   })
   assert.equal(build.status, 0, `source build failed:\n${build.stderr}`)
   assert.match(build.stderr, /building the native addon for linux-x64-gnu from source: `build` was asked for/)
   assert.match(build.stderr, /Compiling browser-stream-native/, "cargo's progress is shown")
   assert.deepEqual(listFiles(installed).filter((file) => file.endsWith('.node')), [platform.binaryFile(host)])
-  t.diagnostic(`source build took ${(build.ms / 1000).toFixed(0)} s; ${smoke(installed, dir, { rust: true })}`)
+  t.diagnostic(`source build took ${(build.ms / 1000).toFixed(0)} s; ${sh.smoke(installed, dir)}`)
 })

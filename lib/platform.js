@@ -6,6 +6,7 @@
 // (`binding.js` loads by it); a test checks this copy against the napi CLI for every target.
 // Must not load the binary (native.js does) or build it (scripts/build-from-source.js).
 
+const fs = require('node:fs')
 const path = require('node:path')
 
 const packageRoot = path.join(__dirname, '..')
@@ -22,17 +23,22 @@ function platformOfTriple(triple) {
   return `${system}-${arch}${abi ? `-${abi}` : ''}`
 }
 
-/** Whether this Linux runs glibc (napi-rs asks the process report, as `binding.js` does). */
-function isGlibc() {
-  const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null
-  return Boolean(report?.header?.glibcVersionRuntime)
+/** Whether this Linux runs musl, asked in `binding.js`'s order: /usr/bin/ldd, then the process report. */
+function isMusl() {
+  try {
+    return fs.readFileSync('/usr/bin/ldd', 'utf8').includes('musl')
+  } catch {
+    const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null
+    if (!report || report.header?.glibcVersionRuntime) return false
+    return (report.sharedObjects ?? []).some((file) => file.includes('libc.musl-') || file.includes('ld-musl-'))
+  }
 }
 
 /** The platform name of this process, as `binding.js` looks for it. */
 function hostPlatform() {
   const { platform, arch } = process
   if (platform === 'linux') {
-    const libc = isGlibc() ? 'gnu' : 'musl'
+    const libc = isMusl() ? 'musl' : 'gnu'
     return arch === 'arm' ? `linux-arm-${libc}eabihf` : `linux-${arch}-${libc}`
   }
   if (platform === 'win32') return `win32-${arch}-msvc`
@@ -65,21 +71,22 @@ function installedPlatformPackage(platform) {
   }
 }
 
-/** The one command that builds the binary from source (the `bin` of this package). */
-const BUILD_COMMAND = 'npx browser-stream-native build'
+/**
+ * The command that builds this very copy from source. By path, not `npx browser-stream-native`:
+ * npx finds the bin only for a direct dependency, and would otherwise fetch and build another copy.
+ */
+const BUILD_COMMAND = `node "${path.join(packageRoot, 'scripts', 'build-from-source.js')}" build`
 
 /** How to get Rust, said the same way everywhere a build needs it. */
 function rustInstallAdvice(rustVersion) {
-  const linker =
+  const rust =
     process.platform === 'win32'
-      ? 'the Visual Studio C++ build tools'
-      : process.platform === 'darwin'
-        ? 'the Xcode command line tools (xcode-select --install)'
-        : 'a C toolchain (Debian/Ubuntu: apt-get install build-essential; Alpine: apk add build-base)'
-  return (
-    `Install Rust ${rustVersion} or newer from https://rustup.rs ` +
-    `(curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh) and ${linker}, then run ${BUILD_COMMAND}.`
-  )
+      ? `Install Rust ${rustVersion} or newer with rustup-init.exe from https://rustup.rs and the Visual Studio C++ build tools`
+      : `Install Rust ${rustVersion} or newer from https://rustup.rs (curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh) and ` +
+        (process.platform === 'darwin'
+          ? 'the Xcode command line tools (xcode-select --install)'
+          : 'a C toolchain (Debian/Ubuntu: apt-get install build-essential; Alpine: apk add build-base)')
+  return `${rust}, then run ${BUILD_COMMAND}.`
 }
 
 /** Why no native binary loaded here, and what to do: the text of the error `native.js` throws. */
@@ -95,11 +102,14 @@ function missingBinaryMessage(platform = hostPlatform(), installed = installedPl
         'another platform, delete it and node_modules first.',
     )
   } else if (installed.version !== manifest.version) {
-    lines.push(`${name} is at ${installed.version} but this package is ${manifest.version}: reinstall so both match.`)
+    lines.push(
+      `${name} is at ${installed.version} but this package is ${manifest.version}: reinstall so both match ` +
+        '(the error is in this error\'s cause).',
+    )
   } else {
     lines.push(`${name}@${installed.version} is installed but Node could not load it (the error is in this error's cause).`)
   }
-  lines.push(`To build it from source instead: ${BUILD_COMMAND} (about 2–3 minutes on 2 cores; needs Rust).`)
+  lines.push(`To build it from source instead (about 2–3 minutes on 2 cores; needs Rust): ${BUILD_COMMAND}`)
   return lines.join('\n')
 }
 

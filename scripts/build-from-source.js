@@ -62,9 +62,13 @@ function libraryFile() {
 }
 
 function main(args) {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE)
+    return 0
+  }
   if (args[0] !== 'build' || args.slice(1).some((arg) => arg !== '--if-missing')) {
     console.error(USAGE)
-    return args[0] === '--help' || args[0] === '-h' ? 0 : 2
+    return 2
   }
   const host = platform.hostPlatform()
   const forced = process.env[FORCE_VARIABLE] === '1'
@@ -120,6 +124,11 @@ function main(args) {
     const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(partial)})`], { encoding: 'utf8' })
     if (probe.status !== 0) throw new Error(`Node cannot load the built addon:\n${probe.stderr.trim()}`)
     fs.renameSync(partial, target)
+    // Loaded the way users load it: binding.js must find this file by its platform name.
+    if (!binaryLoads()) {
+      fs.rmSync(target, { force: true })
+      throw new Error(`binding.js does not load ${path.basename(target)} on this platform`)
+    }
   } catch (error) {
     fs.rmSync(partial, { force: true })
     dropTree()

@@ -44,6 +44,10 @@ function run(command, args, what) {
 
 const manifestPath = path.join(cwd, 'package.json')
 const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'))
+// A tag push publishes exactly the version it names.
+if (process.env.GITHUB_REF_TYPE === 'tag' && process.env.GITHUB_REF_NAME !== `v${manifest.version}`) {
+  fail(`the tag ${process.env.GITHUB_REF_NAME} does not name package.json's version ${manifest.version} (v${manifest.version})`)
+}
 if (options.only) {
   const only = options.only.split(',')
   const unknown = only.filter((triple) => !manifest.napi.targets.includes(triple))

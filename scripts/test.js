@@ -9,6 +9,7 @@
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
+const { hostPlatform } = require('../lib/platform')
 
 const root = path.join(__dirname, '..')
 
@@ -34,10 +35,7 @@ run('cargo', ['test', '--release', '--locked', ...bench], 'Rust unit tests (benc
 // cargo-zigbuild (.ci/run installs it), so every test runs the binary users get and
 // package.test.js can check its glibc floor. Without cargo-zigbuild it is a plain host build.
 const releaseLike =
-  process.platform === 'linux' &&
-  process.arch === 'x64' &&
-  Boolean(process.report?.getReport?.().header?.glibcVersionRuntime) &&
-  spawnSync('cargo-zigbuild', ['--version'], { stdio: 'ignore' }).status === 0
+  hostPlatform() === 'linux-x64-gnu' && spawnSync('cargo-zigbuild', ['--version'], { stdio: 'ignore' }).status === 0
 const target = releaseLike ? ['--target', 'x86_64-unknown-linux-gnu.2.17', '--cross-compile'] : []
 const napiCli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 if (fs.existsSync(napiCli)) {

@@ -63,23 +63,27 @@ async function startRegistry(dir) {
   child.stdout.on('data', (chunk) => (output += chunk))
   child.stderr.on('data', (chunk) => (output += chunk))
   const exited = new Promise((resolve) => child.once('exit', resolve))
-  let up = false
-  await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw new Error(`verdaccio exited: ${output}`)
-      up = await ping(url)
-      return up
-    },
-    { timeout: 60_000, what: 'verdaccio answering /-/ping' },
-  )
-
-  const user = await fetch(`${url}-/user/org.couchdb.user:tester`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'tester', password: 'local-only-test-password' }),
-  })
-  const { token } = await user.json()
-  if (!token) throw new Error(`verdaccio gave no token (HTTP ${user.status})`)
+  let token
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`verdaccio exited: ${output}`)
+        return ping(url)
+      },
+      { timeout: 60_000, what: 'verdaccio answering /-/ping' },
+    )
+    const user = await fetch(`${url}-/user/org.couchdb.user:tester`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'tester', password: 'local-only-test-password' }),
+    })
+    token = (await user.json()).token
+    if (!token) throw new Error(`verdaccio gave no token (HTTP ${user.status})`)
+  } catch (error) {
+    child.kill()
+    await exited
+    throw error
+  }
   const npmrc = path.join(dir, '.npmrc')
   fs.writeFileSync(npmrc, `registry=${url}\n//127.0.0.1:${port}/:_authToken=${token}\n`)
   return {
