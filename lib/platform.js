@@ -92,9 +92,10 @@ function rustInstallAdvice(rustVersion) {
 /** Why no native binary loaded here, and what to do: the text of the error `native.js` throws. */
 function missingBinaryMessage(platform = hostPlatform(), installed = installedPlatformPackage(platform)) {
   const name = platformPackage(platform)
+  const prebuilt = prebuiltPlatforms()
   const lines = [`browser-stream-native: no native binary loads on this machine (${platform}, Node ${process.versions.node}).`]
-  if (!prebuiltPlatforms().includes(platform)) {
-    lines.push(`No prebuilt binary is published for ${platform} (prebuilt: ${prebuiltPlatforms().join(', ')}).`)
+  if (!prebuilt.includes(platform)) {
+    lines.push(`No prebuilt binary is published for ${platform} (prebuilt: ${prebuilt.join(', ')}).`)
   } else if (!installed) {
     lines.push(
       `Its prebuilt binary comes in the optional dependency ${name}, which is not installed: ` +

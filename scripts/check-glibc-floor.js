@@ -3,9 +3,17 @@
 // The glibc floor of a Linux binary: the newest GLIBC_x.y symbol version its dynamic symbol
 // table asks for (`objdump -T`; OBJDUMP names another objdump, e.g. for an arm64 binary).
 // `check-glibc-floor.js <file.node> [floor]` prints it and exits 1 when it is above `floor`.
-// The prebuilt linux-*-gnu binaries promise glibc 2.17, as the napi-rs template does.
+// Owns the floor the prebuilt linux-*-gnu binaries promise (GLIBC_FLOOR, as the napi-rs
+// template targets); the release workflow's `.2.17` build targets spell it again in YAML.
 
 const { spawnSync } = require('node:child_process')
+
+const GLIBC_FLOOR = '2.17'
+
+/** Whether glibc version `a` ([major, minor]) is newer than `b`. */
+function newer(a, b) {
+  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1])
+}
 
 /** The newest glibc version `file` needs, as [major, minor], or null when it needs none. */
 function glibcFloor(file, objdump = process.env.OBJDUMP ?? 'objdump') {
@@ -15,25 +23,28 @@ function glibcFloor(file, objdump = process.env.OBJDUMP ?? 'objdump') {
   let newest = null
   for (const [, major, minor] of dump.stdout.matchAll(/\bGLIBC_(\d+)\.(\d+)/g)) {
     const version = [Number(major), Number(minor)]
-    if (!newest || version[0] > newest[0] || (version[0] === newest[0] && version[1] > newest[1])) newest = version
+    if (!newest || newer(version, newest)) newest = version
   }
   return newest
 }
 
-module.exports = { glibcFloor }
+/** Whether `needed` (what glibcFloor found) is above `floor` ('x.y'). */
+function aboveFloor(needed, floor = GLIBC_FLOOR) {
+  return Boolean(needed) && newer(needed, floor.split('.').map(Number))
+}
+
+module.exports = { GLIBC_FLOOR, glibcFloor, aboveFloor }
 
 if (require.main === module) {
-  const [file, floor = '2.17'] = process.argv.slice(2)
+  const [file, floor = GLIBC_FLOOR] = process.argv.slice(2)
   if (!file) {
     console.error('usage: check-glibc-floor.js <file.node> [floor]')
     process.exit(2)
   }
-  const newest = glibcFloor(file)
-  const [major, minor] = floor.split('.').map(Number)
-  const found = newest ? newest.join('.') : 'none'
-  const above = newest && (newest[0] > major || (newest[0] === major && newest[1] > minor))
+  const needed = glibcFloor(file)
+  const found = needed ? needed.join('.') : 'none'
   console.log(`${file}: needs glibc ${found} (floor ${floor})`)
-  if (above) {
+  if (aboveFloor(needed, floor)) {
     console.error(`${file} needs glibc ${found}, above the floor ${floor}`)
     process.exit(1)
   }

@@ -10,6 +10,7 @@ const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 const { hostPlatform } = require('../lib/platform')
+const { GLIBC_FLOOR } = require('./check-glibc-floor')
 
 const root = path.join(__dirname, '..')
 
@@ -36,11 +37,11 @@ run('cargo', ['test', '--release', '--locked', ...bench], 'Rust unit tests (benc
 // package.test.js can check its glibc floor. Without cargo-zigbuild it is a plain host build.
 const releaseLike =
   hostPlatform() === 'linux-x64-gnu' && spawnSync('cargo-zigbuild', ['--version'], { stdio: 'ignore' }).status === 0
-const target = releaseLike ? ['--target', 'x86_64-unknown-linux-gnu.2.17', '--cross-compile'] : []
+const target = releaseLike ? ['--target', `x86_64-unknown-linux-gnu.${GLIBC_FLOOR}`, '--cross-compile'] : []
 const napiCli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 if (fs.existsSync(napiCli)) {
   const build = ['build', '--platform', '--release', ...target, '--js', 'binding.js', '--dts', 'binding.d.ts']
-  run(process.execPath, [napiCli, ...build], releaseLike ? 'napi build (glibc 2.17, as released)' : 'napi build')
+  run(process.execPath, [napiCli, ...build], releaseLike ? `napi build (glibc ${GLIBC_FLOOR}, as released)` : 'napi build')
   if (fs.existsSync(path.join(root, '.git'))) {
     run('git', ['diff', '--exit-code', '--', 'binding.d.ts', 'binding.js'], 'generated bindings are committed and current')
   }
