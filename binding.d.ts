@@ -232,6 +232,10 @@ export interface ChannelStats {
   stops: number
   /** The native CDP session, when this channel's source is one. */
   cdp?: JsCdpStats
+  /** The channel's video encoder, once a viewer asked for video. */
+  video?: VideoStats
+  /** Viewers by what they receive. */
+  viewerModes: ViewerModes
   /** Its viewers. */
   viewers: Array<ViewerStats>
 }
@@ -386,6 +390,18 @@ export interface NativeRegistryOptions {
    * burst; default 200).
    */
   maxInputsPerSecond?: number
+  /**
+   * Target bitrate of a channel's H.264 video in bits per second (default 2000000;
+   * 100000 to 50000000). One encoder per channel: every video viewer gets this.
+   */
+  videoBitrate?: number
+  /** Longest milliseconds between two keyframes of a changing page (default 5000). */
+  videoKeyframeIntervalMs?: number
+  /**
+   * Milliseconds of a quiet page after which video viewers get its picture again as a
+   * high-quality keyframe (default 600; 0: never).
+   */
+  videoRefineAfterMs?: number
   /** Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each). */
   eventBatchMs?: number
   /** Events the resume ring holds per channel (default 1000). */
@@ -404,6 +420,11 @@ export interface NativeRegistryOptions {
    * (default false: extended viewers send `control-request` first).
    */
   implicitControl?: boolean
+  /**
+   * Extended viewers may ask for H.264 video (default true; false answers
+   * `video_unavailable` and encodes nothing).
+   */
+  video?: boolean
 }
 
 /**
@@ -507,8 +528,62 @@ export interface ToolsetInput {
   text?: string
 }
 
+/** A channel's video encoder. */
+export interface VideoStats {
+  /** `running`, `stopping` (its last viewer left) or `stopped`. */
+  state: string
+  /** Codec string of the stream (after its first keyframe). */
+  codec?: string
+  /** Coded width in pixels. */
+  width: number
+  /** Coded height in pixels. */
+  height: number
+  /** Video viewers subscribed. */
+  viewers: number
+  /** Frames offered per second (last 2 s). */
+  fpsIn: number
+  /** Chunks encoded per second (last 2 s). */
+  fpsOut: number
+  /** Bits per second each video viewer receives (last 2 s). */
+  bitrate: number
+  /** Decode + convert + encode time per frame, median, in ms (last 256 frames). */
+  encodeMsP50: number
+  /** The same, 99th percentile. */
+  encodeMsP99: number
+  /** Frames offered in all. */
+  framesIn: number
+  /** Chunks made in all. */
+  chunks: number
+  /** Bytes of all chunks, once (not per viewer). */
+  bytes: number
+  /** Keyframes forced for joining or lagging viewers (coalesced). */
+  keyframesForced: number
+  /** Keyframes on the interval, and the first. */
+  keyframesPeriodic: number
+  /** Refinement keyframes of a quiet page. */
+  refinements: number
+  /** Keyframe requests. */
+  keyRequests: number
+  /** Frames whose image did not decode (skipped). */
+  decodeErrors: number
+  /** Pictures the encoder failed on. */
+  encodeErrors: number
+  /** The last decode or encode failure, for the deployer. */
+  lastError?: string
+}
+
 /** Which wire a viewer speaks. */
 export type ViewerMode = 'compat' | 'extended'
+
+/** Viewers of a channel by what they receive. */
+export interface ViewerModes {
+  /** Compat viewers (base64 JPEG text). */
+  compat: number
+  /** Extended viewers on binary JPEG frames. */
+  jpeg: number
+  /** Extended viewers on H.264 video. */
+  video: number
+}
 
 /** How a viewer joins (`adoptSocket`, `attachBridged`). */
 export interface ViewerOptions {
@@ -539,6 +614,12 @@ export interface ViewerStats {
   bytesSent: number
   /** JSON messages written. */
   messagesSent: number
+  /** It receives H.264 video (it asked with `config.video`). */
+  video: boolean
+  /** Video chunks written. */
+  videoChunksSent: number
+  /** Times it fell behind the video and skipped to the next keyframe. */
+  videoLagged: number
   /** Reliable messages waiting. */
   queuedMessages: number
   /** Seconds since the viewer joined. */

@@ -8,22 +8,94 @@
 // their sequence number and geometry, agent events (deduplicated by sequence number), resume
 // after a reconnect, control requests, and input in frame pixels.
 //
-//   const client = new BrowserStreamClient(url, { extended: true, onFrame(bitmap, info) {…} })
+// `mode` picks what is streamed: 'video' (H.264 decoded with WebCodecs' VideoDecoder), 'jpeg'
+// (binary JPEG frames), 'compat' (base64 text, the Mastra wire) or 'auto' (the default with
+// `extended: true`): video when a real decode of a probe keyframe succeeds here, else JPEG.
+// A video decoder that fails later falls back to JPEG. `client.mode` and `onMode` report it.
+//
+//   const client = new BrowserStreamClient(url, { extended: true, onFrame(picture, info) {…} })
 //   client.connect()
 
 const JPEG_PREFIX = '/9j/'
 const EXTENDED_PROTOCOL = 'browser-stream.v1'
-const FORMATS = { 1: 'image/jpeg', 2: 'image/png', 3: 'image/webp' }
+const FORMATS = { 1: 'image/jpeg', 2: 'image/png', 3: 'image/webp', 16: 'video/h264' }
+/** Message kinds of the binary header: a frame (an image) and a video chunk. */
+const KIND_FRAME = 1
+const KIND_VIDEO = 2
+const FLAG_KEY = 1
+const FLAG_REFINE = 2
+/** Codec strings offered for video, in order of preference (the server sends Constrained Baseline). */
+export const VIDEO_CODECS = ['avc1.42E01F', 'avc1.42E028', 'avc1.640028']
+/**
+ * A 16×16 grey H.264 keyframe (Constrained Baseline, Annex B, made by the server's encoder):
+ * decoding it is the probe, since `isConfigSupported` can say yes where decoding then fails.
+ */
+const PROBE_CODEC = 'avc1.42d00b'
+const PROBE_KEYFRAME = 'AAAAAWdC0AuMacmoCAgIPCIRqAAAAAFozjyAAAAAAWW4AAQJ5PA='
+/** How long the probe may take before video counts as unsupported. */
+const PROBE_TIMEOUT_MS = 2000
 
-/** The header of an extended-mode frame (56 bytes, big-endian), or null if it is not one. */
+/**
+ * Whether this browser decodes H.264 with WebCodecs: a real decode of a probe keyframe, not
+ * only `isConfigSupported`. Resolves `{ ok, reason }`.
+ */
+export async function probeVideoDecode({ timeoutMs = PROBE_TIMEOUT_MS } = {}) {
+  if (typeof globalThis.VideoDecoder !== 'function' || typeof globalThis.EncodedVideoChunk !== 'function') {
+    return { ok: false, reason: 'no WebCodecs VideoDecoder' }
+  }
+  try {
+    const support = await VideoDecoder.isConfigSupported({ codec: PROBE_CODEC, optimizeForLatency: true })
+    if (!support.supported) return { ok: false, reason: 'H.264 is not supported by VideoDecoder' }
+  } catch (error) {
+    return { ok: false, reason: `isConfigSupported failed: ${error?.message ?? error}` }
+  }
+  return new Promise((resolve) => {
+    let done = false
+    const finish = (result, decoder) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      try {
+        if (decoder.state !== 'closed') decoder.close()
+      } catch {}
+      resolve(result)
+    }
+    const decoder = new VideoDecoder({
+      output: (frame) => {
+        const ok = frame.codedWidth === 16 && frame.codedHeight === 16
+        frame.close()
+        finish(ok ? { ok: true, reason: 'decoded a probe keyframe' } : { ok: false, reason: 'the probe decoded to a wrong size' }, decoder)
+      },
+      error: (error) => finish({ ok: false, reason: `decode failed: ${error?.message ?? error}` }, decoder),
+    })
+    const timer = setTimeout(() => finish({ ok: false, reason: 'the probe decode timed out' }, decoder), timeoutMs)
+    try {
+      decoder.configure({ codec: PROBE_CODEC, optimizeForLatency: true })
+      decoder.decode(new EncodedVideoChunk({ type: 'key', timestamp: 0, data: base64Bytes(PROBE_KEYFRAME) }))
+      decoder.flush().catch(() => {})
+    } catch (error) {
+      finish({ ok: false, reason: `decode failed: ${error?.message ?? error}` }, decoder)
+    }
+  })
+}
+
+/**
+ * The header of an extended-mode binary message (56 bytes, big-endian): a frame (`kind: 1`)
+ * or a video chunk (`kind: 2`, with `key` and `refine`); null for anything else.
+ */
 export function parseFrameHeader(buffer) {
   if (buffer.byteLength < 56) return null
   const view = new DataView(buffer)
-  if (view.getUint8(0) !== 1) return null
+  const kind = view.getUint8(0)
+  if (kind !== KIND_FRAME && kind !== KIND_VIDEO) return null
   const headerLength = view.getUint8(1)
   if (headerLength < 56 || headerLength > buffer.byteLength) return null
+  const flags = view.getUint8(3)
   return {
     headerLength,
+    kind: kind === KIND_VIDEO ? 'video' : 'frame',
+    key: kind === KIND_VIDEO && (flags & FLAG_KEY) !== 0,
+    refine: kind === KIND_VIDEO && (flags & FLAG_REFINE) !== 0,
     type: FORMATS[view.getUint8(2)] ?? 'image/jpeg',
     seq: Number(view.getBigUint64(4)),
     timestamp: view.getFloat64(12),
@@ -50,14 +122,17 @@ export class BrowserStreamClient {
   /**
    * @param {string} url ws(s)://host/browser/:agentId/stream
    * @param {object} [handlers]
-   * @param {(bitmap: ImageBitmap, info: {width: number, height: number, bytes: number, receivedAt: number}) => void} [handlers.onFrame]
-   *   receives each decoded frame; the client closes the bitmap after the call
+   * @param {(picture: ImageBitmap | VideoFrame, info: {width: number, height: number, bytes: number, receivedAt: number}) => void} [handlers.onFrame]
+   *   receives each decoded picture (an ImageBitmap, or a VideoFrame in video mode; both draw
+   *   with `drawImage`); the client closes it after the call
    * @param {(status: string) => void} [handlers.onStatus] connected, browser_starting, streaming, browser_closed, plus the client's own: connecting, reconnecting, closed
    * @param {(url: string) => void} [handlers.onUrl]
    * @param {(viewport: {width: number, height: number}) => void} [handlers.onViewport]
    * @param {(error: {error: string, message: string}) => void} [handlers.onError]
    * @param {(message: object) => void} [handlers.onMessage] any other JSON message
    * @param {boolean} [handlers.extended] speak `browser-stream.v1` (binary frames, events, control)
+   * @param {'auto'|'video'|'jpeg'|'compat'} [handlers.mode] what to stream (default 'auto' when extended, else 'compat')
+   * @param {(mode: string, reason: string) => void} [handlers.onMode] the mode in use changed, and why
    * @param {(event: object, seq: number) => void} [handlers.onEvent] extended: an agent event, once per seq
    * @param {(meta: object) => void} [handlers.onSession] extended: the `session-meta` of each connection
    * @param {(control: {controller: number | null, you: boolean}) => void} [handlers.onControl] extended: control changed
@@ -76,8 +151,22 @@ export class BrowserStreamClient {
     this.decoding = false
     this.waiting = null
     this.frameTimes = []
-    this.stats = { frames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0 }
-    this.extended = handlers.extended === true
+    this.stats = { frames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0, bitrate: 0, mode: null }
+    /** (time, bytes) of what arrived in the last second: the bitrate. */
+    this.byteTimes = []
+    this.requestedMode = handlers.mode ?? (handlers.extended === true ? 'auto' : 'compat')
+    if (!['auto', 'video', 'jpeg', 'compat'].includes(this.requestedMode)) throw new TypeError(`unknown mode ${this.requestedMode}`)
+    this.extended = this.requestedMode !== 'compat'
+    /** The mode in use: 'video', 'jpeg' or 'compat' (null before the first connect). */
+    this.mode = null
+    /** Video: the decoder, its configuration, and the headers of chunks being decoded. */
+    this.decoder = null
+    this.decoderConfig = null
+    this.pendingChunks = new Map()
+    /** Video: the newest sequence number drawn from video (older JPEG frames are not shown). */
+    this.videoSeq = null
+    /** Video: the decode probe's answer, once it ran. */
+    this.videoProbe = null
     /** Extended: the newest frame sequence number received. */
     this.lastSeq = null
     /**
@@ -96,6 +185,28 @@ export class BrowserStreamClient {
     this.closedByUser = false
     this.#open()
     return this
+  }
+
+  /**
+   * Switches what is streamed: 'video', 'jpeg', 'compat' or 'auto'. Between video and JPEG
+   * the connection stays; to or from compat it reconnects (another subprotocol).
+   */
+  setMode(mode) {
+    if (!['auto', 'video', 'jpeg', 'compat'].includes(mode)) throw new TypeError(`unknown mode ${mode}`)
+    this.requestedMode = mode
+    const extended = mode !== 'compat'
+    if (extended !== this.extended) {
+      this.extended = extended
+      this.#closeDecoder()
+      const socket = this.socket
+      this.socket = null
+      socket?.close(1000, 'mode change')
+      clearTimeout(this.reconnectTimer)
+      this.attempt = 0
+      this.#open()
+      return
+    }
+    if (this.socket?.readyState === 1) void this.#chooseMode()
   }
 
   /** Closes for good (no reconnect). */
@@ -166,11 +277,14 @@ export class BrowserStreamClient {
       // After a reconnect, ask for the events missed meanwhile.
       if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
       if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
+      if (this.extended) void this.#chooseMode()
+      else this.#setMode('compat', 'compat wire requested')
     }
     socket.onmessage = (event) => this.#onMessage(event.data)
     socket.onclose = () => {
       if (this.socket !== socket) return
       this.socket = null
+      this.#closeDecoder()
       if (this.closedByUser) return
       this.attempt += 1
       this.stats.reconnects += 1
@@ -181,16 +295,117 @@ export class BrowserStreamClient {
     socket.onerror = () => {}
   }
 
+  /** Decides video or JPEG for this connection (probing once) and tells the server. */
+  async #chooseMode() {
+    const socket = this.socket
+    const wanted = this.requestedMode
+    if (wanted === 'jpeg') return this.#useJpeg('JPEG requested')
+    this.videoProbe ??= await probeVideoDecode()
+    if (this.socket !== socket || this.requestedMode !== wanted) return
+    if (!this.videoProbe.ok) return this.#useJpeg(`video unavailable: ${this.videoProbe.reason}`)
+    this.#setMode('video', wanted === 'video' ? 'video requested' : this.videoProbe.reason)
+    this.send({ type: 'config', video: { codecs: VIDEO_CODECS } })
+  }
+
+  #useJpeg(reason) {
+    const wasVideo = this.mode === 'video'
+    this.#closeDecoder()
+    this.#setMode('jpeg', reason)
+    if (wasVideo) this.send({ type: 'config', video: null })
+  }
+
+  #setMode(mode, reason) {
+    if (this.mode === mode) return
+    this.mode = mode
+    this.stats.mode = mode
+    this.handlers.onMode?.(mode, reason)
+  }
+
+  #closeDecoder() {
+    if (this.decoder && this.decoder.state !== 'closed') {
+      try {
+        this.decoder.close()
+      } catch {}
+    }
+    this.decoder = null
+    this.decoderConfig = null
+    this.pendingChunks.clear()
+    this.videoSeq = null
+  }
+
+  /** `video-config`: (re)configures the decoder; the next chunk is a keyframe. */
+  #configureDecoder(message) {
+    if (this.mode !== 'video') return
+    const config = { codec: message.codec, codedWidth: message.codedWidth, codedHeight: message.codedHeight, optimizeForLatency: true }
+    try {
+      if (!this.decoder || this.decoder.state === 'closed') {
+        this.decoder = new VideoDecoder({
+          output: (frame) => this.#onVideoFrame(frame),
+          error: (error) => {
+            // A decoder that fails is not retried on this connection: JPEG instead.
+            this.decoder = null
+            this.#useJpeg(`video decode failed: ${error?.message ?? error}`)
+          },
+        })
+      }
+      this.decoder.configure(config)
+      this.decoderConfig = config
+    } catch (error) {
+      this.#useJpeg(`video configure failed: ${error?.message ?? error}`)
+    }
+  }
+
+  #onVideoChunk(data, header) {
+    if (this.mode !== 'video' || !this.decoder || this.decoder.state !== 'configured') return
+    // Microseconds of capture time: unique per chunk, and what the decoded frame carries back.
+    const timestamp = Math.round(header.timestamp * 1000) || header.seq
+    this.pendingChunks.set(timestamp, { header, bytes: data.byteLength, receivedAt: performance.now() })
+    if (this.pendingChunks.size > 120) this.pendingChunks.delete(this.pendingChunks.keys().next().value)
+    try {
+      this.decoder.decode(new EncodedVideoChunk({ type: header.key ? 'key' : 'delta', timestamp, data: new Uint8Array(data, header.headerLength) }))
+    } catch (error) {
+      this.#useJpeg(`video decode failed: ${error?.message ?? error}`)
+    }
+  }
+
+  #onVideoFrame(frame) {
+    const pending = this.pendingChunks.get(frame.timestamp)
+    this.pendingChunks.delete(frame.timestamp)
+    try {
+      if (!pending || this.mode !== 'video') return
+      const { header } = pending
+      if (this.videoSeq === null || header.seq > this.videoSeq) this.videoSeq = header.seq
+      const info = { ...header, width: frame.displayWidth, height: frame.displayHeight, bytes: pending.bytes, receivedAt: pending.receivedAt }
+      this.#countPicture(info.width, info.height)
+      this.handlers.onFrame?.(frame, info)
+    } finally {
+      frame.close()
+    }
+  }
+
+  #countBytes(bytes) {
+    const now = performance.now()
+    this.byteTimes.push([now, bytes])
+    while (this.byteTimes.length && this.byteTimes[0][0] < now - 1000) this.byteTimes.shift()
+    this.stats.bytes += bytes
+    this.stats.bitrate = this.byteTimes.reduce((sum, [, b]) => sum + b, 0) * 8
+  }
+
   #onMessage(data) {
     if (typeof data === 'string') {
       if (data.startsWith('{')) return this.#onJson(data)
+      this.#countBytes(data.length)
       return this.#onFrame(data, (data.length * 3) / 4)
     }
+    this.#countBytes(data.byteLength)
     if (this.extended) {
       // Binary messages of other kinds (later versions) are skipped, never shown as images.
       const header = parseFrameHeader(data)
       if (!header) return
       if (this.lastSeq === null || header.seq > this.lastSeq) this.lastSeq = header.seq
+      if (header.kind === 'video') return this.#onVideoChunk(data, header)
+      // Once video shows, a JPEG of an older moment (a resume or snapshot answer) is not drawn.
+      if (this.videoSeq !== null && header.seq <= this.videoSeq) return
       return this.#onFrame(new Uint8Array(data, header.headerLength), data.byteLength, header)
     }
     this.#onFrame(new Uint8Array(data), data.byteLength)
@@ -217,6 +432,10 @@ export class BrowserStreamClient {
       this.handlers.onSession?.(message)
       return
     }
+    if (message.type === 'video-config') {
+      this.#configureDecoder(message)
+      return
+    }
     if (message.type === 'control') {
       this.hasControl = message.you === true
       this.handlers.onControl?.({ controller: message.controller, you: message.you })
@@ -225,7 +444,13 @@ export class BrowserStreamClient {
     if (typeof message.status === 'string') this.#status(message.status)
     else if (typeof message.url === 'string') this.handlers.onUrl?.(message.url)
     else if (message.viewport) this.handlers.onViewport?.(message.viewport)
-    else if (typeof message.error === 'string') this.handlers.onError?.(message)
+    else if (typeof message.error === 'string') {
+      // The server will not send video (off, or no codec in common): JPEG on this connection.
+      if (this.mode === 'video' && ['video_unavailable', 'unsupported_codec', 'video_failed'].includes(message.error)) {
+        this.#useJpeg(`server: ${message.error}`)
+      }
+      this.handlers.onError?.(message)
+    }
     else this.handlers.onMessage?.(message)
   }
 
@@ -245,7 +470,12 @@ export class BrowserStreamClient {
       const bytes = typeof frame.data === 'string' ? base64Bytes(frame.data) : frame.data
       const type = frame.header?.type ?? (typeof frame.data === 'string' && !frame.data.startsWith(JPEG_PREFIX) ? '' : 'image/jpeg')
       const bitmap = await createImageBitmap(new Blob([bytes], { type }))
-      this.#count(frame, bitmap)
+      // Video overtook this frame while it decoded: the newer picture stays.
+      if (frame.header && this.videoSeq !== null && frame.header.seq <= this.videoSeq) {
+        bitmap.close()
+        return
+      }
+      this.#countPicture(bitmap.width, bitmap.height)
       try {
         const info = { width: bitmap.width, height: bitmap.height, bytes: frame.bytes, receivedAt: frame.receivedAt }
         this.handlers.onFrame?.(bitmap, frame.header ? { ...frame.header, ...info } : info)
@@ -264,15 +494,14 @@ export class BrowserStreamClient {
     }
   }
 
-  #count(frame, bitmap) {
+  #countPicture(width, height) {
     const now = performance.now()
     this.frameTimes.push(now)
     while (this.frameTimes.length && this.frameTimes[0] < now - 1000) this.frameTimes.shift()
     this.stats.fps = this.frameTimes.length
     this.stats.frames += 1
-    this.stats.bytes += frame.bytes
-    this.stats.width = bitmap.width
-    this.stats.height = bitmap.height
+    this.stats.width = width
+    this.stats.height = height
   }
 
   #status(status) {

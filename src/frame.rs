@@ -28,6 +28,8 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 pub const BINARY_HEADER_LEN: usize = 56;
 /// `kind` byte of a frame message.
 const KIND_FRAME: u8 = 1;
+/// `kind` byte of a video chunk message (`codec::VideoChunk`).
+pub const KIND_VIDEO: u8 = 2;
 
 /// What a frame says about the page it shows; kept for input mapping and stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -175,15 +177,33 @@ impl Frame {
 
     /// The 56-byte frame header of docs/PROTOCOL.md (big-endian).
     pub fn binary_header(&self) -> [u8; BINARY_HEADER_LEN] {
+        self.header_as(
+            KIND_FRAME,
+            self.kind as u8,
+            0,
+            (self.geometry.image_width, self.geometry.image_height),
+        )
+    }
+
+    /// The 56-byte header of a message of `kind` carrying this frame's picture in `format`
+    /// with `flags` and the given pixel size: frames and video chunks share one layout, so
+    /// input mapping and capture times read the same for both.
+    pub fn header_as(
+        &self,
+        kind: u8,
+        format: u8,
+        flags: u8,
+        (width, height): (u32, u32),
+    ) -> [u8; BINARY_HEADER_LEN] {
         let mut h = [0u8; BINARY_HEADER_LEN];
-        h[0] = KIND_FRAME;
+        h[0] = kind;
         h[1] = BINARY_HEADER_LEN as u8;
-        h[2] = self.kind as u8;
-        h[3] = 0;
+        h[2] = format;
+        h[3] = flags;
         h[4..12].copy_from_slice(&self.seq.to_be_bytes());
         h[12..20].copy_from_slice(&self.meta.timestamp_ms.to_be_bytes());
-        h[20..24].copy_from_slice(&self.geometry.image_width.to_be_bytes());
-        h[24..28].copy_from_slice(&self.geometry.image_height.to_be_bytes());
+        h[20..24].copy_from_slice(&width.to_be_bytes());
+        h[24..28].copy_from_slice(&height.to_be_bytes());
         let floats = [
             self.meta.device_width,
             self.meta.device_height,

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub(crate) mod clock;
+pub(crate) mod codec;
 pub mod frame;
 pub(crate) mod host;
 pub(crate) mod mailbox;

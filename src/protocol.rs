@@ -212,6 +212,9 @@ pub enum ExtendedMessage {
         max_fps: Option<Option<f64>>,
         /// Ack pacing on or off, if given.
         ack: Option<bool>,
+        /// Video, if given: `Some(None)` turns it off (JPEG frames again), `Some(Some(codecs))`
+        /// asks for it with the codec strings the viewer decodes, in its order of preference.
+        video: Option<Option<Vec<String>>>,
     },
     /// Frame `seq` was received (ack pacing).
     Ack {
@@ -309,7 +312,17 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
                 None => None,
                 Some(v) => Some(v.as_bool().ok_or(MessageError::InvalidField("ack"))?),
             };
-            Ok(ExtendedMessage::Config { max_fps, ack })
+            let video = match obj.get("video") {
+                None => None,
+                Some(Value::Null | Value::Bool(false)) => Some(None),
+                Some(Value::Object(video)) => Some(Some(parse_codec_offer(video)?)),
+                Some(_) => return Err(MessageError::InvalidField("video")),
+            };
+            Ok(ExtendedMessage::Config {
+                max_fps,
+                ack,
+                video,
+            })
         }
         "ack" => seq_field(&obj, "seq")?
             .map(|seq| ExtendedMessage::Ack { seq })
@@ -318,6 +331,37 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
         "control-release" => Ok(ExtendedMessage::ControlRelease),
         _ => Err(MessageError::UnknownType(kind)),
     }
+}
+
+/// Longest codec string accepted in an offer (WebCodecs strings are about a dozen bytes).
+const MAX_CODEC_STRING: usize = 64;
+
+/// The `codecs` of a `video` request: 1 to `MAX_OFFERED_CODECS` non-empty strings.
+fn parse_codec_offer(video: &Map<String, Value>) -> Result<Vec<String>, MessageError> {
+    let invalid = MessageError::InvalidField("video.codecs");
+    let Some(Value::Array(codecs)) = video.get("codecs") else {
+        return Err(invalid);
+    };
+    if codecs.is_empty() || codecs.len() > crate::codec::MAX_OFFERED_CODECS {
+        return Err(invalid);
+    }
+    codecs
+        .iter()
+        .map(|codec| match codec {
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_CODEC_STRING => Ok(s.clone()),
+            _ => Err(MessageError::InvalidField("video.codecs")),
+        })
+        .collect()
+}
+
+/// Whether `text` is a `config` message asking for video: what a compat viewer gets a
+/// `protocol_required` answer for instead of silence.
+pub fn asks_for_video(text: &str) -> bool {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    obj.get("type").and_then(Value::as_str) == Some("config")
+        && obj.get("video").is_some_and(Value::is_object)
 }
 
 /// A sequence number field: a non-negative integer, or absent/null.
@@ -604,16 +648,62 @@ mod tests {
             parse_extended_message(r#"{"type":"config","maxFps":null,"ack":true}"#),
             Ok(Config {
                 max_fps: Some(None),
-                ack: Some(true)
+                ack: Some(true),
+                video: None
             })
         );
         assert_eq!(
             parse_extended_message(r#"{"type":"config","maxFps":5}"#),
             Ok(Config {
                 max_fps: Some(Some(5.0)),
-                ack: None
+                ack: None,
+                video: None
             })
         );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"config","video":{"codecs":["avc1.42E01F","vp8"]}}"#),
+            Ok(Config {
+                max_fps: None,
+                ack: None,
+                video: Some(Some(vec!["avc1.42E01F".into(), "vp8".into()]))
+            })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"config","video":null}"#),
+            Ok(Config {
+                max_fps: None,
+                ack: None,
+                video: Some(None)
+            })
+        );
+        for bad in [
+            r#"{"type":"config","video":true}"#,
+            r#"{"type":"config","video":{}}"#,
+            r#"{"type":"config","video":{"codecs":[]}}"#,
+            r#"{"type":"config","video":{"codecs":[""]}}"#,
+            r#"{"type":"config","video":{"codecs":[7]}}"#,
+            r#"{"type":"config","video":{"codecs":"avc1.42E01F"}}"#,
+        ] {
+            assert_eq!(
+                parse_extended_message(bad),
+                Err(MessageError::InvalidField(if bad.contains("true") {
+                    "video"
+                } else {
+                    "video.codecs"
+                })),
+                "{bad}"
+            );
+        }
+        let many = format!(
+            r#"{{"type":"config","video":{{"codecs":[{}]}}}}"#,
+            vec![r#""avc1.42E01F""#; 17].join(",")
+        );
+        assert!(parse_extended_message(&many).is_err());
+        assert!(asks_for_video(
+            r#"{"type":"config","video":{"codecs":["avc1.42E01F"]}}"#
+        ));
+        assert!(!asks_for_video(r#"{"type":"config","maxFps":3}"#));
+        assert!(!asks_for_video("nope"));
         assert_eq!(
             parse_extended_message(r#"{"type":"ack","seq":7}"#),
             Ok(Ack { seq: 7 })

@@ -6,6 +6,7 @@
 use napi_derive::napi;
 
 use super::options::FrameMetadata;
+use crate::codec::pipeline::PipelineStats;
 use crate::protocol::Mode;
 use crate::registry::stats::{for_channel_counters, for_registry_totals};
 use crate::registry::{ChannelStats, RegistryTotals, SourceState, Transport, ViewerStats};
@@ -59,6 +60,12 @@ pub struct JsViewerStats {
     pub bytes_sent: i64,
     /// JSON messages written.
     pub messages_sent: i64,
+    /// It receives H.264 video (it asked with `config.video`).
+    pub video: bool,
+    /// Video chunks written.
+    pub video_chunks_sent: i64,
+    /// Times it fell behind the video and skipped to the next keyframe.
+    pub video_lagged: i64,
     /// Reliable messages waiting.
     pub queued_messages: u32,
     /// Seconds since the viewer joined.
@@ -82,8 +89,106 @@ impl From<ViewerStats> for JsViewerStats {
             frames_skipped: v.frames_skipped as i64,
             bytes_sent: v.bytes_sent as i64,
             messages_sent: v.messages_sent as i64,
+            video: v.video,
+            video_chunks_sent: v.video_chunks_sent as i64,
+            video_lagged: v.video_lagged as i64,
             queued_messages: v.queued_messages as u32,
             connected_seconds: v.connected_secs,
+        }
+    }
+}
+
+/// Viewers of a channel by what they receive.
+#[napi(object, js_name = "ViewerModes")]
+pub struct JsViewerModes {
+    /// Compat viewers (base64 JPEG text).
+    pub compat: u32,
+    /// Extended viewers on binary JPEG frames.
+    pub jpeg: u32,
+    /// Extended viewers on H.264 video.
+    pub video: u32,
+}
+
+impl JsViewerModes {
+    fn of(viewers: &[ViewerStats]) -> Self {
+        let count =
+            |f: &dyn Fn(&ViewerStats) -> bool| viewers.iter().filter(|v| f(v)).count() as u32;
+        JsViewerModes {
+            compat: count(&|v| v.mode == Mode::Compat),
+            jpeg: count(&|v| v.mode == Mode::Extended && !v.video),
+            video: count(&|v| v.video),
+        }
+    }
+}
+
+/// A channel's video encoder.
+#[napi(object, js_name = "VideoStats")]
+pub struct JsVideoStats {
+    /// `running`, `stopping` (its last viewer left) or `stopped`.
+    pub state: String,
+    /// Codec string of the stream (after its first keyframe).
+    pub codec: Option<String>,
+    /// Coded width in pixels.
+    pub width: u32,
+    /// Coded height in pixels.
+    pub height: u32,
+    /// Video viewers subscribed.
+    pub viewers: u32,
+    /// Frames offered per second (last 2 s).
+    pub fps_in: f64,
+    /// Chunks encoded per second (last 2 s).
+    pub fps_out: f64,
+    /// Bits per second each video viewer receives (last 2 s).
+    pub bitrate: f64,
+    /// Decode + convert + encode time per frame, median, in ms (last 256 frames).
+    pub encode_ms_p50: f64,
+    /// The same, 99th percentile.
+    pub encode_ms_p99: f64,
+    /// Frames offered in all.
+    pub frames_in: i64,
+    /// Chunks made in all.
+    pub chunks: i64,
+    /// Bytes of all chunks, once (not per viewer).
+    pub bytes: i64,
+    /// Keyframes forced for joining or lagging viewers (coalesced).
+    pub keyframes_forced: i64,
+    /// Keyframes on the interval, and the first.
+    pub keyframes_periodic: i64,
+    /// Refinement keyframes of a quiet page.
+    pub refinements: i64,
+    /// Keyframe requests.
+    pub key_requests: i64,
+    /// Frames whose image did not decode (skipped).
+    pub decode_errors: i64,
+    /// Pictures the encoder failed on.
+    pub encode_errors: i64,
+    /// The last decode or encode failure, for the deployer.
+    pub last_error: Option<String>,
+}
+
+impl From<PipelineStats> for JsVideoStats {
+    fn from(s: PipelineStats) -> Self {
+        JsVideoStats {
+            state: s.state.to_string(),
+            codec: s.codec,
+            width: s.width,
+            height: s.height,
+            viewers: s.subscribers,
+            fps_in: s.fps_in,
+            fps_out: s.fps_out,
+            bitrate: s.bitrate,
+            encode_ms_p50: s.encode_ms_p50,
+            encode_ms_p99: s.encode_ms_p99,
+            frames_in: s.frames_in as i64,
+            chunks: s.chunks as i64,
+            bytes: s.bytes as i64,
+            keyframes_forced: s.keyframes_forced as i64,
+            keyframes_periodic: s.keyframes_periodic as i64,
+            refinements: s.refinements as i64,
+            key_requests: s.key_requests as i64,
+            decode_errors: s.decode_errors as i64,
+            encode_errors: s.encode_errors as i64,
+            last_error: s.last_error,
         }
     }
 }
@@ -126,6 +231,10 @@ macro_rules! js_channel_stats {
             $( $(#[doc = $doc])* pub $name: i64, )*
             /// The native CDP session, when this channel's source is one.
             pub cdp: Option<JsCdpStats>,
+            /// The channel's video encoder, once a viewer asked for video.
+            pub video: Option<JsVideoStats>,
+            /// Viewers by what they receive.
+            pub viewer_modes: JsViewerModes,
             /// Its viewers.
             pub viewers: Vec<JsViewerStats>,
         }
@@ -155,6 +264,8 @@ macro_rules! js_channel_stats {
                     last_frame: c.last_frame_meta.map(FrameMetadata::from),
                     $( $name: c.counters.$name as i64, )*
                     cdp,
+                    video: c.video.map(JsVideoStats::from),
+                    viewer_modes: JsViewerModes::of(&c.viewers),
                     viewers: c.viewers.into_iter().map(JsViewerStats::from).collect(),
                 }
             }

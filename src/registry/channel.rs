@@ -14,6 +14,7 @@ use tokio::task::AbortHandle;
 
 use super::event_log::{EventLog, EventsAfter, Published};
 use super::{ChannelCounters, ChannelId, InputQueue, Outbound, ViewerEntry};
+use crate::codec::pipeline::VideoPipeline;
 use crate::frame::{Frame, FrameGeometry};
 use crate::host::SourceRequest;
 use crate::mailbox::StickyKind;
@@ -73,6 +74,8 @@ pub struct Channel {
     /// A fresh capture was asked of the source and no frame came since (one at a time).
     pub(super) capture_requested: AtomicBool,
     pub counters: ChannelCounters,
+    /// The video pipeline, while the channel has (or just had) video viewers.
+    pub(super) video: Mutex<Option<Arc<VideoPipeline>>>,
 }
 
 impl Drop for Channel {
@@ -139,6 +142,10 @@ impl Channel {
         if frame.seq <= channel.cleared_through.load(Ordering::Acquire) {
             return;
         }
+        let video = lock(&channel.video).clone();
+        if let Some(video) = video {
+            video.offer(&frame);
+        }
         channel.frames.send_if_modified(|latest| {
             if latest
                 .as_ref()
@@ -149,6 +156,11 @@ impl Channel {
             *latest = Some(frame);
             true
         });
+    }
+
+    /// The channel's video pipeline, if one runs.
+    pub fn video_pipeline(&self) -> Option<Arc<VideoPipeline>> {
+        lock(&self.video).clone()
     }
 
     /// Queues `text` for every viewer. A viewer whose queue is full is closed (4001): reliable

@@ -43,6 +43,14 @@ macro_rules! for_registry_options {
                 #[doc = "Client messages per second one viewer may send (token bucket, one second of"]
                 #[doc = "burst; default 200)."]
                 max_inputs_per_second "maxInputsPerSecond" => max_inputs_per_second: count = 200, 1..=4_294_967_295;
+                #[doc = "Target bitrate of a channel's H.264 video in bits per second (default 2000000;"]
+                #[doc = "100000 to 50000000). One encoder per channel: every video viewer gets this."]
+                video_bitrate "videoBitrate" => video_bitrate: count = 2000000, 100_000..=50_000_000;
+                #[doc = "Longest milliseconds between two keyframes of a changing page (default 5000)."]
+                video_keyframe_interval_ms "videoKeyframeIntervalMs" => video_keyframe_interval: ms = 5000, 250..=600_000;
+                #[doc = "Milliseconds of a quiet page after which video viewers get its picture again as a"]
+                #[doc = "high-quality keyframe (default 600; 0: never)."]
+                video_refine_after_ms "videoRefineAfterMs" => video_refine_after: ms = 600, 0..=60_000;
             }
             event_numbers {
                 #[doc = "Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each)."]
@@ -61,6 +69,9 @@ macro_rules! for_registry_options {
                 #[doc = "Input from a viewer allowed to control takes control when nobody holds it"]
                 #[doc = "(default false: extended viewers send `control-request` first)."]
                 implicit_control "implicitControl" => implicit_control = false;
+                #[doc = "Extended viewers may ask for H.264 video (default true; false answers"]
+                #[doc = "`video_unavailable` and encodes nothing)."]
+                video "video" => video = true;
             }
         }
     };
@@ -236,6 +247,17 @@ mod tests {
     }
 }
 
+impl RegistryConfig {
+    /// The settings of a channel's video encoder.
+    pub fn encoder_settings(&self) -> crate::codec::EncoderSettings {
+        crate::codec::EncoderSettings {
+            bitrate: self.video_bitrate,
+            keyframe_interval: self.video_keyframe_interval,
+            refine_after: self.video_refine_after,
+        }
+    }
+}
+
 /// Tunables of a registry; every limit is enforced, none grows memory without bound.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -262,6 +284,14 @@ pub struct RegistryConfig {
     pub max_inputs_per_second: u32,
     /// Input from a viewer allowed to control takes control when nobody holds it.
     pub implicit_control: bool,
+    /// Target bitrate of video, bits per second.
+    pub video_bitrate: u32,
+    /// Longest time between two keyframes of a changing page.
+    pub video_keyframe_interval: Duration,
+    /// Quiet time before a refinement keyframe (zero: none).
+    pub video_refine_after: Duration,
+    /// Viewers may ask for video.
+    pub video: bool,
     /// Limits of the agent event channel.
     pub events: EventLimits,
 }

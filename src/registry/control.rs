@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use super::input_flow::Enqueued;
 use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink};
-use crate::host::ControlChange;
+use crate::codec::pick_codec;
+use crate::codec::pipeline::VideoPipeline;
+use crate::host::{ControlChange, LogLevel};
 use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
 };
@@ -24,7 +26,17 @@ impl Registry {
                         self.submit_input(channel, link, input, false, None);
                     }
                 }
-                Err(_) => channel.count_malformed(),
+                Err(_) => {
+                    channel.count_malformed();
+                    // Silence is the compat answer to what it does not know, but a viewer
+                    // asking for video must learn why it gets none.
+                    if protocol::asks_for_video(text) && self.take_tokens(channel, link, 1, false) {
+                        link.send(protocol::error_message(
+                            "protocol_required",
+                            "video needs the browser-stream.v1 subprotocol",
+                        ));
+                    }
+                }
             },
             Mode::Extended => self.on_extended_text(channel, link, text),
         }
@@ -87,8 +99,19 @@ impl Registry {
                 }
                 link.queue(Outbound::Snapshot);
             }
-            ExtendedMessage::Config { max_fps, ack } => {
-                link.queue(Outbound::Pacing { max_fps, ack })
+            ExtendedMessage::Config {
+                max_fps,
+                ack,
+                video,
+            } => {
+                if max_fps.is_some() || ack.is_some() {
+                    link.queue(Outbound::Pacing { max_fps, ack });
+                }
+                match video {
+                    None => {}
+                    Some(None) => link.queue(Outbound::Video(None)),
+                    Some(Some(codecs)) => self.start_video(channel, link, &codecs),
+                }
             }
             ExtendedMessage::ControlRequest => self.request_control(channel, link),
             ExtendedMessage::ControlRelease => {
@@ -101,6 +124,52 @@ impl Registry {
                 }
             }
             ExtendedMessage::Ack { .. } => {}
+        }
+    }
+
+    /// Subscribes `link` to its channel's video (starting the channel's pipeline if none
+    /// runs), or answers why not: video is off (`video_unavailable`), no offered codec is
+    /// served (`unsupported_codec`), or the encoder could not start (`video_failed`, the
+    /// detail logged for the deployer only).
+    fn start_video(&self, channel: &Channel, link: &ViewerLink, codecs: &[String]) {
+        if !self.config.video {
+            link.answer_error("video_unavailable", "this server does not send video");
+            return;
+        }
+        if pick_codec(codecs).is_none() {
+            link.answer_error(
+                "unsupported_codec",
+                "none of the offered codecs is served; the server encodes H.264 (avc1.*)",
+            );
+            return;
+        }
+        let subscription = {
+            let mut video = lock(&channel.video);
+            match video.as_ref().and_then(|pipeline| pipeline.subscribe()) {
+                Some(subscription) => Ok(subscription),
+                None => {
+                    VideoPipeline::start(self.config.encoder_settings(), channel.latest_frame())
+                        .and_then(|pipeline| {
+                            let subscription =
+                                pipeline.subscribe().ok_or("the new pipeline stopped")?;
+                            *video = Some(pipeline);
+                            Ok(subscription)
+                        })
+                }
+            }
+        };
+        match subscription {
+            Ok(subscription) => link.queue(Outbound::Video(Some(subscription))),
+            Err(detail) => {
+                self.host.log(
+                    LogLevel::Warn,
+                    format!(
+                        "video for channel {} could not start: {detail}",
+                        channel.id.key
+                    ),
+                );
+                link.answer_error("video_failed", "the video encoder could not start");
+            }
         }
     }
 

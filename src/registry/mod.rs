@@ -176,6 +176,7 @@ impl Registry {
             event_seq: watch::Sender::new(floor),
             capture_requested: AtomicBool::new(false),
             counters: ChannelCounters::default(),
+            video: Mutex::new(None),
         });
         self.runtime.spawn(relay_inputs(
             Arc::downgrade(self),

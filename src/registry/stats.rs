@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{lock, Channel, ChannelId, Registry, SourceState, Transport};
+use crate::codec::pipeline::PipelineStats;
 use crate::frame::FrameMeta;
 use crate::protocol::Mode;
 
@@ -123,6 +124,12 @@ pub struct ViewerStats {
     pub bytes_sent: u64,
     /// JSON messages written.
     pub messages_sent: u64,
+    /// It receives video.
+    pub video: bool,
+    /// Video chunks written.
+    pub video_chunks_sent: u64,
+    /// Times it fell behind the video and skipped to a keyframe.
+    pub video_lagged: u64,
     /// Reliable messages waiting in its queue.
     pub queued_messages: usize,
     /// Seconds since it joined.
@@ -158,6 +165,8 @@ pub struct ChannelStats {
     pub last_frame_meta: Option<FrameMeta>,
     /// The channel's counters.
     pub counters: ChannelCounterSnapshot,
+    /// The video pipeline's figures, if video ever started on this channel.
+    pub video: Option<PipelineStats>,
     pub viewers: Vec<ViewerStats>,
 }
 
@@ -190,6 +199,9 @@ impl Registry {
                                     .saturating_sub(1),
                             bytes_sent: get(&link.counters.bytes_sent),
                             messages_sent: get(&link.counters.messages_sent),
+                            video: link.counters.video.load(Ordering::Relaxed),
+                            video_chunks_sent: get(&link.counters.video_chunks_sent),
+                            video_lagged: get(&link.counters.video_lagged),
                             queued_messages: link.outbox.len(),
                             connected_secs: viewer.joined.elapsed().as_secs_f64(),
                         }
@@ -215,6 +227,7 @@ impl Registry {
                     pending_inputs: channel.inputs.len(),
                     last_frame_meta: channel.frames.borrow().as_ref().map(|f| f.meta),
                     counters: channel.counters.snapshot(),
+                    video: channel.video_pipeline().map(|pipeline| pipeline.stats()),
                     viewers,
                 }
             })

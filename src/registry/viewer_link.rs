@@ -3,7 +3,7 @@
 //! viewer task at admission.
 //! Must not touch sockets: the viewer task owns those.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{lock, Channel, RateLimiter};
+use crate::codec::pipeline::VideoSubscription;
 use crate::frame::Frame;
 use crate::mailbox::{Mailbox, Outbox, StickyKind};
 use crate::protocol::{self, Mode};
@@ -27,7 +28,7 @@ pub enum Transport {
 }
 
 /// A message queued for one viewer's writer, in order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Outbound {
     /// A JSON TEXT message. `after_seq`: the newest frame when it was queued; the writer sends
     /// that frame first if it has not yet, so e.g. `{viewport}` follows its frame.
@@ -53,6 +54,9 @@ pub enum Outbound {
         /// Ack pacing on/off, if given.
         ack: Option<bool>,
     },
+    /// Extended: switch this viewer to video (its subscription to the channel's pipeline) or
+    /// back to JPEG frames (`None`).
+    Video(Option<VideoSubscription>),
 }
 
 /// How one viewer is asked to close: the first request wins; the token stops its tasks.
@@ -112,6 +116,12 @@ pub struct ViewerCounters {
     pub bytes_sent: AtomicU64,
     /// JSON messages written.
     pub messages_sent: AtomicU64,
+    /// The viewer receives video (it asked, and was subscribed).
+    pub video: AtomicBool,
+    /// Video chunks written.
+    pub video_chunks_sent: AtomicU64,
+    /// Times the viewer fell behind the video and skipped to a keyframe.
+    pub video_lagged: AtomicU64,
 }
 
 /// How a viewer joins: its wire and its rights.

@@ -56,6 +56,9 @@ pub fn split_slot(
         events: slot.events,
         event_cursor: slot.event_cursor,
         pacing: Pacing::default(),
+        video: None,
+        video_started: false,
+        video_config: None,
     };
     let reader = Reader {
         registry: registry.clone(),

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::sink::{at_message_boundary, interruptible, Sink, CLOSE_FRAME_TIMEOUT};
 use crate::clock::sleep_until;
+use crate::codec::pipeline::VideoSubscription;
+use crate::codec::{VideoChunk, VideoConfig};
 use crate::frame::Frame;
 use crate::mailbox::Mailbox;
 use crate::protocol::{self, Mode};
@@ -36,6 +38,27 @@ pub struct Writer {
     /// Extended: the viewer has been sent the events up to here.
     pub(super) event_cursor: u64,
     pub(super) pacing: Pacing,
+    /// Extended: the viewer's video, once it asked for it.
+    pub(super) video: Option<VideoSubscription>,
+    /// A chunk was written since video started: JPEG frames stop (the join frame and those
+    /// until the first keyframe keep the picture live meanwhile).
+    pub(super) video_started: bool,
+    /// The decoder configuration last sent.
+    pub(super) video_config: Option<Arc<VideoConfig>>,
+}
+
+/// Chunks a video viewer may have waiting before it counts as behind (about a second at
+/// 30 fps): it then drops them and waits for a keyframe, instead of watching the past.
+pub(super) const VIDEO_BEHIND: usize = 30;
+
+/// The next chunk of `video` (never resolves without video).
+async fn next_chunk(
+    video: &mut Option<VideoSubscription>,
+) -> Result<Arc<VideoChunk>, broadcast::error::RecvError> {
+    match video {
+        Some(video) => video.chunks.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Longest wait of a message for the frame it follows; that frame is normally published within
@@ -140,6 +163,64 @@ impl Writer {
         self.counters
             .bytes_sent
             .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// JPEG frames go to this viewer: it has no video, or its video has not started yet.
+    fn jpeg_frames(&self) -> bool {
+        self.video.is_none() || !self.video_started
+    }
+
+    /// Writes `chunk` unless the viewer waits for a keyframe and this is none; sends the
+    /// `video-config` first when the stream's configuration changed.
+    async fn write_chunk<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        chunk: Arc<VideoChunk>,
+    ) -> io::Result<()> {
+        let Some(video) = self.video.as_mut() else {
+            return Ok(());
+        };
+        if video.chunks.len() > VIDEO_BEHIND {
+            // Far behind: the backlog is the past. Skip it and start again at a keyframe.
+            video.chunks = video.chunks.resubscribe();
+            video.awaiting_key = true;
+            video.request_key();
+            self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if video.awaiting_key && !chunk.key {
+            return Ok(());
+        }
+        video.awaiting_key = false;
+        let config_sent = self
+            .video_config
+            .as_ref()
+            .is_some_and(|sent| Arc::ptr_eq(sent, &chunk.config));
+        if !config_sent {
+            let message = Bytes::from(chunk.config.message());
+            self.send_message(sink, cancelled.as_mut(), &message)
+                .await?;
+            self.video_config = Some(chunk.config.clone());
+        }
+        interruptible(
+            &self.closer,
+            cancelled,
+            sink.send_binary(&chunk.head, chunk.ws_header_len, &chunk.body),
+        )
+        .await?;
+        self.video_started = true;
+        // Input in frame pixels maps by the geometry of what the viewer shows.
+        self.counters
+            .seen_seq
+            .fetch_max(chunk.seq, Ordering::Relaxed);
+        self.counters
+            .video_chunks_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(chunk.wire_len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -316,7 +397,7 @@ impl Writer {
                     None => return Ok(()),
                     Some(Outbound::Text { text, after_seq }) => {
                         let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-                        if after_seq > seen && self.frame_gate() == FrameGate::Open {
+                        if after_seq > seen && self.frame_gate() == FrameGate::Open && self.jpeg_frames() {
                             // The frame this message follows may still be on its way to the
                             // watch (a JS push publishes from a runtime task): wait for it.
                             let cleared = self.cleared_through.clone();
@@ -347,6 +428,21 @@ impl Writer {
                     Some(Outbound::Snapshot) => {
                         self.snapshot(sink, cancelled.as_mut()).await?;
                     }
+                    Some(Outbound::Video(Some(subscription))) => {
+                        self.video = Some(subscription);
+                        self.video_started = false;
+                        self.video_config = None;
+                        self.counters.video.store(true, Ordering::Relaxed);
+                    }
+                    Some(Outbound::Video(None)) => {
+                        let had_video = self.video.take().is_some();
+                        self.video_started = false;
+                        self.counters.video.store(false, Ordering::Relaxed);
+                        if had_video {
+                            // Back to JPEG: the page as it is now, not as the last chunk was.
+                            self.resend_latest_frame(sink, cancelled.as_mut()).await?;
+                        }
+                    }
                     Some(Outbound::Pacing { max_fps, ack }) => {
                         if let Some(max_fps) = max_fps {
                             // The parser bounds the rate; a value that still makes no duration
@@ -373,7 +469,24 @@ impl Writer {
                     let cursor = self.event_cursor;
                     self.send_events_after(sink, cancelled.as_mut(), Some(cursor)).await?;
                 }
-                changed = self.frames.changed(), if gate == FrameGate::Open => {
+                received = next_chunk(&mut self.video), if self.video.is_some() => match received {
+                    Ok(chunk) => self.write_chunk(sink, cancelled.as_mut(), chunk).await?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(video) = self.video.as_mut() {
+                            video.awaiting_key = true;
+                            video.request_key();
+                        }
+                        self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The pipeline ended under this viewer: JPEG frames again.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.video = None;
+                        self.video_started = false;
+                        self.counters.video.store(false, Ordering::Relaxed);
+                        self.resend_latest_frame(sink, cancelled.as_mut()).await?;
+                    }
+                },
+                changed = self.frames.changed(), if gate == FrameGate::Open && self.jpeg_frames() => {
                     if changed.is_err() {
                         return Ok(());
                     }

@@ -1,0 +1,207 @@
+//! Video for viewers that ask for it: a channel's frames decoded, converted and encoded once,
+//! and the encoded chunks shared by reference with every video viewer of the channel.
+//!
+//! Owns: the [`VideoEncoder`] trait (what a codec must do; H.264 is the one behind it today,
+//! a second codec is a second implementation), the encoded chunk and its wire form
+//! ([`VideoChunk`]), the `video-config` a decoder needs ([`VideoConfig`]), which offered codec
+//! strings the server can serve ([`pick_codec`]) and the encoder's settings. [`picture`] turns
+//! a frame's image into the encoder's input, [`h264`] is the OpenH264 encoder, [`pipeline`]
+//! runs one channel's encoder on its own thread. Must not touch sockets or viewers (writers
+//! read chunks from the pipeline's broadcast) nor hold option defaults (`registry::config`
+//! owns them).
+
+pub(crate) mod h264;
+pub(crate) mod picture;
+pub(crate) mod pipeline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::frame::{Frame, BINARY_HEADER_LEN, KIND_VIDEO};
+use crate::ws::codec::{FrameHeader, OP_BINARY};
+use picture::Picture;
+
+/// `image format` byte of a video chunk: H.264 in Annex B (start codes; SPS and PPS in front
+/// of every keyframe).
+pub const FORMAT_H264_ANNEX_B: u8 = 16;
+/// Header flag: the chunk is a keyframe (IDR); a decoder may start here.
+pub const FLAG_KEY: u8 = 1;
+/// Header flag: a refinement keyframe (the page stopped changing: the same picture at a
+/// higher quality).
+pub const FLAG_REFINE: u8 = 2;
+
+/// How hard the encoder may compress a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// Live video: the configured bitrate.
+    Live,
+    /// Idle refinement: a keyframe at a low quantiser, whatever it costs in bytes.
+    Refine,
+}
+
+/// One encoded access unit.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The access unit, Annex B.
+    pub data: Vec<u8>,
+    /// An IDR: decodable without any earlier chunk.
+    pub key: bool,
+}
+
+/// A video encoder of one channel. Implementations run on the pipeline's thread, never on the
+/// runtime's.
+pub trait VideoEncoder: Send {
+    /// Encodes `picture`; `key` asks for a keyframe. `Ok(None)` when the encoder dropped the
+    /// picture (rate control).
+    fn encode(
+        &mut self,
+        picture: &Picture,
+        key: bool,
+        quality: Quality,
+    ) -> Result<Option<Encoded>, String>;
+
+    /// The WebCodecs codec string of what `data` (a keyframe) holds, e.g. `avc1.42c01f`.
+    fn codec_string(&self, keyframe: &[u8]) -> Option<String>;
+}
+
+/// The settings of a channel's encoder (from the registry's options).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderSettings {
+    /// Target bitrate of live video, bits per second.
+    pub bitrate: u32,
+    /// Longest time between two keyframes while the page changes.
+    pub keyframe_interval: Duration,
+    /// Quiet time after which the last picture is sent again as a refinement keyframe
+    /// (`Duration::ZERO`: never).
+    pub refine_after: Duration,
+}
+
+/// What a decoder needs before the first chunk, and again whenever it changes (a new size).
+#[derive(Debug, PartialEq, Eq)]
+pub struct VideoConfig {
+    /// WebCodecs codec string read from the stream's SPS.
+    pub codec: String,
+    /// Coded width in pixels.
+    pub width: u32,
+    /// Coded height in pixels.
+    pub height: u32,
+}
+
+impl VideoConfig {
+    /// The `video-config` message (docs/PROTOCOL.md): Annex B needs no `description`.
+    pub fn message(&self) -> String {
+        serde_json::json!({
+            "type": "video-config",
+            "codec": self.codec,
+            "codedWidth": self.width,
+            "codedHeight": self.height,
+            "format": "annexb",
+        })
+        .to_string()
+    }
+}
+
+/// One encoded chunk as it is fanned out: its WebSocket header and 56-byte header built once,
+/// its bytes shared by every video viewer.
+#[derive(Debug)]
+pub struct VideoChunk {
+    /// Sequence number of the frame it encodes.
+    pub seq: u64,
+    /// A keyframe.
+    pub key: bool,
+    /// The decoder configuration this chunk needs (the same `Arc` until it changes).
+    pub config: Arc<VideoConfig>,
+    /// WebSocket BINARY header followed by the chunk header.
+    pub head: Vec<u8>,
+    /// Length of the WebSocket header at the start of `head`.
+    pub ws_header_len: usize,
+    /// The access unit.
+    pub body: Bytes,
+}
+
+impl VideoChunk {
+    /// The chunk of `frame` encoded as `encoded`, in a picture of `width`×`height`.
+    pub fn new(frame: &Frame, encoded: Encoded, refine: bool, config: Arc<VideoConfig>) -> Self {
+        let mut flags = 0;
+        if encoded.key {
+            flags |= FLAG_KEY;
+        }
+        if refine {
+            flags |= FLAG_REFINE;
+        }
+        let header = frame.header_as(
+            KIND_VIDEO,
+            FORMAT_H264_ANNEX_B,
+            flags,
+            (config.width, config.height),
+        );
+        let body = Bytes::from(encoded.data);
+        let ws = FrameHeader::new(OP_BINARY, BINARY_HEADER_LEN + body.len());
+        let mut head = Vec::with_capacity(ws.as_bytes().len() + BINARY_HEADER_LEN);
+        head.extend_from_slice(ws.as_bytes());
+        head.extend_from_slice(&header);
+        VideoChunk {
+            seq: frame.seq,
+            key: encoded.key,
+            config,
+            ws_header_len: ws.as_bytes().len(),
+            head,
+            body,
+        }
+    }
+
+    /// Bytes on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+}
+
+/// Codec families the server encodes, as the start of a WebCodecs codec string.
+const SERVED_CODECS: &[&str] = &["avc1."];
+
+/// Most codec strings a viewer may offer.
+pub const MAX_OFFERED_CODECS: usize = 16;
+
+/// The first offered codec string the server can serve: any `avc1.*` (every H.264 decoder
+/// profile decodes Constrained Baseline, which is what the server sends). `None` when none is.
+pub fn pick_codec(offered: &[String]) -> Option<&str> {
+    offered
+        .iter()
+        .map(String::as_str)
+        .find(|codec| SERVED_CODECS.iter().any(|family| codec.starts_with(family)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_h264_offers_are_picked_in_the_viewers_order() {
+        let offer = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pick_codec(&offer(&["vp8", "avc1.42E01F", "avc1.640028"])),
+            Some("avc1.42E01F")
+        );
+        assert_eq!(
+            pick_codec(&offer(&["vp09.00.10.08", "av01.0.04M.08"])),
+            None
+        );
+        assert_eq!(pick_codec(&[]), None);
+    }
+
+    #[test]
+    fn the_video_config_message_names_codec_size_and_format() {
+        let config = VideoConfig {
+            codec: "avc1.42c01f".into(),
+            width: 1280,
+            height: 720,
+        };
+        let message: serde_json::Value = serde_json::from_str(&config.message()).unwrap();
+        assert_eq!(message["type"], "video-config");
+        assert_eq!(message["codec"], "avc1.42c01f");
+        assert_eq!(message["codedWidth"], 1280);
+        assert_eq!(message["format"], "annexb");
+    }
+}

@@ -1,0 +1,650 @@
+//! One channel's video pipeline: an OS thread of its own (encoding is CPU work that must not
+//! stall the runtime's reactor threads) that takes the channel's newest frame, decodes it,
+//! encodes it and broadcasts the chunk to the channel's video viewers.
+//!
+//! Owns: when the pipeline starts (its first subscriber) and stops (its last subscriber
+//! left), which frames are encoded (the newest: frames that arrive while one is encoded are
+//! superseded, as for JPEG viewers), when a keyframe is made — the first picture, one every
+//! `keyframe_interval`, on demand at most once per [`KEYFRAME_COALESCE`] however many viewers
+//! ask, and a refinement once the page is quiet — and the pipeline's statistics. The
+//! broadcast ring bounds what a slow viewer costs: a viewer that falls a ring behind is told
+//! it lagged and waits for a keyframe (its subscription tracks that). Must not touch sockets
+//! nor channel state: the channel offers frames, the writers read chunks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::h264::H264Encoder;
+use super::picture::{Picture, PictureDecoder};
+use super::{EncoderSettings, Quality, VideoChunk, VideoConfig, VideoEncoder};
+use crate::frame::Frame;
+use crate::sync::lock;
+
+/// Least time between two keyframes forced for joiners or lagging viewers.
+pub const KEYFRAME_COALESCE: Duration = Duration::from_millis(300);
+/// Chunks the broadcast ring holds (about 3 s at 30 fps); a viewer further behind skips to
+/// the next keyframe.
+pub const CHUNK_RING: usize = 96;
+/// Encode times kept for the percentiles.
+const TIMING_SAMPLES: usize = 256;
+/// Window of the rates in `stats()`.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineState {
+    /// Encoding for its subscribers.
+    Running,
+    /// Its last subscriber left; the thread is ending.
+    Stopping,
+    /// The thread ended (or could not start its encoder).
+    Stopped,
+}
+
+impl PipelineState {
+    /// The name `stats()` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineState::Running => "running",
+            PipelineState::Stopping => "stopping",
+            PipelineState::Stopped => "stopped",
+        }
+    }
+}
+
+struct Control {
+    state: PipelineState,
+    /// The newest frame offered.
+    latest: Option<Arc<Frame>>,
+    /// A keyframe was asked for and not made yet.
+    key_wanted: bool,
+    subscribers: usize,
+}
+
+#[derive(Default)]
+struct Windows {
+    /// (when, encode time) of the last encodes.
+    encode_times: VecDeque<Duration>,
+    frames_in: VecDeque<Instant>,
+    /// (when, wire bytes) of the chunks of the last `RATE_WINDOW`.
+    chunks_out: VecDeque<(Instant, usize)>,
+    config: Option<Arc<VideoConfig>>,
+    last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+    keyframes_forced: AtomicU64,
+    keyframes_periodic: AtomicU64,
+    refinements: AtomicU64,
+    key_requests: AtomicU64,
+    decode_errors: AtomicU64,
+    encode_errors: AtomicU64,
+}
+
+struct Shared {
+    control: Mutex<Control>,
+    wake: Condvar,
+    chunks: broadcast::Sender<Arc<VideoChunk>>,
+    windows: Mutex<Windows>,
+    counters: Counters,
+    settings: EncoderSettings,
+}
+
+/// A channel's encoder and the broadcast of its chunks.
+pub struct VideoPipeline {
+    shared: Arc<Shared>,
+}
+
+/// A pipeline's figures, as `stats()` reports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineStats {
+    /// `running`, `stopping` or `stopped`.
+    pub state: &'static str,
+    /// Codec string of the stream, once a keyframe was made.
+    pub codec: Option<String>,
+    /// Coded size.
+    pub width: u32,
+    /// Coded height.
+    pub height: u32,
+    /// Video viewers.
+    pub subscribers: u32,
+    /// Frames offered per second (the last 2 s).
+    pub fps_in: f64,
+    /// Chunks made per second.
+    pub fps_out: f64,
+    /// Bits per second of chunks on the wire, per viewer.
+    pub bitrate: f64,
+    /// Decode + convert + encode time of one frame, median, ms.
+    pub encode_ms_p50: f64,
+    /// The same, 99th percentile.
+    pub encode_ms_p99: f64,
+    /// Frames offered in all.
+    pub frames_in: u64,
+    /// Chunks made in all.
+    pub chunks: u64,
+    /// Wire bytes of all chunks (once, not per viewer).
+    pub bytes: u64,
+    /// Keyframes made because a viewer joined or lagged.
+    pub keyframes_forced: u64,
+    /// Other keyframes: the first, one per interval, and the encoder's own at scene changes.
+    pub keyframes_periodic: u64,
+    /// Refinement keyframes of a quiet page.
+    pub refinements: u64,
+    /// Keyframe requests (coalesced into `keyframes_forced`).
+    pub key_requests: u64,
+    /// Frames whose image did not decode (skipped; the encoder went on).
+    pub decode_errors: u64,
+    /// Pictures the encoder failed on.
+    pub encode_errors: u64,
+    /// The last decode or encode failure (for the deployer, never sent to viewers).
+    pub last_error: Option<String>,
+}
+
+/// A video viewer's hold on its channel's pipeline: its receiver of chunks and whether it
+/// waits for a keyframe. Dropping it unsubscribes (the last one stops the pipeline).
+pub struct VideoSubscription {
+    pipeline: Arc<Shared>,
+    /// The viewer's place in the broadcast ring.
+    pub chunks: broadcast::Receiver<Arc<VideoChunk>>,
+    /// Deltas are of no use until a keyframe: at the start and after a lag.
+    pub awaiting_key: bool,
+}
+
+impl std::fmt::Debug for VideoSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoSubscription")
+            .field("awaiting_key", &self.awaiting_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VideoSubscription {
+    /// Asks for a keyframe (coalesced with every other request).
+    pub fn request_key(&self) {
+        self.pipeline.request_key();
+    }
+}
+
+impl Drop for VideoSubscription {
+    fn drop(&mut self) {
+        let mut control = lock(&self.pipeline.control);
+        control.subscribers = control.subscribers.saturating_sub(1);
+        if control.subscribers == 0 && control.state == PipelineState::Running {
+            control.state = PipelineState::Stopping;
+        }
+        drop(control);
+        self.pipeline.wake.notify_all();
+    }
+}
+
+impl Shared {
+    fn request_key(&self) {
+        self.counters.key_requests.fetch_add(1, Ordering::Relaxed);
+        lock(&self.control).key_wanted = true;
+        self.wake.notify_all();
+    }
+}
+
+impl VideoPipeline {
+    /// Starts a pipeline with `settings` on its own thread, encoding from `latest` on.
+    pub fn start(
+        settings: EncoderSettings,
+        latest: Option<Arc<Frame>>,
+    ) -> Result<Arc<Self>, String> {
+        let (chunks, _) = broadcast::channel(CHUNK_RING);
+        let shared = Arc::new(Shared {
+            control: Mutex::new(Control {
+                state: PipelineState::Running,
+                latest,
+                key_wanted: false,
+                subscribers: 0,
+            }),
+            wake: Condvar::new(),
+            chunks,
+            windows: Mutex::new(Windows::default()),
+            counters: Counters::default(),
+            settings,
+        });
+        let encoder = H264Encoder::new(settings)?;
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("bsn-video".into())
+            .spawn(move || run(thread_shared, Box::new(encoder)))
+            .map_err(|e| format!("video thread: {e}"))?;
+        Ok(Arc::new(VideoPipeline { shared }))
+    }
+
+    /// A new subscription (asking for a keyframe), or `None` once the pipeline is stopping:
+    /// the caller starts a new one.
+    pub fn subscribe(&self) -> Option<VideoSubscription> {
+        let mut control = lock(&self.shared.control);
+        if control.state != PipelineState::Running {
+            return None;
+        }
+        control.subscribers += 1;
+        let chunks = self.shared.chunks.subscribe();
+        drop(control);
+        self.shared.request_key();
+        Some(VideoSubscription {
+            pipeline: self.shared.clone(),
+            chunks,
+            awaiting_key: true,
+        })
+    }
+
+    /// Hands the pipeline the channel's newest frame.
+    pub fn offer(&self, frame: &Arc<Frame>) {
+        self.shared
+            .counters
+            .frames_in
+            .fetch_add(1, Ordering::Relaxed);
+        {
+            let now = Instant::now();
+            let mut windows = lock(&self.shared.windows);
+            windows.frames_in.push_back(now);
+            prune(&mut windows.frames_in, now, |t| *t);
+        }
+        let mut control = lock(&self.shared.control);
+        if control.latest.as_ref().is_some_and(|l| l.seq >= frame.seq) {
+            return;
+        }
+        control.latest = Some(frame.clone());
+        drop(control);
+        self.shared.wake.notify_all();
+    }
+
+    /// The pipeline's figures now.
+    pub fn stats(&self) -> PipelineStats {
+        let (state, subscribers) = {
+            let control = lock(&self.shared.control);
+            (control.state, control.subscribers)
+        };
+        let now = Instant::now();
+        let mut windows = lock(&self.shared.windows);
+        prune(&mut windows.frames_in, now, |t| *t);
+        prune(&mut windows.chunks_out, now, |(t, _)| *t);
+        let span = RATE_WINDOW.as_secs_f64();
+        let mut times: Vec<Duration> = windows.encode_times.iter().copied().collect();
+        times.sort_unstable();
+        let percentile = |p: f64| -> f64 {
+            if times.is_empty() {
+                return 0.0;
+            }
+            let at = ((times.len() - 1) as f64 * p).round() as usize;
+            times[at].as_secs_f64() * 1000.0
+        };
+        let c = &self.shared.counters;
+        PipelineStats {
+            state: state.as_str(),
+            codec: windows.config.as_ref().map(|c| c.codec.clone()),
+            width: windows.config.as_ref().map_or(0, |c| c.width),
+            height: windows.config.as_ref().map_or(0, |c| c.height),
+            subscribers: subscribers as u32,
+            fps_in: windows.frames_in.len() as f64 / span,
+            fps_out: windows.chunks_out.len() as f64 / span,
+            bitrate: windows
+                .chunks_out
+                .iter()
+                .map(|(_, b)| *b as f64)
+                .sum::<f64>()
+                * 8.0
+                / span,
+            encode_ms_p50: percentile(0.5),
+            encode_ms_p99: percentile(0.99),
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            chunks: c.chunks.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            keyframes_forced: c.keyframes_forced.load(Ordering::Relaxed),
+            keyframes_periodic: c.keyframes_periodic.load(Ordering::Relaxed),
+            refinements: c.refinements.load(Ordering::Relaxed),
+            key_requests: c.key_requests.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            encode_errors: c.encode_errors.load(Ordering::Relaxed),
+            last_error: windows.last_error.clone(),
+        }
+    }
+}
+
+fn prune<T>(window: &mut VecDeque<T>, now: Instant, at: impl Fn(&T) -> Instant) {
+    while window
+        .front()
+        .is_some_and(|e| now.duration_since(at(e)) > RATE_WINDOW)
+    {
+        window.pop_front();
+    }
+}
+
+/// What the thread does next.
+enum Job {
+    /// Encode a new frame (a keyframe when `key`; `forced` says why).
+    Live {
+        frame: Arc<Frame>,
+        key: bool,
+        forced: bool,
+    },
+    /// The page did not change but a keyframe is due: encode the current picture again.
+    Repeat,
+    /// The page is quiet: the current picture as a refinement keyframe.
+    Refine,
+}
+
+/// The encoder thread's own state.
+struct Worker {
+    shared: Arc<Shared>,
+    encoder: Box<dyn VideoEncoder>,
+    decoder: PictureDecoder,
+    picture: Picture,
+    /// The frame `picture` holds.
+    current: Option<Arc<Frame>>,
+    /// Newest frame taken (encoded, or skipped as undecodable).
+    taken_seq: u64,
+    last_key_at: Option<Instant>,
+    last_forced_at: Option<Instant>,
+    /// When the current picture was last encoded live.
+    last_live_at: Option<Instant>,
+    /// The current picture has been refined.
+    refined: bool,
+    config: Option<Arc<VideoConfig>>,
+}
+
+fn run(shared: Arc<Shared>, encoder: Box<dyn VideoEncoder>) {
+    let mut worker = Worker {
+        shared: shared.clone(),
+        encoder,
+        decoder: PictureDecoder::default(),
+        picture: Picture::default(),
+        current: None,
+        taken_seq: 0,
+        last_key_at: None,
+        last_forced_at: None,
+        last_live_at: None,
+        refined: false,
+        config: None,
+    };
+    while let Some(job) = worker.next_job() {
+        worker.run_job(job);
+    }
+    // The encoder is freed before anyone reads `Stopped`.
+    drop(worker);
+    lock(&shared.control).state = PipelineState::Stopped;
+}
+
+impl Worker {
+    /// Waits for the next job; `None` when the pipeline stops.
+    fn next_job(&mut self) -> Option<Job> {
+        let shared = self.shared.clone();
+        let mut control: MutexGuard<'_, Control> = lock(&shared.control);
+        loop {
+            if control.state != PipelineState::Running {
+                return None;
+            }
+            let now = Instant::now();
+            let may_force = self
+                .last_forced_at
+                .is_none_or(|at| now >= at + KEYFRAME_COALESCE);
+            if let Some(frame) = control.latest.clone().filter(|f| f.seq > self.taken_seq) {
+                let forced = control.key_wanted && may_force;
+                if forced {
+                    control.key_wanted = false;
+                }
+                let periodic = self
+                    .last_key_at
+                    .is_none_or(|at| now >= at + self.shared.settings.keyframe_interval);
+                return Some(Job::Live {
+                    frame,
+                    key: forced || periodic,
+                    forced,
+                });
+            }
+            let mut deadline: Option<Instant> = None;
+            if control.key_wanted && self.current.is_some() {
+                if may_force {
+                    control.key_wanted = false;
+                    return Some(Job::Repeat);
+                }
+                deadline = self.last_forced_at.map(|at| at + KEYFRAME_COALESCE);
+            }
+            let refine_after = self.shared.settings.refine_after;
+            if !refine_after.is_zero() && !self.refined && self.current.is_some() {
+                if let Some(at) = self.last_live_at.map(|at| at + refine_after) {
+                    if now >= at {
+                        return Some(Job::Refine);
+                    }
+                    deadline = Some(deadline.map_or(at, |d| d.min(at)));
+                }
+            }
+            control = match deadline {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(now);
+                    shared
+                        .wake
+                        .wait_timeout(control, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => shared.wake.wait(control).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+
+    fn run_job(&mut self, job: Job) {
+        let started = Instant::now();
+        let (key, quality, forced) = match job {
+            Job::Live { frame, key, forced } => {
+                self.taken_seq = frame.seq;
+                let decoded = match frame.binary() {
+                    Some(binary) => self.decoder.decode(&binary.body, &mut self.picture),
+                    None => Err("the frame's base64 does not decode".into()),
+                };
+                if let Err(error) = decoded {
+                    self.shared
+                        .counters
+                        .decode_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    lock(&self.shared.windows).last_error = Some(error);
+                    if forced {
+                        // The request still stands for the next frame.
+                        lock(&self.shared.control).key_wanted = true;
+                    }
+                    return;
+                }
+                self.current = Some(frame);
+                self.refined = false;
+                (key, Quality::Live, forced)
+            }
+            // A joiner on a quiet page gets the refined picture, not a blurrier one.
+            Job::Repeat if self.refined => (true, Quality::Refine, true),
+            Job::Repeat => (true, Quality::Live, true),
+            Job::Refine => (true, Quality::Refine, false),
+        };
+        let Some(frame) = self.current.clone() else {
+            return;
+        };
+        let encoded = match self.encoder.encode(&self.picture, key, quality) {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => {
+                // Rate control skipped the picture: the refinement will show it once the
+                // page is quiet; a keyframe asked for stays asked for.
+                if quality == Quality::Live {
+                    self.last_live_at = Some(Instant::now());
+                    if key && forced {
+                        lock(&self.shared.control).key_wanted = true;
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                self.shared
+                    .counters
+                    .encode_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&self.shared.windows).last_error = Some(error);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
+        if quality == Quality::Refine {
+            self.refined = true;
+            if !forced {
+                counters.refinements.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.last_live_at = Some(now);
+        }
+        if encoded.key {
+            self.last_key_at = Some(now);
+            if forced {
+                self.last_forced_at = Some(now);
+                counters.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+            } else if quality == Quality::Live {
+                counters.keyframes_periodic.fetch_add(1, Ordering::Relaxed);
+            }
+            self.update_config(&encoded.data);
+        }
+        let Some(config) = self.config.clone() else {
+            // No keyframe yet (the encoder's first picture is always one): nothing decodes.
+            return;
+        };
+        let chunk = VideoChunk::new(&frame, encoded, quality == Quality::Refine, config);
+        let wire = chunk.wire_len();
+        counters.chunks.fetch_add(1, Ordering::Relaxed);
+        counters.bytes.fetch_add(wire as u64, Ordering::Relaxed);
+        {
+            let mut windows = lock(&self.shared.windows);
+            if windows.encode_times.len() == TIMING_SAMPLES {
+                windows.encode_times.pop_front();
+            }
+            windows.encode_times.push_back(now - started);
+            windows.chunks_out.push_back((now, wire));
+            prune(&mut windows.chunks_out, now, |(t, _)| *t);
+            windows.config = self.config.clone();
+        }
+        // No receiver is fine: the last viewer may have left during the encode.
+        let _ = self.shared.chunks.send(Arc::new(chunk));
+    }
+
+    fn update_config(&mut self, keyframe: &[u8]) {
+        let Some(codec) = self.encoder.codec_string(keyframe) else {
+            return;
+        };
+        let config = VideoConfig {
+            codec,
+            width: self.picture.width,
+            height: self.picture.height,
+        };
+        if self.config.as_deref() != Some(&config) {
+            self.config = Some(Arc::new(config));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::picture::tests::fixture_jpeg;
+    use crate::frame::FrameMeta;
+    use base64::Engine;
+    use bytes::Bytes;
+
+    fn frame(seq: u64) -> Arc<Frame> {
+        let text = base64::engine::general_purpose::STANDARD.encode(fixture_jpeg());
+        Arc::new(Frame::from_base64(
+            seq,
+            seq,
+            Bytes::from(text),
+            FrameMeta::default(),
+        ))
+    }
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
+            bitrate: 2_000_000,
+            keyframe_interval: Duration::from_secs(60),
+            refine_after: Duration::ZERO,
+        }
+    }
+
+    fn recv(sub: &mut VideoSubscription) -> Arc<VideoChunk> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match sub.chunks.try_recv() {
+                Ok(chunk) => return chunk,
+                Err(broadcast::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("no chunk: {e:?}"),
+            }
+        }
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_joiner_gets_a_keyframe_of_a_still_page_and_joins_are_coalesced() {
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let mut first = pipeline.subscribe().unwrap();
+        let chunk = recv(&mut first);
+        assert!(chunk.key);
+        assert_eq!(chunk.seq, 1);
+        assert!(chunk.config.codec.starts_with("avc1.42"));
+        // 20 joiners at once on a page that does not change: each gets a keyframe, made far
+        // fewer than 20 times.
+        let joining = Instant::now();
+        let mut joiners: Vec<_> = (0..20).map(|_| pipeline.subscribe().unwrap()).collect();
+        let windows = (joining.elapsed().as_millis() / KEYFRAME_COALESCE.as_millis()) as u64;
+        for joiner in &mut joiners {
+            assert!(recv(joiner).key);
+        }
+        let stats = pipeline.stats();
+        assert_eq!(stats.key_requests, 21);
+        // The first picture's keyframe, and one per coalescing window the joins spanned
+        // (a window may close in the middle of them).
+        assert!(stats.keyframes_forced <= 3 + windows, "{stats:?}");
+        assert_eq!(stats.subscribers, 21);
+        drop(first);
+        drop(joiners);
+        wait_until("the pipeline to stop", || {
+            pipeline.stats().state == "stopped"
+        });
+        assert!(
+            pipeline.subscribe().is_none(),
+            "a stopped pipeline takes nobody"
+        );
+    }
+
+    #[test]
+    fn new_frames_are_deltas_and_a_corrupt_frame_does_not_stop_the_encoder() {
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let mut sub = pipeline.subscribe().unwrap();
+        assert!(recv(&mut sub).key);
+        let garbage = Arc::new(Frame::from_base64(
+            2,
+            2,
+            Bytes::from_static(b"/9j/AAAAAAAAAAAAAAAA"),
+            FrameMeta::default(),
+        ));
+        pipeline.offer(&garbage);
+        wait_until("the decode error", || pipeline.stats().decode_errors == 1);
+        pipeline.offer(&frame(3));
+        let next = recv(&mut sub);
+        assert_eq!(next.seq, 3);
+        assert!(pipeline.stats().last_error.is_some());
+        assert_eq!(pipeline.stats().state, "running");
+    }
+}
