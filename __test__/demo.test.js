@@ -2,7 +2,8 @@
 // The main job end to end: `npm run demo` (examples/demo.js) launches Chromium and serves the
 // viewer page; the page, opened in a second headless Chromium by playwright-core, must draw
 // real frames (a screenshot is saved under test-output/ and its pixels checked), show fps and
-// a latency read from the frames, and Ctrl-C must stop everything cleanly.
+// a latency read from the frames, use H.264 video (WebCodecs) and switch to JPEG and back on
+// request, and Ctrl-C must stop everything cleanly.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -56,6 +57,9 @@ test('npm run demo: the viewer page draws the live stream in a real browser', { 
   assert.ok(stats.width >= 320 && stats.height >= 200, 'real frame size')
   assert.ok(stats.latencyMs >= 0 && stats.latencyMs < 5000, `capture-to-display latency ${stats.latencyMs} ms`)
   assert.equal(await page.textContent('#status'), 'streaming')
+  // Headless Chromium decodes H.264 with WebCodecs: 'auto' picked video, and the page says so.
+  assert.equal(stats.mode, 'video')
+  assert.equal(await page.textContent('#using'), 'video')
 
   const shot = await page.locator('#view').screenshot({ type: 'png' })
   fs.mkdirSync(OUTPUT, { recursive: true })
@@ -65,6 +69,15 @@ test('npm run demo: the viewer page draws the live stream in a real browser', { 
   t.diagnostic(`screenshot ${path.relative(ROOT, file)}: ${summary.distinctColours} colours, mean brightness ${summary.meanBrightness.toFixed(1)}`)
   assert.ok(summary.distinctColours > 30, 'the canvas shows a picture, not a blank')
   assert.ok(summary.meanBrightness > 3 && summary.meanBrightness < 252, 'neither black nor white')
+
+  // A person switches to JPEG and back: the page keeps drawing in each mode.
+  for (const mode of ['jpeg', 'video']) {
+    await page.selectOption('#mode', mode)
+    await page.waitForFunction((m) => window.streamStats?.mode === m, mode, { timeout: 15_000 })
+    const frames = await page.evaluate(() => window.streamStats.frames)
+    await page.waitForFunction((n) => window.streamStats.frames >= n + 10, frames, { timeout: 30_000 })
+    assert.equal(await page.textContent('#using'), mode)
+  }
 
   demo.kill('SIGINT')
   const { code } = await Promise.race([exited, new Promise((_, reject) => setTimeout(() => reject(new Error('the demo did not stop on Ctrl-C')), 10_000))])

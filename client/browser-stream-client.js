@@ -62,7 +62,7 @@ export async function probeVideoDecode({ timeoutMs = PROBE_TIMEOUT_MS } = {}) {
     }
     const decoder = new VideoDecoder({
       output: (frame) => {
-        const ok = frame.codedWidth === 16 && frame.codedHeight === 16
+        const ok = frame.displayWidth === 16 && frame.displayHeight === 16
         frame.close()
         finish(ok ? { ok: true, reason: 'decoded a probe keyframe' } : { ok: false, reason: 'the probe decoded to a wrong size' }, decoder)
       },

@@ -62,7 +62,7 @@ fn config(settings: &EncoderSettings, quality: Quality) -> EncoderConfig {
         .background_detection(false)
         .skip_frames(matches!(quality, Quality::Live))
         .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-        .complexity(Complexity::Medium)
+        .complexity(Complexity::Low)
         .num_threads(1)
         .vui(VuiConfig::bt709())
 }
