@@ -57,9 +57,11 @@ test('npm run demo: the viewer page draws the live stream in a real browser', { 
   assert.ok(stats.width >= 320 && stats.height >= 200, 'real frame size')
   assert.ok(stats.latencyMs >= 0 && stats.latencyMs < 5000, `capture-to-display latency ${stats.latencyMs} ms`)
   assert.equal(await page.textContent('#status'), 'streaming')
-  // Headless Chromium decodes H.264 with WebCodecs: 'auto' picked video, and the page says so.
+  // Headless Chromium decodes H.264 with WebCodecs: 'auto' picked video, the page says so, and
+  // what it draws are decoded video pictures.
   assert.equal(stats.mode, 'video')
   assert.equal(await page.textContent('#using'), 'video')
+  await page.waitForFunction((n) => window.streamStats.videoFrames >= n + 15, stats.videoFrames, { timeout: 30_000 })
 
   const shot = await page.locator('#view').screenshot({ type: 'png' })
   fs.mkdirSync(OUTPUT, { recursive: true })
@@ -74,9 +76,18 @@ test('npm run demo: the viewer page draws the live stream in a real browser', { 
   for (const mode of ['jpeg', 'video']) {
     await page.selectOption('#mode', mode)
     await page.waitForFunction((m) => window.streamStats?.mode === m, mode, { timeout: 15_000 })
-    const frames = await page.evaluate(() => window.streamStats.frames)
-    await page.waitForFunction((n) => window.streamStats.frames >= n + 10, frames, { timeout: 30_000 })
+    const before = await page.evaluate(() => ({ ...window.streamStats }))
+    await page.waitForFunction((n) => window.streamStats.frames >= n + 10, before.frames, { timeout: 30_000 })
+    const after = await page.evaluate(() => ({ ...window.streamStats }))
     assert.equal(await page.textContent('#using'), mode)
+    if (mode === 'video') assert.ok(after.videoFrames >= before.videoFrames + 10, 'video pictures drawn again')
+    else {
+      // In JPEG mode the page draws JPEG frames: the count of video pictures stops (allowing
+      // for those already decoding when the mode changed).
+      const settled = await page.evaluate(() => window.streamStats.videoFrames)
+      await page.waitForFunction((n) => window.streamStats.frames >= n + 10, after.frames, { timeout: 30_000 })
+      assert.equal(await page.evaluate(() => window.streamStats.videoFrames), settled, 'no video pictures in JPEG mode')
+    }
   }
 
   demo.kill('SIGINT')

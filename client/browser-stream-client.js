@@ -32,6 +32,8 @@ export const VIDEO_CODECS = ['avc1.42E01F', 'avc1.42E028', 'avc1.640028']
  */
 const PROBE_CODEC = 'avc1.42d00b'
 const PROBE_KEYFRAME = 'AAAAAWdC0AuMacmoCAgIPCIRqAAAAAFozjyAAAAAAWW4AAQJ5PA='
+/** Chunks waiting in the decoder beyond which the client drops to the next keyframe. */
+const MAX_DECODE_QUEUE = 30
 /** How long the probe may take before video counts as unsupported. */
 const PROBE_TIMEOUT_MS = 2000
 
@@ -107,6 +109,8 @@ export function parseFrameHeader(buffer) {
     offsetTop: view.getFloat32(40),
     scrollOffsetX: view.getFloat32(44),
     scrollOffsetY: view.getFloat32(48),
+    /** Video: the chunk's number in its stream (a gap before a delta means it cannot decode). */
+    number: kind === KIND_VIDEO ? view.getUint32(52) : 0,
   }
 }
 
@@ -151,7 +155,7 @@ export class BrowserStreamClient {
     this.decoding = false
     this.waiting = null
     this.frameTimes = []
-    this.stats = { frames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0, bitrate: 0, mode: null }
+    this.stats = { frames: 0, videoFrames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0, bitrate: 0, mode: null }
     /** (time, bytes) of what arrived in the last second: the bitrate. */
     this.byteTimes = []
     this.requestedMode = handlers.mode ?? (handlers.extended === true ? 'auto' : 'compat')
@@ -159,10 +163,16 @@ export class BrowserStreamClient {
     this.extended = this.requestedMode !== 'compat'
     /** The mode in use: 'video', 'jpeg' or 'compat' (null before the first connect). */
     this.mode = null
-    /** Video: the decoder, its configuration, and the headers of chunks being decoded. */
+    /** Video: the decoder, its configuration, and the headers of chunks being decoded (by the
+     * decoder timestamp given to each, a counter: capture times can repeat). */
     this.decoder = null
     this.decoderConfig = null
     this.pendingChunks = new Map()
+    this.chunkCounter = 0
+    /** Video: number of the last chunk given to the decoder; deltas after a gap are dropped
+     * until a keyframe (`waitingKey`). */
+    this.lastChunkNumber = null
+    this.waitingKey = true
     /** Video: the newest sequence number drawn from video (older JPEG frames are not shown). */
     this.videoSeq = null
     /** Video: the decode probe's answer, once it ran. */
@@ -300,7 +310,8 @@ export class BrowserStreamClient {
     const socket = this.socket
     const wanted = this.requestedMode
     if (wanted === 'jpeg') return this.#useJpeg('JPEG requested')
-    this.videoProbe ??= await probeVideoDecode()
+    // A failed probe is not kept: asking for video again (setMode, a reconnect) probes again.
+    if (!this.videoProbe?.ok) this.videoProbe = await probeVideoDecode()
     if (this.socket !== socket || this.requestedMode !== wanted) return
     if (!this.videoProbe.ok) return this.#useJpeg(`video unavailable: ${this.videoProbe.reason}`)
     this.#setMode('video', wanted === 'video' ? 'video requested' : this.videoProbe.reason)
@@ -331,6 +342,8 @@ export class BrowserStreamClient {
     this.decoderConfig = null
     this.pendingChunks.clear()
     this.videoSeq = null
+    this.lastChunkNumber = null
+    this.waitingKey = true
   }
 
   /** `video-config`: (re)configures the decoder; the next chunk is a keyframe. */
@@ -357,8 +370,25 @@ export class BrowserStreamClient {
 
   #onVideoChunk(data, header) {
     if (this.mode !== 'video' || !this.decoder || this.decoder.state !== 'configured') return
-    // Microseconds of capture time: unique per chunk, and what the decoded frame carries back.
-    const timestamp = Math.round(header.timestamp * 1000) || header.seq
+    const gap = this.lastChunkNumber !== null && header.number !== ((this.lastChunkNumber + 1) >>> 0)
+    this.lastChunkNumber = header.number
+    if (header.key) this.waitingKey = false
+    else if (gap || this.waitingKey) {
+      // A delta after a gap cannot decode: wait for the keyframe the server sends next.
+      this.waitingKey = true
+      this.stats.framesDropped += 1
+      return
+    }
+    if (this.decoder.decodeQueueSize > MAX_DECODE_QUEUE && !header.key) {
+      // The decoder is behind: drop to the next keyframe, and ask for one (a repeated offer
+      // restarts this viewer's video at a keyframe).
+      this.waitingKey = true
+      this.stats.framesDropped += 1
+      this.send({ type: 'config', video: { codecs: VIDEO_CODECS } })
+      return
+    }
+    // The decoder's timestamp is a counter: what the decoded frame carries back to find its header.
+    const timestamp = ++this.chunkCounter
     this.pendingChunks.set(timestamp, { header, bytes: data.byteLength, receivedAt: performance.now() })
     if (this.pendingChunks.size > 120) this.pendingChunks.delete(this.pendingChunks.keys().next().value)
     try {
@@ -377,6 +407,7 @@ export class BrowserStreamClient {
       if (this.videoSeq === null || header.seq > this.videoSeq) this.videoSeq = header.seq
       const info = { ...header, width: frame.displayWidth, height: frame.displayHeight, bytes: pending.bytes, receivedAt: pending.receivedAt }
       this.#countPicture(info.width, info.height)
+      this.stats.videoFrames += 1
       this.handlers.onFrame?.(frame, info)
     } finally {
       frame.close()

@@ -21,6 +21,9 @@ use super::{Encoded, EncoderSettings, Quality, VideoEncoder};
 const PLANNED_FPS: f32 = 30.0;
 /// Quantiser range of refinement keyframes: near-lossless for text.
 const REFINE_QP: (u8, u8) = (12, 20);
+/// Ceiling of the refinement encoder's bitrate: OpenH264 refuses targets above what level
+/// 5.2 allows (288 Mbit/s), and would then fail on every picture.
+const REFINE_MAX_BITRATE: u32 = 200_000_000;
 /// Quantiser range of live video: 51 would smear text past reading.
 const LIVE_QP: (u8, u8) = (18, 42);
 
@@ -41,7 +44,7 @@ fn config(settings: &EncoderSettings, quality: Quality) -> EncoderConfig {
         // Quality mode: the quantiser range decides, the bitrate is only a ceiling.
         Quality::Refine => (
             REFINE_QP,
-            settings.bitrate.saturating_mul(8),
+            settings.bitrate.saturating_mul(8).min(REFINE_MAX_BITRATE),
             RateControlMode::Quality,
         ),
     };

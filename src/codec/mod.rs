@@ -28,6 +28,8 @@ use picture::Picture;
 pub const FORMAT_H264_ANNEX_B: u8 = 16;
 /// Header flag: the chunk is a keyframe (IDR); a decoder may start here.
 pub const FLAG_KEY: u8 = 1;
+/// Offset of the chunk number in the header (a frame's reserved field).
+const CHUNK_NUMBER_AT: usize = 52;
 /// Header flag: a refinement keyframe (the page stopped changing: the same picture at a
 /// higher quality).
 pub const FLAG_REFINE: u8 = 2;
@@ -109,6 +111,8 @@ impl VideoConfig {
 pub struct VideoChunk {
     /// Sequence number of the frame it encodes.
     pub seq: u64,
+    /// Ordinal of that frame in its channel (`Frame::index`).
+    pub index: u64,
     /// A keyframe.
     pub key: bool,
     /// The decoder configuration this chunk needs (the same `Arc` until it changes).
@@ -123,7 +127,16 @@ pub struct VideoChunk {
 
 impl VideoChunk {
     /// The chunk of `frame` encoded as `encoded`, in a picture of `width`×`height`.
-    pub fn new(frame: &Frame, encoded: Encoded, refine: bool, config: Arc<VideoConfig>) -> Self {
+    /// `number` is the chunk's place in the pipeline's stream (wrapping), written where frames
+    /// have their reserved field: a client that sees a gap before a delta knows it cannot
+    /// decode it.
+    pub fn new(
+        frame: &Frame,
+        number: u32,
+        encoded: Encoded,
+        refine: bool,
+        config: Arc<VideoConfig>,
+    ) -> Self {
         let mut flags = 0;
         if encoded.key {
             flags |= FLAG_KEY;
@@ -131,12 +144,13 @@ impl VideoChunk {
         if refine {
             flags |= FLAG_REFINE;
         }
-        let header = frame.header_as(
+        let mut header = frame.header_as(
             KIND_VIDEO,
             FORMAT_H264_ANNEX_B,
             flags,
             (config.width, config.height),
         );
+        header[CHUNK_NUMBER_AT..CHUNK_NUMBER_AT + 4].copy_from_slice(&number.to_be_bytes());
         let body = Bytes::from(encoded.data);
         let ws = FrameHeader::new(OP_BINARY, BINARY_HEADER_LEN + body.len());
         let mut head = Vec::with_capacity(ws.as_bytes().len() + BINARY_HEADER_LEN);
@@ -144,6 +158,7 @@ impl VideoChunk {
         head.extend_from_slice(&header);
         VideoChunk {
             seq: frame.seq,
+            index: frame.index,
             key: encoded.key,
             config,
             ws_header_len: ws.as_bytes().len(),

@@ -17,8 +17,8 @@ use zune_jpeg::JpegDecoder;
 
 /// Largest picture side the encoder takes (OpenH264 stops at level 5.2, 3840×2160).
 pub const MAX_SIDE: u32 = 3840;
-/// Largest number of pixels (3840×2160).
-const MAX_PIXELS: u64 = 3840 * 2160;
+/// Largest short side (2160 for 3840×2160 or 2160×3840).
+pub const MAX_SHORT_SIDE: u32 = 2160;
 
 /// An I420 picture: full-size Y plane, quarter-size U and V planes, no padding.
 #[derive(Debug, Default)]
@@ -60,9 +60,11 @@ impl PictureDecoder {
             .dimensions()
             .ok_or_else(|| "JPEG without a size".to_string())?;
         let (full_width, full_height) = (width as u32, height as u32);
-        if u64::from(full_width) * u64::from(full_height) > MAX_PIXELS {
+        // OpenH264's limit: 3840 on the long side, 2160 on the short one.
+        let (long, short) = (full_width.max(full_height), full_width.min(full_height));
+        if long > MAX_SIDE || short > MAX_SHORT_SIDE {
             return Err(format!(
-                "{full_width}x{full_height} is larger than the encoder takes"
+                "{full_width}x{full_height} is larger than the encoder takes (3840x2160)"
             ));
         }
         let (even_width, even_height) = (full_width & !1, full_height & !1);
@@ -103,7 +105,12 @@ impl PictureDecoder {
             YuvStandardMatrix::Bt709,
             YuvConversionMode::Balanced,
         )
-        .map_err(|e| format!("colour conversion: {e}"))?;
+        .map_err(|e| {
+            // The planes were resized for a picture that is not there: none is held.
+            picture.width = 0;
+            picture.height = 0;
+            format!("colour conversion: {e}")
+        })?;
         picture.width = even_width;
         picture.height = even_height;
         Ok(())

@@ -2,16 +2,19 @@
 //! stall the runtime's reactor threads) that takes the channel's newest frame, decodes it,
 //! encodes it and broadcasts the chunk to the channel's video viewers.
 //!
-//! Owns: when the pipeline starts (its first subscriber) and stops (its last subscriber
-//! left), which frames are encoded (the newest: frames that arrive while one is encoded are
-//! superseded, as for JPEG viewers), when a keyframe is made — the first picture, one every
-//! `keyframe_interval`, on demand at most once per [`KEYFRAME_COALESCE`] however many viewers
-//! ask, and a refinement once the page is quiet — and the pipeline's statistics. The
-//! broadcast ring bounds what a slow viewer costs: a viewer that falls a ring behind is told
-//! it lagged and waits for a keyframe (its subscription tracks that). Must not touch sockets
-//! nor channel state: the channel offers frames, the writers read chunks.
+//! Owns: when the pipeline runs (from its first subscriber until its last one left; a
+//! subscriber arriving while it winds down revives it), which frames are encoded (the newest:
+//! frames that arrive during an encode are superseded, as for JPEG viewers), when a keyframe
+//! is made — the first picture, one every `keyframe_interval`, on demand at most once per
+//! [`KEYFRAME_COALESCE`] for joiners and once per [`LAG_KEYFRAME_COALESCE`] for viewers that
+//! fell behind, and a refinement once the page is quiet — and the pipeline's statistics. The
+//! broadcast ring bounds what a slow viewer costs. The worker owns the ring's sending end: when
+//! it ends (its viewers left, the encoder failed repeatedly, or it panicked), subscribers see
+//! the ring close. Must not touch sockets nor channel state: the channel offers frames, the
+//! writers read chunks.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,11 +27,19 @@ use super::{EncoderSettings, Quality, VideoChunk, VideoConfig, VideoEncoder};
 use crate::frame::Frame;
 use crate::sync::lock;
 
-/// Least time between two keyframes forced for joiners or lagging viewers.
+/// Least time between two keyframes forced for joiners.
 pub const KEYFRAME_COALESCE: Duration = Duration::from_millis(300);
+/// Least time between two keyframes forced only for viewers that fell behind: a viewer that
+/// keeps falling behind must not make every viewer's stream all keyframes.
+pub const LAG_KEYFRAME_COALESCE: Duration = Duration::from_secs(1);
 /// Chunks the broadcast ring holds (about 3 s at 30 fps); a viewer further behind skips to
 /// the next keyframe.
 pub const CHUNK_RING: usize = 96;
+/// Encode failures in a row after which the pipeline gives up (its viewers go back to JPEG).
+const MAX_FAILURES_IN_A_ROW: u32 = 30;
+/// After rate control skipped a picture, how long the page must stay unchanged before that
+/// picture is encoded again (it would otherwise never be shown).
+const SKIPPED_RETRY: Duration = Duration::from_millis(150);
 /// Encode times kept for the percentiles.
 const TIMING_SAMPLES: usize = 256;
 /// Window of the rates in `stats()`.
@@ -39,10 +50,12 @@ const RATE_WINDOW: Duration = Duration::from_secs(2);
 pub enum PipelineState {
     /// Encoding for its subscribers.
     Running,
-    /// Its last subscriber left; the thread is ending.
+    /// Its last subscriber left; the thread ends at its next look (a new subscriber revives it).
     Stopping,
-    /// The thread ended (or could not start its encoder).
+    /// The thread ended.
     Stopped,
+    /// The thread gave up: the encoder failed again and again, or panicked.
+    Failed,
 }
 
 impl PipelineState {
@@ -52,22 +65,44 @@ impl PipelineState {
             PipelineState::Running => "running",
             PipelineState::Stopping => "stopping",
             PipelineState::Stopped => "stopped",
+            PipelineState::Failed => "failed",
+        }
+    }
+}
+
+/// Why a keyframe is wanted (a joiner's need outranks a laggard's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyReason {
+    /// A viewer fell behind and skipped chunks.
+    Lag,
+    /// A viewer joined.
+    Join,
+}
+
+impl KeyReason {
+    fn coalesce(self) -> Duration {
+        match self {
+            KeyReason::Lag => LAG_KEYFRAME_COALESCE,
+            KeyReason::Join => KEYFRAME_COALESCE,
         }
     }
 }
 
 struct Control {
     state: PipelineState,
+    /// The ring's sending end for new subscribers; taken when the worker ends.
+    sender: Option<broadcast::Sender<Arc<VideoChunk>>>,
     /// The newest frame offered.
     latest: Option<Arc<Frame>>,
-    /// A keyframe was asked for and not made yet.
-    key_wanted: bool,
+    /// A keyframe was asked for and not made yet, and the most urgent reason.
+    key_wanted: Option<KeyReason>,
+    /// The page's pictures were withdrawn (`clear`): the worker forgets its current one.
+    cleared: bool,
     subscribers: usize,
 }
 
 #[derive(Default)]
 struct Windows {
-    /// (when, encode time) of the last encodes.
     encode_times: VecDeque<Duration>,
     frames_in: VecDeque<Instant>,
     /// (when, wire bytes) of the chunks of the last `RATE_WINDOW`.
@@ -92,7 +127,6 @@ struct Counters {
 struct Shared {
     control: Mutex<Control>,
     wake: Condvar,
-    chunks: broadcast::Sender<Arc<VideoChunk>>,
     windows: Mutex<Windows>,
     counters: Counters,
     settings: EncoderSettings,
@@ -106,7 +140,7 @@ pub struct VideoPipeline {
 /// A pipeline's figures, as `stats()` reports them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PipelineStats {
-    /// `running`, `stopping` or `stopped`.
+    /// `running`, `stopping`, `stopped` or `failed`.
     pub state: &'static str,
     /// Codec string of the stream, once a keyframe was made.
     pub codec: Option<String>,
@@ -168,8 +202,8 @@ impl std::fmt::Debug for VideoSubscription {
 
 impl VideoSubscription {
     /// Asks for a keyframe (coalesced with every other request).
-    pub fn request_key(&self) {
-        self.pipeline.request_key();
+    pub fn request_key(&self, reason: KeyReason) {
+        self.pipeline.request_key(reason);
     }
 }
 
@@ -186,10 +220,20 @@ impl Drop for VideoSubscription {
 }
 
 impl Shared {
-    fn request_key(&self) {
+    fn request_key(&self, reason: KeyReason) {
         self.counters.key_requests.fetch_add(1, Ordering::Relaxed);
-        lock(&self.control).key_wanted = true;
+        let mut control = lock(&self.control);
+        control.key_wanted = control.key_wanted.max(Some(reason));
+        drop(control);
         self.wake.notify_all();
+    }
+
+    /// Ends the pipeline: no new subscriber, and the ring closes once the worker's own
+    /// sending end is gone too.
+    fn end(&self, control: &mut Control, state: PipelineState) {
+        control.state = state;
+        control.sender = None;
+        control.latest = None;
     }
 }
 
@@ -199,40 +243,56 @@ impl VideoPipeline {
         settings: EncoderSettings,
         latest: Option<Arc<Frame>>,
     ) -> Result<Arc<Self>, String> {
-        let (chunks, _) = broadcast::channel(CHUNK_RING);
+        let encoder = H264Encoder::new(settings)?;
+        Self::start_with(settings, latest, Box::new(encoder))
+    }
+
+    /// Starts a pipeline around `encoder`.
+    fn start_with(
+        settings: EncoderSettings,
+        latest: Option<Arc<Frame>>,
+        encoder: Box<dyn VideoEncoder>,
+    ) -> Result<Arc<Self>, String> {
+        let (sender, _) = broadcast::channel(CHUNK_RING);
         let shared = Arc::new(Shared {
             control: Mutex::new(Control {
                 state: PipelineState::Running,
+                sender: Some(sender.clone()),
                 latest,
-                key_wanted: false,
+                key_wanted: None,
+                cleared: false,
                 subscribers: 0,
             }),
             wake: Condvar::new(),
-            chunks,
             windows: Mutex::new(Windows::default()),
             counters: Counters::default(),
             settings,
         });
-        let encoder = H264Encoder::new(settings)?;
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("bsn-video".into())
-            .spawn(move || run(thread_shared, Box::new(encoder)))
+            .spawn(move || run(thread_shared, encoder, sender))
             .map_err(|e| format!("video thread: {e}"))?;
         Ok(Arc::new(VideoPipeline { shared }))
     }
 
-    /// A new subscription (asking for a keyframe), or `None` once the pipeline is stopping:
-    /// the caller starts a new one.
+    /// A new subscription (asking for a keyframe), or `None` once the pipeline ended: the
+    /// caller starts a new one.
     pub fn subscribe(&self) -> Option<VideoSubscription> {
         let mut control = lock(&self.shared.control);
-        if control.state != PipelineState::Running {
+        if !matches!(
+            control.state,
+            PipelineState::Running | PipelineState::Stopping
+        ) {
             return None;
         }
+        let chunks = control.sender.as_ref()?.subscribe();
+        // The worker decides to end under this lock, so a pipeline still `Stopping` here has
+        // not ended: it simply goes on.
+        control.state = PipelineState::Running;
         control.subscribers += 1;
-        let chunks = self.shared.chunks.subscribe();
         drop(control);
-        self.shared.request_key();
+        self.shared.request_key(KeyReason::Join);
         Some(VideoSubscription {
             pipeline: self.shared.clone(),
             chunks,
@@ -242,21 +302,33 @@ impl VideoPipeline {
 
     /// Hands the pipeline the channel's newest frame.
     pub fn offer(&self, frame: &Arc<Frame>) {
+        let mut control = lock(&self.shared.control);
+        let live = matches!(
+            control.state,
+            PipelineState::Running | PipelineState::Stopping
+        );
+        if !live || control.latest.as_ref().is_some_and(|l| l.seq >= frame.seq) {
+            return;
+        }
+        control.latest = Some(frame.clone());
+        drop(control);
+        self.shared.wake.notify_all();
         self.shared
             .counters
             .frames_in
             .fetch_add(1, Ordering::Relaxed);
-        {
-            let now = Instant::now();
-            let mut windows = lock(&self.shared.windows);
-            windows.frames_in.push_back(now);
-            prune(&mut windows.frames_in, now, |t| *t);
-        }
+        let now = Instant::now();
+        let mut windows = lock(&self.shared.windows);
+        windows.frames_in.push_back(now);
+        prune(&mut windows.frames_in, now, |t| *t);
+    }
+
+    /// The page's pictures were withdrawn (the session ended): nothing of it is encoded again
+    /// (no keyframe of it for a joiner, no refinement) until a new frame comes.
+    pub fn clear(&self) {
         let mut control = lock(&self.shared.control);
-        if control.latest.as_ref().is_some_and(|l| l.seq >= frame.seq) {
-            return;
-        }
-        control.latest = Some(frame.clone());
+        control.latest = None;
+        control.cleared = true;
         drop(control);
         self.shared.wake.notify_all();
     }
@@ -324,14 +396,16 @@ fn prune<T>(window: &mut VecDeque<T>, now: Instant, at: impl Fn(&T) -> Instant) 
 
 /// What the thread does next.
 enum Job {
-    /// Encode a new frame (a keyframe when `key`; `forced` says why).
+    /// Encode a new frame (a keyframe when `key`; `forced` when a viewer asked for it).
     Live {
         frame: Arc<Frame>,
         key: bool,
-        forced: bool,
+        forced: Option<KeyReason>,
     },
-    /// The page did not change but a keyframe is due: encode the current picture again.
-    Repeat,
+    /// The page did not change but a viewer needs a keyframe: the current picture again.
+    Repeat(KeyReason),
+    /// Rate control skipped the current picture and the page stayed still: encode it again.
+    Retry,
     /// The page is quiet: the current picture as a refinement keyframe.
     Refine,
 }
@@ -339,6 +413,7 @@ enum Job {
 /// The encoder thread's own state.
 struct Worker {
     shared: Arc<Shared>,
+    sender: broadcast::Sender<Arc<VideoChunk>>,
     encoder: Box<dyn VideoEncoder>,
     decoder: PictureDecoder,
     picture: Picture,
@@ -347,17 +422,28 @@ struct Worker {
     /// Newest frame taken (encoded, or skipped as undecodable).
     taken_seq: u64,
     last_key_at: Option<Instant>,
+    /// Last attempt at a forced keyframe (made or not): what coalescing counts from.
     last_forced_at: Option<Instant>,
     /// When the current picture was last encoded live.
     last_live_at: Option<Instant>,
-    /// The current picture has been refined.
+    /// Rate control skipped the current picture at this time.
+    skipped_at: Option<Instant>,
+    /// The current picture has been refined (or refining it was tried).
     refined: bool,
+    failures_in_a_row: u32,
     config: Option<Arc<VideoConfig>>,
+    /// Number of the last chunk sent.
+    chunk_number: u32,
 }
 
-fn run(shared: Arc<Shared>, encoder: Box<dyn VideoEncoder>) {
-    let mut worker = Worker {
+fn run(
+    shared: Arc<Shared>,
+    encoder: Box<dyn VideoEncoder>,
+    sender: broadcast::Sender<Arc<VideoChunk>>,
+) {
+    let worker = Worker {
         shared: shared.clone(),
+        sender,
         encoder,
         decoder: PictureDecoder::default(),
         picture: Picture::default(),
@@ -366,59 +452,96 @@ fn run(shared: Arc<Shared>, encoder: Box<dyn VideoEncoder>) {
         last_key_at: None,
         last_forced_at: None,
         last_live_at: None,
+        skipped_at: None,
         refined: false,
+        failures_in_a_row: 0,
         config: None,
+        chunk_number: 0,
     };
-    while let Some(job) = worker.next_job() {
-        worker.run_job(job);
+    // A panic in a codec must not leave viewers waiting on a thread that is gone: the worker
+    // (and its sending end) is dropped while unwinding, and the pipeline is marked failed.
+    let ended = catch_unwind(AssertUnwindSafe(move || {
+        let mut worker = worker;
+        while let Some(job) = worker.next_job() {
+            worker.run_job(job);
+        }
+    }));
+    if ended.is_err() {
+        let mut control = lock(&shared.control);
+        shared.end(&mut control, PipelineState::Failed);
+        drop(control);
+        lock(&shared.windows).last_error = Some("the video encoder panicked".into());
     }
-    // The encoder is freed before anyone reads `Stopped`.
-    drop(worker);
-    lock(&shared.control).state = PipelineState::Stopped;
 }
 
 impl Worker {
-    /// Waits for the next job; `None` when the pipeline stops.
+    /// Waits for the next job; `None` when the pipeline ends.
     fn next_job(&mut self) -> Option<Job> {
         let shared = self.shared.clone();
         let mut control: MutexGuard<'_, Control> = lock(&shared.control);
         loop {
-            if control.state != PipelineState::Running {
+            match control.state {
+                PipelineState::Running => {}
+                // Decided under the lock `subscribe` takes: no subscriber is lost.
+                PipelineState::Stopping => {
+                    shared.end(&mut control, PipelineState::Stopped);
+                    return None;
+                }
+                PipelineState::Stopped | PipelineState::Failed => return None,
+            }
+            if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
+                shared.end(&mut control, PipelineState::Failed);
                 return None;
             }
+            if std::mem::take(&mut control.cleared) {
+                self.current = None;
+                self.skipped_at = None;
+            }
             let now = Instant::now();
-            let may_force = self
-                .last_forced_at
-                .is_none_or(|at| now >= at + KEYFRAME_COALESCE);
+            let may_force = |reason: KeyReason| {
+                self.last_forced_at
+                    .is_none_or(|at| now >= at + reason.coalesce())
+            };
             if let Some(frame) = control.latest.clone().filter(|f| f.seq > self.taken_seq) {
-                let forced = control.key_wanted && may_force;
-                if forced {
-                    control.key_wanted = false;
+                let forced = control.key_wanted.filter(|reason| may_force(*reason));
+                if forced.is_some() {
+                    control.key_wanted = None;
                 }
                 let periodic = self
                     .last_key_at
                     .is_none_or(|at| now >= at + self.shared.settings.keyframe_interval);
                 return Some(Job::Live {
                     frame,
-                    key: forced || periodic,
+                    key: forced.is_some() || periodic,
                     forced,
                 });
             }
             let mut deadline: Option<Instant> = None;
-            if control.key_wanted && self.current.is_some() {
-                if may_force {
-                    control.key_wanted = false;
-                    return Some(Job::Repeat);
-                }
-                deadline = self.last_forced_at.map(|at| at + KEYFRAME_COALESCE);
-            }
-            let refine_after = self.shared.settings.refine_after;
-            if !refine_after.is_zero() && !self.refined && self.current.is_some() {
-                if let Some(at) = self.last_live_at.map(|at| at + refine_after) {
-                    if now >= at {
-                        return Some(Job::Refine);
+            let mut wake_at = |at: Instant| deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            if self.current.is_some() {
+                if let Some(reason) = control.key_wanted {
+                    if may_force(reason) {
+                        control.key_wanted = None;
+                        return Some(Job::Repeat(reason));
                     }
-                    deadline = Some(deadline.map_or(at, |d| d.min(at)));
+                    if let Some(at) = self.last_forced_at {
+                        wake_at(at + reason.coalesce());
+                    }
+                }
+                if let Some(at) = self.skipped_at.map(|at| at + SKIPPED_RETRY) {
+                    if now >= at {
+                        return Some(Job::Retry);
+                    }
+                    wake_at(at);
+                }
+                let refine_after = self.shared.settings.refine_after;
+                if !refine_after.is_zero() && !self.refined {
+                    if let Some(at) = self.last_live_at.map(|at| at + refine_after) {
+                        if now >= at {
+                            return Some(Job::Refine);
+                        }
+                        wake_at(at);
+                    }
                 }
             }
             control = match deadline {
@@ -450,72 +573,98 @@ impl Worker {
                         .decode_errors
                         .fetch_add(1, Ordering::Relaxed);
                     lock(&self.shared.windows).last_error = Some(error);
-                    if forced {
-                        // The request still stands for the next frame.
-                        lock(&self.shared.control).key_wanted = true;
+                    if self.picture.width == 0 {
+                        // The picture buffers no longer hold a picture.
+                        self.current = None;
+                    }
+                    if let Some(reason) = forced {
+                        self.keep_key_wanted(reason);
                     }
                     return;
                 }
                 self.current = Some(frame);
                 self.refined = false;
+                self.skipped_at = None;
                 (key, Quality::Live, forced)
             }
             // A joiner on a quiet page gets the refined picture, not a blurrier one.
-            Job::Repeat if self.refined => (true, Quality::Refine, true),
-            Job::Repeat => (true, Quality::Live, true),
-            Job::Refine => (true, Quality::Refine, false),
+            Job::Repeat(reason) if self.refined => (true, Quality::Refine, Some(reason)),
+            Job::Repeat(reason) => (true, Quality::Live, Some(reason)),
+            Job::Retry => (false, Quality::Live, None),
+            Job::Refine => {
+                // Tried once per picture, whatever comes of it: a refinement that fails must
+                // not be retried in a loop.
+                self.refined = true;
+                (true, Quality::Refine, None)
+            }
         };
+        if forced.is_some() {
+            self.last_forced_at = Some(started);
+        }
         let Some(frame) = self.current.clone() else {
             return;
         };
-        let encoded = match self.encoder.encode(&self.picture, key, quality) {
-            Ok(Some(encoded)) => encoded,
+        let encoded = self.encoder.encode(&self.picture, key, quality);
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
+        let encoded = match encoded {
+            Ok(Some(encoded)) => {
+                self.failures_in_a_row = 0;
+                encoded
+            }
             Ok(None) => {
-                // Rate control skipped the picture: the refinement will show it once the
-                // page is quiet; a keyframe asked for stays asked for.
+                // Rate control skipped the picture: encoded again once the page is still
+                // (Retry); a keyframe asked for stays asked for.
+                self.failures_in_a_row = 0;
                 if quality == Quality::Live {
                     self.last_live_at = Some(Instant::now());
-                    if key && forced {
-                        lock(&self.shared.control).key_wanted = true;
-                    }
+                    self.skipped_at = Some(Instant::now());
+                }
+                if let Some(reason) = forced {
+                    self.keep_key_wanted(reason);
                 }
                 return;
             }
             Err(error) => {
-                self.shared
-                    .counters
-                    .encode_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                self.failures_in_a_row += 1;
+                counters.encode_errors.fetch_add(1, Ordering::Relaxed);
                 lock(&self.shared.windows).last_error = Some(error);
+                if let Some(reason) = forced {
+                    self.keep_key_wanted(reason);
+                }
                 return;
             }
         };
         let now = Instant::now();
-        let shared = self.shared.clone();
-        let counters = &shared.counters;
-        if quality == Quality::Refine {
-            self.refined = true;
-            if !forced {
-                counters.refinements.fetch_add(1, Ordering::Relaxed);
-            }
-        } else {
+        if quality == Quality::Live {
             self.last_live_at = Some(now);
+            self.skipped_at = None;
+        } else if forced.is_none() {
+            counters.refinements.fetch_add(1, Ordering::Relaxed);
         }
         if encoded.key {
             self.last_key_at = Some(now);
-            if forced {
-                self.last_forced_at = Some(now);
+            if forced.is_some() {
                 counters.keyframes_forced.fetch_add(1, Ordering::Relaxed);
             } else if quality == Quality::Live {
                 counters.keyframes_periodic.fetch_add(1, Ordering::Relaxed);
             }
             self.update_config(&encoded.data);
+        } else if let Some(reason) = forced {
+            self.keep_key_wanted(reason);
         }
         let Some(config) = self.config.clone() else {
             // No keyframe yet (the encoder's first picture is always one): nothing decodes.
             return;
         };
-        let chunk = VideoChunk::new(&frame, encoded, quality == Quality::Refine, config);
+        self.chunk_number = self.chunk_number.wrapping_add(1);
+        let chunk = VideoChunk::new(
+            &frame,
+            self.chunk_number,
+            encoded,
+            quality == Quality::Refine,
+            config,
+        );
         let wire = chunk.wire_len();
         counters.chunks.fetch_add(1, Ordering::Relaxed);
         counters.bytes.fetch_add(wire as u64, Ordering::Relaxed);
@@ -530,7 +679,14 @@ impl Worker {
             windows.config = self.config.clone();
         }
         // No receiver is fine: the last viewer may have left during the encode.
-        let _ = self.shared.chunks.send(Arc::new(chunk));
+        let _ = self.sender.send(Arc::new(chunk));
+    }
+
+    /// A forced keyframe did not come out: the request stands (coalescing still applies, as
+    /// it counts from the attempt).
+    fn keep_key_wanted(&self, reason: KeyReason) {
+        let mut control = lock(&self.shared.control);
+        control.key_wanted = control.key_wanted.max(Some(reason));
     }
 
     fn update_config(&mut self, keyframe: &[u8]) {
@@ -552,6 +708,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::codec::picture::tests::fixture_jpeg;
+    use crate::codec::Encoded;
     use crate::frame::FrameMeta;
     use base64::Engine;
     use bytes::Bytes;
@@ -571,6 +728,32 @@ mod tests {
             bitrate: 2_000_000,
             keyframe_interval: Duration::from_secs(60),
             refine_after: Duration::ZERO,
+        }
+    }
+
+    /// A frame of `jpeg`.
+    fn frame_of(seq: u64, jpeg: &[u8]) -> Arc<Frame> {
+        let text = base64::engine::general_purpose::STANDARD.encode(jpeg);
+        Arc::new(Frame::from_base64(
+            seq,
+            seq,
+            Bytes::from(text),
+            FrameMeta::default(),
+        ))
+    }
+
+    /// An encoder that fails, or panics, on every picture.
+    struct Broken {
+        panics: bool,
+    }
+
+    impl VideoEncoder for Broken {
+        fn encode(&mut self, _: &Picture, _: bool, _: Quality) -> Result<Option<Encoded>, String> {
+            assert!(!self.panics, "codec bug");
+            Err("broken encoder".into())
+        }
+        fn codec_string(&self, _: &[u8]) -> Option<String> {
+            None
         }
     }
 
@@ -603,6 +786,11 @@ mod tests {
         assert!(chunk.key);
         assert_eq!(chunk.seq, 1);
         assert!(chunk.config.codec.starts_with("avc1.42"));
+        assert_eq!(
+            chunk.head[chunk.ws_header_len + 52..chunk.ws_header_len + 56],
+            [0, 0, 0, 1],
+            "chunk number 1"
+        );
         // 20 joiners at once on a page that does not change: each gets a keyframe, made far
         // fewer than 20 times.
         let joining = Instant::now();
@@ -646,5 +834,113 @@ mod tests {
         assert_eq!(next.seq, 3);
         assert!(pipeline.stats().last_error.is_some());
         assert_eq!(pipeline.stats().state, "running");
+    }
+
+    #[test]
+    fn a_quiet_page_is_refined_once_even_at_the_highest_bitrate() {
+        let settings = EncoderSettings {
+            bitrate: 50_000_000,
+            keyframe_interval: Duration::from_secs(60),
+            refine_after: Duration::from_millis(100),
+        };
+        let pipeline = VideoPipeline::start(settings, Some(frame(1))).unwrap();
+        let mut sub = pipeline.subscribe().unwrap();
+        assert!(recv(&mut sub).key);
+        let refined = recv(&mut sub);
+        assert!(refined.key, "a refinement is a keyframe");
+        assert_eq!(refined.seq, 1, "of the same picture");
+        // Three more refinement periods: nothing more is made for a picture already refined.
+        std::thread::sleep(Duration::from_millis(300));
+        let stats = pipeline.stats();
+        assert_eq!(stats.refinements, 1, "{stats:?}");
+        assert_eq!(stats.encode_errors, 0, "{stats:?}");
+        assert!(sub.chunks.try_recv().is_err());
+        // A joiner of the quiet page gets the refined picture again.
+        let mut joiner = pipeline.subscribe().unwrap();
+        let chunk = recv(&mut joiner);
+        assert!(chunk.key && !chunk.body.is_empty());
+    }
+
+    #[test]
+    fn a_new_size_starts_a_new_config_with_a_keyframe() {
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let mut sub = pipeline.subscribe().unwrap();
+        let first = recv(&mut sub);
+        let mut picture = Picture::default();
+        PictureDecoder::default()
+            .decode(&fixture_jpeg(), &mut picture)
+            .unwrap();
+        assert_eq!(
+            (first.config.width, first.config.height),
+            (picture.width, picture.height)
+        );
+        let other = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/__test__/fixtures/frame-320x240.jpg"
+        ))
+        .unwrap();
+        pipeline.offer(&frame_of(2, &other));
+        let resized = recv(&mut sub);
+        assert!(resized.key);
+        assert!(!Arc::ptr_eq(&resized.config, &first.config));
+        assert_eq!((resized.config.width, resized.config.height), (320, 240));
+    }
+
+    #[test]
+    fn after_clear_a_joiner_gets_nothing_of_the_old_page_until_a_new_frame() {
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let mut sub = pipeline.subscribe().unwrap();
+        assert!(recv(&mut sub).key);
+        pipeline.clear();
+        let mut joiner = pipeline.subscribe().unwrap();
+        std::thread::sleep(KEYFRAME_COALESCE * 2);
+        assert!(
+            joiner.chunks.try_recv().is_err(),
+            "no keyframe of the withdrawn page"
+        );
+        pipeline.offer(&frame(5));
+        let chunk = recv(&mut joiner);
+        assert!(chunk.key);
+        assert_eq!(chunk.seq, 5);
+    }
+
+    #[test]
+    fn an_encoder_that_keeps_failing_or_panics_ends_the_pipeline_and_closes_the_ring() {
+        for panics in [false, true] {
+            let pipeline =
+                VideoPipeline::start_with(settings(), None, Box::new(Broken { panics })).unwrap();
+            let mut sub = pipeline.subscribe().unwrap();
+            for seq in 1..=(MAX_FAILURES_IN_A_ROW as u64 + 5) {
+                pipeline.offer(&frame(seq));
+                if pipeline.stats().state == "failed" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            wait_until("the pipeline to fail", || {
+                pipeline.stats().state == "failed"
+            });
+            assert!(matches!(
+                sub.chunks.try_recv(),
+                Err(broadcast::error::TryRecvError::Closed)
+            ));
+            assert!(pipeline.subscribe().is_none());
+            assert!(pipeline.stats().last_error.is_some());
+        }
+    }
+
+    #[test]
+    fn a_subscriber_arriving_while_the_pipeline_winds_down_keeps_it() {
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let sub = pipeline.subscribe().unwrap();
+        drop(sub);
+        // Either the worker had not looked yet (the pipeline goes on) or it had ended (none).
+        match pipeline.subscribe() {
+            Some(mut again) => {
+                assert!(recv(&mut again).key);
+                assert_eq!(pipeline.stats().state, "running");
+            }
+            None => assert_eq!(pipeline.stats().state, "stopped"),
+        }
     }
 }

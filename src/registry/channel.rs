@@ -142,10 +142,7 @@ impl Channel {
         if frame.seq <= channel.cleared_through.load(Ordering::Acquire) {
             return;
         }
-        let video = lock(&channel.video).clone();
-        if let Some(video) = video {
-            video.offer(&frame);
-        }
+        let offered = frame.clone();
         channel.frames.send_if_modified(|latest| {
             if latest
                 .as_ref()
@@ -156,6 +153,12 @@ impl Channel {
             *latest = Some(frame);
             true
         });
+        // After the watch: a pipeline starting now reads the watch under the video lock, so
+        // it either finds this frame there or is offered it here.
+        let video = lock(&channel.video).clone();
+        if let Some(video) = video {
+            video.offer(&offered);
+        }
     }
 
     /// The channel's video pipeline, if one runs.

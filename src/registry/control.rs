@@ -75,6 +75,11 @@ impl Registry {
             ExtendedMessage::Resume { .. } => 20,
             ExtendedMessage::SnapshotRequest => 10,
             ExtendedMessage::ControlRequest | ExtendedMessage::ControlRelease => 5,
+            // Starting video may start an encoder.
+            ExtendedMessage::Config {
+                video: Some(Some(_)),
+                ..
+            } => 20,
             _ => 1,
         };
         if !self.take_tokens(channel, link, cost, is_move) {

@@ -177,6 +177,9 @@ impl Registry {
                 .cleared_through
                 .store(state.frame_seq, Ordering::Release);
             channel.frames.send_replace(None);
+            if let Some(video) = channel.video_pipeline() {
+                video.clear();
+            }
         }
     }
 }

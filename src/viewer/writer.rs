@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::sink::{at_message_boundary, interruptible, Sink, CLOSE_FRAME_TIMEOUT};
 use crate::clock::sleep_until;
-use crate::codec::pipeline::VideoSubscription;
+use crate::codec::pipeline::{KeyReason, VideoSubscription};
 use crate::codec::{VideoChunk, VideoConfig};
 use crate::frame::Frame;
 use crate::mailbox::Mailbox;
@@ -186,7 +186,7 @@ impl Writer {
             // Far behind: the backlog is the past. Skip it and start again at a keyframe.
             video.chunks = video.chunks.resubscribe();
             video.awaiting_key = true;
-            video.request_key();
+            video.request_key(KeyReason::Lag);
             self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -211,10 +211,19 @@ impl Writer {
         )
         .await?;
         self.video_started = true;
-        // Input in frame pixels maps by the geometry of what the viewer shows.
-        self.counters
-            .seen_seq
-            .fetch_max(chunk.seq, Ordering::Relaxed);
+        // Input in frame pixels maps by the geometry of what the viewer shows, and frames
+        // skipped are counted from here (only this writer stores `seen_*`).
+        if chunk.seq > self.counters.seen_seq.load(Ordering::Relaxed) {
+            let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
+            self.counters.frames_skipped.fetch_add(
+                chunk.index.saturating_sub(seen_index).saturating_sub(1),
+                Ordering::Relaxed,
+            );
+            self.counters.seen_seq.store(chunk.seq, Ordering::Relaxed);
+            self.counters
+                .seen_index
+                .store(chunk.index, Ordering::Relaxed);
+        }
         self.counters
             .video_chunks_sent
             .fetch_add(1, Ordering::Relaxed);
@@ -474,15 +483,21 @@ impl Writer {
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Some(video) = self.video.as_mut() {
                             video.awaiting_key = true;
-                            video.request_key();
+                            video.request_key(KeyReason::Lag);
                         }
                         self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
                     }
-                    // The pipeline ended under this viewer: JPEG frames again.
+                    // The pipeline gave up under this viewer (its encoder kept failing): the
+                    // viewer is told, and gets JPEG frames again.
                     Err(broadcast::error::RecvError::Closed) => {
                         self.video = None;
                         self.video_started = false;
                         self.counters.video.store(false, Ordering::Relaxed);
+                        let message = protocol::error_message(
+                            "video_failed",
+                            "the video encoder stopped; JPEG frames follow",
+                        );
+                        self.send_message(sink, cancelled.as_mut(), &Bytes::from(message)).await?;
                         self.resend_latest_frame(sink, cancelled.as_mut()).await?;
                     }
                 },
