@@ -24,8 +24,11 @@ const REFINE_QP: (u8, u8) = (12, 20);
 /// Ceiling of the refinement encoder's bitrate: OpenH264 refuses targets above what level
 /// 5.2 allows (288 Mbit/s), and would then fail on every picture.
 const REFINE_MAX_BITRATE: u32 = 200_000_000;
-/// Quantiser range of live video: 51 would smear text past reading.
-const LIVE_QP: (u8, u8) = (18, 42);
+/// Quantiser range of live video. The source is already a lossy JPEG: below 28 the bits go to
+/// reproducing its artefacts (at 28 the decoded picture is still within ~44 dB PSNR of that
+/// JPEG on the demo page, video-decode.test.js), above 44 text smears past reading. A quiet
+/// page is sent again at REFINE_QP.
+const LIVE_QP: (u8, u8) = (28, 44);
 
 /// The H.264 encoder of one channel.
 pub struct H264Encoder {

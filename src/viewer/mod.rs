@@ -57,7 +57,6 @@ pub fn split_slot(
         event_cursor: slot.event_cursor,
         pacing: Pacing::default(),
         video: None,
-        video_started: false,
         video_config: None,
     };
     let reader = Reader {

@@ -38,11 +38,9 @@ pub struct Writer {
     /// Extended: the viewer has been sent the events up to here.
     pub(super) event_cursor: u64,
     pub(super) pacing: Pacing,
-    /// Extended: the viewer's video, once it asked for it.
+    /// Extended: the viewer's video, once it asked for it. JPEG frames stop then: on a link
+    /// they fill, they would keep the first keyframe from ever getting through.
     pub(super) video: Option<VideoSubscription>,
-    /// A chunk was written since video started: JPEG frames stop (the join frame and those
-    /// until the first keyframe keep the picture live meanwhile).
-    pub(super) video_started: bool,
     /// The decoder configuration last sent.
     pub(super) video_config: Option<Arc<VideoConfig>>,
 }
@@ -166,9 +164,9 @@ impl Writer {
         Ok(())
     }
 
-    /// JPEG frames go to this viewer: it has no video, or its video has not started yet.
+    /// JPEG frames go to this viewer: it has no video.
     fn jpeg_frames(&self) -> bool {
-        self.video.is_none() || !self.video_started
+        self.video.is_none()
     }
 
     /// Writes `chunk` unless the viewer waits for a keyframe and this is none; sends the
@@ -210,7 +208,6 @@ impl Writer {
             sink.send_binary(&chunk.head, chunk.ws_header_len, &chunk.body),
         )
         .await?;
-        self.video_started = true;
         // Input in frame pixels maps by the geometry of what the viewer shows, and frames
         // skipped are counted from here (only this writer stores `seen_*`).
         if chunk.seq > self.counters.seen_seq.load(Ordering::Relaxed) {
@@ -438,14 +435,15 @@ impl Writer {
                         self.snapshot(sink, cancelled.as_mut()).await?;
                     }
                     Some(Outbound::Video(Some(subscription))) => {
+                        // The newest picture as JPEG, if the viewer lacks it, while the keyframe
+                        // is made: never a blank or stale screen meanwhile.
+                        self.send_latest_frame(sink, cancelled.as_mut()).await?;
                         self.video = Some(subscription);
-                        self.video_started = false;
                         self.video_config = None;
                         self.counters.video.store(true, Ordering::Relaxed);
                     }
                     Some(Outbound::Video(None)) => {
                         let had_video = self.video.take().is_some();
-                        self.video_started = false;
                         self.counters.video.store(false, Ordering::Relaxed);
                         if had_video {
                             // Back to JPEG: the page as it is now, not as the last chunk was.
@@ -491,7 +489,6 @@ impl Writer {
                     // viewer is told, and gets JPEG frames again.
                     Err(broadcast::error::RecvError::Closed) => {
                         self.video = None;
-                        self.video_started = false;
                         self.counters.video.store(false, Ordering::Relaxed);
                         let message = protocol::error_message(
                             "video_failed",
