@@ -395,7 +395,7 @@ test('the source build: with cargo, `npx browser-stream-native build` compiles a
   const sh = shell({ rust: true })
   const { dir, installed } = installWithoutPrebuilt('source-build-app', sh)
   // The checkout's release build tree (`npm install` here built it) keeps the compiled
-  // dependencies, so only this crate compiles; without it this is a full build of 2–3 minutes.
+  // dependencies, so only this crate compiles; without it this is a full build of about 4 minutes.
   const build = sh.npm(['exec', '--offline', '--', 'browser-stream-native', 'build'], dir, {
     env: { CARGO_TARGET_DIR: path.join(root, 'target') },
     timeout: 900_000,

@@ -102,7 +102,7 @@ function main(args) {
   const dropTree = () => {
     if (ownTree && !hadTree) fs.rmSync(targetDir, { recursive: true, force: true })
   }
-  say(`Rust ${found}; a release build takes about 2–3 minutes on 2 cores. cargo's progress follows.`)
+  say(`Rust ${found}; a release build (with the H.264 encoder's C++) takes about 4 minutes on 2 cores. cargo's progress follows.`)
   const lockfile = fs.existsSync(path.join(root, 'Cargo.lock')) ? ['--locked'] : []
   const build = spawnSync(cargo, ['build', '--release', '--lib', ...lockfile], {
     cwd: root,
