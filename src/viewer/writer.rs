@@ -107,17 +107,21 @@ impl Writer {
 
     /// Records `frame` as seen; false if the viewer has it or a newer one. Counts skipped frames.
     pub(super) fn mark_seen(&self, frame: &Frame) -> bool {
+        self.mark_seen_at(frame.seq, frame.index)
+    }
+
+    /// Records the frame `seq` (ordinal `index`), shown as a JPEG or a video chunk, as seen:
+    /// input in frame pixels maps by its geometry, and frames skipped are counted from it.
+    fn mark_seen_at(&self, seq: u64, index: u64) -> bool {
         // Only this writer stores `seen_*`; the registry reads them for stats.
         let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-        if frame.seq <= seen {
+        if seq <= seen {
             return false;
         }
         let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
-        let skipped = frame.index.saturating_sub(seen_index).saturating_sub(1);
-        self.counters.seen_seq.store(frame.seq, Ordering::Relaxed);
-        self.counters
-            .seen_index
-            .store(frame.index, Ordering::Relaxed);
+        let skipped = index.saturating_sub(seen_index).saturating_sub(1);
+        self.counters.seen_seq.store(seq, Ordering::Relaxed);
+        self.counters.seen_index.store(index, Ordering::Relaxed);
         self.counters
             .frames_skipped
             .fetch_add(skipped, Ordering::Relaxed);
@@ -208,19 +212,7 @@ impl Writer {
             sink.send_binary(&chunk.head, chunk.ws_header_len, &chunk.body),
         )
         .await?;
-        // Input in frame pixels maps by the geometry of what the viewer shows, and frames
-        // skipped are counted from here (only this writer stores `seen_*`).
-        if chunk.seq > self.counters.seen_seq.load(Ordering::Relaxed) {
-            let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
-            self.counters.frames_skipped.fetch_add(
-                chunk.index.saturating_sub(seen_index).saturating_sub(1),
-                Ordering::Relaxed,
-            );
-            self.counters.seen_seq.store(chunk.seq, Ordering::Relaxed);
-            self.counters
-                .seen_index
-                .store(chunk.index, Ordering::Relaxed);
-        }
+        self.mark_seen_at(chunk.seq, chunk.index);
         self.counters
             .video_chunks_sent
             .fetch_add(1, Ordering::Relaxed);
