@@ -4,23 +4,8 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { execFileSync } = require('node:child_process')
-const fs = require('node:fs')
 const https = require('node:https')
-const os = require('node:os')
-const path = require('node:path')
-const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses } = require('./support')
-
-function selfSignedCert() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
-  const key = path.join(dir, 'key.pem')
-  const cert = path.join(dir, 'cert.pem')
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
-    '-keyout', key, '-out', cert,
-  ], { stdio: 'ignore' })
-  return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
-}
+const { startServer, FakeToolset, Viewer, waitFor, frameSeq, sleep, stalledViewer, settledStatuses, selfSignedCert } = require('./support')
 
 test('a TLS server falls back to a JS-bridged viewer that streams the same wire', async (t) => {
   const toolset = new FakeToolset()

@@ -11,7 +11,8 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const http = require('node:http')
-const { startServer, Viewer, waitFor } = require('./support')
+const https = require('node:https')
+const { startServer, Viewer, waitFor, selfSignedCert, FakeToolset } = require('./support')
 const { launchChromium, findChromium } = require('./support/chromium')
 
 const chromeSkip = findChromium() ? false : 'Chromium not found: install chromium or set CHROME_PATH'
@@ -198,6 +199,46 @@ test('a viewer back after a stall resumes at a keyframe; a healthy viewer is una
   assert.equal(viewerStats(srv, healthy).videoLagged, 0, 'the healthy viewer never lagged')
   const numbers = chunks(healthy).map((c) => c.reserved)
   assert.ok(numbers.every((n, i) => i === 0 || n === numbers[i - 1] + 1), 'the healthy viewer got every chunk')
+})
+
+test('takeover and input in frame pixels work the same on video', async (t) => {
+  // A toolset source (frames pushed from JS: 320×240 JPEGs of a 1280×720 viewport).
+  const toolset = new FakeToolset()
+  const srv = await startServer({ getToolset: () => toolset })
+  t.after(() => srv.close())
+  const viewer = await videoViewer(srv, 'video-input')
+  await viewer.untilStreaming()
+  let seq = 0
+  await waitFor(
+    () => {
+      toolset.emitFrame(++seq)
+      return chunks(viewer).length >= 2
+    },
+    { what: 'video of pushed frames' },
+  )
+  const chunk = chunks(viewer).at(-1)
+  assert.deepEqual([chunk.imageWidth, chunk.imageHeight, chunk.deviceWidth, chunk.deviceHeight], [320, 240, 1280, 720])
+  viewer.send({ type: 'control-request' })
+  await viewer.waitJson((m) => m.type === 'control' && m.you === true)
+  viewer.send({ type: 'input', kind: 'mouse', eventType: 'mousePressed', x: 80, y: 60, button: 'left', clickCount: 1, frameSeq: chunk.seq })
+  await waitFor(() => toolset.mouse.length === 1, { what: 'the click relayed' })
+  assert.equal(toolset.mouse[0].x, 320, 'x mapped by the chunk geometry (1280 / 320)')
+  assert.equal(toolset.mouse[0].y, 180)
+})
+
+test('video reaches a JS-bridged viewer (TLS) the same way', async (t) => {
+  const srv = await startServer(
+    { getReplayFrames: () => ({ frames: FRAMES, fps: 30, width: 320, height: 180 }), getToolset: () => undefined },
+    { createServer: https.createServer, serverOptions: selfSignedCert() },
+  )
+  t.after(() => srv.close())
+  const viewer = await videoViewer(srv, 'tls-video', { rejectUnauthorized: false })
+  await waitFor(() => chunks(viewer).length >= 10, { what: 'video over the bridge' })
+  assert.equal(viewerStats(srv, viewer).transport, 'bridged')
+  assert.equal(chunks(viewer)[0].flags & FLAG_KEY, FLAG_KEY)
+  const numbers = chunks(viewer).map((c) => c.reserved)
+  assert.ok(numbers.every((n, i) => i === 0 || n === numbers[i - 1] + 1), 'every chunk, in order')
+  assert.ok(viewer.json.some((m) => m.type === 'video-config'))
 })
 
 test('bad video requests get their documented errors and the viewer stays on JPEG', async (t) => {

@@ -52,4 +52,20 @@ function logCapture() {
   }
 }
 
-module.exports = { startServer, logCapture, VIEWER_ERROR_TEXT }
+/** A throwaway self-signed certificate for 127.0.0.1 (openssl), for TLS servers in tests. */
+function selfSignedCert() {
+  const { execFileSync } = require('node:child_process')
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsn-tls-'))
+  const key = path.join(dir, 'key.pem')
+  const cert = path.join(dir, 'cert.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' })
+  return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
+}
+
+module.exports = { startServer, logCapture, selfSignedCert, VIEWER_ERROR_TEXT }
