@@ -230,6 +230,8 @@ export interface ChannelStats {
   starts: number
   /** Source stops requested. */
   stops: number
+  /** Refinement screenshots asked of the source for the JPEG viewers of a quiet page. */
+  jpegRefinements: number
   /** The native CDP session, when this channel's source is one. */
   cdp?: JsCdpStats
   /** The channel's video encoder, once a viewer asked for video. */
@@ -398,10 +400,13 @@ export interface NativeRegistryOptions {
   /** Longest milliseconds between two keyframes of a changing page (default 5000). */
   videoKeyframeIntervalMs?: number
   /**
-   * Milliseconds of a quiet page after which video viewers get its picture again as a
-   * high-quality keyframe (default 600; 0: never).
+   * Milliseconds of a quiet page after which viewers get its picture again at a higher
+   * quality: video viewers a low-quantiser keyframe, JPEG viewers a screenshot at
+   * `refineJpegQuality` (native CDP source only; default 600; 0: never).
    */
-  videoRefineAfterMs?: number
+  refineAfterMs?: number
+  /** JPEG quality of the refinement screenshot for JPEG viewers (default 90; 0: none). */
+  refineJpegQuality?: number
   /** Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each). */
   eventBatchMs?: number
   /** Events the resume ring holds per channel (default 1000). */

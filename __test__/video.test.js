@@ -299,3 +299,37 @@ test('video off, absurd encoder options and corrupt source JPEGs', async (t) => 
   assert.ok(typeof stats.lastError === 'string' && stats.lastError.length > 0)
   assert.equal(watcher.json.filter((m) => m.error).length, 0, 'the viewer is not bothered')
 })
+
+test('a quiet page is refined once: a screenshot for JPEG viewers, a low-QP keyframe for video viewers', { skip: chromeSkip, timeout: 120_000 }, async (t) => {
+  const TEXT_PAGE = `<!doctype html><body style="font:15px serif;margin:20px">${'A page of small text that stops changing once loaded. '.repeat(120)}</body>`
+  const site = http.createServer((req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(TEXT_PAGE))
+  await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve))
+  t.after(() => site.close())
+  const browser = await launchChromium({ url: `http://127.0.0.1:${site.address().port}/`, width: 800, height: 600 })
+  const srv = await startServer({ getCdpEndpoint: () => browser.endpoint, screencastOptions: { format: 'jpeg', quality: 40 }, refineAfterMs: 400 })
+  t.after(async () => {
+    await srv.close()
+    await browser.close()
+  })
+  const jpeg = new Viewer(srv.url('quiet-agent'), { extended: true })
+  await jpeg.untilMeta()
+  const refinedFrames = () => binary(jpeg).filter((f) => f.kind === KIND_FRAME && (f.flags & 2) === 2)
+  await waitFor(() => refinedFrames().length >= 1, { what: 'a refined JPEG frame', timeout: 30_000 })
+  const refined = refinedFrames()[0]
+  const plain = binary(jpeg).filter((f) => (f.flags & 2) === 0).at(-1)
+  t.diagnostic(`screencast frame ${plain.image.length} B (quality 40), refinement ${refined.image.length} B (quality 90)`)
+  assert.deepEqual([...refined.image.subarray(0, 2)], [0xff, 0xd8], 'a JPEG')
+  assert.ok(refined.image.length > plain.image.length, 'at a higher quality')
+  assert.equal(channelStats(srv).jpegRefinements, 1)
+
+  // A video viewer of the quiet page: a keyframe at once, then nothing more is asked of the
+  // source for it (the encoder refines for video viewers).
+  const video = await videoViewer(srv, 'quiet-agent')
+  await waitFor(() => chunks(video).length >= 1, { what: 'a keyframe of the quiet page' })
+  assert.equal(chunks(video)[0].flags & FLAG_KEY, FLAG_KEY)
+  // Three more quiet periods: still one refinement, the page did not change.
+  const sentBefore = binary(jpeg).length
+  await new Promise((resolve) => setTimeout(resolve, 1200))
+  assert.equal(channelStats(srv).jpegRefinements, 1, 'one refinement per quiet period')
+  assert.equal(binary(jpeg).length, sentBefore, 'no frame for an unchanged page')
+})

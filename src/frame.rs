@@ -28,6 +28,9 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 pub const BINARY_HEADER_LEN: usize = 56;
 /// `kind` byte of a frame message.
 const KIND_FRAME: u8 = 1;
+/// Header flag of a refinement (a frame's or a video chunk's): the quiet page's picture again,
+/// at a higher quality.
+pub const FLAG_REFINED: u8 = 2;
 /// `kind` byte of a video chunk message (`codec::VideoChunk`).
 pub const KIND_VIDEO: u8 = 2;
 
@@ -48,6 +51,9 @@ pub struct FrameMeta {
     pub scroll_offset_y: f64,
     /// Capture time in milliseconds since the Unix epoch, as the source reported it.
     pub timestamp_ms: f64,
+    /// A refinement: the page was quiet and this is the same picture again at a higher
+    /// quality (the binary header's flag bit 1).
+    pub refined: bool,
 }
 
 /// Image format of a frame, as the binary header numbers it.
@@ -180,7 +186,7 @@ impl Frame {
         self.header_as(
             KIND_FRAME,
             self.kind as u8,
-            0,
+            if self.meta.refined { FLAG_REFINED } else { 0 },
             (self.geometry.image_width, self.geometry.image_height),
         )
     }

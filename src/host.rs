@@ -89,6 +89,13 @@ pub trait Host: Send + Sync + 'static {
     fn capture_frame(&self, request: SourceRequest) {
         let _ = request;
     }
+    /// The page has been quiet and JPEG viewers watch it: capture it once at JPEG `quality`
+    /// and publish it as a refined frame, if the source can (the native CDP source can):
+    /// true if it will. Must not block.
+    fn refine_frame(&self, request: SourceRequest, quality: u32) -> bool {
+        let _ = (request, quality);
+        false
+    }
     /// A diagnostic for the deployer's log (never sent to viewers: it may name endpoints or
     /// quote a deployer's error). Must not block.
     fn log(&self, level: LogLevel, message: String) {

@@ -31,8 +31,8 @@ pub const FLAG_KEY: u8 = 1;
 /// Offset of the chunk number in the header (a frame's reserved field).
 const CHUNK_NUMBER_AT: usize = 52;
 /// Header flag: a refinement keyframe (the page stopped changing: the same picture at a
-/// higher quality).
-pub const FLAG_REFINE: u8 = 2;
+/// higher quality); the same bit as a refined JPEG frame's.
+pub const FLAG_REFINE: u8 = crate::frame::FLAG_REFINED;
 
 /// How hard the encoder may compress a picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

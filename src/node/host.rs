@@ -251,6 +251,11 @@ impl Host for JsHost {
         });
     }
 
+    fn refine_frame(&self, request: SourceRequest, quality: u32) -> bool {
+        // Only the native CDP source can capture; toolset and replay frames stay as they are.
+        self.cdp.refine(&request, quality)
+    }
+
     fn capture_frame(&self, request: SourceRequest) {
         // Only the native CDP source can capture on demand; other sources answer with their
         // next frame.

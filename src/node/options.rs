@@ -134,6 +134,7 @@ impl From<FrameMetadata> for FrameMeta {
             scroll_offset_x: finite(m.scroll_offset_x, 0.0),
             scroll_offset_y: finite(m.scroll_offset_y, 0.0),
             timestamp_ms: finite(m.timestamp, 0.0),
+            refined: false,
         }
     }
 }

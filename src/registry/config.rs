@@ -48,9 +48,12 @@ macro_rules! for_registry_options {
                 video_bitrate "videoBitrate" => video_bitrate: count = 2000000, 100_000..=50_000_000;
                 #[doc = "Longest milliseconds between two keyframes of a changing page (default 5000)."]
                 video_keyframe_interval_ms "videoKeyframeIntervalMs" => video_keyframe_interval: ms = 5000, 250..=600_000;
-                #[doc = "Milliseconds of a quiet page after which video viewers get its picture again as a"]
-                #[doc = "high-quality keyframe (default 600; 0: never)."]
-                video_refine_after_ms "videoRefineAfterMs" => video_refine_after: ms = 600, 0..=60_000;
+                #[doc = "Milliseconds of a quiet page after which viewers get its picture again at a higher"]
+                #[doc = "quality: video viewers a low-quantiser keyframe, JPEG viewers a screenshot at"]
+                #[doc = "`refineJpegQuality` (native CDP source only; default 600; 0: never)."]
+                refine_after_ms "refineAfterMs" => refine_after: ms = 600, 0..=60_000;
+                #[doc = "JPEG quality of the refinement screenshot for JPEG viewers (default 90; 0: none)."]
+                refine_jpeg_quality "refineJpegQuality" => refine_jpeg_quality: count = 90, 0..=100;
             }
             event_numbers {
                 #[doc = "Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each)."]
@@ -253,7 +256,7 @@ impl RegistryConfig {
         crate::codec::EncoderSettings {
             bitrate: self.video_bitrate,
             keyframe_interval: self.video_keyframe_interval,
-            refine_after: self.video_refine_after,
+            refine_after: self.refine_after,
         }
     }
 }
@@ -288,8 +291,10 @@ pub struct RegistryConfig {
     pub video_bitrate: u32,
     /// Longest time between two keyframes of a changing page.
     pub video_keyframe_interval: Duration,
-    /// Quiet time before a refinement keyframe (zero: none).
-    pub video_refine_after: Duration,
+    /// Quiet time before a refinement (zero: none).
+    pub refine_after: Duration,
+    /// JPEG quality of refinement screenshots (0: none).
+    pub refine_jpeg_quality: u32,
     /// Viewers may ask for video.
     pub video: bool,
     /// Limits of the agent event channel.

@@ -34,6 +34,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 
 use crate::clock::wall_clock_us;
+use crate::frame::Frame;
 use crate::host::{Host, SourceRequest};
 use crate::mailbox::mailbox;
 use crate::protocol::{self, ClientMessage, Mode, Status};
@@ -178,6 +179,11 @@ impl Registry {
             counters: ChannelCounters::default(),
             video: Mutex::new(None),
         });
+        self.runtime.spawn(refine_when_quiet(
+            Arc::downgrade(self),
+            Arc::downgrade(&channel),
+            channel.frames.subscribe(),
+        ));
         self.runtime.spawn(relay_inputs(
             Arc::downgrade(self),
             Arc::downgrade(&channel),
@@ -625,6 +631,63 @@ fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Ch
         .is_some_and(|current| Arc::ptr_eq(current, channel))
     {
         channels.remove(&channel.id.key);
+    }
+}
+
+/// Once the channel's page has been quiet for `refine_after` (no new frame), asks the source
+/// for one refinement of it — a screenshot at `refine_jpeg_quality` — when JPEG viewers
+/// (compat, or extended without video) watch; video viewers get their own refinement from
+/// the encoder. The refinement itself never asks for another. Ends when the channel is
+/// dropped (its frame watch closes).
+async fn refine_when_quiet(
+    registry: Weak<Registry>,
+    channel: Weak<Channel>,
+    mut frames: watch::Receiver<Option<Arc<Frame>>>,
+) {
+    let Some((quiet, quality)) = registry
+        .upgrade()
+        .map(|r| (r.config.refine_after, r.config.refine_jpeg_quality))
+    else {
+        return;
+    };
+    if quiet.is_zero() || quality == 0 {
+        return;
+    }
+    loop {
+        if frames.changed().await.is_err() {
+            return;
+        }
+        // Quiet: no newer frame for `quiet`.
+        loop {
+            tokio::select! {
+                changed = frames.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(quiet) => break,
+            }
+        }
+        let latest = frames.borrow_and_update().clone();
+        if latest.is_none_or(|frame| frame.meta.refined) {
+            continue;
+        }
+        let (Some(registry), Some(channel)) = (registry.upgrade(), channel.upgrade()) else {
+            return;
+        };
+        let request = {
+            let state = lock(&channel.state);
+            let jpeg_viewers = state.viewers.values().any(|viewer| {
+                viewer.link.mode == Mode::Compat
+                    || !viewer.link.counters.video.load(Ordering::Relaxed)
+            });
+            if state.source == SourceState::Idle || !jpeg_viewers {
+                continue;
+            }
+            channel.source_request(state.generation)
+        };
+        if registry.host.refine_frame(request, quality) {
+            channel
+                .counters
+                .jpeg_refinements
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -41,6 +41,8 @@ macro_rules! for_channel_counters {
             starts,
             #[doc = "Source stops requested."]
             stops,
+            #[doc = "Refinement screenshots asked of the source for the JPEG viewers of a quiet page."]
+            jpeg_refinements,
         }
     };
 }

@@ -145,6 +145,8 @@ enum SessionCommand {
     Input(ClientMessage, oneshot::Sender<Result<(), String>>),
     /// A viewer wants a frame and the channel has none: take a screenshot.
     Capture,
+    /// The page is quiet: a screenshot at this JPEG quality, published as a refinement.
+    Refine(u32),
 }
 
 /// Tells session tasks apart (a generation may be started twice by a confused caller).
@@ -247,10 +249,19 @@ impl CdpSessions {
 
     /// Asks the session of `request` for a fresh frame (a screenshot). False if none serves it.
     pub fn capture(&self, request: &SourceRequest) -> bool {
+        self.command(request, SessionCommand::Capture)
+    }
+
+    /// Asks the session of `request` for a refinement screenshot at JPEG `quality`.
+    pub fn refine(&self, request: &SourceRequest, quality: u32) -> bool {
+        self.command(request, SessionCommand::Refine(quality))
+    }
+
+    fn command(&self, request: &SourceRequest, command: SessionCommand) -> bool {
         let map = lock(&self.sessions);
         match map.get(&request.key) {
             Some(handle) if handle.generation == request.generation => {
-                handle.commands.try_send(SessionCommand::Capture).is_ok()
+                handle.commands.try_send(command).is_ok()
             }
             _ => false,
         }

@@ -75,6 +75,12 @@ pub(super) struct Session {
     pub(super) attached: Option<Attached>,
     /// When to take a screenshot if no frame came since the screencast started.
     pub(super) screenshot_at: Option<Instant>,
+    /// The last screencast frame published, while a refinement of it is the newest frame:
+    /// Chrome repaints for a screenshot and sends the same picture again, which must not
+    /// replace the sharper one (nor start another quiet period, and so another refinement).
+    pub(super) refined_from: Option<Bytes>,
+    /// The last screencast frame published.
+    pub(super) last_screencast: Option<Bytes>,
 }
 
 pub(super) async fn run_session(
@@ -108,6 +114,8 @@ pub(super) async fn run_session(
         pages: Vec::new(),
         attached: None,
         screenshot_at: None,
+        refined_from: None,
+        last_screencast: None,
     };
     let ending = tokio::select! {
         _ = stop.cancelled() => Ending::Stopped,
@@ -188,14 +196,19 @@ impl Session {
                         let _ = reply.send(result);
                     }
                     Some(SessionCommand::Capture) => {
-                        if let Err(ending) = self.screenshot().await {
+                        if let Err(ending) = self.screenshot(None).await {
+                            return ending;
+                        }
+                    }
+                    Some(SessionCommand::Refine(quality)) => {
+                        if let Err(ending) = self.screenshot(Some(quality)).await {
                             return ending;
                         }
                     }
                 },
                 _ = sleep_until(screenshot_at), if screenshot_at.is_some() => {
                     self.screenshot_at = None;
-                    if let Err(ending) = self.screenshot().await {
+                    if let Err(ending) = self.screenshot(None).await {
                         return ending;
                     }
                 }
@@ -468,8 +481,14 @@ impl Session {
                 .timestamp
                 .as_ref()
                 .map_or_else(wall_clock_ms, |t| *t.inner() * 1000.0),
+            refined: false,
         };
         let text = Bytes::from(String::from(frame.data));
+        if self.refined_from.as_ref() == Some(&text) {
+            return None;
+        }
+        self.refined_from = None;
+        self.last_screencast = Some(text.clone());
         match self
             .registry
             .push_frame(&self.key, Some(self.generation), text, meta)
@@ -479,18 +498,22 @@ impl Session {
         }
     }
 
-    /// A frame taken on demand, for a page that sends none (nothing changes on it).
-    pub(super) async fn screenshot(&mut self) -> Result<(), Ending> {
+    /// A frame taken on demand, for a page that sends none (nothing changes on it); with
+    /// `refine_quality`, a JPEG at that quality published as a refinement of a quiet page.
+    pub(super) async fn screenshot(&mut self, refine_quality: Option<u32>) -> Result<(), Ending> {
         let Some(attached) = &self.attached else {
             return Ok(());
         };
         let session = attached.session_id.clone();
         let mut params = CaptureScreenshotParams::builder();
-        params = match self.options.format {
-            ImageFormat::Jpeg => params
+        params = match (self.options.format, refine_quality) {
+            (_, Some(quality)) => params
+                .format(CaptureScreenshotFormat::Jpeg)
+                .quality(quality.min(100) as i64),
+            (ImageFormat::Jpeg, None) => params
                 .format(CaptureScreenshotFormat::Jpeg)
                 .quality(self.options.quality.min(100) as i64),
-            ImageFormat::Png => params.format(CaptureScreenshotFormat::Png),
+            (ImageFormat::Png, None) => params.format(CaptureScreenshotFormat::Png),
         };
         let shot = match self.client.command(Some(&session), params.build()).await {
             Ok(shot) => shot,
@@ -508,9 +531,13 @@ impl Session {
             device_height: viewport.as_ref().map_or(0.0, |v| v.client_height),
             page_scale_factor: viewport.as_ref().map_or(1.0, |v| v.scale),
             timestamp_ms: wall_clock_ms(),
+            refined: refine_quality.is_some(),
             ..FrameMeta::default()
         };
         self.stats.screenshots.fetch_add(1, Ordering::Relaxed);
+        if refine_quality.is_some() {
+            self.refined_from = self.last_screencast.clone();
+        }
         let text = Bytes::from(String::from(shot.data));
         match self
             .registry
