@@ -14,7 +14,14 @@
 // run cannot be carried out.
 //
 // Options: --quick | --contenders a,b | --viewers 100,500 | --sizes 50,100 (KB) | --reps N |
-//          --window-ms N | --warmup-ms N | --fps N | --no-capacity | --no-stalled
+//          --window-ms N | --warmup-ms N | --fps N | --no-capacity | --no-stalled | --no-video
+// After these, the video benchmarks run too, in the same mode (--quick or full): bench/video.js
+// (H.264 vs MJPEG viewers on a real Chromium page: bytes, quality, encode cost, latency), then
+// bench/video-delivery.js (viewers held at ≥ 99% on H.264 vs tuned TS on JPEG),
+// bench/source-side.js (the TypeScript CDP source vs the native one, 4 agents) and
+// bench/video-link.js (a viewer behind a tc-shaped link; needs root). --no-video skips them;
+// --video-only runs only them, passing the other options to bench/video.js (its --help lists
+// them).
 
 const { spawn, execFileSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -485,7 +492,40 @@ async function capacity(name, sweep, sizeKB, options) {
   return { name, held: lo || null, capped, probes }
 }
 
+/** One bench script with `args`; resolves to its exit code. */
+function runScript(script, args) {
+  return new Promise((resolve) => {
+    const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim()
+    const child = spawn(process.execPath, [path.join(BENCH, script), ...args], {
+      stdio: 'inherit',
+      env: { ...process.env, BENCH_VIDEO_COMMAND: command },
+    })
+    child.once('error', () => resolve(1))
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)))
+  })
+}
+
+/**
+ * The video rows, one after the other (each needs the machine to itself): bench/video.js
+ * with `args` (bytes, quality, encode cost, latency), then viewers held at ≥ 99% on H.264 vs
+ * tuned TS on JPEG, the TypeScript CDP source vs the native one, and a shaped link (that one
+ * skips itself without root or network namespaces). Resolves to the worst exit code.
+ */
+async function runVideoBench(args) {
+  const quick = args.includes('--quick')
+  const codes = [await runScript('video.js', args)]
+  codes.push(await runScript('video-delivery.js', quick ? ['--quick'] : []))
+  codes.push(await runScript('source-side.js', quick ? ['--quick'] : []))
+  codes.push(await runScript('video-link.js', quick ? ['--seconds', '5'] : []))
+  return Math.max(...codes)
+}
+
 async function main() {
+  if (process.argv.includes('--video-only')) {
+    prepare()
+    process.exitCode = await runVideoBench(process.argv.slice(2).filter((arg) => arg !== '--video-only'))
+    return
+  }
   if (process.argv.includes('--help')) {
     // The file's head comment, after its first line.
     const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
@@ -493,7 +533,8 @@ async function main() {
     process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
     return
   }
-  const options = parseOptions(process.argv.slice(2))
+  const video = !process.argv.includes('--no-video')
+  const options = parseOptions(process.argv.slice(2).filter((arg) => arg !== '--no-video'))
   const started = Date.now()
   prepare()
   const meta = {
@@ -543,6 +584,15 @@ async function main() {
   if (options.mode === 'quick' && failures.length > 0) {
     process.stderr.write(`bench: ${failures.length} run(s) failed: ${failures[0]}\n`)
     process.exitCode = 1
+  }
+  if (video) {
+    process.stderr.write('bench: the video benchmark (bench/video.js)…\n')
+    const code = await runVideoBench(options.mode === 'quick' ? ['--quick'] : [])
+    if (code === 2) process.stderr.write('bench: the video benchmark was skipped (no Chromium)\n')
+    else if (code !== 0) {
+      process.stderr.write(`bench: the video benchmark ended with ${code}\n`)
+      process.exitCode = 1
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 // way; without it the row is rate-limited only and says so.
 //
 //   node bench/video-link.js [--seconds 10] [--rate 5mbit] [--delay-ms 20] [--json file]
+// (results go to bench/results/<time>-video-link.json unless --json names another file)
 
 const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -116,7 +117,7 @@ async function main() {
   const seconds = Number(arg('seconds', '10'))
   const rate = arg('rate', '5mbit')
   const delayMs = Number(arg('delay-ms', '20'))
-  const jsonFile = arg('json', null)
+  const jsonFile = arg('json', path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}-video-link.json`))
   const skip = (why) => {
     const row = { skipped: why }
     console.log(`constrained link: skipped (${why})`)

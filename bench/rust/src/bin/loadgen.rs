@@ -10,6 +10,20 @@
 //! header, skipped by its length byte, before the JPEG. JSON TEXT messages are counted and
 //! otherwise ignored on every wire.
 //!
+//! With `--video` (implies `--protocol browser-stream.v1`) every healthy viewer asks for H.264
+//! video: after the first `session-meta` it sends `{"type":"config","video":{"codecs":
+//! ["avc1.42E01F"]}}`, then counts kind-2 chunks (56-byte header: flags at 3, capture ms at 12,
+//! chunk number at 52). A chunk counts for the window by its capture time, as a frame does, and
+//! as delivered when it arrives within the deadline (a refinement, flag bit 1, re-encodes an
+//! older picture: it counts by arrival time, without a deadline). The chunks the server made in
+//! the window are the highest minus the lowest chunk number any viewer got in it, plus one; a
+//! viewer's delivery is its chunks in the window over that. A chunk number that is not one more
+//! than the viewer's previous one is a gap (the server skipped chunks for that viewer). The
+//! summary fields are then about chunks; `video` holds the rest (gaps, keyframes, …).
+//!
+//! Every result also carries `loadgenCpu`: this process's user+sys seconds (/proc/self/stat,
+//! all threads) over the window and in all.
+//!
 //! Talks to the orchestrator (`bench/run.js`) by JSON lines on stdout: `connected`,
 //! `window_start`, `window_end`, then one `result`. Bounded: it exits after `--max-seconds`
 //! whatever happens, and connects only to the address it is given (loopback in the benchmark).
@@ -20,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bsn_bench::{parse_stamp_base64, parse_stamp_bytes, wall_clock_us, Args, Wire};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,6 +68,150 @@ struct Plan {
     /// The whole connect phase may take this long; viewers not connected by then count as
     /// receiving nothing.
     connect_phase: Duration,
+    /// Ask for H.264 video (`config.video`) and measure kind-2 chunks instead of frames.
+    video: bool,
+}
+
+/// What every video viewer sends once it has the first `session-meta`.
+const VIDEO_CONFIG: &str = r#"{"type":"config","video":{"codecs":["avc1.42E01F"]}}"#;
+/// `kind` of an extended binary message that carries a video chunk.
+const KIND_VIDEO_CHUNK: u8 = 2;
+
+/// Header fields of a video chunk.
+struct ChunkHeader {
+    keyframe: bool,
+    refinement: bool,
+    capture_us: u64,
+    number: u32,
+}
+
+fn parse_chunk_header(message: &[u8]) -> Option<ChunkHeader> {
+    let header = *message.get(1)? as usize;
+    if *message.first()? != KIND_VIDEO_CHUNK || header < bsn_bench::EXTENDED_HEADER_V1_BYTES {
+        return None;
+    }
+    let flags = *message.get(3)?;
+    let capture_ms = f64::from_be_bytes(message.get(12..20)?.try_into().ok()?);
+    let number = u32::from_be_bytes(message.get(52..56)?.try_into().ok()?);
+    Some(ChunkHeader {
+        keyframe: flags & 1 != 0,
+        refinement: flags & 2 != 0,
+        capture_us: if capture_ms.is_finite() && capture_ms > 0.0 {
+            (capture_ms * 1000.0).round() as u64
+        } else {
+            0
+        },
+        number,
+    })
+}
+
+/// This process's user+sys CPU seconds, all threads (dead ones included), from /proc/self/stat.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the state (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this benchmark runs on (x86-64, arm64).
+    Some((utime + stime) / 100.0)
+}
+
+/// What one video viewer saw of the chunk stream.
+#[derive(Default)]
+struct VideoTally {
+    config_sent: bool,
+    video_configs: u64,
+    /// Every chunk received (in the window or not).
+    chunks_total: u64,
+    /// Chunks of the window that arrived within the deadline.
+    chunks: u64,
+    bytes: u64,
+    late_chunks: u64,
+    chunks_outside_window: u64,
+    keyframes: u64,
+    refinements: u64,
+    /// Lowest and highest chunk number received in the window.
+    min_number: Option<u32>,
+    max_number: Option<u32>,
+    last_number: Option<u32>,
+    /// Jumps in the chunk numbers, and the chunks they skipped (all, and in the window).
+    gaps: u64,
+    skipped: u64,
+    gaps_in_window: u64,
+    skipped_in_window: u64,
+    /// JPEG frames (kind 1) before the first chunk, and after it (there should be none).
+    jpeg_before_video: u64,
+    jpeg_after_video: u64,
+    /// `{"error":…}` messages (e.g. `video_unavailable`), first one kept.
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl VideoTally {
+    fn on_chunk(
+        &mut self,
+        chunk: ChunkHeader,
+        len: usize,
+        window: &Window,
+        deadline_us: u64,
+        latencies_us: &mut Vec<u32>,
+    ) {
+        self.chunks_total += 1;
+        let now_us = wall_clock_us();
+        // A refinement re-encodes an older picture: it belongs to the window it arrives in.
+        let time_us = if chunk.refinement {
+            now_us
+        } else {
+            chunk.capture_us
+        };
+        let in_window = window.contains(time_us);
+        if let Some(last) = self.last_number {
+            let step = chunk.number.wrapping_sub(last);
+            if step != 1 {
+                self.gaps += 1;
+                // A step of 0 or "backwards" (a restarted stream) skipped nothing we can count.
+                let skipped = if step > 1 && step < u32::MAX / 2 {
+                    (step - 1) as u64
+                } else {
+                    0
+                };
+                self.skipped += skipped;
+                if in_window {
+                    self.gaps_in_window += 1;
+                    self.skipped_in_window += skipped;
+                }
+            }
+        }
+        self.last_number = Some(chunk.number);
+        if !in_window {
+            self.chunks_outside_window += 1;
+            return;
+        }
+        self.min_number = Some(
+            self.min_number
+                .map_or(chunk.number, |m| m.min(chunk.number)),
+        );
+        self.max_number = Some(
+            self.max_number
+                .map_or(chunk.number, |m| m.max(chunk.number)),
+        );
+        if chunk.keyframe {
+            self.keyframes += 1;
+        }
+        if chunk.refinement {
+            self.refinements += 1;
+        } else {
+            let latency_us = now_us.saturating_sub(chunk.capture_us);
+            latencies_us.push(latency_us.min(u32::MAX as u64) as u32);
+            if latency_us > deadline_us {
+                self.late_chunks += 1;
+                return;
+            }
+        }
+        self.chunks += 1;
+        self.bytes += len as u64;
+    }
 }
 
 /// The measurement window, in µs since the epoch; 0 while not yet set.
@@ -84,6 +242,8 @@ struct Tally {
     other_binary_messages: u64,
     latencies_us: Vec<u32>,
     closed_early: Option<String>,
+    /// With `--video`.
+    video: Option<VideoTally>,
 }
 
 impl Tally {
@@ -169,9 +329,13 @@ async fn run_viewer(
     wire: Wire,
     window: Arc<Window>,
     deadline_us: u64,
+    video: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        video: video.then(VideoTally::default),
+        ..Tally::default()
+    };
     loop {
         let message = tokio::select! {
             _ = stop.changed() => break,
@@ -182,16 +346,54 @@ async fn run_viewer(
                 let bytes = text.as_bytes();
                 if bytes.first() == Some(&b'{') {
                     tally.json_messages += 1;
+                    if let Some(video) = tally.video.as_mut() {
+                        if !video.config_sent && text.contains("\"session-meta\"") {
+                            video.config_sent = true;
+                            if let Err(e) = ws.send(Message::text(VIDEO_CONFIG)).await {
+                                tally.closed_early = Some(format!("sending config: {e}"));
+                                break;
+                            }
+                        } else if text.contains("\"video-config\"") {
+                            video.video_configs += 1;
+                        } else if text.contains("\"error\"") {
+                            video.errors += 1;
+                            if video.first_error.is_none() {
+                                video.first_error = Some(text.chars().take(200).collect());
+                            }
+                        }
+                    }
                 } else {
                     tally.on_frame(parse_stamp_base64(bytes), bytes.len(), &window, deadline_us);
                 }
             }
-            Some(Ok(Message::Binary(bytes))) => match wire.frame_image(&bytes) {
-                Some(image) => {
-                    tally.on_frame(parse_stamp_bytes(image), bytes.len(), &window, deadline_us)
+            Some(Ok(Message::Binary(bytes))) => {
+                if let Some(video) = tally.video.as_mut() {
+                    if let Some(chunk) = parse_chunk_header(&bytes) {
+                        video.on_chunk(
+                            chunk,
+                            bytes.len(),
+                            &window,
+                            deadline_us,
+                            &mut tally.latencies_us,
+                        );
+                        continue;
+                    }
+                    if wire.frame_image(&bytes).is_some() {
+                        if video.chunks_total == 0 {
+                            video.jpeg_before_video += 1;
+                        } else {
+                            video.jpeg_after_video += 1;
+                        }
+                        continue;
+                    }
                 }
-                None => tally.other_binary_messages += 1,
-            },
+                match wire.frame_image(&bytes) {
+                    Some(image) => {
+                        tally.on_frame(parse_stamp_bytes(image), bytes.len(), &window, deadline_us)
+                    }
+                    None => tally.other_binary_messages += 1,
+                }
+            }
             Some(Ok(Message::Close(frame))) => {
                 tally.closed_early = Some(format!("closed by server: {frame:?}"));
                 break;
@@ -361,6 +563,7 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
                     plan.wire,
                     window.clone(),
                     plan.deadline_us,
+                    plan.video,
                     stop_rx.clone(),
                 );
                 readers.push(tokio::spawn(tally));
@@ -377,6 +580,7 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     );
 
     tokio::time::sleep(plan.warmup).await;
+    let cpu_start = process_cpu_seconds();
     let start_us = wall_clock_us();
     window.start_us.store(start_us, Ordering::Relaxed);
     emit(json!({"event": "window_start", "timeUs": start_us}));
@@ -386,6 +590,7 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
         .map(|path| tokio::spawn(run_pings(plan.clone(), path, stop_rx.clone())));
     tokio::time::sleep(plan.window).await;
     let end_us = wall_clock_us();
+    let cpu_end = process_cpu_seconds();
     window.end_us.store(end_us, Ordering::Relaxed);
     emit(json!({"event": "window_end", "timeUs": end_us}));
     tokio::time::sleep(plan.grace).await;
@@ -410,21 +615,30 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     }
 
     let window_secs = (end_us - start_us) as f64 / 1e6;
-    let expected = (window_secs * plan.fps).round().max(1.0);
+    let video = plan.video.then(|| video_summary(&tallies));
+    // With video, what a viewer should get is what the server made in the window.
+    let expected = match &video {
+        Some(v) => (v.made as f64).max(1.0),
+        None => (window_secs * plan.fps).round().max(1.0),
+    };
     let mut latencies: Vec<u32> = Vec::new();
     let mut fractions: Vec<f64> = Vec::new();
     let (mut frames, mut bytes, mut outside, mut unstamped, mut closed_early) = (0, 0, 0, 0, 0);
     let (mut late, mut json_messages, mut other_binary) = (0, 0, 0);
     let mut close_reasons: Vec<String> = Vec::new();
     for tally in &tallies {
-        frames += tally.frames;
-        bytes += tally.bytes;
+        let (viewer_frames, viewer_bytes) = match &tally.video {
+            Some(v) => (v.chunks, v.bytes),
+            None => (tally.frames, tally.bytes),
+        };
+        frames += viewer_frames;
+        bytes += viewer_bytes;
         outside += tally.frames_outside_window;
         late += tally.late_frames;
         unstamped += tally.unstamped_frames;
         json_messages += tally.json_messages;
         other_binary += tally.other_binary_messages;
-        fractions.push((tally.frames as f64 / expected).min(1.0));
+        fractions.push((viewer_frames as f64 / expected).min(1.0));
         latencies.extend_from_slice(&tally.latencies_us);
         if let Some(reason) = &tally.closed_early {
             closed_early += 1;
@@ -440,7 +654,45 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     // Viewers that failed to connect count as receiving nothing.
     let delivered = frames as f64 / (requested * expected);
     let probes: Vec<f64> = first_frames.iter().flatten().copied().collect();
+    let cpu_window = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let video_json = video.map(|v| {
+        json!({
+            "chunksMadeInWindow": v.made,
+            "lowestChunk": v.lowest,
+            "highestChunk": v.highest,
+            "chunksDelivered": frames,
+            "chunksReceivedTotal": v.received_total,
+            "lateChunks": v.late,
+            "chunksOutsideWindow": v.outside,
+            "gaps": v.gaps,
+            "skippedChunks": v.skipped,
+            "gapsInWindow": v.gaps_in_window,
+            "skippedChunksInWindow": v.skipped_in_window,
+            "viewersWithGaps": v.viewers_with_gaps,
+            "keyframes": v.keyframes,
+            "keyframesPerViewer": if tallies.is_empty() { 0.0 } else { v.keyframes as f64 / tallies.len() as f64 },
+            "refinements": v.refinements,
+            "videoConfigs": v.video_configs,
+            "configsSent": v.configs_sent,
+            "viewersWithoutVideo": v.without_video,
+            "jpegFramesBeforeVideo": v.jpeg_before,
+            "jpegFramesAfterVideo": v.jpeg_after,
+            "errors": v.errors,
+            "errorSamples": v.error_samples,
+            "chunksPerSecond": v.made as f64 / window_secs,
+            "bytesPerViewerPerSecond": if tallies.is_empty() { 0.0 } else { bytes as f64 / tallies.len() as f64 / window_secs },
+        })
+    });
     json!({
+        "video": video_json,
+        "loadgenCpu": {
+            "windowSeconds": cpu_window,
+            "windowPct": cpu_window.map(|s| 100.0 * s / window_secs),
+            "totalSeconds": process_cpu_seconds(),
+        },
         "event": "result",
         "viewers": plan.viewers,
         "stalled": plan.stalled,
@@ -483,16 +735,92 @@ async fn run(plan: Arc<Plan>) -> serde_json::Value {
     })
 }
 
+/// The video tallies of all viewers, added up.
+#[derive(Default)]
+struct VideoSummary {
+    made: u64,
+    lowest: Option<u32>,
+    highest: Option<u32>,
+    received_total: u64,
+    late: u64,
+    outside: u64,
+    gaps: u64,
+    skipped: u64,
+    gaps_in_window: u64,
+    skipped_in_window: u64,
+    viewers_with_gaps: u64,
+    keyframes: u64,
+    refinements: u64,
+    video_configs: u64,
+    configs_sent: u64,
+    without_video: u64,
+    jpeg_before: u64,
+    jpeg_after: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+fn video_summary(tallies: &[Tally]) -> VideoSummary {
+    let mut s = VideoSummary::default();
+    for v in tallies.iter().filter_map(|t| t.video.as_ref()) {
+        if let Some(n) = v.min_number {
+            s.lowest = Some(s.lowest.map_or(n, |m| m.min(n)));
+        }
+        if let Some(n) = v.max_number {
+            s.highest = Some(s.highest.map_or(n, |m| m.max(n)));
+        }
+        s.received_total += v.chunks_total;
+        s.late += v.late_chunks;
+        s.outside += v.chunks_outside_window;
+        s.gaps += v.gaps;
+        s.skipped += v.skipped;
+        s.gaps_in_window += v.gaps_in_window;
+        s.skipped_in_window += v.skipped_in_window;
+        s.viewers_with_gaps += (v.gaps_in_window > 0) as u64;
+        s.keyframes += v.keyframes;
+        s.refinements += v.refinements;
+        s.video_configs += v.video_configs;
+        s.configs_sent += v.config_sent as u64;
+        s.without_video += (v.chunks_total == 0) as u64;
+        s.jpeg_before += v.jpeg_before_video;
+        s.jpeg_after += v.jpeg_after_video;
+        s.errors += v.errors;
+        if let Some(e) = &v.first_error {
+            if s.error_samples.len() < 3 {
+                s.error_samples.push(e.clone());
+            }
+        }
+    }
+    s.made = match (s.lowest, s.highest) {
+        (Some(lo), Some(hi)) => hi.wrapping_sub(lo) as u64 + 1,
+        _ => 0,
+    };
+    s
+}
+
 fn main() {
     let args = Args::from_env();
     let url = args.text("url", "");
     if url.is_empty() {
-        fail("usage: loadgen --url ws://127.0.0.1:PORT/browser/ID/stream --viewers N [--protocol browser-stream.v1] [--stalled S] [--fps 30] [--warmup-ms 2000] [--window-ms 8000] [--deadline-ms 1000] [--connect-phase-ms 60000] [--connect-concurrency 64] [--ping-path /ping] [--ping-interval-ms 50] [--first-frame-probes 5] [--threads 1] [--max-seconds 300]");
+        fail("usage: loadgen --url ws://127.0.0.1:PORT/browser/ID/stream --viewers N [--protocol browser-stream.v1] [--stalled S] [--fps 30] [--warmup-ms 2000] [--window-ms 8000] [--deadline-ms 1000] [--connect-phase-ms 60000] [--connect-concurrency 64] [--ping-path /ping] [--ping-interval-ms 50] [--first-frame-probes 5] [--threads 1] [--max-seconds 300] [--video]");
     }
     let ping_path = args.text("ping-path", "");
     let deadline_ms: u64 = args.number("deadline-ms", 1000);
+    let video = args.text("video", "false") == "true";
     let protocol = args.text("protocol", "");
+    // Video is only on the extended wire.
+    let protocol = if protocol.is_empty() && video {
+        bsn_bench::EXTENDED_PROTOCOL.to_string()
+    } else {
+        protocol
+    };
     let protocol = (!protocol.is_empty()).then_some(protocol);
+    if video && protocol.as_deref() != Some(bsn_bench::EXTENDED_PROTOCOL) {
+        fail(format!(
+            "--video needs --protocol {}",
+            bsn_bench::EXTENDED_PROTOCOL
+        ));
+    }
     let wire = Wire::for_protocol(protocol.as_deref()).unwrap_or_else(|| {
         fail(format!(
             "--protocol: only {} is known",
@@ -517,6 +845,7 @@ fn main() {
         first_frame_probes: args.number("first-frame-probes", 5),
         deadline_us: deadline_ms * 1000,
         connect_phase: Duration::from_millis(args.number("connect-phase-ms", 60_000)),
+        video,
     });
     let threads: usize = args.number("threads", 1);
     let max_seconds: u64 = args.number("max-seconds", 300);
