@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
 const WebSocket = require('ws')
-const { FakeToolset, startServer, waitFor } = require('./support')
+const { FakeToolset, startServer, waitFor, BASE_JPEG } = require('./support')
 
 const clientModule = pathToFileURL(path.join(__dirname, '..', 'client', 'browser-stream-client.js')).href
 
@@ -105,4 +105,35 @@ test('extended client: control, frame-pixel input, events once each across a rec
   // The controller left with the dropped socket: control was released for everyone.
   await waitFor(() => controls.some(([, c]) => c === null), { what: 'control released on disconnect' })
   assert.deepEqual(controls[0], ['ext-client', viewerId])
+})
+
+test("mode 'auto' falls back to the compat wire on a server that does not speak browser-stream.v1", async (t) => {
+  const { BrowserStreamClient } = await import(clientModule)
+  // A compat-only server: it never echoes a subprotocol (as a server without the extended
+  // wire), so a client that offers one fails its handshake.
+  const server = new WebSocket.Server({ port: 0, host: '127.0.0.1', handleProtocols: () => false })
+  await new Promise((resolve) => server.once('listening', resolve))
+  server.on('connection', (socket) => {
+    socket.send(JSON.stringify({ status: 'connected' }))
+    socket.send(BASE_JPEG.toString('base64'))
+  })
+  const modes = []
+  const statuses = []
+  const client = new BrowserStreamClient(`ws://127.0.0.1:${server.address().port}/browser/a/stream`, {
+    WebSocket,
+    extended: true,
+    backoff: { initialMs: 20, maxMs: 50 },
+    onMode: (mode, reason) => modes.push([mode, reason]),
+    onStatus: (s) => statuses.push(s),
+  })
+  t.after(async () => {
+    client.close()
+    for (const socket of server.clients) socket.terminate()
+    await new Promise((resolve) => server.close(resolve))
+  })
+  client.connect()
+  await waitFor(() => statuses.includes('connected'), { what: 'connected on the compat wire' })
+  assert.deepEqual(modes, [['compat', 'the server does not speak browser-stream.v1']])
+  assert.equal(client.mode, 'compat')
+  assert.equal(client.extended, false)
 })

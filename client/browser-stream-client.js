@@ -10,7 +10,8 @@
 //
 // `mode` picks what is streamed: 'video' (H.264 decoded with WebCodecs' VideoDecoder), 'jpeg'
 // (binary JPEG frames), 'compat' (base64 text, the Mastra wire) or 'auto' (the default with
-// `extended: true`): video when a real decode of a probe keyframe succeeds here, else JPEG.
+// `extended: true`): video when a real decode of a probe keyframe succeeds here, else JPEG,
+// else — a server that does not speak browser-stream.v1 — compat.
 // A video decoder that fails later falls back to JPEG. `client.mode` and `onMode` report it.
 //
 //   const client = new BrowserStreamClient(url, { extended: true, onFrame(picture, info) {…} })
@@ -282,13 +283,15 @@ export class BrowserStreamClient {
     const socket = this.extended ? new this.WebSocketImpl(this.url, [EXTENDED_PROTOCOL]) : new this.WebSocketImpl(this.url)
     socket.binaryType = 'arraybuffer'
     this.socket = socket
+    let opened = false
     socket.onopen = () => {
+      opened = true
       this.attempt = 0
       // After a reconnect, ask for the events missed meanwhile.
       if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
       if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
       if (this.extended) void this.#chooseMode()
-      else this.#setMode('compat', 'compat wire requested')
+      else this.#setMode('compat', this.requestedMode === 'auto' ? 'the server does not speak browser-stream.v1' : 'compat wire requested')
     }
     socket.onmessage = (event) => this.#onMessage(event.data)
     socket.onclose = () => {
@@ -296,6 +299,10 @@ export class BrowserStreamClient {
       this.socket = null
       this.#closeDecoder()
       if (this.closedByUser) return
+      // 'auto': a server that does not speak browser-stream.v1 (Mastra's own, say) fails the
+      // handshake, so the next attempt is compat; a compat attempt that fails too tries the
+      // extended wire again (the server may just have been down).
+      if (!opened && this.requestedMode === 'auto') this.extended = !this.extended
       this.attempt += 1
       this.stats.reconnects += 1
       const delay = BrowserStreamClient.backoffDelay(this.attempt, this.backoff)
