@@ -327,9 +327,15 @@ test('a quiet page is refined once: a screenshot for JPEG viewers, a low-QP keyf
   const video = await videoViewer(srv, 'quiet-agent')
   await waitFor(() => chunks(video).length >= 1, { what: 'a keyframe of the quiet page' })
   assert.equal(chunks(video)[0].flags & FLAG_KEY, FLAG_KEY)
-  // Three more quiet periods: still one refinement, the page did not change.
-  const sentBefore = binary(jpeg).length
+  // Three more quiet periods. A refinement follows only a new picture of the page (Chrome may
+  // still send one, e.g. a late paint): never two refinements in a row of the same picture,
+  // and never one for the video viewer's sake.
   await new Promise((resolve) => setTimeout(resolve, 1200))
-  assert.equal(channelStats(srv).jpegRefinements, 1, 'one refinement per quiet period')
-  assert.equal(binary(jpeg).length, sentBefore, 'no frame for an unchanged page')
+  const kinds = () => binary(jpeg).map((f) => ((f.flags & 2) === 2 ? 'R' : 'F')).join('')
+  // A refinement asked for just now may still be on its way.
+  await waitFor(() => channelStats(srv).jpegRefinements === [...kinds()].filter((k) => k === 'R').length, {
+    what: 'every refinement asked for delivered',
+  })
+  assert.ok(!kinds().includes('RR'), `refinements only after a new picture: ${kinds()}`)
+  assert.ok(channelStats(srv).jpegRefinements <= [...kinds()].filter((k) => k === 'F').length)
 })
