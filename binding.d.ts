@@ -355,6 +355,16 @@ export type HostLogLevel = 'warn'
 /** What a viewer's input is. */
 export type InputKind = 'mouse' | 'keyboard' | 'text' | 'relaunch'
 
+/** A STUN or TURN server handed to viewers (as `RTCIceServer`). */
+export interface NativeIceServer {
+  /** `stun:`, `stuns:`, `turn:` or `turns:` URLs. */
+  urls: Array<string>
+  /** TURN user name. */
+  username?: string
+  /** TURN credential. Every admitted viewer receives it: prefer short-lived credentials. */
+  credential?: string
+}
+
 /**
  * Options of a `NativeRegistry`; every field is optional (`registryOptions()` lists
  * each with its default and range).
@@ -430,6 +440,29 @@ export interface NativeRegistryOptions {
    * `video_unavailable` and encodes nothing).
    */
   video?: boolean
+  /** WebRTC delivery of the video (off unless given; needs `video`). */
+  webrtc?: NativeWebRtcOptions
+}
+
+/** WebRTC settings; `webrtc::config` owns the defaults and ranges. */
+export interface NativeWebRtcOptions {
+  /**
+   * The address the UDP socket binds and offers viewers (default `127.0.0.1`); the address
+   * of the interface viewers reach, never `0.0.0.0`.
+   */
+  host?: string
+  /** The UDP port (default 0: one the system picks; open it in the firewall when fixed). */
+  port?: number
+  /** The public address packets to `host` arrive through (a 1:1 NAT), offered too. */
+  publicAddress?: string
+  /** STUN/TURN servers for viewers behind NAT. */
+  iceServers?: Array<NativeIceServer>
+  /** Peers served at once (default 200). */
+  maxPeers?: number
+  /** Milliseconds from an offer to a connected peer (default 10000). */
+  connectTimeoutMs?: number
+  /** Estimate bandwidth from TWCC feedback and pace to it (default false). */
+  bandwidthEstimation?: boolean
 }
 
 /**
@@ -438,6 +471,33 @@ export interface NativeRegistryOptions {
  * valid input message. Backs the drop-in `handleInputMessage`.
  */
 export declare function parseInputMessage(text: string): ToolsetInput | null
+
+/** A viewer's WebRTC peer. */
+export interface PeerStats {
+  /** `connecting`, `connected` or `closed`. */
+  state: string
+  /** Round-trip time from RTCP, in milliseconds. */
+  rttMs?: number
+  /** Fraction of the packets sent that the viewer reported lost (0 to 1). */
+  loss?: number
+  /**
+   * Bandwidth estimate from the viewer's transport-wide feedback (TWCC), bits per second
+   * (with `webrtc.bandwidthEstimation`).
+   */
+  bandwidthEstimate?: number
+  /** RTP packets and bytes sent, retransmissions included. */
+  packetsSent: number
+  bytesSent: number
+  /** NACKs, PLIs and FIRs received from the viewer. */
+  nacks: number
+  plis: number
+  firs: number
+  /** Access units sent, and skipped (awaiting a keyframe, or behind). */
+  chunksSent: number
+  chunksSkipped: number
+  /** Times it fell behind the encoder and skipped to a keyframe. */
+  lagged: number
+}
 
 /** What `pushFrame` did. */
 export type PushResult = 'published' | 'no_channel' | 'stale' | 'rejected'
@@ -485,6 +545,8 @@ export interface RegistryStats {
   closed: boolean
   /** Live native CDP sessions (one DevTools connection each). */
   cdpConnections: number
+  /** WebRTC, when configured. */
+  webrtc?: WebRtcStats
 }
 
 /** How `startReplaySource` replays its images. */
@@ -586,8 +648,10 @@ export interface ViewerModes {
   compat: number
   /** Extended viewers on binary JPEG frames. */
   jpeg: number
-  /** Extended viewers on H.264 video. */
+  /** Extended viewers on H.264 video over the WebSocket. */
   video: number
+  /** Extended viewers whose WebRTC peer delivers pictures. */
+  webrtc: number
 }
 
 /** How a viewer joins (`adoptSocket`, `attachBridged`). */
@@ -625,6 +689,8 @@ export interface ViewerStats {
   videoChunksSent: number
   /** Times it fell behind the video and skipped to the next keyframe. */
   videoLagged: number
+  /** Its WebRTC peer, while it has one. */
+  webrtc?: PeerStats
   /** Reliable messages waiting. */
   queuedMessages: number
   /** Seconds since the viewer joined. */
@@ -633,3 +699,23 @@ export interface ViewerStats {
 
 /** How a viewer's socket is served. */
 export type ViewerTransport = 'native' | 'bridged'
+
+/** The registry's WebRTC endpoint and peers. */
+export interface WebRtcStats {
+  /** The UDP port, once bound (at the first offer). */
+  port?: number
+  /** Peers running now. */
+  peers: number
+  /** Offers received, and those refused. */
+  offers: number
+  offersRefused: number
+  /** Datagrams received and sent on the UDP socket. */
+  datagramsIn: number
+  datagramsOut: number
+  /** Datagrams from no known peer (dropped). */
+  datagramsUnrouted: number
+  /** Datagrams dropped because a peer could not keep up. */
+  datagramsDropped: number
+  /** Sends the socket refused. */
+  sendErrors: number
+}

@@ -8,11 +8,14 @@
 // their sequence number and geometry, agent events (deduplicated by sequence number), resume
 // after a reconnect, control requests, and input in frame pixels.
 //
-// `mode` picks what is streamed: 'video' (H.264 decoded with WebCodecs' VideoDecoder), 'jpeg'
-// (binary JPEG frames), 'compat' (base64 text, the Mastra wire) or 'auto' (the default with
-// `extended: true`): video when a real decode of a probe keyframe succeeds here, else JPEG,
-// else — a server that does not speak browser-stream.v1 — compat.
-// A video decoder that fails later falls back to JPEG. `client.mode` and `onMode` report it.
+// `mode` picks what is streamed: 'webrtc' (the server's H.264 over a WebRTC peer connection,
+// played in the `video` element given; signalled over this WebSocket), 'video' (H.264 over the
+// WebSocket, decoded with WebCodecs' VideoDecoder), 'jpeg' (binary JPEG frames), 'compat'
+// (base64 text, the Mastra wire) or 'auto' (the default with `extended: true`), which walks
+// that chain: WebRTC when the server offers it and a picture arrives within `webrtcTimeoutMs`,
+// else video when a real decode of a probe keyframe succeeds here, else JPEG, else — a server
+// that does not speak browser-stream.v1 — compat. A step that fails later falls to the next.
+// `client.mode` and `onMode` report the mode and why.
 //
 //   const client = new BrowserStreamClient(url, { extended: true, onFrame(picture, info) {…} })
 //   client.connect()
@@ -37,6 +40,11 @@ const PROBE_KEYFRAME = 'AAAAAWdC0AuMacmoCAgIPCIRqAAAAAFozjyAAAAAAWW4AAQJ5PA='
 const MAX_DECODE_QUEUE = 30
 /** How long the probe may take before video counts as unsupported. */
 const PROBE_TIMEOUT_MS = 2000
+/** How long a WebRTC attempt may take to show its first picture before the next mode is used. */
+export const WEBRTC_TIMEOUT_MS = 5000
+const MODES = ['auto', 'webrtc', 'video', 'jpeg', 'compat']
+/** Answers to an offer that end the WebRTC attempt. */
+const WEBRTC_ERRORS = ['webrtc_unavailable', 'webrtc_busy', 'bad_sdp', 'unsupported_codec', 'video_failed']
 
 /**
  * Whether this browser decodes H.264 with WebCodecs: a real decode of a probe keyframe, not
@@ -128,15 +136,18 @@ export class BrowserStreamClient {
    * @param {string} url ws(s)://host/browser/:agentId/stream
    * @param {object} [handlers]
    * @param {(picture: ImageBitmap | VideoFrame, info: {width: number, height: number, bytes: number, receivedAt: number}) => void} [handlers.onFrame]
-   *   receives each decoded picture (an ImageBitmap, or a VideoFrame in video mode; both draw
-   *   with `drawImage`); the client closes it after the call
+   *   receives each decoded picture (an ImageBitmap, a VideoFrame in video mode, the video element in webrtc
+   *   mode; all draw with `drawImage`); the client closes bitmaps and frames after the call
    * @param {(status: string) => void} [handlers.onStatus] connected, browser_starting, streaming, browser_closed, plus the client's own: connecting, reconnecting, closed
    * @param {(url: string) => void} [handlers.onUrl]
    * @param {(viewport: {width: number, height: number}) => void} [handlers.onViewport]
    * @param {(error: {error: string, message: string}) => void} [handlers.onError]
    * @param {(message: object) => void} [handlers.onMessage] any other JSON message
    * @param {boolean} [handlers.extended] speak `browser-stream.v1` (binary frames, events, control)
-   * @param {'auto'|'video'|'jpeg'|'compat'} [handlers.mode] what to stream (default 'auto' when extended, else 'compat')
+   * @param {'auto'|'webrtc'|'video'|'jpeg'|'compat'} [handlers.mode] what to stream (default 'auto' when extended, else 'compat')
+   * @param {HTMLVideoElement} [handlers.video] where WebRTC plays (in the document, not display:none); without it
+   *   WebRTC is skipped. Each picture it presents is also passed to `onFrame` (the element itself)
+   * @param {number} [handlers.webrtcTimeoutMs] how long WebRTC may take to show a picture (default 5000)
    * @param {(mode: string, reason: string) => void} [handlers.onMode] the mode in use changed, and why
    * @param {(event: object, seq: number) => void} [handlers.onEvent] extended: an agent event, once per seq
    * @param {(meta: object) => void} [handlers.onSession] extended: the `session-meta` of each connection
@@ -156,13 +167,22 @@ export class BrowserStreamClient {
     this.decoding = false
     this.waiting = null
     this.frameTimes = []
-    this.stats = { frames: 0, videoFrames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0, bitrate: 0, mode: null }
+    this.stats = { frames: 0, videoFrames: 0, webrtcFrames: 0, framesDropped: 0, bytes: 0, reconnects: 0, fps: 0, width: 0, height: 0, bitrate: 0, mode: null }
     /** (time, bytes) of what arrived in the last second: the bitrate. */
     this.byteTimes = []
     this.requestedMode = handlers.mode ?? (handlers.extended === true ? 'auto' : 'compat')
-    if (!['auto', 'video', 'jpeg', 'compat'].includes(this.requestedMode)) throw new TypeError(`unknown mode ${this.requestedMode}`)
+    if (!MODES.includes(this.requestedMode)) throw new TypeError(`unknown mode ${this.requestedMode}`)
+    /** WebRTC: the element it plays in, the peer connection, whether a picture showed, and
+     * why WebRTC failed (kept, so 'auto' does not try again on every reconnect; `setMode` clears it). */
+    this.videoElement = handlers.video ?? null
+    this.webrtcTimeoutMs = handlers.webrtcTimeoutMs ?? WEBRTC_TIMEOUT_MS
+    this.pc = null
+    this.webrtcShowing = false
+    this.webrtcFailed = null
+    this.webrtcTimer = null
+    this.webrtcStatsTimer = null
     this.extended = this.requestedMode !== 'compat'
-    /** The mode in use: 'video', 'jpeg' or 'compat' (null before the first connect). */
+    /** The mode in use: 'webrtc', 'video', 'jpeg' or 'compat' (null before the first connect). */
     this.mode = null
     /** Video: the decoder, its configuration, and the headers of chunks being decoded (by the
      * decoder timestamp given to each, a counter: capture times can repeat). */
@@ -199,16 +219,18 @@ export class BrowserStreamClient {
   }
 
   /**
-   * Switches what is streamed: 'video', 'jpeg', 'compat' or 'auto'. Between video and JPEG
-   * the connection stays; to or from compat it reconnects (another subprotocol).
+   * Switches what is streamed: 'webrtc', 'video', 'jpeg', 'compat' or 'auto'. Among the first
+   * three the connection stays; to or from compat it reconnects (another subprotocol).
    */
   setMode(mode) {
-    if (!['auto', 'video', 'jpeg', 'compat'].includes(mode)) throw new TypeError(`unknown mode ${mode}`)
+    if (!MODES.includes(mode)) throw new TypeError(`unknown mode ${mode}`)
     this.requestedMode = mode
+    this.webrtcFailed = null
     const extended = mode !== 'compat'
     if (extended !== this.extended) {
       this.extended = extended
       this.#closeDecoder()
+      this.#closePeer(false)
       const socket = this.socket
       this.socket = null
       socket?.close(1000, 'mode change')
@@ -224,6 +246,7 @@ export class BrowserStreamClient {
   close() {
     this.closedByUser = true
     clearTimeout(this.reconnectTimer)
+    this.#closePeer(false)
     this.socket?.close(1000, 'bye')
     this.#status('closed')
   }
@@ -290,14 +313,16 @@ export class BrowserStreamClient {
       // After a reconnect, ask for the events missed meanwhile.
       if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
       if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
-      if (this.extended) void this.#chooseMode()
-      else this.#setMode('compat', this.requestedMode === 'auto' ? 'the server does not speak browser-stream.v1' : 'compat wire requested')
+      // Extended: the mode is chosen on `session-meta` (it says whether WebRTC is offered).
+      if (!this.extended) this.#setMode('compat', this.requestedMode === 'auto' ? 'the server does not speak browser-stream.v1' : 'compat wire requested')
     }
     socket.onmessage = (event) => this.#onMessage(event.data)
     socket.onclose = () => {
       if (this.socket !== socket) return
       this.socket = null
       this.#closeDecoder()
+      // The server ends the peer with the connection.
+      this.#closePeer(false)
       if (this.closedByUser) return
       // 'auto': a server that does not speak browser-stream.v1 (Mastra's own, say) fails the
       // handshake, so the next attempt is compat; a compat attempt that fails too tries the
@@ -312,17 +337,149 @@ export class BrowserStreamClient {
     socket.onerror = () => {}
   }
 
-  /** Decides video or JPEG for this connection (probing once) and tells the server. */
+  /** Walks the mode chain for this connection: WebRTC when wanted and possible, else the socket. */
   async #chooseMode() {
+    const wanted = this.requestedMode
+    if (wanted === 'webrtc' || (wanted === 'auto' && this.webrtcFailed === null)) {
+      const missing = this.#webrtcMissing()
+      if (missing === null) return this.#startWebRtc(wanted === 'webrtc' ? 'WebRTC requested' : 'WebRTC offered by the server')
+      this.webrtcFailed = missing
+    }
+    this.#closePeer(true)
+    return this.#chooseSocketMode()
+  }
+
+  /** Decides video or JPEG on the socket (probing once) and tells the server. */
+  async #chooseSocketMode() {
     const socket = this.socket
     const wanted = this.requestedMode
+    const failed = (wanted === 'auto' || wanted === 'webrtc') && this.webrtcFailed
+    const because = (reason) => (failed ? `${reason}; WebRTC: ${this.webrtcFailed}` : reason)
     if (wanted === 'jpeg') return this.#useJpeg('JPEG requested')
     // A failed probe is not kept: asking for video again (setMode, a reconnect) probes again.
     if (!this.videoProbe?.ok) this.videoProbe = await probeVideoDecode()
-    if (this.socket !== socket || this.requestedMode !== wanted) return
-    if (!this.videoProbe.ok) return this.#useJpeg(`video unavailable: ${this.videoProbe.reason}`)
-    this.#setMode('video', wanted === 'video' ? 'video requested' : this.videoProbe.reason)
+    if (this.socket !== socket || this.requestedMode !== wanted || this.pc) return
+    if (!this.videoProbe.ok) return this.#useJpeg(because(`video unavailable: ${this.videoProbe.reason}`))
+    this.#setMode('video', because(wanted === 'video' ? 'video requested' : this.videoProbe.reason))
     this.send({ type: 'config', video: { codecs: VIDEO_CODECS } })
+  }
+
+  /** Why WebRTC cannot run here, or null. */
+  #webrtcMissing() {
+    if (!this.session?.webrtc) return 'the server does not offer WebRTC'
+    if (typeof globalThis.RTCPeerConnection !== 'function') return 'this browser has no RTCPeerConnection'
+    if (!this.videoElement) return 'no video element was given to play it in'
+    return null
+  }
+
+  /** Offers a receive-only H.264 peer connection over the socket; the answer arrives as `webrtc-answer`. */
+  async #startWebRtc(reason) {
+    this.#closePeer(true)
+    // WebSocket video stops meanwhile: JPEG frames show until the first WebRTC picture.
+    if (this.mode === 'video') this.#useJpeg('waiting for WebRTC')
+    const socket = this.socket
+    const pc = new RTCPeerConnection({ iceServers: this.session.webrtc.iceServers ?? [] })
+    this.pc = pc
+    this.webrtcShowing = false
+    const transceiver = pc.addTransceiver('video', { direction: 'recvonly' })
+    try {
+      // H.264 first (what the server sends), with retransmission; the server picks packetization mode 1.
+      const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs ?? []
+      const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/h264')
+      const repair = codecs.filter((c) => /\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType))
+      if (h264.length) transceiver.setCodecPreferences([...h264, ...repair])
+    } catch {}
+    pc.onicecandidate = (event) => {
+      if (this.pc === pc) this.send({ type: 'webrtc-candidate', candidate: event.candidate ? event.candidate.candidate : null })
+    }
+    pc.ontrack = (event) => {
+      if (this.pc !== pc) return
+      // A live view: show each picture as soon as it is decoded, no smoothing buffer.
+      try {
+        event.receiver.jitterBufferTarget = 0
+      } catch {}
+      const video = this.videoElement
+      video.muted = true
+      video.playsInline = true
+      video.srcObject = event.streams[0] ?? new MediaStream([event.track])
+      video.play().catch(() => {})
+      this.#watchWebRtcVideo(pc, reason)
+    }
+    pc.onconnectionstatechange = () => {
+      if (this.pc === pc && (pc.connectionState === 'failed' || pc.connectionState === 'closed')) {
+        this.#webrtcFallback(`the connection ${pc.connectionState}`)
+      }
+    }
+    this.webrtcTimer = setTimeout(() => {
+      if (this.pc === pc && !this.webrtcShowing) this.#webrtcFallback(`no picture within ${this.webrtcTimeoutMs} ms`)
+    }, this.webrtcTimeoutMs)
+    try {
+      await pc.setLocalDescription(await pc.createOffer())
+      if (this.pc !== pc || this.socket !== socket) return
+      this.send({ type: 'webrtc-offer', sdp: pc.localDescription.sdp })
+    } catch (error) {
+      if (this.pc === pc) this.#webrtcFallback(`the offer failed: ${error?.message ?? error}`)
+    }
+  }
+
+  /** Counts each picture the video element presents, passes it to `onFrame`, and reports the mode at the first. */
+  #watchWebRtcVideo(pc, reason) {
+    const video = this.videoElement
+    const shown = (width, height) => {
+      if (!this.webrtcShowing) {
+        this.webrtcShowing = true
+        clearTimeout(this.webrtcTimer)
+        this.#setMode('webrtc', reason)
+      }
+      this.#countPicture(width, height)
+      this.stats.webrtcFrames += 1
+      this.handlers.onFrame?.(video, { width, height, bytes: 0, receivedAt: performance.now(), mode: 'webrtc' })
+    }
+    if (typeof video.requestVideoFrameCallback === 'function') {
+      const onPicture = (_now, meta) => {
+        if (this.pc !== pc) return
+        shown(meta.width, meta.height)
+        video.requestVideoFrameCallback(onPicture)
+      }
+      video.requestVideoFrameCallback(onPicture)
+    } else {
+      video.addEventListener('playing', () => this.pc === pc && shown(video.videoWidth, video.videoHeight), { once: true })
+    }
+    // The bitrate from the receiver's counters (the socket carries almost nothing now).
+    let last = null
+    this.webrtcStatsTimer = setInterval(async () => {
+      if (this.pc !== pc) return
+      try {
+        const report = await pc.getStats()
+        for (const entry of report.values()) {
+          if (entry.type !== 'inbound-rtp' || entry.kind !== 'video') continue
+          if (last) this.stats.bitrate = ((entry.bytesReceived - last.bytes) * 8 * 1000) / Math.max(1, entry.timestamp - last.at)
+          last = { bytes: entry.bytesReceived, at: entry.timestamp }
+        }
+      } catch {}
+    }, 1000)
+  }
+
+  /** WebRTC failed on this connection: the next mode of the chain, with the reason reported. */
+  #webrtcFallback(reason) {
+    if (!this.pc) return
+    this.#closePeer(true)
+    this.webrtcFailed = reason
+    void this.#chooseSocketMode()
+  }
+
+  #closePeer(tellServer) {
+    const pc = this.pc
+    if (!pc) return
+    this.pc = null
+    this.webrtcShowing = false
+    clearTimeout(this.webrtcTimer)
+    clearInterval(this.webrtcStatsTimer)
+    try {
+      pc.close()
+    } catch {}
+    if (this.videoElement) this.videoElement.srcObject = null
+    if (tellServer) this.send({ type: 'webrtc-close' })
   }
 
   #useJpeg(reason) {
@@ -442,8 +599,10 @@ export class BrowserStreamClient {
       if (!header) return
       if (this.lastSeq === null || header.seq > this.lastSeq) this.lastSeq = header.seq
       if (header.kind === 'video') return this.#onVideoChunk(data, header)
-      // Once video shows, a JPEG of an older moment (a resume or snapshot answer) is not drawn.
+      // Once video shows, a JPEG of an older moment (a resume or snapshot answer) is not drawn;
+      // nor any JPEG over WebRTC's pictures.
       if (this.videoSeq !== null && header.seq <= this.videoSeq) return
+      if (this.webrtcShowing) return
       return this.#onFrame(new Uint8Array(data, header.headerLength), data.byteLength, header)
     }
     this.#onFrame(new Uint8Array(data), data.byteLength)
@@ -468,6 +627,20 @@ export class BrowserStreamClient {
       if (this.lastEventSeq === null && typeof message.seq === 'number') this.lastEventSeq = message.seq
       this.hasControl = message.controller !== null && message.controller === message.viewerId
       this.handlers.onSession?.(message)
+      void this.#chooseMode()
+      return
+    }
+    if (message.type === 'webrtc-answer') {
+      const pc = this.pc
+      pc?.setRemoteDescription({ type: 'answer', sdp: message.sdp }).catch((error) => {
+        if (this.pc === pc) this.#webrtcFallback(`the answer was refused: ${error?.message ?? error}`)
+      })
+      return
+    }
+    if (message.type === 'webrtc-state') {
+      // `replaced`: an earlier peer of this viewer, superseded by the current one.
+      if (message.state === 'closed' && this.pc && message.reason !== 'replaced') this.#webrtcFallback(`the server closed it (${message.reason})`)
+      this.handlers.onMessage?.(message)
       return
     }
     if (message.type === 'video-config') {
@@ -483,6 +656,7 @@ export class BrowserStreamClient {
     else if (typeof message.url === 'string') this.handlers.onUrl?.(message.url)
     else if (message.viewport) this.handlers.onViewport?.(message.viewport)
     else if (typeof message.error === 'string') {
+      if (this.pc && WEBRTC_ERRORS.includes(message.error)) this.#webrtcFallback(`server: ${message.error}`)
       // The server will not send video (off, or no codec in common): JPEG on this connection.
       if (this.mode === 'video' && ['video_unavailable', 'unsupported_codec', 'video_failed'].includes(message.error)) {
         this.#useJpeg(`server: ${message.error}`)

@@ -32,6 +32,9 @@ async function main() {
     getCdpEndpoint: () => chromium?.endpoint,
     screencastOptions: { format: 'jpeg', quality: 70, maxWidth: 1280, maxHeight: 720 },
     lingerMs: 2000,
+    // WebRTC for viewers on this machine (the UDP socket listens on loopback). To serve
+    // viewers elsewhere, set WEBRTC_HOST to the address they reach and open WEBRTC_PORT/udp.
+    webrtc: { host: process.env.WEBRTC_HOST ?? '127.0.0.1', port: Number(process.env.WEBRTC_PORT ?? 0) },
   })
   app.get('/stats', (c) => c.json(registry.stats()))
 

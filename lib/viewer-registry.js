@@ -27,6 +27,41 @@ function sendPaced(ws, data) {
   })
 }
 
+/**
+ * The `webrtc` option as Rust takes it: `true` is every default; an ICE server's `urls` may be
+ * one string, as in `RTCIceServer`. Types are checked here, values (addresses, ranges) in Rust.
+ * @param {unknown} webrtc
+ */
+function webrtcOptions(webrtc) {
+  if (webrtc === true) return {}
+  if (webrtc === null || typeof webrtc !== 'object' || Array.isArray(webrtc)) {
+    throw new TypeError('ViewerRegistry option webrtc must be true, false or an object')
+  }
+  const out = {}
+  for (const [name, type] of [['host', 'string'], ['port', 'number'], ['publicAddress', 'string'], ['maxPeers', 'number'], ['connectTimeoutMs', 'number'], ['bandwidthEstimation', 'boolean']]) {
+    if (webrtc[name] === undefined) continue
+    if (typeof webrtc[name] !== type) throw new TypeError(`ViewerRegistry option webrtc.${name} must be a ${type}`)
+    out[name] = webrtc[name]
+  }
+  if (webrtc.iceServers !== undefined) {
+    if (!Array.isArray(webrtc.iceServers)) throw new TypeError('ViewerRegistry option webrtc.iceServers must be an array')
+    out.iceServers = webrtc.iceServers.map((server) => {
+      if (server === null || typeof server !== 'object') throw new TypeError('ViewerRegistry option webrtc.iceServers[] must be objects')
+      const urls = typeof server.urls === 'string' ? [server.urls] : server.urls
+      if (!Array.isArray(urls) || !urls.every((url) => typeof url === 'string')) {
+        throw new TypeError('ViewerRegistry option webrtc.iceServers[].urls must be a string or strings')
+      }
+      for (const name of ['username', 'credential']) {
+        if (server[name] !== undefined && typeof server[name] !== 'string') {
+          throw new TypeError(`ViewerRegistry option webrtc.iceServers[].${name} must be a string`)
+        }
+      }
+      return { urls, username: server.username, credential: server.credential }
+    })
+  }
+  return out
+}
+
 class ViewerRegistry {
   #native
   /** the host callback's side: the source sessions of the channels */
@@ -58,6 +93,7 @@ class ViewerRegistry {
       if (typeof value !== expected) throw new TypeError(`ViewerRegistry option ${name} must be a ${expected}`)
       nativeOptions[name] = value
     }
+    if (options.webrtc !== undefined && options.webrtc !== false) nativeOptions.webrtc = webrtcOptions(options.webrtc)
     if (options.getReplayFrames !== undefined && typeof options.getReplayFrames !== 'function') {
       throw new TypeError('ViewerRegistry option getReplayFrames must be a function')
     }

@@ -30,6 +30,7 @@ pub(crate) mod registry;
 pub(crate) mod source;
 pub(crate) mod sync;
 pub(crate) mod viewer;
+pub(crate) mod webrtc;
 pub mod ws;
 
 /// What the fuzz targets drive besides `ws`, `protocol` and `frame`: the parts with rules a

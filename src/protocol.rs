@@ -225,6 +225,18 @@ pub enum ExtendedMessage {
     ControlRequest,
     /// Give control up.
     ControlRelease,
+    /// WebRTC: the viewer's SDP offer (it receives video over WebRTC instead of the socket).
+    WebRtcOffer {
+        /// The offer, as `RTCPeerConnection.createOffer()` made it.
+        sdp: String,
+    },
+    /// WebRTC: one of the viewer's ICE candidates (`None`: end of candidates).
+    WebRtcCandidate {
+        /// The `candidate` attribute line.
+        candidate: Option<String>,
+    },
+    /// WebRTC: end the viewer's peer connection (JPEG frames resume on the socket).
+    WebRtcClose,
 }
 
 /// Why a client message is refused. Compat mode ignores it (Studio expects no answer) and
@@ -329,9 +341,34 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
             .ok_or(MessageError::InvalidField("seq")),
         "control-request" => Ok(ExtendedMessage::ControlRequest),
         "control-release" => Ok(ExtendedMessage::ControlRelease),
+        "webrtc-offer" => match obj.get("sdp") {
+            Some(Value::String(sdp)) if !sdp.is_empty() && sdp.len() <= MAX_SDP_BYTES => {
+                Ok(ExtendedMessage::WebRtcOffer { sdp: sdp.clone() })
+            }
+            _ => Err(MessageError::InvalidField("sdp")),
+        },
+        "webrtc-candidate" => match obj.get("candidate") {
+            None | Some(Value::Null) => Ok(ExtendedMessage::WebRtcCandidate { candidate: None }),
+            // An empty string is how browsers say "end of candidates" too.
+            Some(Value::String(c)) if c.is_empty() => {
+                Ok(ExtendedMessage::WebRtcCandidate { candidate: None })
+            }
+            Some(Value::String(c)) if c.len() <= MAX_CANDIDATE_BYTES => {
+                Ok(ExtendedMessage::WebRtcCandidate {
+                    candidate: Some(c.clone()),
+                })
+            }
+            _ => Err(MessageError::InvalidField("candidate")),
+        },
+        "webrtc-close" => Ok(ExtendedMessage::WebRtcClose),
         _ => Err(MessageError::UnknownType(kind)),
     }
 }
+
+/// Largest SDP offer accepted (a browser's offer for one video transceiver is a few KiB).
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// Longest ICE candidate line accepted.
+const MAX_CANDIDATE_BYTES: usize = 512;
 
 /// Longest codec string accepted in an offer (WebCodecs strings are about a dozen bytes).
 const MAX_CODEC_STRING: usize = 64;
@@ -412,6 +449,8 @@ pub struct SessionMeta<'a> {
     pub seq: u64,
     /// Whether input takes control implicitly.
     pub implicit_control: bool,
+    /// WebRTC offered to this viewer: the ICE servers it should use (`None`: no WebRTC).
+    pub webrtc: Option<&'a serde_json::Value>,
 }
 
 /// The text of `{"type":"session-meta",…}`.
@@ -427,6 +466,7 @@ pub fn session_meta_message(meta: &SessionMeta<'_>) -> String {
         "status": meta.status,
         "seq": meta.seq,
         "implicitControl": meta.implicit_control,
+        "webrtc": meta.webrtc,
     })
     .to_string()
 }
@@ -791,9 +831,11 @@ mod tests {
             status: Some("streaming"),
             seq: 10,
             implicit_control: false,
+            webrtc: None,
         });
         let v: Value = serde_json::from_str(&meta).expect("json");
         assert_eq!(v["type"], "session-meta");
+        assert_eq!(v["webrtc"], Value::Null);
         assert_eq!(v["protocol"], "browser-stream.v1");
         assert_eq!(v["threadId"], Value::Null);
         assert_eq!(v["viewerId"], 3);

@@ -75,6 +75,8 @@ impl PipelineState {
 pub enum KeyReason {
     /// A viewer fell behind and skipped chunks.
     Lag,
+    /// A WebRTC peer lost packets it could not recover and asked (PLI or FIR).
+    Loss,
     /// A viewer joined.
     Join,
 }
@@ -82,7 +84,7 @@ pub enum KeyReason {
 impl KeyReason {
     fn coalesce(self) -> Duration {
         match self {
-            KeyReason::Lag => LAG_KEYFRAME_COALESCE,
+            KeyReason::Lag | KeyReason::Loss => LAG_KEYFRAME_COALESCE,
             KeyReason::Join => KEYFRAME_COALESCE,
         }
     }
@@ -200,10 +202,47 @@ impl std::fmt::Debug for VideoSubscription {
     }
 }
 
+/// Chunks a subscriber may have waiting before it counts as behind (about a second at
+/// 30 fps): it then drops them and waits for a keyframe, instead of watching the past.
+pub const VIDEO_BEHIND: usize = 30;
+
+/// What a subscriber does with the chunk it just received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Deliver it.
+    Deliver,
+    /// Drop it: a delta while a keyframe is awaited.
+    Skip,
+    /// Drop it and the backlog: the subscriber was far behind and now waits for a keyframe.
+    Behind,
+}
+
 impl VideoSubscription {
     /// Asks for a keyframe (coalesced with every other request).
     pub fn request_key(&self, reason: KeyReason) {
         self.pipeline.request_key(reason);
+    }
+
+    /// Decides about a received chunk (`key`: it is a keyframe), the same way for every kind of
+    /// subscriber: far behind, skip the backlog and ask for a keyframe; waiting for a keyframe,
+    /// skip deltas.
+    pub fn admit(&mut self, key: bool) -> Admit {
+        if self.chunks.len() > VIDEO_BEHIND {
+            self.chunks = self.chunks.resubscribe();
+            self.lagged();
+            return Admit::Behind;
+        }
+        if self.awaiting_key && !key {
+            return Admit::Skip;
+        }
+        self.awaiting_key = false;
+        Admit::Deliver
+    }
+
+    /// The ring overran this subscriber: nothing until a keyframe, which it asks for.
+    pub fn lagged(&mut self) {
+        self.awaiting_key = true;
+        self.request_key(KeyReason::Lag);
     }
 }
 

@@ -504,6 +504,10 @@ impl NativeRegistry {
             &self.registry.totals,
             self.registry.is_closed(),
             self.cdp.len(),
+            self.registry
+                .webrtc
+                .as_ref()
+                .map(|webrtc| webrtc.figures().into()),
         )
     }
 

@@ -31,6 +31,8 @@ macro_rules! native_options_from_table {
             $( $(#[doc = $doc])* #[napi(js_name = $name)] pub $field: Option<f64>, )*
             $( $(#[doc = $edoc])* #[napi(js_name = $ename)] pub $efield: Option<f64>, )*
             $( $(#[doc = $fdoc])* #[napi(js_name = $fname)] pub $ffield: Option<bool>, )*
+            /// WebRTC delivery of the video (off unless given; needs `video`).
+            pub webrtc: Option<NativeWebRtcOptions>,
         }
 
         impl NativeRegistryOptions {
@@ -46,6 +48,9 @@ macro_rules! native_options_from_table {
                 $( if let Some(value) = self.$ffield {
                     config.set_flag($fname, value).map_err(invalid)?;
                 } )*
+                if let Some(webrtc) = self.webrtc {
+                    config.webrtc = Some(webrtc.into_options().into_config().map_err(invalid)?);
+                }
                 Ok(config)
             }
         }
@@ -53,6 +58,60 @@ macro_rules! native_options_from_table {
 }
 
 for_registry_options!(native_options_from_table);
+
+/// A STUN or TURN server handed to viewers (as `RTCIceServer`).
+#[napi(object)]
+pub struct NativeIceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    pub username: Option<String>,
+    /// TURN credential. Every admitted viewer receives it: prefer short-lived credentials.
+    pub credential: Option<String>,
+}
+
+/// WebRTC settings; `webrtc::config` owns the defaults and ranges.
+#[napi(object)]
+pub struct NativeWebRtcOptions {
+    /// The address the UDP socket binds and offers viewers (default `127.0.0.1`); the address
+    /// of the interface viewers reach, never `0.0.0.0`.
+    pub host: Option<String>,
+    /// The UDP port (default 0: one the system picks; open it in the firewall when fixed).
+    pub port: Option<f64>,
+    /// The public address packets to `host` arrive through (a 1:1 NAT), offered too.
+    pub public_address: Option<String>,
+    /// STUN/TURN servers for viewers behind NAT.
+    pub ice_servers: Option<Vec<NativeIceServer>>,
+    /// Peers served at once (default 200).
+    pub max_peers: Option<f64>,
+    /// Milliseconds from an offer to a connected peer (default 10000).
+    pub connect_timeout_ms: Option<f64>,
+    /// Estimate bandwidth from TWCC feedback and pace to it (default false).
+    pub bandwidth_estimation: Option<bool>,
+}
+
+impl NativeWebRtcOptions {
+    fn into_options(self) -> crate::webrtc::config::WebRtcOptions {
+        crate::webrtc::config::WebRtcOptions {
+            host: self.host,
+            port: self.port,
+            public_address: self.public_address,
+            ice_servers: self.ice_servers.map(|servers| {
+                servers
+                    .into_iter()
+                    .map(|s| crate::webrtc::config::IceServer {
+                        urls: s.urls,
+                        username: s.username,
+                        credential: s.credential,
+                    })
+                    .collect()
+            }),
+            max_peers: self.max_peers,
+            connect_timeout_ms: self.connect_timeout_ms,
+            bandwidth_estimation: self.bandwidth_estimation,
+        }
+    }
+}
 
 /// The kind of a registry option.
 #[napi(string_enum = "lowercase")]

@@ -66,6 +66,9 @@ pub struct JsViewerStats {
     pub video_chunks_sent: i64,
     /// Times it fell behind the video and skipped to the next keyframe.
     pub video_lagged: i64,
+    /// Its WebRTC peer, while it has one.
+    #[napi(ts_type = "PeerStats")]
+    pub webrtc: Option<JsPeerStats>,
     /// Reliable messages waiting.
     pub queued_messages: u32,
     /// Seconds since the viewer joined.
@@ -92,8 +95,91 @@ impl From<ViewerStats> for JsViewerStats {
             video: v.video,
             video_chunks_sent: v.video_chunks_sent as i64,
             video_lagged: v.video_lagged as i64,
+            webrtc: v.webrtc.map(JsPeerStats::from),
             queued_messages: v.queued_messages as u32,
             connected_seconds: v.connected_secs,
+        }
+    }
+}
+
+/// A viewer's WebRTC peer.
+#[napi(object, js_name = "PeerStats")]
+pub struct JsPeerStats {
+    /// `connecting`, `connected` or `closed`.
+    pub state: String,
+    /// Round-trip time from RTCP, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of the packets sent that the viewer reported lost (0 to 1).
+    pub loss: Option<f64>,
+    /// Bandwidth estimate from the viewer's transport-wide feedback (TWCC), bits per second
+    /// (with `webrtc.bandwidthEstimation`).
+    pub bandwidth_estimate: Option<i64>,
+    /// RTP packets and bytes sent, retransmissions included.
+    pub packets_sent: i64,
+    pub bytes_sent: i64,
+    /// NACKs, PLIs and FIRs received from the viewer.
+    pub nacks: i64,
+    pub plis: i64,
+    pub firs: i64,
+    /// Access units sent, and skipped (awaiting a keyframe, or behind).
+    pub chunks_sent: i64,
+    pub chunks_skipped: i64,
+    /// Times it fell behind the encoder and skipped to a keyframe.
+    pub lagged: i64,
+}
+
+impl From<crate::webrtc::peer::PeerFigures> for JsPeerStats {
+    fn from(p: crate::webrtc::peer::PeerFigures) -> Self {
+        JsPeerStats {
+            state: p.state.to_string(),
+            rtt_ms: p.rtt_ms,
+            loss: p.loss.map(f64::from),
+            bandwidth_estimate: p.bandwidth_estimate.map(|b| b as i64),
+            packets_sent: p.packets_sent as i64,
+            bytes_sent: p.bytes_sent as i64,
+            nacks: p.nacks as i64,
+            plis: p.plis as i64,
+            firs: p.firs as i64,
+            chunks_sent: p.chunks_sent as i64,
+            chunks_skipped: p.chunks_skipped as i64,
+            lagged: p.lagged as i64,
+        }
+    }
+}
+
+/// The registry's WebRTC endpoint and peers.
+#[napi(object, js_name = "WebRtcStats")]
+pub struct JsWebRtcStats {
+    /// The UDP port, once bound (at the first offer).
+    pub port: Option<u32>,
+    /// Peers running now.
+    pub peers: u32,
+    /// Offers received, and those refused.
+    pub offers: i64,
+    pub offers_refused: i64,
+    /// Datagrams received and sent on the UDP socket.
+    pub datagrams_in: i64,
+    pub datagrams_out: i64,
+    /// Datagrams from no known peer (dropped).
+    pub datagrams_unrouted: i64,
+    /// Datagrams dropped because a peer could not keep up.
+    pub datagrams_dropped: i64,
+    /// Sends the socket refused.
+    pub send_errors: i64,
+}
+
+impl From<crate::webrtc::WebRtcFigures> for JsWebRtcStats {
+    fn from(f: crate::webrtc::WebRtcFigures) -> Self {
+        JsWebRtcStats {
+            port: f.port.map(u32::from),
+            peers: f.peers as u32,
+            offers: f.offers as i64,
+            offers_refused: f.offers_refused as i64,
+            datagrams_in: f.datagrams_in as i64,
+            datagrams_out: f.datagrams_out as i64,
+            datagrams_unrouted: f.datagrams_unrouted as i64,
+            datagrams_dropped: f.datagrams_dropped as i64,
+            send_errors: f.send_errors as i64,
         }
     }
 }
@@ -105,8 +191,16 @@ pub struct JsViewerModes {
     pub compat: u32,
     /// Extended viewers on binary JPEG frames.
     pub jpeg: u32,
-    /// Extended viewers on H.264 video.
+    /// Extended viewers on H.264 video over the WebSocket.
     pub video: u32,
+    /// Extended viewers whose WebRTC peer delivers pictures.
+    pub webrtc: u32,
+}
+
+fn on_webrtc(v: &ViewerStats) -> bool {
+    v.webrtc
+        .as_ref()
+        .is_some_and(|peer| peer.state == "connected" && peer.chunks_sent > 0)
 }
 
 impl JsViewerModes {
@@ -115,8 +209,9 @@ impl JsViewerModes {
             |f: &dyn Fn(&ViewerStats) -> bool| viewers.iter().filter(|v| f(v)).count() as u32;
         JsViewerModes {
             compat: count(&|v| v.mode == Mode::Compat),
-            jpeg: count(&|v| v.mode == Mode::Extended && !v.video),
+            jpeg: count(&|v| v.mode == Mode::Extended && !v.video && !on_webrtc(v)),
             video: count(&|v| v.video),
+            webrtc: count(&on_webrtc),
         }
     }
 }
@@ -326,6 +421,8 @@ macro_rules! js_registry_stats {
             pub closed: bool,
             /// Live native CDP sessions (one DevTools connection each).
             pub cdp_connections: u32,
+            /// WebRTC, when configured.
+            pub webrtc: Option<JsWebRtcStats>,
         }
 
         impl JsRegistryStats {
@@ -336,6 +433,7 @@ macro_rules! js_registry_stats {
                 totals: &RegistryTotals,
                 closed: bool,
                 cdp_connections: usize,
+                webrtc: Option<JsWebRtcStats>,
             ) -> Self {
                 let totals = totals.snapshot();
                 JsRegistryStats {
@@ -344,6 +442,7 @@ macro_rules! js_registry_stats {
                     $( $name: totals.$name as i64, )*
                     closed,
                     cdp_connections: cdp_connections as u32,
+                    webrtc,
                 }
             }
         }

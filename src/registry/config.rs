@@ -170,6 +170,8 @@ macro_rules! config_from_table {
                     events: EventLimits {
                         $( $epath: FromOption::from_option($edefault), )*
                     },
+                    // Structured, so not a row: `webrtc::config` owns its defaults and checks.
+                    webrtc: None,
                 }
             }
         }
@@ -264,6 +266,8 @@ impl RegistryConfig {
 /// Tunables of a registry; every limit is enforced, none grows memory without bound.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
+    /// WebRTC delivery, when the deployer configured it (`webrtc` option).
+    pub webrtc: Option<crate::webrtc::config::WebRtcConfig>,
     /// How long a source keeps running after its last viewer left (a reload must not restart
     /// Chrome's encoder).
     pub linger: Duration,

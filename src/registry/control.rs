@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::input_flow::Enqueued;
 use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink};
 use crate::codec::pick_codec;
-use crate::codec::pipeline::VideoPipeline;
+use crate::codec::pipeline::{VideoPipeline, VideoSubscription};
 use crate::host::{ControlChange, LogLevel};
 use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
@@ -18,7 +18,12 @@ use crate::protocol::{
 impl Registry {
     /// Handles one TEXT message of a viewer, in its mode: compat messages are inputs (invalid
     /// ones counted, never answered); extended messages are answered as docs/PROTOCOL.md says.
-    pub fn on_client_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+    pub fn on_client_text(
+        self: &Arc<Self>,
+        channel: &Arc<Channel>,
+        link: &Arc<ViewerLink>,
+        text: &str,
+    ) {
         match link.mode {
             Mode::Compat => match parse_client_message(text) {
                 Ok(input) => {
@@ -50,7 +55,12 @@ impl Registry {
         }
     }
 
-    fn on_extended_text(self: &Arc<Self>, channel: &Arc<Channel>, link: &ViewerLink, text: &str) {
+    fn on_extended_text(
+        self: &Arc<Self>,
+        channel: &Arc<Channel>,
+        link: &Arc<ViewerLink>,
+        text: &str,
+    ) {
         let message = match parse_extended_message(text) {
             Ok(ExtendedMessage::Ack { seq }) => {
                 // Acks are paced by the frames they answer: no token.
@@ -75,11 +85,12 @@ impl Registry {
             ExtendedMessage::Resume { .. } => 20,
             ExtendedMessage::SnapshotRequest => 10,
             ExtendedMessage::ControlRequest | ExtendedMessage::ControlRelease => 5,
-            // Starting video may start an encoder.
+            // Starting video may start an encoder; an offer also starts a peer.
             ExtendedMessage::Config {
                 video: Some(Some(_)),
                 ..
             } => 20,
+            ExtendedMessage::WebRtcOffer { .. } => 20,
             _ => 1,
         };
         if !self.take_tokens(channel, link, cost, is_move) {
@@ -128,7 +139,80 @@ impl Registry {
                     link.answer_error("not_controller", "this viewer does not hold control");
                 }
             }
+            ExtendedMessage::WebRtcOffer { sdp } => self.start_webrtc(channel, link, &sdp),
+            ExtendedMessage::WebRtcCandidate { candidate } => {
+                let peer = lock(&link.webrtc);
+                let Some(peer) = peer.as_ref() else {
+                    link.answer_error(
+                        "webrtc_inactive",
+                        "no WebRTC peer to add a candidate to; send webrtc-offer first",
+                    );
+                    return;
+                };
+                let Some(candidate) = candidate else { return };
+                let count = peer.count_candidate();
+                if count > crate::webrtc::MAX_CANDIDATES_PER_PEER {
+                    // Told once; later ones are dropped silently.
+                    if count == crate::webrtc::MAX_CANDIDATES_PER_PEER + 1 {
+                        link.answer_error(
+                            "too_many_candidates",
+                            "more ICE candidates than a peer takes; later ones are ignored",
+                        );
+                    }
+                    return;
+                }
+                if let Err(message) = crate::webrtc::check_candidate(&candidate) {
+                    channel.count_malformed();
+                    link.answer_error("bad_candidate", message);
+                }
+            }
+            ExtendedMessage::WebRtcClose => {
+                let peer = lock(&link.webrtc).take();
+                if peer.is_none() {
+                    link.answer_error("webrtc_inactive", "this viewer has no WebRTC peer");
+                }
+            }
             ExtendedMessage::Ack { .. } => {}
+        }
+    }
+
+    /// Answers a viewer's WebRTC offer with a peer fed by its channel's encoder (replacing
+    /// the viewer's previous peer), or says why not: `webrtc_unavailable` (not configured, or
+    /// video is off), `video_failed`, `bad_sdp`, `unsupported_codec`, `webrtc_busy`. Details
+    /// go to the deployer's log only.
+    fn start_webrtc(&self, channel: &Channel, link: &Arc<ViewerLink>, sdp: &str) {
+        let Some(webrtc) = &self.webrtc else {
+            link.answer_error("webrtc_unavailable", "this server does not offer WebRTC");
+            return;
+        };
+        let video = match self.subscribe_video(channel) {
+            Ok(video) => video,
+            Err(()) => {
+                link.answer_error("video_failed", "the video encoder could not start");
+                return;
+            }
+        };
+        if let Some(previous) = lock(&link.webrtc).take() {
+            previous.end(crate::webrtc::peer::EndReason::Replaced);
+        }
+        let events = Arc::new(ViewerPeerEvents { link: link.clone() });
+        match webrtc.open(sdp, video, events, &link.closer.token) {
+            Ok((answer, peer)) => {
+                *lock(&link.webrtc) = Some(peer);
+                link.send(crate::webrtc::answer_message(&answer));
+            }
+            Err(refusal) => {
+                if let Some(detail) = refusal.detail {
+                    self.host.log(
+                        LogLevel::Warn,
+                        format!(
+                            "WebRTC offer of viewer {} on channel {} refused: {detail}",
+                            link.id, channel.id.key
+                        ),
+                    );
+                }
+                link.answer_error(refusal.code, refusal.message);
+            }
         }
     }
 
@@ -148,6 +232,15 @@ impl Registry {
             );
             return;
         }
+        match self.subscribe_video(channel) {
+            Ok(subscription) => link.queue(Outbound::Video(Some(subscription))),
+            Err(()) => link.answer_error("video_failed", "the video encoder could not start"),
+        }
+    }
+
+    /// A subscription to the channel's pipeline, starting one if none runs; a failure to
+    /// start is logged for the deployer (never sent to viewers).
+    fn subscribe_video(&self, channel: &Channel) -> Result<VideoSubscription, ()> {
         let subscription = {
             let mut video = lock(&channel.video);
             match video.as_ref().and_then(|pipeline| pipeline.subscribe()) {
@@ -163,19 +256,15 @@ impl Registry {
                 }
             }
         };
-        match subscription {
-            Ok(subscription) => link.queue(Outbound::Video(Some(subscription))),
-            Err(detail) => {
-                self.host.log(
-                    LogLevel::Warn,
-                    format!(
-                        "video for channel {} could not start: {detail}",
-                        channel.id.key
-                    ),
-                );
-                link.answer_error("video_failed", "the video encoder could not start");
-            }
-        }
+        subscription.map_err(|detail| {
+            self.host.log(
+                LogLevel::Warn,
+                format!(
+                    "video for channel {} could not start: {detail}",
+                    channel.id.key
+                ),
+            );
+        })
     }
 
     /// Takes `cost` tokens of the viewer's rate limit. Over the limit, a mouse move is dropped
@@ -320,5 +409,25 @@ impl Registry {
             thread_id: channel.id.thread_id.clone(),
             controller,
         });
+    }
+}
+
+/// How a viewer's WebRTC peer reaches the viewer: messages and the JPEG switch through its
+/// queue, the pictures shown through its counters.
+struct ViewerPeerEvents {
+    link: Arc<ViewerLink>,
+}
+
+impl crate::webrtc::peer::PeerEvents for ViewerPeerEvents {
+    fn message(&self, text: String) {
+        self.link.send(text);
+    }
+
+    fn delivering(&self, on: bool) {
+        self.link.queue(Outbound::WebRtcPictures(on));
+    }
+
+    fn shown(&self, seq: u64, index: u64) {
+        self.link.counters.mark_seen_at(seq, index);
     }
 }

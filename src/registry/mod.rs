@@ -78,12 +78,22 @@ pub struct Registry {
     closed: AtomicBool,
     /// Counters across the registry's life.
     pub totals: RegistryTotals,
+    /// WebRTC delivery, when configured (and video is on).
+    pub(crate) webrtc: Option<crate::webrtc::WebRtc>,
 }
 
 impl Registry {
     /// A registry spawning its tasks on `runtime` and calling `host` on lifecycle edges.
     pub fn new(config: RegistryConfig, host: Arc<dyn Host>, runtime: Handle) -> Arc<Registry> {
+        let webrtc = config
+            .webrtc
+            .clone()
+            .filter(|_| config.video)
+            .map(|webrtc| {
+                crate::webrtc::WebRtc::new(webrtc, u64::from(config.video_bitrate), runtime.clone())
+            });
         Arc::new(Registry {
+            webrtc,
             config,
             host,
             runtime,
@@ -251,6 +261,7 @@ impl Registry {
                         status: state.status.as_deref(),
                         seq: channel.newest_seq(),
                         implicit_control: self.config.implicit_control,
+                        webrtc: self.webrtc.as_ref().map(|webrtc| webrtc.client_json()),
                     }))
                 }
                 Mode::Compat if join.send_connected => {
@@ -299,6 +310,7 @@ impl Registry {
                     self.config.max_inputs_per_second,
                     Instant::now(),
                 )),
+                webrtc: Mutex::new(None),
             });
             // Events from now on; a `resume` moves the cursor back. Marked changed so the
             // writer reads the log once: an event sent between these two lines still arrives.
@@ -559,6 +571,9 @@ impl Registry {
     pub fn close(self: &Arc<Self>) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if let Some(webrtc) = &self.webrtc {
+            webrtc.close();
         }
         let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         for channel in channels {

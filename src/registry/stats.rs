@@ -132,6 +132,8 @@ pub struct ViewerStats {
     pub video_chunks_sent: u64,
     /// Times it fell behind the video and skipped to a keyframe.
     pub video_lagged: u64,
+    /// Its WebRTC peer, while it has one.
+    pub webrtc: Option<crate::webrtc::peer::PeerFigures>,
     /// Reliable messages waiting in its queue.
     pub queued_messages: usize,
     /// Seconds since it joined.
@@ -204,6 +206,7 @@ impl Registry {
                             video: link.counters.video.load(Ordering::Relaxed),
                             video_chunks_sent: get(&link.counters.video_chunks_sent),
                             video_lagged: get(&link.counters.video_lagged),
+                            webrtc: lock(&link.webrtc).as_ref().map(|peer| peer.figures()),
                             queued_messages: link.outbox.len(),
                             connected_secs: viewer.joined.elapsed().as_secs_f64(),
                         }

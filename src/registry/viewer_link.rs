@@ -3,7 +3,7 @@
 //! viewer task at admission.
 //! Must not touch sockets: the viewer task owns those.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,6 +57,9 @@ pub enum Outbound {
     /// Extended: switch this viewer to video (its subscription to the channel's pipeline) or
     /// back to JPEG frames (`None`).
     Video(Option<VideoSubscription>),
+    /// Extended: the viewer's WebRTC peer started (`true`) or stopped delivering pictures;
+    /// JPEG frames on the socket stop and resume with it.
+    WebRtcPictures(bool),
 }
 
 /// How one viewer is asked to close: the first request wins; the token stops its tasks.
@@ -124,6 +127,25 @@ pub struct ViewerCounters {
     pub video_lagged: AtomicU64,
 }
 
+impl ViewerCounters {
+    /// Records the frame `seq` (ordinal `index`), shown as a JPEG, a video chunk or a WebRTC
+    /// picture, as seen: input in frame pixels maps by its geometry, and frames skipped are
+    /// counted from it. False if the viewer has it or a newer one. Stored by whichever of the
+    /// viewer's deliveries shows pictures (its writer, or its WebRTC peer while that one does).
+    pub fn mark_seen_at(&self, seq: u64, index: u64) -> bool {
+        let seen = self.seen_seq.load(Ordering::Relaxed);
+        if seq <= seen {
+            return false;
+        }
+        let seen_index = self.seen_index.load(Ordering::Relaxed);
+        let skipped = index.saturating_sub(seen_index).saturating_sub(1);
+        self.seen_seq.store(seq, Ordering::Relaxed);
+        self.seen_index.store(index, Ordering::Relaxed);
+        self.frames_skipped.fetch_add(skipped, Ordering::Relaxed);
+        true
+    }
+}
+
 /// How a viewer joins: its wire and its rights.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinOptions {
@@ -165,6 +187,8 @@ pub struct ViewerLink {
     /// Woken on each ack.
     pub acked: Notify,
     pub(super) limiter: Mutex<RateLimiter>,
+    /// Its WebRTC peer, while it has one (dropping the handle ends the peer).
+    pub(super) webrtc: Mutex<Option<crate::webrtc::PeerHandle>>,
 }
 
 impl ViewerLink {

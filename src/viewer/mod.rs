@@ -58,6 +58,7 @@ pub fn split_slot(
         pacing: Pacing::default(),
         video: None,
         video_config: None,
+        webrtc_pictures: false,
     };
     let reader = Reader {
         registry: registry.clone(),

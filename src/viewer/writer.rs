@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::sink::{at_message_boundary, interruptible, Sink, CLOSE_FRAME_TIMEOUT};
 use crate::clock::sleep_until;
-use crate::codec::pipeline::{KeyReason, VideoSubscription};
+use crate::codec::pipeline::{Admit, VideoSubscription};
 use crate::codec::{VideoChunk, VideoConfig};
 use crate::frame::Frame;
 use crate::mailbox::Mailbox;
@@ -43,11 +43,9 @@ pub struct Writer {
     pub(super) video: Option<VideoSubscription>,
     /// The decoder configuration last sent.
     pub(super) video_config: Option<Arc<VideoConfig>>,
+    /// Extended: the viewer's WebRTC peer shows the pictures (no JPEG frames meanwhile).
+    pub(super) webrtc_pictures: bool,
 }
-
-/// Chunks a video viewer may have waiting before it counts as behind (about a second at
-/// 30 fps): it then drops them and waits for a keyframe, instead of watching the past.
-pub(super) const VIDEO_BEHIND: usize = 30;
 
 /// The next chunk of `video` (never resolves without video).
 async fn next_chunk(
@@ -110,25 +108,10 @@ impl Writer {
         self.mark_seen_at(frame.seq, frame.index)
     }
 
-    /// Records the frame `seq` (ordinal `index`), shown as a JPEG or a video chunk, as seen:
-    /// input in frame pixels maps by its geometry, and frames skipped are counted from it.
     fn mark_seen_at(&self, seq: u64, index: u64) -> bool {
-        // Only this writer stores `seen_*`; the registry reads them for stats.
-        let seen = self.counters.seen_seq.load(Ordering::Relaxed);
-        if seq <= seen {
-            return false;
-        }
-        let seen_index = self.counters.seen_index.load(Ordering::Relaxed);
-        let skipped = index.saturating_sub(seen_index).saturating_sub(1);
-        self.counters.seen_seq.store(seq, Ordering::Relaxed);
-        self.counters.seen_index.store(index, Ordering::Relaxed);
-        self.counters
-            .frames_skipped
-            .fetch_add(skipped, Ordering::Relaxed);
-        true
+        self.counters.mark_seen_at(seq, index)
     }
 
-    /// Writes `frame` in this viewer's wire.
     pub(super) async fn write_frame<C: Future<Output = ()>>(
         &mut self,
         sink: &mut Sink,
@@ -170,7 +153,7 @@ impl Writer {
 
     /// JPEG frames go to this viewer: it has no video.
     fn jpeg_frames(&self) -> bool {
-        self.video.is_none()
+        self.video.is_none() && !self.webrtc_pictures
     }
 
     /// Writes `chunk` unless the viewer waits for a keyframe and this is none; sends the
@@ -184,18 +167,14 @@ impl Writer {
         let Some(video) = self.video.as_mut() else {
             return Ok(());
         };
-        if video.chunks.len() > VIDEO_BEHIND {
-            // Far behind: the backlog is the past. Skip it and start again at a keyframe.
-            video.chunks = video.chunks.resubscribe();
-            video.awaiting_key = true;
-            video.request_key(KeyReason::Lag);
-            self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+        match video.admit(chunk.key) {
+            Admit::Deliver => {}
+            Admit::Skip => return Ok(()),
+            Admit::Behind => {
+                self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
         }
-        if video.awaiting_key && !chunk.key {
-            return Ok(());
-        }
-        video.awaiting_key = false;
         let config_sent = self
             .video_config
             .as_ref()
@@ -442,6 +421,13 @@ impl Writer {
                             self.resend_latest_frame(sink, cancelled.as_mut()).await?;
                         }
                     }
+                    Some(Outbound::WebRtcPictures(on)) => {
+                        let was = std::mem::replace(&mut self.webrtc_pictures, on);
+                        if was && !on && self.video.is_none() {
+                            // Back to JPEG: the page as it is now.
+                            self.resend_latest_frame(sink, cancelled.as_mut()).await?;
+                        }
+                    }
                     Some(Outbound::Pacing { max_fps, ack }) => {
                         if let Some(max_fps) = max_fps {
                             // The parser bounds the rate; a value that still makes no duration
@@ -472,8 +458,7 @@ impl Writer {
                     Ok(chunk) => self.write_chunk(sink, cancelled.as_mut(), chunk).await?,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Some(video) = self.video.as_mut() {
-                            video.awaiting_key = true;
-                            video.request_key(KeyReason::Lag);
+                            video.lagged();
                         }
                         self.counters.video_lagged.fetch_add(1, Ordering::Relaxed);
                     }
