@@ -3,7 +3,7 @@
 import type { Hono, Context } from 'hono'
 import type { Server as HttpServer } from 'node:http'
 import type { Http2SecureServer, Http2Server } from 'node:http2'
-import type { NativeRegistry, NativeRegistryOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent } from './binding'
+import type { NativeRegistry, NativeRegistryOptions, NativeWebRtcOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent } from './binding'
 
 export { NativeRegistry }
 export type { NativeRegistryOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent }
@@ -126,8 +126,23 @@ export interface AgentEvent {
   [field: string]: unknown
 }
 
+/** A STUN or TURN server handed to viewers for WebRTC, as in `RTCIceServer`. */
+export interface WebRtcIceServer {
+  urls: string | string[]
+  username?: string
+  /** Every admitted viewer receives it: prefer short-lived credentials. */
+  credential?: string
+}
+
+/** WebRTC delivery (README, "WebRTC"); defaults and ranges are Rust's (`webrtc::config`). */
+export interface WebRtcOptions extends Omit<NativeWebRtcOptions, 'iceServers'> {
+  iceServers?: WebRtcIceServer[]
+}
+
 /** Options of a `ViewerRegistry` (all optional). */
-export interface ViewerRegistryOptions extends NativeRegistryOptions {
+export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webrtc'> {
+  /** WebRTC from the same encoder: `true` for every default (loopback only), or settings. Off by default. */
+  webrtc?: boolean | WebRtcOptions
   /**
    * Called whenever control of an agent's page changes hands (extended viewers'
    * `control-request` / `control-release`, the controller leaving): `controller` is the viewer

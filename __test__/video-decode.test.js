@@ -124,5 +124,5 @@ test('Chromium decodes the H.264 stream of a real animated page with WebCodecs, 
   assert.ok(results.videoFrames >= SAMPLES, 'video pictures drawn')
   assert.ok(Math.min(...results.lumaStd) > 10, 'the pictures are not blank')
   assert.ok(median >= MIN_MEDIAN_PSNR_DB, `median PSNR ${median.toFixed(1)} dB below ${MIN_MEDIAN_PSNR_DB}`)
-  assert.deepEqual(stats.viewerModes, { compat: 0, jpeg: 1, video: 1 })
+  assert.deepEqual(stats.viewerModes, { compat: 0, jpeg: 1, video: 1, webrtc: 0 })
 })

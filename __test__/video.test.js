@@ -86,7 +86,7 @@ test('a video viewer sees a picture at once, then video-config and a keyframe; J
   await waitFor(() => jpeg.frameCount >= jpegCount + 10, { what: 'JPEG frames keep flowing' })
   assert.ok(binary(jpeg).every((f) => f.kind === KIND_FRAME))
   const stats = channelStats(srv)
-  assert.deepEqual(stats.viewerModes, { compat: 0, jpeg: 1, video: 1 })
+  assert.deepEqual(stats.viewerModes, { compat: 0, jpeg: 1, video: 1, webrtc: 0 })
   assert.equal(stats.video.state, 'running')
   assert.equal(stats.video.viewers, 1)
   assert.match(stats.video.codec, /^avc1\.42/)
@@ -320,7 +320,9 @@ test('a quiet page is refined once: a screenshot for JPEG viewers, a low-QP keyf
   t.diagnostic(`screencast frame ${plain.image.length} B (quality 40), refinement ${refined.image.length} B (quality 90)`)
   assert.deepEqual([...refined.image.subarray(0, 2)], [0xff, 0xd8], 'a JPEG')
   assert.ok(refined.image.length > plain.image.length, 'at a higher quality')
-  assert.equal(channelStats(srv).jpegRefinements, 1)
+  // Counted (a late paint of Chrome's may already have earned a second one: the rule is
+  // checked below, not a count).
+  assert.ok(channelStats(srv).jpegRefinements >= 1)
 
   // A video viewer of the quiet page: a keyframe at once, then nothing more is asked of the
   // source for it (the encoder refines for video viewers).

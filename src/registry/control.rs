@@ -206,8 +206,11 @@ impl Registry {
                     self.host.log(
                         LogLevel::Warn,
                         format!(
-                            "WebRTC offer of viewer {} on channel {} refused: {detail}",
-                            link.id, channel.id.key
+                            "WebRTC offer of viewer {} on channel {} refused: {}",
+                            link.id,
+                            channel.id.key,
+                            // Parser errors span lines; a log line should not.
+                            detail.split_whitespace().collect::<Vec<_>>().join(" ")
                         ),
                     );
                 }

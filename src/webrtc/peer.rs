@@ -178,6 +178,10 @@ impl Peer {
                 Ok(deadline) => deadline,
                 Err(reason) => return reason,
             };
+            // The viewer closed its connection (a DTLS close alert).
+            if !self.rtc.is_alive() {
+                return EndReason::Disconnected;
+            }
             // str0m asks for a time input at its deadline; far-off deadlines are capped so the
             // loop never computes an unrepresentable instant.
             let wake = tokio::time::Instant::from_std(
