@@ -9,9 +9,9 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
 const { chromium: playwright } = require('playwright-core')
 const { findChromium } = require('./support/chromium')
+const { startDemo } = require('./support/demo')
 const { decodePng, pixelSummary } = require('./support/png')
 
 const ROOT = path.join(__dirname, '..')
@@ -20,27 +20,7 @@ const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
 
 test('npm run demo: the viewer page draws the live stream in a real browser', { skip, timeout: 120_000 }, async (t) => {
-  const demo = spawn(process.execPath, [path.join(ROOT, 'examples', 'demo.js')], {
-    env: { ...process.env, PORT: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  demo.stdout.on('data', (d) => (output += d))
-  demo.stderr.on('data', (d) => (output += d))
-  const exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })))
-  t.after(() => demo.kill('SIGKILL'))
-  const liveUrl = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the demo did not start:\n${output}`)), 30_000)
-    const check = () => {
-      const match = /Live view: (http:\/\/\S+\/)/.exec(output)
-      if (match) {
-        clearTimeout(timer)
-        resolve(match[1])
-      }
-    }
-    demo.stdout.on('data', check)
-    exited.then(() => reject(new Error(`the demo exited:\n${output}`)))
-  })
+  const { child: demo, url: liveUrl, exited, output } = await startDemo(t)
 
   const browser = await playwright.launch({
     executablePath: chromePath,
@@ -93,5 +73,5 @@ test('npm run demo: the viewer page draws the live stream in a real browser', { 
 
   demo.kill('SIGINT')
   const { code } = await Promise.race([exited, new Promise((_, reject) => setTimeout(() => reject(new Error('the demo did not stop on Ctrl-C')), 10_000))])
-  assert.equal(code, 0, `clean exit on Ctrl-C:\n${output}`)
+  assert.equal(code, 0, `clean exit on Ctrl-C:\n${output()}`)
 })

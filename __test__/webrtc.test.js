@@ -16,10 +16,10 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const http = require('node:http')
 const path = require('node:path')
-const { spawn, execFileSync } = require('node:child_process')
 const { chromium: playwright } = require('playwright-core')
 const { findChromium, launchChromium } = require('./support/chromium')
 const { createNamespace, namespaceUnavailable } = require('./support/netns')
+const { startDemo } = require('./support/demo')
 const { startServer, Viewer, waitFor } = require('./support')
 
 const ROOT = path.join(__dirname, '..')
@@ -65,33 +65,6 @@ async function pageServer() {
   return { url: `http://127.0.0.1:${server.address().port}/`, clicks, close: () => new Promise((resolve) => server.close(resolve)) }
 }
 
-/** Starts examples/demo.js on `pageUrl`; resolves its live-view URL. */
-async function startDemo(t, pageUrl, env = {}) {
-  const demo = spawn(process.execPath, [path.join(ROOT, 'examples', 'demo.js'), pageUrl], {
-    env: { ...process.env, PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  demo.stdout.on('data', (d) => (output += d))
-  demo.stderr.on('data', (d) => (output += d))
-  const exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })))
-  t.after(() => demo.kill('SIGKILL'))
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the demo did not start:\n${output}`)), 30_000)
-    const check = () => {
-      const match = /Live view: (http:\/\/\S+\/)/.exec(output)
-      if (match) {
-        clearTimeout(timer)
-        resolve(match[1])
-      }
-    }
-    demo.stdout.on('data', check)
-    exited.then(() => reject(new Error(`the demo exited:\n${output}`)))
-  })
-  const stats = async () => (await fetch(`${url}stats`)).json()
-  return { demo, url, stats, exited, output: () => output }
-}
-
 async function viewerBrowser(t, { args = [], executablePath = chromePath } = {}) {
   const browser = await playwright.launch({ executablePath, headless: true, args: [...BROWSER_ARGS, ...args] })
   t.after(() => browser.close().catch(() => {}))
@@ -118,7 +91,7 @@ const near = (pixel, [r, g, b], tolerance = 50) => Math.abs(pixel.r - r) <= tole
 test('WebRTC in the demo: the <video> plays the page, the controller clicks its button, stats and close follow', { skip, timeout: 180_000 }, async (t) => {
   const target = await pageServer()
   t.after(() => target.close())
-  const demo = await startDemo(t, target.url)
+  const demo = await startDemo(t, { args: [target.url] })
   const browser = await viewerBrowser(t)
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
   await page.goto(`${demo.url}?mode=webrtc`)
@@ -177,7 +150,7 @@ test('WebRTC in the demo: the <video> plays the page, the controller clicks its 
   assert.equal((await demo.stats()).webrtc.peers, 1)
 
   // Ctrl-C: registry.close() ends the peer with the rest, and the process exits cleanly.
-  demo.demo.kill('SIGINT')
+  demo.child.kill('SIGINT')
   const { code } = await demo.exited
   assert.equal(code, 0, demo.output())
 })
@@ -191,7 +164,7 @@ const nsSkip = skip || namespaceUnavailable() || false
 test('fallback: with UDP blocked the client steps down to WebSocket video within its bound, and without WebCodecs to JPEG', { skip: nsSkip, timeout: 180_000 }, async (t) => {
   const target = await pageServer()
   t.after(() => target.close())
-  const demo = await startDemo(t, target.url, { HOST: '0.0.0.0' })
+  const demo = await startDemo(t, { args: [target.url], env: { HOST: '0.0.0.0' } })
   const net = createNamespace(71)
   t.after(() => net.close())
   const liveUrl = demo.url.replace('localhost', net.hostIp)
@@ -249,7 +222,7 @@ function processTree(pid) {
 test('a viewer that goes silent (its browser frozen) loses its peer to ICE consent; the other peer keeps playing', { skip, timeout: 180_000 }, async (t) => {
   const target = await pageServer()
   t.after(() => target.close())
-  const demo = await startDemo(t, target.url)
+  const demo = await startDemo(t, { args: [target.url] })
   const steady = await (await viewerBrowser(t)).newPage()
   await steady.goto(`${demo.url}?mode=webrtc`)
   await steady.waitForFunction(() => window.streamStats?.mode === 'webrtc', null, { timeout: 60_000 })
@@ -283,6 +256,7 @@ test('a viewer that goes silent (its browser frozen) loses its peer to ICE conse
   assert.ok(ids.includes(alive[0].id))
   const frames = await steady.evaluate(() => window.streamStats.webrtcFrames)
   await steady.waitForFunction((n) => window.streamStats.webrtcFrames >= n + 30, frames, { timeout: 30_000 })
+  for (const pid of pids) process.kill(pid, 'SIGCONT')
 })
 
 // ---- The signalling wire, with plain WebSocket clients and a fake toolset source. ----

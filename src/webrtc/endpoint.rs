@@ -203,3 +203,83 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A STUN binding request with `USERNAME`, `PRIORITY` and a `MESSAGE-INTEGRITY` of zeros
+    /// (the parser wants those; only the peer's `Rtc`, which knows the password, checks it).
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut attr = vec![0x00, 0x06];
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username.as_bytes());
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        attr.extend_from_slice(&[0x00, 0x24, 0x00, 4, 0x6e, 0x00, 0x1e, 0xff]);
+        attr.extend_from_slice(&[0x00, 0x08, 0x00, 20]);
+        attr.extend_from_slice(&[0; 20]);
+        let mut message = vec![0x00, 0x01];
+        message.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        message.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+        message.extend_from_slice(&[7; 12]);
+        message.extend_from_slice(&attr);
+        message
+    }
+
+    async fn next(inbox: &mut mpsc::Receiver<Datagram>) -> Option<Datagram> {
+        tokio::time::timeout(Duration::from_secs(2), inbox.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routes_by_ice_user_name_then_by_address_and_forgets_removed_peers() {
+        let endpoint = Endpoint::bind(&WebRtcConfig::default(), &Handle::current()).unwrap();
+        let (tx, mut inbox) = mpsc::channel(PEER_INBOX);
+        endpoint.add_peer(1, "ours".into(), tx);
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+
+        // Media from an address no STUN request introduced: not routed.
+        client.send_to(&rtp, endpoint.local).await.unwrap();
+        // A request for another user name: not routed either.
+        client
+            .send_to(&binding_request("theirs:x"), endpoint.local)
+            .await
+            .unwrap();
+        // The peer's user name: routed, and the address learned.
+        let request = binding_request("ours:remote");
+        client.send_to(&request, endpoint.local).await.unwrap();
+        let got = next(&mut inbox)
+            .await
+            .expect("the request reaches the peer");
+        assert_eq!(got.data, request);
+        assert_eq!(got.source, client.local_addr().unwrap());
+        client.send_to(&rtp, endpoint.local).await.unwrap();
+        assert_eq!(next(&mut inbox).await.expect("media now routed").data, rtp);
+        assert_eq!(
+            endpoint.counters.datagrams_unrouted.load(Ordering::Relaxed),
+            2
+        );
+
+        // At most MAX_ADDRESSES_PER_PEER addresses are remembered for a peer.
+        let mut others = Vec::new();
+        for _ in 0..MAX_ADDRESSES_PER_PEER + 3 {
+            let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            other.send_to(&request, endpoint.local).await.unwrap();
+            assert!(next(&mut inbox).await.is_some());
+            others.push(other);
+        }
+        let learned = lock(&endpoint.routes).by_address.len();
+        assert_eq!(learned, MAX_ADDRESSES_PER_PEER);
+
+        endpoint.remove_peer(1);
+        assert!(lock(&endpoint.routes).by_address.is_empty());
+        assert!(lock(&endpoint.routes).by_ufrag.is_empty());
+        endpoint.close();
+    }
+}
