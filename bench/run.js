@@ -18,8 +18,9 @@
 // After these, the video benchmarks run too, in the same mode (--quick or full): bench/video.js
 // (H.264 vs MJPEG viewers on a real Chromium page: bytes, quality, encode cost, latency), then
 // bench/video-delivery.js (viewers held at ≥ 99% on H.264 vs tuned TS on JPEG),
-// bench/source-side.js (the TypeScript CDP source vs the native one, 4 agents) and
-// bench/video-link.js (a viewer behind a tc-shaped link; needs root). --no-video skips them;
+// bench/source-side.js (the TypeScript CDP source vs the native one, 4 agents),
+// bench/video-link.js (a viewer behind a tc-shaped link; needs root) and bench/webrtc.js
+// (server CPU per WebRTC peer, 100 peers joining at once). --no-video skips them;
 // --video-only runs only them, passing the other options to bench/video.js (its --help lists
 // them).
 
@@ -28,6 +29,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
+const { parseFlags, processCpuSeconds, mainThreadCpuSeconds, rssBytes } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
@@ -37,7 +39,6 @@ const PHYSICAL = path.join(BENCH, 'rust/target/release/physical-limit')
 const FIXTURE = path.join(ROOT, '__test__/fixtures/frame-320x240.jpg')
 /** A server over this RSS is killed: the seed design can queue without bound under overload. */
 const RSS_GUARD_BYTES = 4 * 1024 ** 3
-const CLK_TCK = 100
 
 const CONTENDERS = {
   seed: { label: 'seed TS', script: 'seed.js' },
@@ -57,18 +58,7 @@ const CONTENDERS = {
 // ---- options ------------------------------------------------------------------------------
 
 function parseOptions(argv) {
-  const flags = {}
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`)
-    const next = argv[i + 1]
-    if (next !== undefined && !next.startsWith('--')) {
-      flags[arg.slice(2)] = next
-      i++
-    } else {
-      flags[arg.slice(2)] = true
-    }
-  }
+  const flags = parseFlags(argv)
   const quick = flags.quick === true
   const list = (value, fallback) => (value ? String(value).split(',').map((v) => v.trim()) : fallback)
   const numbers = (value, fallback) => list(value, fallback).map(Number)
@@ -157,37 +147,6 @@ const canPin = (() => {
 
 function pinned(cpu, command, args) {
   return canPin ? ['taskset', ['-c', String(cpu), command, ...args]] : [command, args]
-}
-
-// ---- /proc readings -----------------------------------------------------------------------
-
-/** user+sys seconds of a process (all its threads, dead ones included). */
-function processCpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-  } catch {
-    return null
-  }
-}
-
-/** On-CPU seconds of the main thread (the JS event loop), from schedstat (ns). */
-function mainThreadCpuSeconds(pid) {
-  try {
-    return Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9
-  } catch {
-    return null
-  }
-}
-
-function rssBytes(pid) {
-  try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return match ? Number(match[1]) * 1024 : null
-  } catch {
-    return null
-  }
 }
 
 // ---- one run ------------------------------------------------------------------------------
@@ -508,8 +467,9 @@ function runScript(script, args) {
 /**
  * The video rows, one after the other (each needs the machine to itself): bench/video.js
  * with `args` (bytes, quality, encode cost, latency), then viewers held at ≥ 99% on H.264 vs
- * tuned TS on JPEG, the TypeScript CDP source vs the native one, and a shaped link (that one
- * skips itself without root or network namespaces). Resolves to the worst exit code.
+ * tuned TS on JPEG, the TypeScript CDP source vs the native one, a shaped link (that one
+ * skips itself without root or network namespaces), and server CPU per WebRTC peer.
+ * Resolves to the worst exit code.
  */
 async function runVideoBench(args) {
   const quick = args.includes('--quick')
@@ -517,6 +477,7 @@ async function runVideoBench(args) {
   codes.push(await runScript('video-delivery.js', quick ? ['--quick'] : []))
   codes.push(await runScript('source-side.js', quick ? ['--quick'] : []))
   codes.push(await runScript('video-link.js', quick ? ['--seconds', '5'] : []))
+  codes.push(await runScript('webrtc.js', quick ? ['--quick'] : []))
   return Math.max(...codes)
 }
 

@@ -28,6 +28,7 @@ const fs = require('node:fs')
 const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
+const { parseFlags, processCpuSeconds, mainThreadCpuSeconds, treeCpuSeconds } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const RESULTS = path.join(__dirname, 'results')
@@ -36,26 +37,9 @@ const SCREENCAST = { format: 'jpeg', quality: 70, maxWidth: 1280, maxHeight: 720
 const WIDTH = 1280
 const HEIGHT = 720
 const PING_EVERY_MS = 20
-const CLK_TCK = 100
 const MODES = ['ts-cdp', 'native']
 
 // ---- options --------------------------------------------------------------------------------
-
-function parseFlags(argv) {
-  const flags = {}
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`)
-    const next = argv[i + 1]
-    if (next !== undefined && !next.startsWith('--')) {
-      flags[arg.slice(2)] = next
-      i++
-    } else {
-      flags[arg.slice(2)] = true
-    }
-  }
-  return flags
-}
 
 function parseOptions(flags) {
   const quick = flags.quick === true
@@ -169,55 +153,6 @@ async function serve(mode) {
 }
 
 // ---- the bench process ----------------------------------------------------------------------
-
-function mainThreadCpuSeconds(pid) {
-  // schedstat: on-CPU nanoseconds of the thread (bench/run.js reads the same); stat as fallback.
-  try {
-    return Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9
-  } catch {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-    } catch {
-      return null
-    }
-  }
-}
-
-function processCpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-  } catch {
-    return null
-  }
-}
-
-/** user+sys seconds of a process and all its descendants still alive (Chromium's helpers). */
-function treeCpuSeconds(rootPid) {
-  const children = new Map()
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (!children.has(ppid)) children.set(ppid, [])
-      children.get(ppid).push(Number(entry))
-    } catch {
-      // gone
-    }
-  }
-  let total = 0
-  const stack = [rootPid]
-  while (stack.length) {
-    const pid = stack.pop()
-    total += processCpuSeconds(pid) ?? 0
-    stack.push(...(children.get(pid) ?? []))
-  }
-  return total
-}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 

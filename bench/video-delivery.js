@@ -29,11 +29,11 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
+const { parseFlags, processCpuSeconds, rssBytes } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
 const LOADGEN = path.join(BENCH, 'rust/target/release/loadgen')
-const CLK_TCK = 100
 const AGENT = 'bench'
 
 const CONTENDERS = {
@@ -44,18 +44,7 @@ const CONTENDERS = {
 // ---- options ------------------------------------------------------------------------------
 
 function parseOptions(argv) {
-  const flags = {}
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`)
-    const next = argv[i + 1]
-    if (next !== undefined && !next.startsWith('--')) {
-      flags[arg.slice(2)] = next
-      i++
-    } else {
-      flags[arg.slice(2)] = true
-    }
-  }
+  const flags = parseFlags(argv)
   const quick = flags.quick === true
   const list = (value, fallback) => (value ? String(value).split(',').map((v) => v.trim()).filter(Boolean) : fallback)
   const options = {
@@ -169,26 +158,6 @@ const canPin = (() => {
 
 function pinned(cpu, command, args) {
   return canPin ? ['taskset', ['-c', String(cpu), command, ...args]] : [command, args]
-}
-
-/** user+sys seconds of a process (all its threads, dead ones included). */
-function processCpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-  } catch {
-    return null
-  }
-}
-
-function rssBytes(pid) {
-  try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return match ? Number(match[1]) * 1024 : null
-  } catch {
-    return null
-  }
 }
 
 async function stopProcess(child) {

@@ -20,11 +20,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 
 const ROOT = path.join(__dirname, '..')
-const NS = `bsn-link-${process.pid}`
-const HOST_IF = `bsnh${process.pid % 10000}`
-const NS_IF = `bsnv${process.pid % 10000}`
-const HOST_IP = '10.213.0.1'
-const NS_IP = '10.213.0.2'
+const { createNamespace } = require(path.join(ROOT, '__test__', 'support', 'netns'))
 
 function arg(name, fallback) {
   const at = process.argv.indexOf(`--${name}`)
@@ -82,30 +78,25 @@ async function viewer(url, mode, seconds) {
   return { mode, seconds: elapsed, pictures, fps: elapsed ? pictures / elapsed : 0, bytesPerSecond: elapsed ? bytes / elapsed : 0, ageP50: percentile(ages, 0.5), ageP99: percentile(ages, 0.99), videoSeen }
 }
 
+/** The viewer's namespace, with both ends of its veth pair shaped to `rate` (and `delayMs`). */
 function setUpLink(rate, delayMs) {
-  sh(['ip', 'netns', 'add', NS])
-  sh(['ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF])
-  sh(['ip', 'link', 'set', NS_IF, 'netns', NS])
-  sh(['ip', 'addr', 'add', `${HOST_IP}/30`, 'dev', HOST_IF])
-  sh(['ip', 'link', 'set', HOST_IF, 'up'])
-  sh(['ip', 'netns', 'exec', NS, 'ip', 'addr', 'add', `${NS_IP}/30`, 'dev', NS_IF])
-  sh(['ip', 'netns', 'exec', NS, 'ip', 'link', 'set', NS_IF, 'up'])
-  sh(['ip', 'netns', 'exec', NS, 'ip', 'link', 'set', 'lo', 'up'])
-  const shape = (prefix, dev) => {
-    if (delayMs > 0) {
-      const netem = sh([...prefix, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'rate', rate, 'delay', `${delayMs}ms`, 'limit', '1000'], { quiet: true })
-      if (netem.status === 0) return 'netem'
+  const net = createNamespace(13)
+  try {
+    const shape = (prefix, dev) => {
+      if (delayMs > 0) {
+        const netem = sh([...prefix, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'rate', rate, 'delay', `${delayMs}ms`, 'limit', '1000'], { quiet: true })
+        if (netem.status === 0) return 'netem'
+      }
+      sh([...prefix, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', rate, 'burst', '32kbit', 'latency', '200ms'])
+      return 'tbf'
     }
-    sh([...prefix, 'tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', rate, 'burst', '32kbit', 'latency', '200ms'])
-    return 'tbf'
+    const kinds = [shape([], net.hostIf), shape(net.command, net.nsIf)]
+    const description = kinds.every((k) => k === 'netem') ? `${rate} each way, ${delayMs} ms delay each way (netem)` : `${rate} each way (tbf; netem is not in this kernel, so no added delay)`
+    return { net, description }
+  } catch (error) {
+    net.close()
+    throw error
   }
-  const kinds = [shape([], HOST_IF), shape(['ip', 'netns', 'exec', NS], NS_IF)]
-  return kinds.every((k) => k === 'netem') ? `${rate} each way, ${delayMs} ms delay each way (netem)` : `${rate} each way (tbf; netem is not in this kernel, so no added delay)`
-}
-
-function tearDownLink() {
-  sh(['ip', 'link', 'del', HOST_IF], { quiet: true })
-  sh(['ip', 'netns', 'del', NS], { quiet: true })
 }
 
 async function main() {
@@ -126,13 +117,14 @@ async function main() {
   }
   if (process.getuid?.() !== 0) return skip('needs root for ip netns and tc')
   if (spawnSync('ip', ['netns', 'list']).status !== 0 || spawnSync('tc', ['-V']).status !== 0) return skip('ip netns or tc missing (iproute2)')
+  let net
   let link
   try {
-    link = setUpLink(rate, delayMs)
+    ;({ net, description: link } = setUpLink(rate, delayMs))
   } catch (error) {
-    tearDownLink()
     return skip(`network namespaces are not available here: ${error.message}`)
   }
+  const HOST_IP = net.hostIp
   const { Hono } = require('hono')
   const { serve } = require('@hono/node-server')
   const { setupBrowserStream } = require(ROOT)
@@ -154,7 +146,7 @@ async function main() {
     const { port } = server.address()
     browser = await launchChromium({ url: `http://${HOST_IP}:${port}/animated`, width: 1280, height: 720 })
     for (const mode of ['jpeg', 'video']) {
-      const child = spawn('ip', ['netns', 'exec', NS, process.execPath, __filename, '--viewer', `ws://${HOST_IP}:${port}/browser/link-agent/stream`, mode, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const child = spawn(net.command[0], [...net.command.slice(1), process.execPath, __filename, '--viewer', `ws://${HOST_IP}:${port}/browser/link-agent/stream`, mode, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] })
       let out = ''
       child.stdout.on('data', (d) => (out += d))
       await new Promise((resolve) => child.once('exit', resolve))
@@ -167,7 +159,7 @@ async function main() {
     server?.closeAllConnections?.()
     await new Promise((resolve) => (server ? server.close(() => resolve()) : resolve()))
     await browser?.close()
-    tearDownLink()
+    net.close()
   }
   const [jpeg, video] = results
   const row = { link, seconds, jpeg, video }
@@ -184,7 +176,6 @@ module.exports = { main }
 if (require.main === module) {
   main().catch((error) => {
     console.error(error)
-    tearDownLink()
     process.exit(1)
   })
 }

@@ -12,15 +12,19 @@
 //              time per frame (stats().channels[].video.encodeMsP50/P99) and its thread's CPU
 //   quality    the demo viewer page in a second Chromium (playwright-core), ?mode=video: the
 //              decoded picture on its canvas against the JPEG frame of the same seq (luma PSNR)
-//   latency    animated scene only: the demo viewer page, ?mode=jpeg then ?mode=video; the
-//              time code the page paints (Date.now()) read back from the canvas right after
-//              each frame is drawn (same algorithm as the page's own, every frame), p50/p99
+//   latency    animated scenes only: the demo viewer page, ?mode=jpeg, then ?mode=video, then
+//              ?mode=webrtc (the server offers WebRTC as examples/demo.js does; the row fails,
+//              with the client's reason, unless the page reports window.streamStats.mode
+//              'webrtc' before and after its window); the time code the page paints
+//              (Date.now()) read back from the canvas right after each frame is drawn (same
+//              algorithm as the page's own, every frame), p50/p99 and frames drawn per second
 // Scenes: animated (examples/demo/animated.html), scroll (a long page scrolled continuously by
 // its own requestAnimationFrame loop), typing (a form whose textarea gets ~5 characters a
 // second from the page's own timer, with a pause after each sentence); animated-30fps, the
 // demo page held to 30 frames a second. No timing assertion: it fails only when a run cannot
 // be carried out (exit code 2: skipped, no Chromium). Results: a Markdown report on stdout
-// and bench/results/<date>-video-<mode>.{json,md}.
+// and bench/results/<date>-video-<mode>.{json,md}. bench/webrtc.js reuses this file's server
+// (`--serve`) and helpers (required as a module, this file runs nothing).
 //
 // Options: --quick | --scenes animated,animated-30fps,scroll,typing | --window-ms N | --warmup-ms N |
 //          --latency-ms N | --quality-ms N | --no-quality | --no-latency
@@ -30,33 +34,24 @@ const fs = require('node:fs')
 const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
-const readline = require('node:readline')
+const { parseFlags, processCpuSeconds, threadSchedSeconds, treeCpuSeconds, machineTicks, machineBusyPct, otherCpuPct, isRunning, childPids } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
 const ANIMATED = path.join(ROOT, 'examples/demo/animated.html')
-const CLK_TCK = 100
 const AGENT = 'demo'
 const SCENES = ['animated', 'animated-30fps', 'scroll', 'typing']
 /** What each scene measures besides bytes and CPU. */
 const SCENE_EXTRAS = { animated: { quality: true, latency: true }, 'animated-30fps': { latency: true }, scroll: { quality: true }, typing: { quality: true } }
+/** The viewer page's modes measured for latency, in this order, one after the other. */
+const LATENCY_MODES = ['jpeg', 'video', 'webrtc']
+const LATENCY_MODE_NAMES = { jpeg: 'MJPEG (`?mode=jpeg`)', video: 'H.264 over the WebSocket (`?mode=video`)', webrtc: 'H.264 over WebRTC (`?mode=webrtc`)' }
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic']
 
 // ---- options ------------------------------------------------------------------------------
 
 function parseOptions(argv) {
-  const flags = {}
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`)
-    const next = argv[i + 1]
-    if (next !== undefined && !next.startsWith('--')) {
-      flags[arg.slice(2)] = next
-      i++
-    } else {
-      flags[arg.slice(2)] = true
-    }
-  }
+  const flags = parseFlags(argv)
   const quick = flags.quick === true
   const options = {
     mode: quick ? 'quick' : 'full',
@@ -187,102 +182,6 @@ async function startSceneServer() {
   return { server, base: `http://127.0.0.1:${server.address().port}` }
 }
 
-// ---- /proc readings -----------------------------------------------------------------------
-
-/** user+sys seconds of a process (all its threads; its children not included). */
-function processCpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-  } catch {
-    return null
-  }
-}
-
-/** On-CPU and run-queue-wait seconds of a process's threads named `name` (schedstat, ns). */
-function threadSchedSeconds(pid, name) {
-  let cpu = 0
-  let wait = 0
-  let threads = 0
-  let tasks = []
-  try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`)
-  } catch {
-    return null
-  }
-  for (const tid of tasks) {
-    try {
-      const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
-      if (comm !== name) continue
-      const [onCpu, queued] = fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number)
-      cpu += onCpu / 1e9
-      wait += queued / 1e9
-      threads += 1
-    } catch {}
-  }
-  return { cpu, wait, threads }
-}
-
-/** user+sys seconds of a process and all its descendants alive now. */
-function treeCpuSeconds(root) {
-  const parents = new Map()
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      parents.set(Number(entry), { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / CLK_TCK })
-    } catch {}
-  }
-  let total = 0
-  const stack = [root]
-  const seen = new Set()
-  while (stack.length) {
-    const pid = stack.pop()
-    if (seen.has(pid)) continue
-    seen.add(pid)
-    total += parents.get(pid)?.cpu ?? 0
-    for (const [child, info] of parents) if (info.ppid === pid) stack.push(child)
-  }
-  return total
-}
-
-/**
- * CPU used meanwhile by processes outside this benchmark's own tree (another workload on the
- * machine), in % of one core: the machine's busy time minus this process tree's.
- */
-function otherCpuPct(machine0, machine1, mineSeconds, secs) {
-  const busySeconds = (machine1.busy - machine0.busy) / CLK_TCK
-  return Math.max(0, (100 * (busySeconds - mineSeconds)) / secs)
-}
-
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function machineTicks() {
-  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
-  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0)
-  const idle = fields[3] + fields[4]
-  return { busy: total - idle, total }
-}
-
-/** Alive and not a zombie. */
-function isRunning(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-function childPids(pid) {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
-  } catch {
-    return []
-  }
-}
-
 // ---- helpers ------------------------------------------------------------------------------
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -321,9 +220,11 @@ const log = (line) => process.stderr.write(`bench video: ${line}\n`)
  * setupBrowserStream options (getCdpEndpoint to a local headless Chromium, screencast JPEG
  * quality 70 at most 1280×720, lingerMs 2000, video options at their defaults) — except that
  * its Chromium's window is resized until the page's viewport is 1280×720 (a 1280×720 headless
- * window has a 1280×577 viewport, which the demo streams).
+ * window has a 1280×577 viewport, which the demo streams). WebRTC as the demo offers it (the
+ * UDP socket on loopback, a port the system picks). `registryJson`, when given, adds registry
+ * options (bench/webrtc.js raises maxViewersPerAgent for its 100 peers + 1 JPEG viewer).
  */
-async function serveMain(pageUrl) {
+async function serveMain(pageUrl, registryJson) {
   const { Hono } = require('hono')
   const { serve } = require('@hono/node-server')
   const { setupBrowserStream } = require(ROOT)
@@ -338,6 +239,8 @@ async function serveMain(pageUrl) {
     getCdpEndpoint: () => chromium?.endpoint,
     screencastOptions: { format: 'jpeg', quality: 70, maxWidth: 1280, maxHeight: 720 },
     lingerMs: 2000,
+    webrtc: { host: '127.0.0.1', port: 0 },
+    ...(registryJson ? JSON.parse(registryJson) : {}),
   })
   app.get('/stats', (c) => c.json(registry.stats()))
   const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 })
@@ -421,9 +324,13 @@ async function sizeViewport(endpoint, width, height) {
   }
 }
 
-/** The server child on `pageUrl`; resolves once it listens and its Chromium shows the page. */
-async function startServer(pageUrl) {
-  const child = spawn(process.execPath, [__filename, '--serve', pageUrl], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+/**
+ * The server child on `pageUrl` (`registry`: registry options added to the demo's); resolves
+ * once it listens and its Chromium shows the page.
+ */
+async function startServer(pageUrl, registry = null) {
+  const args = [__filename, '--serve', pageUrl, ...(registry ? [JSON.stringify(registry)] : [])]
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   let chromiumPid = null
   const kill = () => {
     for (const pid of [...childPids(child.pid), chromiumPid].filter(Boolean)) {
@@ -567,7 +474,7 @@ function wsViewer(url, { video }) {
  * frames every `qualityEveryMs`, the canvas is compared with the JPEG frame of the same seq
  * (received by a second, raw extended socket of this page).
  */
-function instrumentPage({ quality, qualityEveryMs }) {
+function instrumentPage({ quality, qualityEveryMs, viewportWidth }) {
   const client = window.streamClient
   const canvas = document.getElementById('view')
   const ctx = canvas.getContext('2d', { willReadFrequently: true })
@@ -584,7 +491,8 @@ function instrumentPage({ quality, qualityEveryMs }) {
     }
   }
   function stamp(width, info) {
-    const scale = info.deviceWidth ? width / info.deviceWidth : 1
+    // WebRTC pictures carry no header: the page's viewport (the server's) gives the scale.
+    const scale = info.deviceWidth ? width / info.deviceWidth : viewportWidth ? width / viewportWidth : 1
     if (34 * 16 * scale > width) return null
     const row = ctx.getImageData(0, Math.floor(8 * scale), Math.ceil(34 * 16 * scale), 1).data
     const level = (i) => {
@@ -636,7 +544,8 @@ function instrumentPage({ quality, qualityEveryMs }) {
   client.handlers.onFrame = function (picture, info) {
     original.call(this, picture, info)
     if (!B.sampling) return
-    const kind = info.kind ?? 'frame'
+    // WebRTC pictures come as the video element itself (info.mode 'webrtc', no header).
+    const kind = info.mode === 'webrtc' ? 'webrtc' : info.kind ?? 'frame'
     B.samples.push({ kind, at: Date.now(), latency: stamp(info.width, info), seq: info.seq, bytes: info.bytes, key: !!info.key, refine: !!info.refine })
     if (quality && kind === 'video' && performance.now() - B.lastQuality >= qualityEveryMs) {
       B.lastQuality = performance.now()
@@ -654,7 +563,14 @@ async function launchViewerBrowser() {
   return chromium.launch({ executablePath: process.env.CHROME_PATH ?? '/usr/bin/chromium', args: CHROMIUM_ARGS })
 }
 
-/** The demo viewer page in `mode`, sampled for `windowMs` after a warm-up. */
+/** In the demo viewer page: the mode it reports, why (the newest of window.streamModes) and how many mode changes it made. */
+function webrtcModeInPage() {
+  const modes = window.streamModes ?? []
+  const last = modes[modes.length - 1]
+  return { mode: window.streamStats?.mode ?? null, reason: last ? `${last.mode}: ${last.reason}` : 'no mode chosen', changes: modes.length, modes }
+}
+
+/** The demo viewer page in `mode` (jpeg, video or webrtc), sampled for `windowMs` after a warm-up. */
 async function viewerPage(browser, demo, { mode, windowMs, warmupMs, quality }) {
   const context = await browser.newContext({ viewport: { width: 1320, height: 820 } })
   const page = await context.newPage()
@@ -666,9 +582,20 @@ async function viewerPage(browser, demo, { mode, windowMs, warmupMs, quality }) 
       const using = await page.evaluate(() => ({ mode: window.streamClient.mode, reason: document.getElementById('using').title }))
       if (using.mode !== 'video') throw new Error(`the viewer page did not use video (${using.mode}): ${using.reason}`)
     }
-    await page.evaluate(instrumentPage, { quality, qualityEveryMs: 250 })
-    // Wait for the mode in use (video: the first keyframe drawn), then the warm-up.
-    const wanted = mode === 'video' ? 'video' : 'frame'
+    let modeChanges = 0
+    if (mode === 'webrtc') {
+      // The mode the page reports (window.streamStats, refreshed every 500 ms): 'webrtc' once
+      // the video element presented a picture, another mode when the client fell back (after
+      // at most its webrtcTimeoutMs, 5 s); the reason is in window.streamModes.
+      await page.waitForFunction(() => window.streamStats?.mode != null, null, { timeout: 15_000 }).catch(() => {})
+      const using = await page.evaluate(webrtcModeInPage)
+      if (using.mode !== 'webrtc') throw new Error(`WebRTC did not come up (the page uses ${using.mode ?? 'nothing'}): ${using.reason}`)
+      modeChanges = using.changes
+    }
+    await page.evaluate(instrumentPage, { quality, qualityEveryMs: 250, viewportWidth: demo.viewport?.width ?? null })
+    // Wait for the mode in use (video: the first keyframe drawn; WebRTC: a picture the video
+    // element presented), then the warm-up.
+    const wanted = mode === 'video' ? 'video' : mode === 'webrtc' ? 'webrtc' : 'frame'
     await page.evaluate(() => (window.__bench.sampling = true))
     await page.waitForFunction((kind) => window.__bench.samples.some((s) => s.kind === kind), wanted, { timeout: 15_000 })
     await page.evaluate(() => {
@@ -696,6 +623,12 @@ async function viewerPage(browser, demo, { mode, windowMs, warmupMs, quality }) 
     const encoder1 = threadSchedSeconds(demo.pid, 'bsn-video')
     const secs = (Date.now() - t0) / 1000
     const statsAfter = channelStats(await demo.stats())
+    if (mode === 'webrtc') {
+      // It must still be WebRTC at the window's end: a fallback meanwhile fails the row.
+      const using = await page.evaluate(webrtcModeInPage)
+      if (using.mode !== 'webrtc' || using.changes > modeChanges) throw new Error(`WebRTC did not last the window (the page uses ${using.mode}): ${using.reason}`)
+    }
+    const peer = (statsAfter?.viewers ?? []).find((v) => v.webrtc)?.webrtc ?? null
     const server = {
       framesInPerSecond: statsAfter && statsBefore ? (statsAfter.framesIn - statsBefore.framesIn) / secs : null,
       chunksPerSecond: statsAfter?.video && statsBefore?.video ? (statsAfter.video.chunks - statsBefore.video.chunks) / secs : null,
@@ -703,6 +636,9 @@ async function viewerPage(browser, demo, { mode, windowMs, warmupMs, quality }) 
       encodeMsP99: statsAfter?.video?.encodeMsP99 ?? null,
       encoderCpuPct: encoder0?.threads && encoder1?.threads ? (100 * (encoder1.cpu - encoder0.cpu)) / secs : null,
       encoderRunQueueWaitPct: encoder0?.threads && encoder1?.threads ? (100 * (encoder1.wait - encoder0.wait)) / secs : null,
+      // WebRTC: the viewer's peer as the server sees it at the window's end.
+      webrtcPeer: mode === 'webrtc' ? peer : undefined,
+      viewerModes: statsAfter?.viewerModes ?? null,
     }
     // Comparisons still under way finish within a moment.
     if (quality) {
@@ -715,7 +651,7 @@ async function viewerPage(browser, demo, { mode, windowMs, warmupMs, quality }) 
       mode,
       modeInUse: result.mode,
       secs,
-      machineBusyPct: (100 * (machine1.busy - machine0.busy)) / (machine1.total - machine0.total),
+      machineBusyPct: machineBusyPct(machine0, machine1),
       otherCpuPct: otherCpuPct(machine0, machine1, mine1 - mine0, secs),
       server,
       framesDrawn: samples.length,
@@ -795,7 +731,7 @@ async function runScene(scene, { sceneBase, browser, options, quality, latency }
     }
     if (browser && latency) {
       result.latency = {}
-      for (const mode of ['jpeg', 'video']) {
+      for (const mode of LATENCY_MODES) {
         try {
           const l = await viewerPage(browser, demo, { mode, windowMs: options.latencyMs, warmupMs: options.warmupMs, quality: false })
           result.latency[mode] = l
@@ -847,7 +783,7 @@ async function measureWindow(demo, viewers, windowMs) {
   return {
     secs,
     cpuPct: cpu0 == null || cpu1 == null ? null : (100 * (cpu1 - cpu0)) / secs,
-    machineBusyPct: (100 * (machine1.busy - machine0.busy)) / (machine1.total - machine0.total),
+    machineBusyPct: machineBusyPct(machine0, machine1),
     sourceChromiumCpuPct: (100 * (chromium1 - chromium0)) / secs,
     otherCpuPct: otherCpuPct(machine0, machine1, mine1 - mine0, secs),
     encoderThread: encoder,
@@ -895,7 +831,7 @@ function report(results, options, meta) {
   const viewport = scenes.find((r) => r.viewport)?.viewport
   out.push(`Command: \`${meta.command}\`. Server: \`bench/video.js --serve\`, the routes and setupBrowserStream options of examples/demo.js (its own headless Chromium, viewport ${viewport ? `${viewport.width}×${viewport.height}` : '?'}, screencast JPEG quality 70, max 1280×720; registry defaults: video 2 Mbit/s, a keyframe at least every 5 s; after 600 ms of a quiet page a refinement — an H.264 keyframe at a low quantiser for video viewers, a quality-90 screenshot for JPEG viewers), a fresh server and Chromium per scene. Nothing pinned: the source Chromium, the server, the viewer Chromium and this script share the machine's ${meta.cpus} CPUs.`)
   if (meta.idleBusyPct > 25) out.push(`**The machine was ${fmt(meta.idleBusyPct, 0)}% busy before this run started (another workload): every figure below is affected by it.**`)
-  const others = scenes.flatMap((r) => [r.jpegOnly?.otherCpuPct, r.both?.otherCpuPct, r.latency?.jpeg?.otherCpuPct, r.latency?.video?.otherCpuPct]).filter((v) => v != null)
+  const others = scenes.flatMap((r) => [r.jpegOnly?.otherCpuPct, r.both?.otherCpuPct, ...LATENCY_MODES.map((m) => r.latency?.[m]?.otherCpuPct)]).filter((v) => v != null)
   const worst = others.length ? Math.max(...others) : 0
   if (worst > 15) out.push(`**Other processes used up to ${fmt(worst, 0)}% of a core during a measuring window (see the *other processes* columns): the figures of those windows are affected.**`)
   out.push(`Warm-up ${options.warmupMs} ms, window ${options.windowMs} ms per bytes/CPU cell; quality window ${options.qualityMs} ms; latency window ${options.latencyMs} ms per mode. One run per cell.`, '')
@@ -937,31 +873,34 @@ function report(results, options, meta) {
   const withLatency = scenes.filter((r) => r.latency)
   out.push('### Glass-to-glass latency (animated page → the demo viewer page\'s canvas)', '')
   if (withLatency.length) {
-    out.push('| scene | mode | mode in use | frames drawn/s | samples | p50 ms | p99 ms | max ms | the page\'s own median (cross-check) | server: frames in/s, H.264 chunks/s, encode p50 / p99 ms | encoder thread CPU / waiting for a CPU | machine busy | other processes\' CPU |')
-    out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    out.push('| scene | mode | mode in use | frames drawn/s | samples | p50 ms | p99 ms | max ms | the page\'s own median (cross-check) | server: frames in/s, H.264 chunks/s, encode p50 / p99 ms | encoder thread CPU / waiting for a CPU | WebRTC peer (server): RTT ms, loss, NACKs / PLIs, chunks skipped | machine busy | other processes\' CPU |')
+    out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
     for (const r of withLatency) {
-      for (const mode of ['jpeg', 'video']) {
+      for (const mode of LATENCY_MODES) {
         const l = r.latency[mode]
         if (!l) continue
-        const name = mode === 'jpeg' ? 'MJPEG (`?mode=jpeg`)' : 'H.264 (`?mode=video`)'
+        const name = LATENCY_MODE_NAMES[mode]
         if (l.failed) {
-          out.push(`| ${label(r.scene)} | ${name} | failed: ${l.failed} | | | | | | | | | | |`)
+          out.push(`| ${label(r.scene)} | ${name} | failed: ${l.failed.replace(/\|/g, '\\|')} | | | | | | | | | | | |`)
           continue
         }
         const sv = l.server ?? {}
-        const serverText = mode === 'video' ? `${fmt(sv.framesInPerSecond)}, ${fmt(sv.chunksPerSecond)}, ${fmt(sv.encodeMsP50, 1)} / ${fmt(sv.encodeMsP99, 1)}` : `${fmt(sv.framesInPerSecond)}, –, –`
-        const encoderText = mode === 'video' ? `${fmt(sv.encoderCpuPct, 0)}% / ${fmt(sv.encoderRunQueueWaitPct, 0)}%` : '–'
-        out.push(`| ${label(r.scene)} | ${name} | ${l.modeInUse} | ${fmt(l.fpsDrawn)} | ${l.latencySamples} | ${fmt(l.latencyP50, 0)} | ${fmt(l.latencyP99, 0)} | ${fmt(l.latencyMax, 0)} | ${fmt(l.demoMedianLatency, 0)} | ${serverText} | ${encoderText} | ${fmt(l.machineBusyPct, 0)}% | ${fmt(l.otherCpuPct, 0)}% |`)
+        const encoded = mode !== 'jpeg'
+        const serverText = encoded ? `${fmt(sv.framesInPerSecond)}, ${fmt(sv.chunksPerSecond)}, ${fmt(sv.encodeMsP50, 1)} / ${fmt(sv.encodeMsP99, 1)}` : `${fmt(sv.framesInPerSecond)}, –, –`
+        const encoderText = encoded ? `${fmt(sv.encoderCpuPct, 0)}% / ${fmt(sv.encoderRunQueueWaitPct, 0)}%` : '–'
+        const p = sv.webrtcPeer
+        const peerText = mode !== 'webrtc' ? '–' : !p ? 'no peer in stats' : `${fmt(p.rttMs, 1)}, ${fmt(p.loss != null ? 100 * p.loss : null, 1)}%, ${p.nacks} / ${p.plis}, ${p.chunksSkipped}`
+        out.push(`| ${label(r.scene)} | ${name} | ${l.modeInUse} | ${fmt(l.fpsDrawn)} | ${l.latencySamples} | ${fmt(l.latencyP50, 0)} | ${fmt(l.latencyP99, 0)} | ${fmt(l.latencyMax, 0)} | ${fmt(l.demoMedianLatency, 0)} | ${serverText} | ${encoderText} | ${peerText} | ${fmt(l.machineBusyPct, 0)}% | ${fmt(l.otherCpuPct, 0)}% |`)
       }
     }
     out.push('')
-    out.push('Latency: the animated page paints `Date.now()` as a 34-square time code each frame; the viewer page (examples/demo/index.html served as the demo serves it, in a second headless Chromium, the only viewer then; `?mode=jpeg` first, then `?mode=video`) reads it back from its canvas right after drawing each frame — the page\'s own algorithm, applied to every frame instead of its last 30 (its own median, polled from `window.streamStats`, is the cross-check column). It spans page paint → screencast → server → (H.264 encode) → WebSocket → decode → drawn, on one machine clock. Goal of the issue: p99 < 100 ms.', '')
+    out.push('Latency: the animated page paints `Date.now()` as a 34-square time code each frame; the viewer page (examples/demo/index.html served as the demo serves it, in a second headless Chromium, the only viewer then; `?mode=jpeg`, then `?mode=video`, then `?mode=webrtc`) reads it back from its canvas right after drawing each frame — the page\'s own algorithm, applied to every frame instead of its last 30 (its own median, polled from `window.streamStats`, is the cross-check column). It spans page paint → screencast → server → (H.264 encode) → WebSocket or RTP/UDP → decode → drawn, on one machine clock. In WebRTC mode a frame is each picture the `<video>` element presents (`requestVideoFrameCallback`), drawn on the canvas by the page; the row counts only when the page reports `window.streamStats.mode` = webrtc before and after the window (a fallback fails it, with the reason from `window.streamModes`). The peer column: the server\'s stats of that viewer\'s peer at the window end (totals since it connected). Goal of the issue: p99 < 100 ms.', '')
   } else {
     out.push('Not measured in this run (`--no-latency`, no animated scene, or no viewer browser).', '')
   }
 
   out.push('### Further video rows', '')
-  out.push('Run after this by `npm run bench` (each prints its own table): viewers held at ≥ 99% delivery, H.264 vs tuned TS on JPEG (`bench/video-delivery.js`); the TypeScript CDP source vs the native one, 4 agents (`bench/source-side.js`); one viewer behind a shaped link in a network namespace (`bench/video-link.js`).')
+  out.push('Run after this by `npm run bench` (each prints its own table): viewers held at ≥ 99% delivery, H.264 vs tuned TS on JPEG (`bench/video-delivery.js`); the TypeScript CDP source vs the native one, 4 agents (`bench/source-side.js`); one viewer behind a shaped link in a network namespace (`bench/video-link.js`); server CPU per WebRTC peer and 100 peers joining at once (`bench/webrtc.js`).')
   out.push('')
   return out.join('\n')
 }
@@ -990,7 +929,7 @@ function chromiumVersion() {
 }
 
 async function main() {
-  if (process.argv[2] === '--serve') return serveMain(process.argv[3])
+  if (process.argv[2] === '--serve') return serveMain(process.argv[3], process.argv[4])
   if (process.argv.includes('--help')) {
     const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
     const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
@@ -1028,7 +967,7 @@ async function main() {
     kernel: os.release(),
     node: process.version,
     chromium: chromiumVersion(),
-    idleBusyPct: (100 * (idle1.busy - idle0.busy)) / (idle1.total - idle0.total),
+    idleBusyPct: machineBusyPct(idle0, idle1),
     addon: addonBuild(),
   }
   const { server: sceneServer, base: sceneBase } = await startSceneServer()
@@ -1082,15 +1021,41 @@ function cleanupAll() {
   }
 }
 
-for (const signal of process.argv[2] === '--serve' ? [] : ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    cleanupAll()
-    process.exit(130)
-  })
+/** Ctrl-C or SIGTERM: everything started goes with this process. */
+function onSignals() {
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+      cleanupAll()
+      process.exit(130)
+    })
+  }
 }
 
-main().catch((err) => {
-  cleanupAll()
-  process.stderr.write(`bench video: ${err.stack ?? err}\n`)
-  process.exit(1)
-})
+// What bench/webrtc.js shares with this file (its server is this file's --serve).
+module.exports = {
+  AGENT,
+  startSceneServer,
+  startServer,
+  channelStats,
+  wsViewer,
+  launchViewerBrowser,
+  addonBuild,
+  chromiumVersion,
+  cleanups,
+  cleanupAll,
+  onSignals,
+  sleep,
+  withTimeout,
+  waitFor,
+  percentile,
+  fmt,
+}
+
+if (require.main === module) {
+  if (process.argv[2] !== '--serve') onSignals()
+  main().catch((err) => {
+    cleanupAll()
+    process.stderr.write(`bench video: ${err.stack ?? err}\n`)
+    process.exit(1)
+  })
+}

@@ -1,7 +1,8 @@
 'use strict'
 // A second host for tests: a network namespace joined to this one by a veth pair (as root,
 // with iproute2). A program run inside it (`command`) reaches this host at `hostIp` only; this
-// host's loopback addresses are not its loopback. Cleaned up by `close()`.
+// host's loopback addresses are not its loopback. Cleaned up by `close()`. The benchmark of a
+// constrained link (bench/video-link.js) shapes the same pair with tc.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -51,6 +52,9 @@ function createNamespace(subnet = process.pid % 250) {
     ns,
     hostIp,
     nsIp,
+    /** The veth ends: this host's and the namespace's. */
+    hostIf,
+    nsIf,
     /** The argv prefix that runs a command inside. */
     command: ['ip', 'netns', 'exec', ns],
     /** An executable that runs `program` inside (for launchers that take one path). */

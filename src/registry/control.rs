@@ -185,20 +185,14 @@ impl Registry {
             link.answer_error("webrtc_unavailable", "this server does not offer WebRTC");
             return;
         };
-        let video = match self.subscribe_video(channel) {
-            Ok(video) => video,
-            Err(()) => {
-                link.answer_error("video_failed", "the video encoder could not start");
-                return;
-            }
-        };
-        if let Some(previous) = lock(&link.webrtc).take() {
-            previous.end(crate::webrtc::peer::EndReason::Replaced);
-        }
         let events = Arc::new(ViewerPeerEvents { link: link.clone() });
+        let video = || self.subscribe_video(channel).ok();
         match webrtc.open(sdp, video, events, &link.closer.token) {
             Ok((answer, peer)) => {
-                *lock(&link.webrtc) = Some(peer);
+                // Only a working new offer replaces the previous peer.
+                if let Some(previous) = lock(&link.webrtc).replace(peer) {
+                    previous.end(crate::webrtc::peer::EndReason::Replaced);
+                }
                 link.send(crate::webrtc::answer_message(&answer));
             }
             Err(refusal) => {

@@ -57,8 +57,8 @@ pub enum Outbound {
     /// Extended: switch this viewer to video (its subscription to the channel's pipeline) or
     /// back to JPEG frames (`None`).
     Video(Option<VideoSubscription>),
-    /// Extended: the viewer's WebRTC peer started (`true`) or stopped delivering pictures;
-    /// JPEG frames on the socket stop and resume with it.
+    /// Extended: one of the viewer's WebRTC peers started (`true`) or stopped delivering
+    /// pictures; JPEG frames on the socket stop while any delivers.
     WebRtcPictures(bool),
 }
 

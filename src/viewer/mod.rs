@@ -58,7 +58,7 @@ pub fn split_slot(
         pacing: Pacing::default(),
         video: None,
         video_config: None,
-        webrtc_pictures: false,
+        webrtc_pictures: 0,
     };
     let reader = Reader {
         registry: registry.clone(),

@@ -43,8 +43,9 @@ pub struct Writer {
     pub(super) video: Option<VideoSubscription>,
     /// The decoder configuration last sent.
     pub(super) video_config: Option<Arc<VideoConfig>>,
-    /// Extended: the viewer's WebRTC peer shows the pictures (no JPEG frames meanwhile).
-    pub(super) webrtc_pictures: bool,
+    /// Extended: how many of the viewer's WebRTC peers show the pictures (no JPEG frames
+    /// meanwhile). A count, not a flag: a replaced peer may end after its successor started.
+    pub(super) webrtc_pictures: u32,
 }
 
 /// The next chunk of `video` (never resolves without video).
@@ -153,7 +154,7 @@ impl Writer {
 
     /// JPEG frames go to this viewer: it has no video.
     fn jpeg_frames(&self) -> bool {
-        self.video.is_none() && !self.webrtc_pictures
+        self.video.is_none() && self.webrtc_pictures == 0
     }
 
     /// Writes `chunk` unless the viewer waits for a keyframe and this is none; sends the
@@ -422,8 +423,12 @@ impl Writer {
                         }
                     }
                     Some(Outbound::WebRtcPictures(on)) => {
-                        let was = std::mem::replace(&mut self.webrtc_pictures, on);
-                        if was && !on && self.video.is_none() {
+                        self.webrtc_pictures = if on {
+                            self.webrtc_pictures.saturating_add(1)
+                        } else {
+                            self.webrtc_pictures.saturating_sub(1)
+                        };
+                        if !on && self.jpeg_frames() {
                             // Back to JPEG: the page as it is now.
                             self.resend_latest_frame(sink, cancelled.as_mut()).await?;
                         }

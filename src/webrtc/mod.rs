@@ -258,13 +258,15 @@ impl WebRtc {
         Ok(made)
     }
 
-    /// Answers `offer` with a peer that sends `video` to the viewer, or says why not. The
-    /// peer runs until its handle is dropped, `parent` is cancelled (the viewer left), or the
-    /// connection fails; `events` hears from it.
+    /// Answers `offer` with a peer that sends the channel's video to the viewer, or says why
+    /// not. `video` subscribes to the channel's encoder; it is called only once the offer was
+    /// negotiated, so a bad offer never starts an encoder. The peer runs until its handle is
+    /// dropped, `parent` is cancelled (the viewer left), or the connection fails; `events`
+    /// hears from it.
     pub fn open(
         &self,
         offer: &str,
-        video: VideoSubscription,
+        video: impl FnOnce() -> Option<VideoSubscription>,
         events: Arc<dyn PeerEvents>,
         parent: &CancellationToken,
     ) -> Result<(String, PeerHandle), Refusal> {
@@ -279,7 +281,7 @@ impl WebRtc {
     fn try_open(
         &self,
         offer: &str,
-        video: VideoSubscription,
+        video: impl FnOnce() -> Option<VideoSubscription>,
         events: Arc<dyn PeerEvents>,
         parent: &CancellationToken,
     ) -> Result<(String, PeerHandle), Refusal> {
@@ -302,6 +304,8 @@ impl WebRtc {
         }
         let endpoint = self.endpoint()?;
         let (mut rtc, mid, pt, answer) = self.negotiate(offer, endpoint.local)?;
+        let video = video()
+            .ok_or_else(|| refuse("video_failed", "the video encoder could not start", None))?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let (inbox_tx, inbox) = mpsc::channel(PEER_INBOX);
