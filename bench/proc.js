@@ -1,5 +1,6 @@
 'use strict'
-// What the bench scripts share: their flag parser and their /proc readings (CPU time of a
+// What the bench scripts share: their flag parser, their --help (the file's head comment) and
+// their /proc readings (CPU time of a
 // process, a thread, a process tree and the machine; resident memory; process liveness).
 // Linux only; every reader returns null (or 0 for a tree) when the process is gone.
 
@@ -7,6 +8,13 @@ const fs = require('node:fs')
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on every Linux build we run on). */
 const CLK_TCK = 100
+
+/** Prints the head comment of the script `file` (after its first line): its --help. */
+function printHeadComment(file) {
+  const lines = fs.readFileSync(file, 'utf8').split('\n').slice(1)
+  const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
+  process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+}
 
 /**
  * `--name value` and `--flag` arguments into an object (`{ name: 'value', flag: true }`): a
@@ -172,6 +180,7 @@ function childPids(pid) {
 module.exports = {
   CLK_TCK,
   parseFlags,
+  printHeadComment,
   processCpuSeconds,
   mainThreadCpuSeconds,
   threadSchedSeconds,

@@ -29,7 +29,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
-const { parseFlags, processCpuSeconds, mainThreadCpuSeconds, rssBytes } = require('./proc')
+const { parseFlags, printHeadComment, processCpuSeconds, mainThreadCpuSeconds, rssBytes } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
@@ -488,10 +488,7 @@ async function main() {
     return
   }
   if (process.argv.includes('--help')) {
-    // The file's head comment, after its first line.
-    const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
-    const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
-    process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+    printHeadComment(__filename)
     return
   }
   const video = !process.argv.includes('--no-video')

@@ -29,7 +29,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
-const { parseFlags, processCpuSeconds, rssBytes } = require('./proc')
+const { parseFlags, printHeadComment, processCpuSeconds, rssBytes } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
@@ -339,9 +339,7 @@ function report(results) {
 async function main() {
   if (process.argv[2] === '--serve') return serveMain()
   if (process.argv.includes('--help')) {
-    const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
-    const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
-    process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+    printHeadComment(__filename)
     return
   }
   const options = parseOptions(process.argv.slice(2).filter((arg) => arg !== '--no-pin'))

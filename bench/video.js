@@ -34,7 +34,7 @@ const fs = require('node:fs')
 const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
-const { parseFlags, processCpuSeconds, threadSchedSeconds, treeCpuSeconds, machineTicks, machineBusyPct, otherCpuPct, isRunning, childPids } = require('./proc')
+const { parseFlags, printHeadComment, processCpuSeconds, threadSchedSeconds, treeCpuSeconds, machineTicks, machineBusyPct, otherCpuPct, isRunning, childPids } = require('./proc')
 
 const ROOT = path.resolve(__dirname, '..')
 const BENCH = __dirname
@@ -931,9 +931,7 @@ function chromiumVersion() {
 async function main() {
   if (process.argv[2] === '--serve') return serveMain(process.argv[3], process.argv[4])
   if (process.argv.includes('--help')) {
-    const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
-    const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
-    process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+    printHeadComment(__filename)
     return
   }
   const options = parseOptions(process.argv.slice(2).filter((a) => a !== '--video-only'))

@@ -630,9 +630,7 @@ function report(results, options, meta) {
 
 async function main() {
   if (process.argv.includes('--help')) {
-    const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1)
-    const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')))
-    process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+    proc.printHeadComment(__filename)
     return
   }
   const options = parseOptions(process.argv.slice(2))
