@@ -747,7 +747,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::codec::picture::tests::fixture_jpeg;
-    use crate::codec::Encoded;
+    use crate::codec::{Encoded, FLAG_REFINE};
     use crate::frame::FrameMeta;
     use base64::Engine;
     use bytes::Bytes;
@@ -817,6 +817,21 @@ mod tests {
         }
     }
 
+    /// A pipeline, a subscription, and the keyframe of the first picture it got. Subscribed
+    /// before the picture exists: its request for a keyframe is what the first encode serves,
+    /// so no second keyframe for joining (made when a join comes after an encode) follows it
+    /// and a test sees only what it causes.
+    fn started(
+        settings: EncoderSettings,
+    ) -> (Arc<VideoPipeline>, VideoSubscription, Arc<VideoChunk>) {
+        let pipeline = VideoPipeline::start(settings, None).unwrap();
+        let mut sub = pipeline.subscribe().unwrap();
+        pipeline.offer(&frame(1));
+        let first = recv(&mut sub);
+        assert!(first.key);
+        (pipeline, sub, first)
+    }
+
     #[test]
     fn a_joiner_gets_a_keyframe_of_a_still_page_and_joins_are_coalesced() {
         let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
@@ -857,9 +872,7 @@ mod tests {
 
     #[test]
     fn new_frames_are_deltas_and_a_corrupt_frame_does_not_stop_the_encoder() {
-        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
-        let mut sub = pipeline.subscribe().unwrap();
-        assert!(recv(&mut sub).key);
+        let (pipeline, mut sub, _) = started(settings());
         let garbage = Arc::new(Frame::from_base64(
             2,
             2,
@@ -882,11 +895,13 @@ mod tests {
             keyframe_interval: Duration::from_secs(60),
             refine_after: Duration::from_millis(100),
         };
-        let pipeline = VideoPipeline::start(settings, Some(frame(1))).unwrap();
-        let mut sub = pipeline.subscribe().unwrap();
-        assert!(recv(&mut sub).key);
+        let (pipeline, mut sub, first) = started(settings);
+        let is_refinement =
+            |chunk: &VideoChunk| chunk.head[chunk.ws_header_len + 3] & FLAG_REFINE != 0;
+        assert!(!is_refinement(&first));
         let refined = recv(&mut sub);
         assert!(refined.key, "a refinement is a keyframe");
+        assert!(is_refinement(&refined));
         assert_eq!(refined.seq, 1, "of the same picture");
         // Three more refinement periods: nothing more is made for a picture already refined.
         std::thread::sleep(Duration::from_millis(300));
@@ -902,9 +917,7 @@ mod tests {
 
     #[test]
     fn a_new_size_starts_a_new_config_with_a_keyframe() {
-        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
-        let mut sub = pipeline.subscribe().unwrap();
-        let first = recv(&mut sub);
+        let (pipeline, mut sub, first) = started(settings());
         let mut picture = Picture::default();
         PictureDecoder::default()
             .decode(&fixture_jpeg(), &mut picture)
@@ -927,9 +940,7 @@ mod tests {
 
     #[test]
     fn after_clear_a_joiner_gets_nothing_of_the_old_page_until_a_new_frame() {
-        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
-        let mut sub = pipeline.subscribe().unwrap();
-        assert!(recv(&mut sub).key);
+        let (pipeline, _sub, _) = started(settings());
         pipeline.clear();
         let mut joiner = pipeline.subscribe().unwrap();
         std::thread::sleep(KEYFRAME_COALESCE * 2);
