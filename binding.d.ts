@@ -77,6 +77,19 @@ export declare class NativeRegistry {
    */
   startCdpSource(key: string, generation: number, endpoint: string, options?: CdpSourceOptions | undefined | null): boolean
   /**
+   * Starts the relay source of session `generation` of `key`: this instance has no browser
+   * for it, so its viewers watch the instance that has one, over the bus. False when the
+   * session is not live; throws when the registry has no `relay`.
+   */
+  startRelaySource(key: string, generation: number): boolean
+  /**
+   * The host's answer to a `probe` event: whether this instance has that browser. False
+   * when the probe is no longer waiting (it timed out) or there is no relay.
+   */
+  answerProbe(probeId: number, owns: boolean): boolean
+  /** Whether the registry has a relay (the `relay` option). */
+  get hasRelay(): boolean
+  /**
    * Tells the registry that session `generation` of `key` ended by itself (its browser is
    * gone): the channel goes idle, keeps its viewers, and the next viewer or a `relaunch`
    * starts a new session. False when `generation` is not the live session.
@@ -345,12 +358,17 @@ export type HostEvent =
     agentId: string; /** Thread id. */
     threadId?: string; /** The viewer holding control; absent when nobody does. */
   controller?: number }
+  | { kind: 'probe'; /** Names this question in `answerProbe`. */
+    probeId: number; /** Channel key. */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id. */
+  threadId?: string }
   | { kind: 'log'; /** Which logger method. */
     level: HostLogLevel; /** The line. */
   text: string }
 
 /** How much a log line matters, named as the JS logger's method. */
-export type HostLogLevel = 'warn'
+export type HostLogLevel = 'info' | 'warn'
 
 /** What a viewer's input is. */
 export type InputKind = 'mouse' | 'keyboard' | 'text' | 'relaunch'
@@ -363,6 +381,40 @@ export interface NativeIceServer {
   username?: string
   /** TURN credential. Every admitted viewer receives it: prefer short-lived credentials. */
   credential?: string
+}
+
+/** How to reach NATS. At most one of `token`, `user`+`password`, `nkey`, `credsFile`. */
+export interface NativeNatsOptions {
+  /** `nats://host:port` URLs (1 to 16). */
+  servers: Array<string>
+  /** Connection name the NATS server shows. */
+  name?: string
+  token?: string
+  user?: string
+  password?: string
+  /** An NKey seed. */
+  nkey?: string
+  /** A `.creds` file (JWT and NKey seed). */
+  credsFile?: string
+  tls?: NativeNatsTls
+  /** First tokens of every subject (default `browser-stream`). */
+  subjectPrefix?: string
+  /** How long an owner may take to answer (ms). */
+  ownerTimeoutMs?: number
+  /** How often a subscriber renews its lease (ms). */
+  leaseIntervalMs?: number
+}
+
+/** TLS to the NATS servers. */
+export interface NativeNatsTls {
+  /** Refuse servers without TLS. */
+  required?: boolean
+  /** PEM file of the CA certificates to trust. */
+  caFile?: string
+  /** PEM file of a client certificate (with `keyFile`: mutual TLS). */
+  certFile?: string
+  /** PEM file of that certificate's key. */
+  keyFile?: string
 }
 
 /**
@@ -442,6 +494,14 @@ export interface NativeRegistryOptions {
   video?: boolean
   /** WebRTC delivery of the video (off unless given; needs `video`). */
   webrtc?: NativeWebRtcOptions
+  /** Scale-out over NATS (off unless given). */
+  relay?: NativeRelayOptions
+}
+
+/** The relay's bus (`relay: { nats }`); `relay::config` owns the defaults and checks. */
+export interface NativeRelayOptions {
+  /** The NATS connection. */
+  nats: NativeNatsOptions
 }
 
 /** WebRTC settings; `webrtc::config` owns the defaults and ranges. */
@@ -547,6 +607,33 @@ export interface RegistryStats {
   cdpConnections: number
   /** WebRTC, when configured. */
   webrtc?: WebRtcStats
+  /** The relay, when configured. */
+  relay?: RelayStats
+}
+
+/** The registry's relay over NATS. */
+export interface RelayStats {
+  /** This instance's id on the bus (in the owner's answers and leases). */
+  instance: string
+  /** Whether the NATS connection is up now. */
+  connected: boolean
+  /** Channels this instance streams to other instances now. */
+  streaming: number
+  /** Owner questions answered (this instance had the browser). */
+  questionsAnswered: number
+  /** Streams started for other instances. */
+  streamsStarted: number
+  /** Messages relay sources received from owners, and frames they pushed. */
+  messagesReceived: number
+  framesRelayed: number
+  /** Times an owner stopped answering a relay source. */
+  ownersLost: number
+  /** Slow-consumer reports of the client (a subscription fell behind; messages dropped). */
+  slowConsumerDrops: number
+  /** Frames the owner did not publish: the bus was away, or the frame over its `max_payload`. */
+  framesDropped: number
+  /** Owner questions answered "no" unasked: too many host probes in flight. */
+  probesRefused: number
 }
 
 /** How `startReplaySource` replays its images. */
@@ -698,7 +785,7 @@ export interface ViewerStats {
 }
 
 /** How a viewer's socket is served. */
-export type ViewerTransport = 'native' | 'bridged'
+export type ViewerTransport = 'native' | 'bridged' | 'relay'
 
 /** The registry's WebRTC endpoint and peers. */
 export interface WebRtcStats {

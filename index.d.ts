@@ -3,7 +3,7 @@
 import type { Hono, Context } from 'hono'
 import type { Server as HttpServer } from 'node:http'
 import type { Http2SecureServer, Http2Server } from 'node:http2'
-import type { NativeRegistry, NativeRegistryOptions, NativeWebRtcOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent } from './binding'
+import type { NativeRegistry, NativeRegistryOptions, NativeWebRtcOptions, NativeNatsOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent } from './binding'
 
 export { NativeRegistry }
 export type { NativeRegistryOptions, RegistryStats, ChannelStats, ViewerStats, FrameMetadata, HostEvent }
@@ -139,10 +139,18 @@ export interface WebRtcOptions extends Omit<NativeWebRtcOptions, 'iceServers'> {
   iceServers?: WebRtcIceServer[]
 }
 
+/** The NATS connection of the relay (README, "Several instances"); checks are Rust's (`relay::config`). */
+export interface NatsOptions extends Omit<NativeNatsOptions, 'servers'> {
+  /** `nats://host:port` (or `tls://`) URL, or up to 16 of them. */
+  servers: string | string[]
+}
+
 /** Options of a `ViewerRegistry` (all optional). */
-export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webrtc'> {
+export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webrtc' | 'relay'> {
   /** WebRTC from the same encoder: `true` for every default (loopback only), or settings. Off by default. */
   webrtc?: boolean | WebRtcOptions
+  /** Scale-out over NATS: viewers on any instance watch the instance that has the browser. Off by default. */
+  relay?: { nats: NatsOptions }
   /**
    * Called whenever control of an agent's page changes hands (extended viewers'
    * `control-request` / `control-release`, the controller leaving): `controller` is the viewer

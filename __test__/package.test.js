@@ -33,9 +33,11 @@ const skip =
 // generated bindings and the Rust sources of the fallback build; a platform package is one binary.
 // The binary is stripped; it holds the H.264 encoder (OpenH264) and a whole WebRTC stack (ICE,
 // DTLS, SRTP, SDP, RTP in pure Rust: str0m with RustCrypto), which took the linux-x64 binary
-// from under 8 MiB to 10.0 MB. The budget keeps room for one more such part, not for bloat.
+// from under 8 MiB to 10.0 MB, and the NATS client of the relay with its TLS (async-nats,
+// rustls on the aws-lc that DTLS already links, NKey signatures), which took it to 13.7 MB.
+// The budget keeps room for one more such part, not for bloat.
 const MAIN_PACKAGE_BUDGET = 1024 * 1024
-const PLATFORM_PACKAGE_BUDGET = 12 * 1024 * 1024
+const PLATFORM_PACKAGE_BUDGET = 16 * 1024 * 1024
 
 const platformName = platform.platformPackage(host)
 const pnpmCli = path.join(root, 'node_modules', 'pnpm', 'bin', 'pnpm.cjs')

@@ -96,6 +96,9 @@ class HostEvents {
       case 'control':
         this.#controlChanged(event)
         return
+      case 'probe':
+        this.#native.answerProbe(event.probeId, await this.#hasBrowser(event))
+        return
       case 'log':
         // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
         // `level` is named as the logger method (HostLogLevel).
@@ -171,10 +174,48 @@ class HostEvents {
       log: this.#log,
       reportFailure: (detail) => this.#reportFailure(key, generation, detail),
       fail: (detail) => this.#endSession(key, generation, { failure: detail }),
-      idle: () => this.#endSession(key, generation),
+      idle: () => this.#noBrowserHere(key, generation),
     })
     this.#sources.set(key, source)
     source.start().catch(() => {})
+  }
+
+  /**
+   * This instance has no browser for session `generation` of `key`: with a relay its viewers
+   * watch the instance that has one (a Rust relay source, which keeps looking for it);
+   * without, the session ends quietly and the next viewer looks again.
+   */
+  #noBrowserHere(key, generation) {
+    if (!this.#native.hasRelay) {
+      this.#endSession(key, generation)
+      return
+    }
+    this.#sources.set(key, this.#nativeSourceEntry(key, generation))
+    this.#native.startRelaySource(key, generation)
+  }
+
+  /**
+   * Whether this instance has the browser of a channel, as the relay asks for another
+   * instance's viewers: its `getCdpEndpoint` names one, its `getReplayFrames` gives frames,
+   * or its `getToolset` has a toolset for the agent. Errors count as no (logged).
+   */
+  async #hasBrowser({ key, agentId, threadId }) {
+    const thread = threadId ?? undefined
+    try {
+      if (this.#getCdpEndpoint) {
+        const endpoint = await this.#getCdpEndpoint(agentId, thread)
+        if (endpoint !== undefined && endpoint !== null && endpoint !== false) return true
+      }
+      if (this.#getReplayFrames && this.#getReplayFrames(agentId, thread)) return true
+      const getToolset = this.#channels.toolsetGetter(key) ?? this.#getToolset
+      if (typeof getToolset === 'function') {
+        const toolset = await (thread === undefined ? getToolset(agentId) : getToolset(agentId, thread))
+        if (toolset) return true
+      }
+    } catch (err) {
+      this.#log.warn(`[browser-stream] relay: looking up the browser of ${key}: ${errorText(err)}`)
+    }
+    return false
   }
 
   /**

@@ -62,6 +62,51 @@ function webrtcOptions(webrtc) {
   return out
 }
 
+/** Fields of `relay.nats`, by type; values (URLs, ranges, which credentials) are Rust's. */
+const NATS_FIELDS = [['name', 'string'], ['token', 'string'], ['user', 'string'], ['password', 'string'], ['nkey', 'string'], ['credsFile', 'string'], ['subjectPrefix', 'string'], ['ownerTimeoutMs', 'number'], ['leaseIntervalMs', 'number']]
+const NATS_TLS_FIELDS = [['required', 'boolean'], ['caFile', 'string'], ['certFile', 'string'], ['keyFile', 'string']]
+
+/**
+ * Copies the fields of `from` listed in `fields` (each of its type) onto a new object; an
+ * unknown field is refused (a misspelled credential must not mean connecting without it).
+ */
+function typedFields(from, fields, what, also = []) {
+  const known = new Set([...fields.map(([name]) => name), ...also])
+  for (const name of Object.keys(from)) {
+    if (!known.has(name)) throw new TypeError(`ViewerRegistry option ${what} has no field ${name}`)
+  }
+  const out = {}
+  for (const [name, type] of fields) {
+    if (from[name] === undefined) continue
+    if (typeof from[name] !== type) throw new TypeError(`ViewerRegistry option ${what}.${name} must be a ${type}`)
+    out[name] = from[name]
+  }
+  return out
+}
+
+/**
+ * The `relay` option as Rust takes it: `{ nats: { servers, … } }`, `servers` one URL or many.
+ * Types are checked here; URLs, ranges and the choice of credentials in Rust.
+ * @param {unknown} relay
+ */
+function relayOptions(relay) {
+  const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
+  if (!isObject(relay) || !isObject(relay.nats) || Object.keys(relay).length !== 1) {
+    throw new TypeError('ViewerRegistry option relay must be { nats: { servers, … } }')
+  }
+  const { nats } = relay
+  const servers = typeof nats.servers === 'string' ? [nats.servers] : nats.servers
+  if (!Array.isArray(servers) || !servers.every((server) => typeof server === 'string')) {
+    throw new TypeError('ViewerRegistry option relay.nats.servers must be a URL or URLs (nats://host:port)')
+  }
+  const out = { servers, ...typedFields(nats, NATS_FIELDS, 'relay.nats', ['servers', 'tls']) }
+  if (nats.tls !== undefined) {
+    if (!isObject(nats.tls)) throw new TypeError('ViewerRegistry option relay.nats.tls must be an object')
+    out.tls = typedFields(nats.tls, NATS_TLS_FIELDS, 'relay.nats.tls')
+  }
+  return { nats: out }
+}
+
 class ViewerRegistry {
   #native
   /** the host callback's side: the source sessions of the channels */
@@ -94,6 +139,7 @@ class ViewerRegistry {
       nativeOptions[name] = value
     }
     if (options.webrtc !== undefined && options.webrtc !== false) nativeOptions.webrtc = webrtcOptions(options.webrtc)
+    if (options.relay !== undefined && options.relay !== null && options.relay !== false) nativeOptions.relay = relayOptions(options.relay)
     if (options.getReplayFrames !== undefined && typeof options.getReplayFrames !== 'function') {
       throw new TypeError('ViewerRegistry option getReplayFrames must be a function')
     }

@@ -30,6 +30,18 @@ pub struct SourceRequest {
     pub generation: u32,
 }
 
+/// The relay asks whether this instance has the browser of a channel (another instance's
+/// viewers want to watch it); the answer comes back through `Relay::answer_probe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRequest {
+    /// Names this question in the answer.
+    pub probe_id: u32,
+    /// Channel key.
+    pub key: String,
+    pub agent_id: String,
+    pub thread_id: Option<String>,
+}
+
 /// Control of a channel's page changed hands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlChange {
@@ -63,6 +75,8 @@ pub enum BridgedOutbound {
 /// How much a log line matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// A state change worth a line (the relay's bus connected again).
+    Info,
     /// Something the operator may want to know (a source failed, a frame was refused).
     Warn,
 }
@@ -95,6 +109,12 @@ pub trait Host: Send + Sync + 'static {
     fn refine_frame(&self, request: SourceRequest, quality: u32) -> bool {
         let _ = (request, quality);
         false
+    }
+    /// Does this instance have the browser of `probe`'s channel? Answered later (the host
+    /// looks it up: `getCdpEndpoint`, `getToolset`), through `Relay::answer_probe`; without an
+    /// answer the relay takes it as no. Must not block.
+    fn probe_source(&self, probe: ProbeRequest) {
+        let _ = probe;
     }
     /// A diagnostic for the deployer's log (never sent to viewers: it may name endpoints or
     /// quote a deployer's error). Must not block.

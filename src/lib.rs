@@ -27,6 +27,7 @@ pub(crate) mod mailbox;
 pub(crate) mod node;
 pub mod protocol;
 pub(crate) mod registry;
+pub(crate) mod relay;
 pub(crate) mod source;
 pub(crate) mod sync;
 pub(crate) mod viewer;

@@ -79,6 +79,12 @@ impl ErrorCode {
     pub const SCREENCAST_FAILED: &'static str = "screencast_failed";
     /// The browser went away or stopped answering mid-stream.
     pub const BROWSER_CRASHED: &'static str = "browser_crashed";
+    /// Relay: the message bus cannot be reached, so the instance holding the browser cannot
+    /// be asked (the stream comes back by itself with the bus).
+    pub const RELAY_UNAVAILABLE: &'static str = "relay_unavailable";
+    /// Relay: the instance streaming the browser stopped answering (it went away); another
+    /// owner is looked for.
+    pub const RELAY_OWNER_LOST: &'static str = "relay_owner_lost";
 }
 
 /// The text viewers get with a source error `code`. Fixed per code on purpose: what went
@@ -87,6 +93,8 @@ pub fn viewer_error_text(code: &str) -> &'static str {
     match code {
         ErrorCode::SCREENCAST_FAILED => "the browser's screencast could not be started",
         ErrorCode::BROWSER_CRASHED => "the browser stopped responding",
+        ErrorCode::RELAY_UNAVAILABLE => "the stream relay is unavailable; retrying",
+        ErrorCode::RELAY_OWNER_LOST => "the server streaming this browser went away; retrying",
         _ => "the browser stream reported an error",
     }
 }

@@ -11,7 +11,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use crate::host::{BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, SourceRequest};
+use crate::host::{
+    BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, ProbeRequest, SourceRequest,
+};
 use crate::protocol::{parse_client_message, ClientMessage};
 use crate::source::cdp::CdpSessions;
 
@@ -33,6 +35,8 @@ pub enum InputKind {
 #[napi(string_enum = "lowercase")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostLogLevel {
+    /// `logger.info`.
+    Info,
     /// `logger.warn`.
     Warn,
 }
@@ -119,6 +123,18 @@ pub enum HostEvent {
         thread_id: Option<String>,
         /// The viewer holding control; absent when nobody does.
         controller: Option<u32>,
+    },
+    /// Another instance asks over the relay whether this one has the browser of `agentId`
+    /// (and `threadId`): answer with `answerProbe(probeId, owns)`.
+    Probe {
+        /// Names this question in `answerProbe`.
+        probe_id: u32,
+        /// Channel key.
+        key: String,
+        /// Agent id.
+        agent_id: String,
+        /// Thread id.
+        thread_id: Option<String>,
     },
     /// A diagnostic for the deployer's logger.
     Log {
@@ -243,11 +259,21 @@ impl Host for JsHost {
 
     fn log(&self, level: LogLevel, message: String) {
         let level = match level {
+            LogLevel::Info => HostLogLevel::Info,
             LogLevel::Warn => HostLogLevel::Warn,
         };
         self.notify(HostEvent::Log {
             level,
             text: message,
+        });
+    }
+
+    fn probe_source(&self, probe: ProbeRequest) {
+        self.notify(HostEvent::Probe {
+            probe_id: probe.probe_id,
+            key: probe.key,
+            agent_id: probe.agent_id,
+            thread_id: probe.thread_id,
         });
     }
 

@@ -411,6 +411,40 @@ impl NativeRegistry {
         Ok(true)
     }
 
+    /// Starts the relay source of session `generation` of `key`: this instance has no browser
+    /// for it, so its viewers watch the instance that has one, over the bus. False when the
+    /// session is not live; throws when the registry has no `relay`.
+    #[napi]
+    pub fn start_relay_source(&self, key: String, generation: u32) -> Result<bool> {
+        let Some(relay) = &self.registry.relay else {
+            return Err(invalid("startRelaySource needs the relay option"));
+        };
+        let Some(channel) = self.registry.channel(&key) else {
+            return Ok(false);
+        };
+        if !self.registry.is_live(&key, generation) {
+            return Ok(false);
+        }
+        relay.start_source(channel.id.clone(), generation);
+        Ok(true)
+    }
+
+    /// The host's answer to a `probe` event: whether this instance has that browser. False
+    /// when the probe is no longer waiting (it timed out) or there is no relay.
+    #[napi]
+    pub fn answer_probe(&self, probe_id: u32, owns: bool) -> bool {
+        self.registry
+            .relay
+            .as_ref()
+            .is_some_and(|relay| relay.answer_probe(probe_id, owns))
+    }
+
+    /// Whether the registry has a relay (the `relay` option).
+    #[napi(getter)]
+    pub fn has_relay(&self) -> bool {
+        self.registry.relay.is_some()
+    }
+
     /// Tells the registry that session `generation` of `key` ended by itself (its browser is
     /// gone): the channel goes idle, keeps its viewers, and the next viewer or a `relaunch`
     /// starts a new session. False when `generation` is not the live session.
@@ -508,6 +542,10 @@ impl NativeRegistry {
                 .webrtc
                 .as_ref()
                 .map(|webrtc| webrtc.figures().into()),
+            self.registry
+                .relay
+                .as_ref()
+                .map(|relay| relay.figures().into()),
         )
     }
 

@@ -33,6 +33,8 @@ macro_rules! native_options_from_table {
             $( $(#[doc = $fdoc])* #[napi(js_name = $fname)] pub $ffield: Option<bool>, )*
             /// WebRTC delivery of the video (off unless given; needs `video`).
             pub webrtc: Option<NativeWebRtcOptions>,
+            /// Scale-out over NATS (off unless given).
+            pub relay: Option<NativeRelayOptions>,
         }
 
         impl NativeRegistryOptions {
@@ -51,6 +53,9 @@ macro_rules! native_options_from_table {
                 if let Some(webrtc) = self.webrtc {
                     config.webrtc = Some(webrtc.into_options().into_config().map_err(invalid)?);
                 }
+                if let Some(relay) = self.relay {
+                    config.relay = Some(relay.nats.into_options().into_config().map_err(invalid)?);
+                }
                 Ok(config)
             }
         }
@@ -58,6 +63,71 @@ macro_rules! native_options_from_table {
 }
 
 for_registry_options!(native_options_from_table);
+
+/// The relay's bus (`relay: { nats }`); `relay::config` owns the defaults and checks.
+#[napi(object)]
+pub struct NativeRelayOptions {
+    /// The NATS connection.
+    pub nats: NativeNatsOptions,
+}
+
+/// TLS to the NATS servers.
+#[napi(object)]
+pub struct NativeNatsTls {
+    /// Refuse servers without TLS.
+    pub required: Option<bool>,
+    /// PEM file of the CA certificates to trust.
+    pub ca_file: Option<String>,
+    /// PEM file of a client certificate (with `keyFile`: mutual TLS).
+    pub cert_file: Option<String>,
+    /// PEM file of that certificate's key.
+    pub key_file: Option<String>,
+}
+
+/// How to reach NATS. At most one of `token`, `user`+`password`, `nkey`, `credsFile`.
+#[napi(object)]
+pub struct NativeNatsOptions {
+    /// `nats://host:port` URLs (1 to 16).
+    pub servers: Vec<String>,
+    /// Connection name the NATS server shows.
+    pub name: Option<String>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// An NKey seed.
+    pub nkey: Option<String>,
+    /// A `.creds` file (JWT and NKey seed).
+    pub creds_file: Option<String>,
+    pub tls: Option<NativeNatsTls>,
+    /// First tokens of every subject (default `browser-stream`).
+    pub subject_prefix: Option<String>,
+    /// How long an owner may take to answer (ms).
+    pub owner_timeout_ms: Option<f64>,
+    /// How often a subscriber renews its lease (ms).
+    pub lease_interval_ms: Option<f64>,
+}
+
+impl NativeNatsOptions {
+    fn into_options(self) -> crate::relay::config::RelayOptions {
+        let tls = self.tls;
+        crate::relay::config::RelayOptions {
+            servers: self.servers,
+            name: self.name,
+            token: self.token,
+            user: self.user,
+            password: self.password,
+            nkey: self.nkey,
+            creds_file: self.creds_file,
+            tls_required: tls.as_ref().and_then(|t| t.required),
+            tls_ca_file: tls.as_ref().and_then(|t| t.ca_file.clone()),
+            tls_cert_file: tls.as_ref().and_then(|t| t.cert_file.clone()),
+            tls_key_file: tls.and_then(|t| t.key_file),
+            subject_prefix: self.subject_prefix,
+            owner_timeout_ms: self.owner_timeout_ms,
+            lease_interval_ms: self.lease_interval_ms,
+        }
+    }
+}
 
 /// A STUN or TURN server handed to viewers (as `RTCIceServer`).
 #[napi(object)]

@@ -19,6 +19,8 @@ pub enum ViewerTransport {
     Native,
     /// Kept in JS, written through host events.
     Bridged,
+    /// Another instance's subscription to this channel over the relay (one for all of them).
+    Relay,
 }
 
 /// Which wire a viewer speaks.
@@ -82,6 +84,7 @@ impl From<ViewerStats> for JsViewerStats {
             transport: match v.transport {
                 Transport::Native => ViewerTransport::Native,
                 Transport::Bridged => ViewerTransport::Bridged,
+                Transport::Relay => ViewerTransport::Relay,
             },
             mode: match v.mode {
                 Mode::Compat => ViewerMode::Compat,
@@ -143,6 +146,50 @@ impl From<crate::webrtc::peer::PeerFigures> for JsPeerStats {
             chunks_sent: p.chunks_sent as i64,
             chunks_skipped: p.chunks_skipped as i64,
             lagged: p.lagged as i64,
+        }
+    }
+}
+
+/// The registry's relay over NATS.
+#[napi(object, js_name = "RelayStats")]
+pub struct JsRelayStats {
+    /// This instance's id on the bus (in the owner's answers and leases).
+    pub instance: String,
+    /// Whether the NATS connection is up now.
+    pub connected: bool,
+    /// Channels this instance streams to other instances now.
+    pub streaming: u32,
+    /// Owner questions answered (this instance had the browser).
+    pub questions_answered: i64,
+    /// Streams started for other instances.
+    pub streams_started: i64,
+    /// Messages relay sources received from owners, and frames they pushed.
+    pub messages_received: i64,
+    pub frames_relayed: i64,
+    /// Times an owner stopped answering a relay source.
+    pub owners_lost: i64,
+    /// Slow-consumer reports of the client (a subscription fell behind; messages dropped).
+    pub slow_consumer_drops: i64,
+    /// Frames the owner did not publish: the bus was away, or the frame over its `max_payload`.
+    pub frames_dropped: i64,
+    /// Owner questions answered "no" unasked: too many host probes in flight.
+    pub probes_refused: i64,
+}
+
+impl From<crate::relay::RelayFigures> for JsRelayStats {
+    fn from(f: crate::relay::RelayFigures) -> Self {
+        JsRelayStats {
+            instance: f.instance,
+            connected: f.connected,
+            streaming: f.streaming as u32,
+            questions_answered: f.questions_answered as i64,
+            streams_started: f.streams_started as i64,
+            messages_received: f.messages_received as i64,
+            frames_relayed: f.frames_relayed as i64,
+            owners_lost: f.owners_lost as i64,
+            slow_consumer_drops: f.slow_consumer_drops as i64,
+            frames_dropped: f.frames_dropped as i64,
+            probes_refused: f.probes_refused as i64,
         }
     }
 }
@@ -423,6 +470,8 @@ macro_rules! js_registry_stats {
             pub cdp_connections: u32,
             /// WebRTC, when configured.
             pub webrtc: Option<JsWebRtcStats>,
+            /// The relay, when configured.
+            pub relay: Option<JsRelayStats>,
         }
 
         impl JsRegistryStats {
@@ -434,6 +483,7 @@ macro_rules! js_registry_stats {
                 closed: bool,
                 cdp_connections: usize,
                 webrtc: Option<JsWebRtcStats>,
+                relay: Option<JsRelayStats>,
             ) -> Self {
                 let totals = totals.snapshot();
                 JsRegistryStats {
@@ -443,6 +493,7 @@ macro_rules! js_registry_stats {
                     closed,
                     cdp_connections: cdp_connections as u32,
                     webrtc,
+                    relay,
                 }
             }
         }

@@ -53,6 +53,9 @@ pub(super) struct ChannelState {
     pub(super) linger_timer: Option<AbortHandle>,
     /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
     pub(super) linger_epoch: u64,
+    /// The session whose source is a relay (the browser is on another instance), if the
+    /// current one is: its page cannot be controlled from here.
+    pub(super) relayed_generation: Option<u32>,
 }
 
 /// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.
@@ -199,6 +202,11 @@ impl Channel {
             StickyKind::Error(code.to_string()),
             protocol::error_message(code, protocol::viewer_error_text(code)),
         );
+    }
+
+    /// Whether the live session's source is a relay from another instance.
+    pub(super) fn is_relayed(state: &ChannelState) -> bool {
+        state.source != SourceState::Idle && state.relayed_generation == Some(state.generation)
     }
 
     /// The geometry of frame `seq` (the last change at or before it), for input mapping;

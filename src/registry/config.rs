@@ -172,6 +172,7 @@ macro_rules! config_from_table {
                     },
                     // Structured, so not a row: `webrtc::config` owns its defaults and checks.
                     webrtc: None,
+                    relay: None,
                 }
             }
         }
@@ -268,6 +269,8 @@ impl RegistryConfig {
 pub struct RegistryConfig {
     /// WebRTC delivery, when the deployer configured it (`webrtc` option).
     pub webrtc: Option<crate::webrtc::config::WebRtcConfig>,
+    /// Scale-out over NATS, when the deployer configured it (`relay.nats`).
+    pub relay: Option<crate::relay::config::RelayConfig>,
     /// How long a source keeps running after its last viewer left (a reload must not restart
     /// Chrome's encoder).
     pub linger: Duration,

@@ -15,6 +15,13 @@ use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
 };
 
+/// The answer to control asked of a page whose browser is on another instance (the relay
+/// carries the picture, not yet control).
+const CONTROL_ELSEWHERE: (&str, &str) = (
+    "control_unavailable",
+    "this browser is streamed from another server; it cannot be controlled from here",
+);
+
 impl Registry {
     /// Handles one TEXT message of a viewer, in its mode: compat messages are inputs (invalid
     /// ones counted, never answered); extended messages are answered as docs/PROTOCOL.md says.
@@ -306,6 +313,8 @@ impl Registry {
             let mut state = lock(&channel.state);
             let refusal = if !link.can_control {
                 Some(("control_denied", "this viewer may only watch"))
+            } else if Channel::is_relayed(&state) {
+                Some(CONTROL_ELSEWHERE)
             } else {
                 match state.controller {
                     Some(holder) if holder == link.id => None,
@@ -372,6 +381,11 @@ impl Registry {
             return;
         }
         let mut state = lock(&channel.state);
+        if Channel::is_relayed(&state) {
+            let (code, message) = CONTROL_ELSEWHERE;
+            link.answer_error(code, message);
+            return;
+        }
         match state.controller {
             None => self.set_controller(channel, &mut state, Some(link.id)),
             Some(holder) if holder == link.id => {

@@ -80,6 +80,8 @@ pub struct Registry {
     pub totals: RegistryTotals,
     /// WebRTC delivery, when configured (and video is on).
     pub(crate) webrtc: Option<crate::webrtc::WebRtc>,
+    /// Scale-out over NATS, when configured.
+    pub(crate) relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl Registry {
@@ -92,8 +94,13 @@ impl Registry {
             .map(|webrtc| {
                 crate::webrtc::WebRtc::new(webrtc, u64::from(config.video_bitrate), runtime.clone())
             });
-        Arc::new(Registry {
+        let relay = config
+            .relay
+            .clone()
+            .map(|relay| crate::relay::Relay::new(relay, runtime.clone()));
+        let registry = Arc::new(Registry {
             webrtc,
+            relay,
             config,
             host,
             runtime,
@@ -105,7 +112,11 @@ impl Registry {
             draining: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             totals: RegistryTotals::default(),
-        })
+        });
+        if let Some(relay) = &registry.relay {
+            relay.start(Arc::downgrade(&registry));
+        }
+        registry
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -178,6 +189,7 @@ impl Registry {
                 rejection_reported_for: 0,
                 linger_timer: None,
                 linger_epoch: 0,
+                relayed_generation: None,
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
@@ -489,6 +501,15 @@ impl Registry {
         drop(channels);
     }
 
+    /// Marks session `generation` of `key` as relayed from another instance (its viewers
+    /// cannot control the page from here). False when stale.
+    pub fn mark_relayed(&self, key: &str, generation: u32) -> bool {
+        self.with_live_source(key, Some(generation), |_, state| {
+            state.relayed_generation = Some(generation);
+        })
+        .is_some()
+    }
+
     /// Whether `generation` is the live (running or lingering) source session of `key`.
     pub fn is_live(&self, key: &str, generation: u32) -> bool {
         self.with_live_source(key, Some(generation), |_, _| ())
@@ -536,6 +557,24 @@ impl Registry {
             .map_or(0, |channel| lock(&channel.state).viewers.len())
     }
 
+    /// Whether `key`'s channel has a live (running or lingering) source session.
+    pub fn has_live_source(&self, key: &str) -> bool {
+        self.channel(key)
+            .is_some_and(|channel| lock(&channel.state).source != SourceState::Idle)
+    }
+
+    /// Ends session `generation` of `key` and starts a new one for its viewers at once (the
+    /// relay found the browser here after all). False when `generation` is not live.
+    pub fn restart_source(&self, key: &str, generation: u32) -> bool {
+        if !self.source_ended(key, generation) {
+            return false;
+        }
+        if let Some(channel) = self.channel(key) {
+            self.restart_idle_source(&channel);
+        }
+        true
+    }
+
     /// Whether `key`'s source is live and streaming.
     pub fn is_streaming(&self, key: &str) -> bool {
         self.channel(key).is_some_and(|channel| {
@@ -574,6 +613,9 @@ impl Registry {
         }
         if let Some(webrtc) = &self.webrtc {
             webrtc.close();
+        }
+        if let Some(relay) = &self.relay {
+            relay.close();
         }
         let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         for channel in channels {

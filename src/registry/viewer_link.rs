@@ -25,6 +25,8 @@ pub enum Transport {
     Native,
     /// The socket stays in JS (TLS, no usable fd, or a drop-in `WSContext`).
     Bridged,
+    /// No socket: the channel's stream to the other instances on the relay's bus.
+    Relay,
 }
 
 /// A message queued for one viewer's writer, in order.

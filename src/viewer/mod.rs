@@ -27,6 +27,7 @@ use crate::protocol::{Mode, EXTENDED_PROTOCOL};
 use crate::registry::{Channel, Registry, ViewerCloser, ViewerSlot};
 use crate::ws::handshake::handshake_response;
 use reader::Reader;
+pub(crate) use sink::MessageOut;
 use sink::Sink;
 use writer::{Pacing, Writer};
 
@@ -158,6 +159,21 @@ pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
             .bridged_send(viewer_id, BridgedOutbound::Terminate)
             .await;
     }
+}
+
+/// Serves a relay viewer, the channel's stream to the other instances (`relay::owner`): only
+/// the writer runs, publishing whole messages; it ends when the relay closes it (its last
+/// subscriber's lease ran out) or the registry closes.
+pub async fn serve_relay(registry: Arc<Registry>, slot: ViewerSlot, out: Arc<dyn MessageOut>) {
+    let heartbeat = registry.config().heartbeat_interval;
+    let (writer, reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
+    let _release = ReleaseOnDrop {
+        registry: registry.clone(),
+        channel,
+        viewer_id,
+        closer: reader.closer.clone(),
+    };
+    writer.run(Sink::Relay(out)).await;
 }
 
 /// Releases a viewer when dropped, including when its task panics: a bug must never leave a

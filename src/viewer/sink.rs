@@ -1,6 +1,7 @@
 //! Where a viewer's bytes go: a Rust-owned TCP socket (vectored writes of a prebuilt header and
-//! the shared payload) or a JS-owned socket written through the host; and how a write is cut
-//! short at a message boundary when the viewer is being closed.
+//! the shared payload), a JS-owned socket written through the host, or a relay's stream on the
+//! message bus (whole messages, no WebSocket framing); and how a write is cut short at a
+//! message boundary when the viewer is being closed.
 //! Must not decide what to send: the writer does.
 
 use std::future::Future;
@@ -16,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 /// How long a close frame may take to write before the socket is simply dropped.
 pub(super) const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_millis(500);
 
-use crate::host::{BridgedOutbound, Host};
+use crate::host::{BridgedOutbound, Host, HostFuture};
 use crate::registry::ViewerCloser;
 use crate::ws::codec::{close_payload, encode_frame, FrameHeader, OP_CLOSE};
 
@@ -30,6 +31,15 @@ pub enum Sink {
         viewer_id: u32,
         host: Arc<dyn Host>,
     },
+    /// A relay's stream to other instances (`relay::owner`): whole messages, in order.
+    Relay(Arc<dyn MessageOut>),
+}
+
+/// Where a relay viewer's messages go. Completes when the message was taken (queued for the
+/// bus), which paces the viewer like a socket: the latest frame wins while it is busy.
+pub trait MessageOut: Send + Sync {
+    /// One TEXT (`binary` false) or BINARY message's payload.
+    fn send(&self, binary: bool, payload: Bytes) -> HostFuture;
 }
 
 /// Writes `head` then `body` with vectored writes (one syscall for both in the usual case).
@@ -121,6 +131,10 @@ impl Sink {
                 .bridged_send(*viewer_id, BridgedOutbound::Text(text.clone()))
                 .await
                 .map_err(io::Error::other),
+            Sink::Relay(out) => out
+                .send(false, text.clone())
+                .await
+                .map_err(io::Error::other),
         }
     }
 
@@ -136,13 +150,18 @@ impl Sink {
             Sink::Tcp(writer) => write_all_vectored(writer, head, body).await,
             Sink::Bridged { viewer_id, host } => {
                 // JS frames the message itself: it gets the payload (one copy, TLS path only).
-                let mut payload = BytesMut::with_capacity(head.len() + body.len());
-                payload.extend_from_slice(&head[ws_header_len..]);
-                payload.extend_from_slice(body);
-                host.bridged_send(*viewer_id, BridgedOutbound::Binary(payload.freeze()))
-                    .await
-                    .map_err(io::Error::other)
+                host.bridged_send(
+                    *viewer_id,
+                    BridgedOutbound::Binary(unframed(head, ws_header_len, body)),
+                )
+                .await
+                .map_err(io::Error::other)
             }
+            // One copy per message for the whole bus, not per subscriber.
+            Sink::Relay(out) => out
+                .send(true, unframed(head, ws_header_len, body))
+                .await
+                .map_err(io::Error::other),
         }
     }
 
@@ -150,7 +169,7 @@ impl Sink {
     pub(super) async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         match self {
             Sink::Tcp(writer) => writer.write_all(&encode_frame(opcode, payload)).await,
-            Sink::Bridged { .. } => Ok(()),
+            Sink::Bridged { .. } | Sink::Relay(_) => Ok(()),
         }
     }
 
@@ -173,6 +192,16 @@ impl Sink {
                 )
                 .await
                 .map_err(io::Error::other),
+            // The bus has no close frame: subscribers learn of the end by their lease.
+            Sink::Relay(_) => Ok(()),
         }
     }
+}
+
+/// A BINARY message's payload without its WebSocket header: the frame header, then the body.
+fn unframed(head: &[u8], ws_header_len: usize, body: &Bytes) -> Bytes {
+    let mut payload = BytesMut::with_capacity(head.len() - ws_header_len + body.len());
+    payload.extend_from_slice(&head[ws_header_len..]);
+    payload.extend_from_slice(body);
+    payload.freeze()
 }

@@ -1,0 +1,230 @@
+'use strict'
+// Scale-out over NATS with real parts: Debian's nats-server on a free loopback port and
+// deployer instances as their own processes (support/relay-instance.js), each a Hono server
+// with setupBrowserStream and `relay: { nats }`. A viewer on an instance without the browser
+// watches the instance that has it: frames byte-identical, statuses in order, agent events;
+// the owner killed, and the bus killed and restarted: documented statuses, then recovery.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const readline = require('node:readline')
+
+const { Viewer, waitFor, settledStatuses } = require('./support')
+const { startNats, natsServerAvailable } = require('./support/nats')
+const { REPLAY_IMAGES } = require('./support/relay-instance')
+const { findChromium } = require('./support/chromium')
+
+const INSTANCE = path.join(__dirname, 'support', 'relay-instance.js')
+/** Short leases, so that a lost owner shows within about a second (3 missed leases). */
+const LEASE_INTERVAL_MS = 300
+const OWNER_TIMEOUT_MS = 300
+const skip = natsServerAvailable() ? false : 'nats-server is not installed (Debian: apt-get install nats-server)'
+
+/** Starts one deployer instance process; resolves once it listens. */
+async function startInstance(options) {
+  const child = spawn(process.execPath, [INSTANCE, JSON.stringify({ leaseIntervalMs: LEASE_INTERVAL_MS, ownerTimeoutMs: OWNER_TIMEOUT_MS, ...options })], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const log = []
+  readline.createInterface({ input: child.stderr }).on('line', (line) => log.push(line))
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const port = await new Promise((resolve, reject) => {
+    readline.createInterface({ input: child.stdout }).once('line', (line) => resolve(JSON.parse(line).port))
+    exited.then(({ code }) => reject(new Error(`instance exited (${code}) before listening: ${log.join('\n')}`)))
+  })
+  const base = `http://127.0.0.1:${port}`
+  return {
+    port,
+    log,
+    exited,
+    url: (agentId) => `ws://127.0.0.1:${port}/browser/${agentId}/stream`,
+    async stats() {
+      return (await fetch(`${base}/test/stats`)).json()
+    },
+    async publishEvent(agentId, event) {
+      const response = await fetch(`${base}/test/event/${agentId}`, { method: 'POST', body: JSON.stringify(event) })
+      return (await response.json()).published
+    },
+    /** SIGKILL: the instance vanishes without a goodbye, as a crashed machine. */
+    async kill() {
+      child.kill('SIGKILL')
+      await exited
+    },
+    /** SIGTERM: closes its registry, then exits; resolves with its exit. */
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      return exited
+    },
+  }
+}
+
+/** Whether `image` is byte for byte one of the replayed images. */
+function isReplayImage(image) {
+  return REPLAY_IMAGES.some((replayed) => replayed.equals(image))
+}
+
+test('a viewer on any instance watches the browser of another: frames byte-identical, statuses, events, one subscription per instance', { skip, timeout: 60_000 }, async (t) => {
+  const nats = await startNats()
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-r' })
+  const second = await startInstance({ nats: nats.url })
+  const third = await startInstance({ nats: nats.url })
+  t.after(async () => {
+    await Promise.all([owner.stop(), second.stop(), third.stop()])
+    await nats.kill()
+  })
+
+  const local = new Viewer(owner.url('agent-r'), { extended: true })
+  const remote = new Viewer(second.url('agent-r'), { extended: true })
+  const alsoRemote = new Viewer(second.url('agent-r'), { extended: true })
+  await Promise.all([local.opened, remote.opened, alsoRemote.opened])
+  await Promise.all([remote.waitFrames(10, { timeout: 10_000 }), alsoRemote.waitFrames(10, { timeout: 10_000 })])
+  for (const viewer of [remote, alsoRemote]) {
+    for (const frame of viewer.frames) assert.ok(isReplayImage(frame.image), 'a relayed frame is byte-identical to a source image')
+    assert.deepEqual(settledStatuses(viewer.statuses()), ['streaming'])
+    assert.deepEqual(viewer.errors(), [])
+  }
+
+  // Control stays where the browser is: a viewer here is told so, and its input goes nowhere.
+  remote.send({ type: 'control-request' })
+  const refusal = await remote.waitJson((m) => m.error === 'control_unavailable', { what: 'control_unavailable' })
+  assert.equal(refusal.message, 'this browser is streamed from another server; it cannot be controlled from here')
+  remote.send({ type: 'mouse', eventType: 'mousePressed', x: 1, y: 1, button: 'left', clickCount: 1 })
+  await waitFor(() => remote.errors('control_unavailable').length === 2, { what: 'input refused too' })
+
+  // A third instance joins: the owner's stream restarts for it, the others keep receiving.
+  const farther = new Viewer(third.url('agent-r'), { extended: true })
+  await farther.waitFrames(5, { timeout: 10_000 })
+  const before = remote.frames.length
+  await remote.waitFrames(before + 5, { timeout: 10_000 })
+  assert.deepEqual(settledStatuses(farther.statuses()), ['streaming'])
+  assert.deepEqual(settledStatuses(remote.statuses()).filter((s) => s !== 'streaming'), [], 'the others never saw the stream stop')
+  assert.deepEqual(remote.errors().filter((e) => e.error !== 'control_unavailable'), [])
+
+  // Events published where the browser is reach every instance's extended viewers, in order.
+  assert.equal(await owner.publishEvent('agent-r', { type: 'tool_start', n: 1 }), true)
+  assert.equal(await owner.publishEvent('agent-r', { type: 'tool_result', n: 2 }), true)
+  for (const viewer of [local, remote, alsoRemote, farther]) {
+    await waitFor(() => viewer.events().length >= 2, { what: 'both events', timeout: 5000 })
+    assert.deepEqual(
+      viewer.events().map((e) => e.event),
+      [{ type: 'tool_start', n: 1 }, { type: 'tool_result', n: 2 }],
+    )
+    const seqs = viewer.events().map((e) => e.seq)
+    assert.ok(seqs[0] < seqs[1], 'events are numbered in order')
+  }
+
+  // The owner streams the channel once, as one relay viewer, however many instances watch.
+  const ownerStats = await owner.stats()
+  assert.equal(ownerStats.relay.streaming, 1)
+  const channel = ownerStats.channels.find((c) => c.agentId === 'agent-r')
+  assert.equal(channel.viewers.filter((v) => v.transport === 'relay').length, 1)
+  const secondStats = await second.stats()
+  assert.equal(secondStats.relay.connected, true)
+  assert.ok(secondStats.relay.framesRelayed >= 10)
+  assert.equal(secondStats.relay.streaming, 0, 'an instance without the browser streams nothing')
+
+  // When every remote viewer left, their instances let the channel go (the relay source
+  // ends with its session), and the owner's relay viewer leaves once their leases ran out.
+  await Promise.all([remote.close(), alsoRemote.close(), farther.close()])
+  for (const instance of [second, third]) {
+    await waitFor(async () => (await instance.stats()).channels.length === 0, { what: 'a relaying instance to drop the channel', timeout: 10_000 })
+  }
+  await waitFor(async () => (await owner.stats()).relay.streaming === 0, { what: 'the owner to stop streaming', timeout: 10_000 })
+  await local.close()
+  await waitFor(async () => (await owner.stats()).channels.length === 0, { what: 'the owner channel to go', timeout: 10_000 })
+})
+
+test('faults: the owner killed, then the bus killed and restarted: documented statuses, then the stream is back by itself', { skip, timeout: 90_000 }, async (t) => {
+  const nats = await startNats()
+  let owner = await startInstance({ nats: nats.url, owns: 'agent-f' })
+  const watcher = await startInstance({ nats: nats.url })
+  let bus = nats
+  t.after(async () => {
+    await Promise.all([owner.stop(), watcher.stop()])
+    await bus.kill()
+  })
+  const viewer = new Viewer(watcher.url('agent-f'), { extended: true })
+  await viewer.waitFrames(5, { timeout: 10_000 })
+
+  // The owner's session is closed (as its close route would): the viewer here hears browser_closed,
+  // and the next question starts a new session on the owner.
+  const closedAt = viewer.json.length
+  const closed = await fetch(`http://127.0.0.1:${owner.port}/test/close/agent-f`, { method: 'POST' })
+  assert.equal(closed.status, 200)
+  await viewer.waitJson((m) => m.status === 'browser_closed' && m.type === undefined, { from: closedAt, timeout: 10_000, what: 'browser_closed after the close route' })
+  await viewer.waitJson((m) => m.status === 'streaming' && m.type === undefined, { from: closedAt, timeout: 15_000, what: 'a new session streaming' })
+  const afterClose = viewer.frames.length
+  await viewer.waitFrames(afterClose + 3, { timeout: 10_000 })
+
+  // The owner vanishes: its leases go unanswered, the viewer is told, and stays connected.
+  await owner.kill()
+  const lostAt = viewer.json.length
+  await viewer.waitJson((m) => m.error === 'relay_owner_lost', { from: lostAt, timeout: 10_000, what: 'relay_owner_lost' })
+  await viewer.waitJson((m) => m.status === 'browser_closed' && m.type === undefined, { from: lostAt, timeout: 5000, what: 'browser_closed' })
+  assert.equal(viewer.open, true)
+  const lost = viewer.errors('relay_owner_lost').at(-1)
+  assert.equal(lost.message, 'the server streaming this browser went away; retrying')
+
+  // A new owner comes up: the same viewer streams again without reconnecting.
+  owner = await startInstance({ nats: nats.url, owns: 'agent-f' })
+  const framesBefore = viewer.frames.length
+  await viewer.waitFrames(framesBefore + 5, { timeout: 15_000 })
+  await viewer.waitJson((m) => m.status === 'streaming' && m.type === undefined, { from: lostAt, timeout: 5000, what: 'streaming again' })
+
+  // The bus dies: nothing crashes; the viewer hears that the relay is away.
+  await nats.kill()
+  const downAt = viewer.json.length
+  // Leases go unanswered first (3 × 300 ms), before the client notices the lost connection.
+  await viewer.waitJson((m) => m.error === 'relay_owner_lost', { from: downAt, timeout: 10_000, what: 'relay_owner_lost with the bus down' })
+  assert.equal(viewer.open, true)
+
+  // The bus comes back on the same port: both instances reconnect and the stream resumes.
+  bus = await startNats({ port: nats.port })
+  const framesDuringOutage = viewer.frames.length
+  await viewer.waitFrames(framesDuringOutage + 5, { timeout: 20_000 })
+  for (const frame of viewer.frames) assert.ok(isReplayImage(frame.image))
+  assert.equal((await watcher.stats()).relay.connected, true)
+  assert.ok((await watcher.stats()).relay.ownersLost >= 1)
+  await viewer.close()
+})
+
+test('the relay option is checked: shape, unknown fields, server URLs (never echoed), ranges', { skip }, () => {
+  const { ViewerRegistry } = require('..')
+  const refused = (relay) => assert.throws(() => new ViewerRegistry({ relay }), TypeError)
+  refused({ servers: 'nats://127.0.0.1:4222' })
+  refused({ nats: { servers: 'nats://127.0.0.1:4222', tokn: 'x' } })
+  refused({ nats: { servers: 42 } })
+  refused({ nats: { servers: [] } })
+  refused({ nats: { servers: 'nats://127.0.0.1:4222', ownerTimeoutMs: 5 } })
+  refused({ nats: { servers: 'nats://127.0.0.1:4222', token: 't', nkey: 'n' } })
+  refused({ nats: { servers: 'nats://127.0.0.1:4222', tls: { caFile: 1 } } })
+  assert.throws(() => new ViewerRegistry({ relay: { nats: { servers: 'not a url s3cret' } } }), (err) => !err.message.includes('s3cret'))
+  // Off: false, null or absent.
+  for (const relay of [false, null, undefined]) {
+    const registry = new ViewerRegistry({ relay })
+    assert.equal(registry.stats().relay, undefined)
+    registry.close()
+  }
+})
+
+test('a real Chromium on one instance, watched from another: the same pixels, byte for byte', { skip: skip || (findChromium() ? false : 'Chromium is not installed'), timeout: 60_000 }, async (t) => {
+  const nats = await startNats()
+  const page = `data:text/html,${encodeURIComponent('<body style="background:#2a6;margin:0"><h1 style="font:48px sans-serif">relayed</h1></body>')}`
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-c', source: 'chromium', page })
+  const watcher = await startInstance({ nats: nats.url })
+  t.after(async () => {
+    await Promise.all([owner.stop(), watcher.stop()])
+    await nats.kill()
+  })
+  const local = new Viewer(owner.url('agent-c'), { extended: true })
+  const remote = new Viewer(watcher.url('agent-c'), { extended: true })
+  await Promise.all([local.waitFrames(1, { timeout: 20_000 }), remote.waitFrames(1, { timeout: 20_000 })])
+  // The page is still: both end on the same last frame, which must be the same bytes.
+  await waitFor(() => local.lastFrame().image.equals(remote.lastFrame().image), { what: 'the same last frame', timeout: 10_000 })
+  assert.deepEqual(settledStatuses(remote.statuses()), settledStatuses(local.statuses()))
+  assert.equal(remote.lastFrame().deviceWidth, local.lastFrame().deviceWidth)
+  assert.equal(remote.lastFrame().deviceHeight, local.lastFrame().deviceHeight)
+  await Promise.all([local.close(), remote.close()])
+})

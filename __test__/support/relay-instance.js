@@ -1,0 +1,61 @@
+'use strict'
+// One deployer instance for the relay tests, as its own process: a Hono server on
+// @hono/node-server with setupBrowserStream and `relay: { nats }`. It has the browser of at
+// most one agent (`owns`): a real Chromium (`source: 'chromium'`, through getCdpEndpoint) or
+// prerecorded frames (`source: 'replay'`). Test routes: GET /test/stats (registry.stats()),
+// POST /test/event/:agentId (registry.publishEvent), POST /test/close/:agentId (its sessions end,
+// as the close route ends a toolset's). Prints `{"port":N}` once listening;
+// SIGTERM closes everything and exits 0. Usage: node relay-instance.js '<json options>'.
+
+const { Hono } = require('hono')
+const { serve } = require('@hono/node-server')
+const { setupBrowserStream } = require('../..')
+const { jpegFrame } = require('./frames')
+const { launchChromium } = require('./chromium')
+
+/** The replayed images: five distinct real JPEGs, so a relayed frame can be matched to one. */
+const REPLAY_IMAGES = [1, 2, 3, 4, 5].map((n) => jpegFrame(n, 0, 0))
+
+async function main() {
+  const options = JSON.parse(process.argv[2])
+  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page } = options
+  let chromium = null
+  if (owns !== null && source === 'chromium') chromium = await launchChromium({ url: page ?? 'about:blank' })
+  const app = new Hono()
+  const config = {
+    lingerMs,
+    relay: { nats: { servers: nats, leaseIntervalMs, ownerTimeoutMs, name: `test-instance-${process.pid}` } },
+    getCdpEndpoint: (agentId) => (chromium && agentId === owns ? chromium.endpoint : null),
+    getReplayFrames: (agentId) => (!chromium && agentId === owns ? { frames: REPLAY_IMAGES, fps: 20 } : null),
+    logger: { info: (...a) => console.error(...a), warn: (...a) => console.error(...a), error: (...a) => console.error(...a) },
+  }
+  const { injectWebSocket, registry } = setupBrowserStream(app, config)
+  app.get('/test/stats', (c) => c.json(registry.stats()))
+  // What the close route does for a toolset's browser, for the browser-less replay source.
+  app.post('/test/close/:agentId', async (c) => {
+    await registry.closeAgentSessions(c.req.param('agentId'))
+    return c.json({ success: true })
+  })
+  app.post('/test/event/:agentId', async (c) => c.json({ published: registry.publishEvent(c.req.param('agentId'), await c.req.json()) }))
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  injectWebSocket(server)
+  process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`)
+  process.on('SIGTERM', async () => {
+    await registry.close()
+    server.closeAllConnections?.()
+    server.close()
+    await chromium?.close()
+    process.exit(0)
+  })
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err)
+    process.exit(1)
+  })
+}
+
+module.exports = { REPLAY_IMAGES }
