@@ -3,38 +3,14 @@
 // started, stopped (SIGKILL, as a crash) and started again on the same port.
 
 const { spawn, spawnSync } = require('node:child_process')
-const net = require('node:net')
 const { waitFor } = require('./wait')
+const { freePort, accepting } = require('./ports')
 
 const NATS_SERVER = process.env.NATS_SERVER_PATH ?? 'nats-server'
 
 /** Whether nats-server can run here (the relay tests skip with a message otherwise). */
 function natsServerAvailable() {
   return spawnSync(NATS_SERVER, ['--version'], { stdio: 'ignore' }).status === 0
-}
-
-/** A free TCP port on 127.0.0.1 (bound once, then released). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
-    })
-  })
-}
-
-/** Whether something accepts TCP connections on `port`. */
-function accepting(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
 }
 
 /** Starts nats-server on `port` (a free one when omitted); resolves once it accepts. */
@@ -61,4 +37,4 @@ async function startNats({ port } = {}) {
   }
 }
 
-module.exports = { startNats, natsServerAvailable, freePort }
+module.exports = { startNats, natsServerAvailable }

@@ -6,22 +6,11 @@
 
 const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
-const net = require('node:net')
+const { freePort } = require('./ports')
 const path = require('node:path')
 const { waitFor } = require('./wait')
 
 const root = path.join(__dirname, '..', '..')
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 async function ping(url) {
   try {

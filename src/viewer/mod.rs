@@ -139,14 +139,7 @@ async fn drain_until_closed(mut read: OwnedReadHalf) {
 /// Serves a JS-bridged viewer: only the writer runs in Rust; the JS socket's messages come in
 /// through `Registry::on_client_text` and its close through `Registry::close_viewer`.
 pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
-    let heartbeat = registry.config().heartbeat_interval;
-    let (writer, reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
-    let _release = ReleaseOnDrop {
-        registry: registry.clone(),
-        channel,
-        viewer_id,
-        closer: reader.closer.clone(),
-    };
+    let (writer, viewer_id, _release) = writer_only(&registry, slot);
     let host = registry.host().clone();
     let sink = Sink::Bridged {
         viewer_id,
@@ -165,15 +158,22 @@ pub async fn serve_bridged(registry: Arc<Registry>, slot: ViewerSlot) {
 /// the writer runs, publishing whole messages; it ends when the relay closes it (its last
 /// subscriber's lease ran out) or the registry closes.
 pub async fn serve_relay(registry: Arc<Registry>, slot: ViewerSlot, out: Arc<dyn MessageOut>) {
+    let (writer, _, _release) = writer_only(&registry, slot);
+    writer.run(Sink::Relay(out)).await;
+}
+
+/// The writer of a viewer whose messages come in elsewhere (or never), its id, and what
+/// releases it when the serving task ends.
+fn writer_only(registry: &Arc<Registry>, slot: ViewerSlot) -> (Writer, u32, ReleaseOnDrop) {
     let heartbeat = registry.config().heartbeat_interval;
-    let (writer, reader, channel, viewer_id) = split_slot(&registry, slot, heartbeat);
-    let _release = ReleaseOnDrop {
+    let (writer, reader, channel, viewer_id) = split_slot(registry, slot, heartbeat);
+    let release = ReleaseOnDrop {
         registry: registry.clone(),
         channel,
         viewer_id,
         closer: reader.closer.clone(),
     };
-    writer.run(Sink::Relay(out)).await;
+    (writer, viewer_id, release)
 }
 
 /// Releases a viewer when dropped, including when its task panics: a bug must never leave a
