@@ -98,8 +98,9 @@ impl std::fmt::Debug for RelayConfig {
     }
 }
 
-/// What a deployer may give, before checks (the napi face fills it from JS).
-#[derive(Debug, Default, Clone)]
+/// What a deployer may give, before checks (the napi face fills it from JS). No `Debug`: it
+/// holds the credentials as given.
+#[derive(Default, Clone)]
 pub struct RelayOptions {
     pub servers: Vec<String>,
     pub name: Option<String>,

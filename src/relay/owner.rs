@@ -240,22 +240,13 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         .fetch_add(1, Ordering::Relaxed);
     let replaced = {
         let mut held = lock(&relay.owned.held);
-        let mut leases = held
-            .remove(&id.key)
-            .map(|old| {
-                let leases = old.leases;
-                (Some(old.closer), leases)
-            })
-            .unwrap_or_default();
-        leases.1.insert(instance.to_string(), Instant::now());
-        held.insert(
-            id.key.clone(),
-            Held {
-                closer,
-                leases: leases.1,
-            },
-        );
-        leases.0
+        let channel = held.entry(id.key.clone()).or_insert_with(|| Held {
+            closer: closer.clone(),
+            leases: HashMap::new(),
+        });
+        channel.leases.insert(instance.to_string(), Instant::now());
+        let previous = std::mem::replace(&mut channel.closer, closer);
+        (!Arc::ptr_eq(&previous, &channel.closer)).then_some(previous)
     };
     if let Some(old) = replaced {
         old.close(1000, "replaced");
