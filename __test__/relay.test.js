@@ -23,7 +23,7 @@ const OWNER_TIMEOUT_MS = 300
 const skip = natsServerAvailable() ? false : 'nats-server is not installed (Debian: apt-get install nats-server)'
 
 /** Starts one deployer instance process; resolves once it listens. */
-async function startInstance(options) {
+async function startInstance({ connected = true, ...options }) {
   const child = spawn(process.execPath, [INSTANCE, JSON.stringify({ leaseIntervalMs: LEASE_INTERVAL_MS, ownerTimeoutMs: OWNER_TIMEOUT_MS, ...options })], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -35,7 +35,7 @@ async function startInstance(options) {
     exited.then(({ code }) => reject(new Error(`instance exited (${code}) before listening: ${log.join('\n')}`)))
   })
   const base = `http://127.0.0.1:${port}`
-  return {
+  const instance = {
     port,
     log,
     exited,
@@ -58,6 +58,10 @@ async function startInstance(options) {
       return exited
     },
   }
+  // A viewer arriving before the instance reached the bus is told `relay_unavailable`: the
+  // tests that do not test that wait until it is connected.
+  if (connected) await waitFor(async () => (await instance.stats()).relay.connected, { what: 'the instance on the bus' })
+  return instance
 }
 
 /** Whether `image` is byte for byte one of the replayed images. */
@@ -69,7 +73,8 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
   const nats = await startNats()
   const owner = await startInstance({ nats: nats.url, owns: 'agent-r' })
   const second = await startInstance({ nats: nats.url })
-  const third = await startInstance({ nats: nats.url })
+  // Its deployer lets nobody control (authorizeControl), and that holds for a relayed page too.
+  const third = await startInstance({ nats: nats.url, watchOnly: true })
   t.after(async () => {
     await Promise.all([owner.stop(), second.stop(), third.stop()])
     await nats.kill()
@@ -86,12 +91,43 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
     assert.deepEqual(viewer.errors(), [])
   }
 
-  // Control stays where the browser is: a viewer here is told so, and its input goes nowhere.
+  // Control is the owner's lock, asked for from any instance: a viewer here takes it, and
+  // every viewer everywhere learns who holds it, in its own instance's ids.
+  await Promise.all([local.untilMeta(), remote.untilMeta(), alsoRemote.untilMeta()])
   remote.send({ type: 'control-request' })
-  const refusal = await remote.waitJson((m) => m.error === 'control_unavailable', { what: 'control_unavailable' })
-  assert.equal(refusal.message, 'this browser is streamed from another server; it cannot be controlled from here')
-  remote.send({ type: 'mouse', eventType: 'mousePressed', x: 1, y: 1, button: 'left', clickCount: 1 })
-  await waitFor(() => remote.errors('control_unavailable').length === 2, { what: 'input refused too' })
+  await remote.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control granted across instances' })
+  await alsoRemote.waitJson((m) => m.type === 'control' && m.controller === remote.viewerId && m.you === false, { what: 'the other viewer here told' })
+  const atOwner = await local.waitJson((m) => m.type === 'control' && m.controller !== null, { what: 'the owner viewer told' })
+  assert.equal(atOwner.you, false)
+  assert.notEqual(atOwner.controller, local.viewerId)
+  // The lock is one: neither a viewer of the owner nor another viewer here can take it.
+  local.send({ type: 'control-request' })
+  const busyAtOwner = await local.waitJson((m) => m.error === 'control_busy', { what: 'busy at the owner' })
+  assert.equal(busyAtOwner.controller, atOwner.controller)
+  alsoRemote.send({ type: 'control-request' })
+  const busyHere = await alsoRemote.waitJson((m) => m.error === 'control_busy', { what: 'busy on the relaying instance' })
+  assert.equal(busyHere.controller, remote.viewerId, 'named by this instance\'s id for its viewer')
+  alsoRemote.send({ type: 'mouse', eventType: 'mousePressed', x: 1, y: 1, button: 'left', clickCount: 1 })
+  const refused = await alsoRemote.waitJson((m) => m.error === 'not_controller', { what: 'input of a non-controller refused' })
+  assert.equal(refused.message, 'another viewer controls the page')
+  // The controller's input reaches the owner's page, in order.
+  const relayedBefore = (await owner.stats()).channels.find((c) => c.agentId === 'agent-r').inputsRelayed
+  for (let i = 0; i < 3; i++) remote.send({ type: 'keyboard', eventType: 'keyDown', key: 'a' })
+  await waitFor(async () => (await owner.stats()).channels.find((c) => c.agentId === 'agent-r').inputsRelayed >= relayedBefore + 3, { what: 'the inputs relayed at the owner' })
+  // Released: everybody is told nobody holds it, and a viewer of the owner takes it.
+  remote.send({ type: 'control-release' })
+  for (const viewer of [local, remote, alsoRemote]) {
+    await waitFor(() => viewer.controls().at(-1)?.controller === null, { what: 'control released everywhere' })
+  }
+  local.send({ type: 'control-request' })
+  await local.waitJson((m) => m.type === 'control' && m.you === true, { what: 'the owner viewer takes control' })
+  const foreign = await remote.waitJson((m) => m.type === 'control' && m.controller !== null && m.you === false, { what: 'a controller elsewhere' })
+  assert.ok(![remote.viewerId, alsoRemote.viewerId].includes(foreign.controller), 'a viewer elsewhere has an id of its own here')
+  remote.send({ type: 'control-release' })
+  const notHolder = await remote.waitJson((m) => m.error === 'not_controller', { what: 'release by a non-holder refused' })
+  assert.equal(notHolder.message, 'this viewer does not hold control')
+  local.send({ type: 'control-release' })
+  await waitFor(() => remote.controls().at(-1)?.controller === null, { what: 'released again' })
 
   // A third instance joins: the owner's stream restarts for it, the others keep receiving.
   const farther = new Viewer(third.url('agent-r'), { extended: true })
@@ -99,8 +135,12 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
   const before = remote.frames.length
   await remote.waitFrames(before + 5, { timeout: 10_000 })
   assert.deepEqual(settledStatuses(farther.statuses()), ['streaming'])
+  farther.send({ type: 'control-request' })
+  await farther.waitJson((m) => m.error === 'control_denied', { what: 'view-only by its own instance' })
+  farther.send({ type: 'keyboard', eventType: 'keyDown', key: 'b' })
+  await waitFor(() => farther.errors('control_denied').length === 2, { what: 'its input refused there too' })
   assert.deepEqual(settledStatuses(remote.statuses()).filter((s) => s !== 'streaming'), [], 'the others never saw the stream stop')
-  assert.deepEqual(remote.errors().filter((e) => e.error !== 'control_unavailable'), [])
+  assert.deepEqual(remote.errors().filter((e) => e.error !== 'not_controller'), [])
 
   // Events published where the browser is reach every instance's extended viewers, in order.
   assert.equal(await owner.publishEvent('agent-r', { type: 'tool_start', n: 1 }), true)
@@ -127,7 +167,13 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
 
   // When every remote viewer left, their instances let the channel go (the relay source
   // ends with its session), and the owner's relay viewer leaves once their leases ran out.
-  await Promise.all([remote.close(), alsoRemote.close(), farther.close()])
+  // A controller that leaves its instance gives control back at the owner.
+  remote.send({ type: 'control-request' })
+  await remote.waitJson((m) => m.type === 'control' && m.you === true, { from: remote.json.length, what: 'control again' })
+  await waitFor(() => local.controls().at(-1)?.controller !== null, { what: 'the owner viewer told' })
+  await remote.close()
+  await waitFor(() => local.controls().at(-1)?.controller === null, { what: 'control back when its holder left' })
+  await Promise.all([alsoRemote.close(), farther.close()])
   for (const instance of [second, third]) {
     await waitFor(async () => (await instance.stats()).channels.length === 0, { what: 'a relaying instance to drop the channel', timeout: 10_000 })
   }
@@ -158,7 +204,10 @@ test('faults: the owner killed, then the bus killed and restarted: documented st
   const afterClose = viewer.frames.length
   await viewer.waitFrames(afterClose + 3, { timeout: 10_000 })
 
-  // The owner vanishes: its leases go unanswered, the viewer is told, and stays connected.
+  // The owner vanishes with control held from here: its leases go unanswered, the viewer is
+  // told, stays connected, and nobody holds control any more.
+  viewer.send({ type: 'control-request' })
+  await viewer.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control before the owner dies' })
   await owner.kill()
   const lostAt = viewer.json.length
   await viewer.waitJson((m) => m.error === 'relay_owner_lost', { from: lostAt, timeout: 10_000, what: 'relay_owner_lost' })
@@ -166,6 +215,7 @@ test('faults: the owner killed, then the bus killed and restarted: documented st
   assert.equal(viewer.open, true)
   const lost = viewer.errors('relay_owner_lost').at(-1)
   assert.equal(lost.message, 'the server streaming this browser went away; retrying')
+  await waitFor(() => viewer.controls().at(-1).controller === null, { what: 'control gone with its owner' })
 
   // A new owner comes up: the same viewer streams again without reconnecting.
   owner = await startInstance({ nats: nats.url, owns: 'agent-f' })
@@ -179,6 +229,11 @@ test('faults: the owner killed, then the bus killed and restarted: documented st
   // Leases go unanswered first (3 × 300 ms), before the client notices the lost connection.
   await viewer.waitJson((m) => m.error === 'relay_owner_lost', { from: downAt, timeout: 10_000, what: 'relay_owner_lost with the bus down' })
   assert.equal(viewer.open, true)
+  // Control cannot be asked for while no owner is reachable; the viewer is told so.
+  await waitFor(async () => (await watcher.stats()).relay.connected === false, { what: 'the client to notice' })
+  viewer.send({ type: 'control-request' })
+  const unreachable = await viewer.waitJson((m) => m.error === 'control_unavailable', { from: downAt, what: 'control_unavailable' })
+  assert.equal(unreachable.message, 'this browser is streamed from another server, which cannot be reached now')
 
   // The bus comes back on the same port: both instances reconnect and the stream resumes.
   bus = await startNats({ port: nats.port })
@@ -187,6 +242,10 @@ test('faults: the owner killed, then the bus killed and restarted: documented st
   for (const frame of viewer.frames) assert.ok(isReplayImage(frame.image))
   assert.equal((await watcher.stats()).relay.connected, true)
   assert.ok((await watcher.stats()).relay.ownersLost >= 1)
+  // And control is the new owner's to give.
+  const backAt = viewer.json.length
+  viewer.send({ type: 'control-request' })
+  await viewer.waitJson((m) => m.type === 'control' && m.you === true, { from: backAt, what: 'control after the outage' })
   await viewer.close()
 })
 
@@ -209,10 +268,9 @@ test('the relay option is checked: shape, unknown fields, server URLs (never ech
   }
 })
 
-test('a real Chromium on one instance, watched from another: the same pixels, byte for byte', { skip: skip || (findChromium() ? false : 'Chromium is not installed'), timeout: 60_000 }, async (t) => {
+test('a real Chromium on one instance, watched and controlled from another: the same pixels, byte for byte; a click there lands here', { skip: skip || (findChromium() ? false : 'Chromium is not installed'), timeout: 60_000 }, async (t) => {
   const nats = await startNats()
-  const page = `data:text/html,${encodeURIComponent('<body style="background:#2a6;margin:0"><h1 style="font:48px sans-serif">relayed</h1></body>')}`
-  const owner = await startInstance({ nats: nats.url, owns: 'agent-c', source: 'chromium', page })
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-c', source: 'chromium', page: 'button' })
   const watcher = await startInstance({ nats: nats.url })
   t.after(async () => {
     await Promise.all([owner.stop(), watcher.stop()])
@@ -226,5 +284,16 @@ test('a real Chromium on one instance, watched from another: the same pixels, by
   assert.deepEqual(settledStatuses(remote.statuses()), settledStatuses(local.statuses()))
   assert.equal(remote.lastFrame().deviceWidth, local.lastFrame().deviceWidth)
   assert.equal(remote.lastFrame().deviceHeight, local.lastFrame().deviceHeight)
+
+  // A controller on the relaying instance clicks the button on the owner's page.
+  remote.send({ type: 'control-request' })
+  await remote.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control across instances' })
+  remote.send({ type: 'mouse', eventType: 'mouseMoved', x: 40, y: 40 })
+  remote.send({ type: 'mouse', eventType: 'mousePressed', x: 40, y: 40, button: 'left', clickCount: 1 })
+  remote.send({ type: 'mouse', eventType: 'mouseReleased', x: 40, y: 40, button: 'left', clickCount: 1 })
+  const clicked = (m) => typeof m.url === 'string' && m.url.endsWith('#clicked')
+  await local.waitJson(clicked, { what: 'the click landed on the owner page', timeout: 10_000 })
+  await remote.waitJson(clicked, { what: 'the new url relayed back', timeout: 10_000 })
+  assert.deepEqual(remote.errors(), [])
   await Promise.all([local.close(), remote.close()])
 })

@@ -194,6 +194,34 @@ impl ClientMessage {
     }
 }
 
+/// An input as a message [`parse_extended_message`] reads back to the same input, with viewport
+/// coordinates (`mouse`, `keyboard`, `relaunch`, or an `input` of kind `text`): how a relayed
+/// viewer's input travels to the instance that has the browser.
+pub fn relayed_input_message(input: &ClientMessage) -> String {
+    let typed = |kind: &str, event: serde_json::Result<Value>| {
+        let mut object = match event {
+            Ok(Value::Object(object)) => object,
+            _ => Map::new(),
+        };
+        // The page-event shape names the event `type`; the client message names it
+        // `eventType` and puts its own kind in `type`.
+        if let Some(event_type) = object.remove("type") {
+            object.insert("eventType".into(), event_type);
+        }
+        object.remove("windowsVirtualKeyCode");
+        object.insert("type".into(), Value::from(kind));
+        Value::Object(object).to_string()
+    };
+    match input {
+        ClientMessage::Mouse(mouse) => typed("mouse", serde_json::to_value(mouse)),
+        ClientMessage::Keyboard(key) => typed("keyboard", serde_json::to_value(key)),
+        ClientMessage::InsertText(text) => {
+            serde_json::json!({ "type": "input", "kind": "text", "text": text }).to_string()
+        }
+        ClientMessage::Relaunch => r#"{"type":"relaunch"}"#.to_string(),
+    }
+}
+
 /// A valid extended-mode client message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExtendedMessage {
@@ -630,6 +658,33 @@ fn parse_keyboard(obj: &Map<String, Value>) -> Result<KeyboardInput, MessageErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_input_reads_back_the_same() {
+        let inputs = [
+            r#"{"type":"mouse","eventType":"mousePressed","x":10.5,"y":3,"button":"left","clickCount":2,"modifiers":8}"#,
+            r#"{"type":"mouse","eventType":"mouseWheel","x":1,"y":2,"deltaX":-4,"deltaY":120}"#,
+            r#"{"type":"keyboard","eventType":"keyDown","key":"Enter","code":"Enter"}"#,
+            r#"{"type":"keyboard","eventType":"char","text":"é"}"#,
+            r#"{"type":"relaunch"}"#,
+        ];
+        for text in inputs {
+            let input = parse_client_message(text).unwrap();
+            let relayed = relayed_input_message(&input);
+            let Ok(ExtendedMessage::Input { input: back, .. }) = parse_extended_message(&relayed)
+            else {
+                panic!("{relayed} does not read back");
+            };
+            assert_eq!(back, input, "{relayed}");
+        }
+        let text = ClientMessage::InsertText("hello".into());
+        let Ok(ExtendedMessage::Input { input: back, .. }) =
+            parse_extended_message(&relayed_input_message(&text))
+        else {
+            panic!("insertText does not read back");
+        };
+        assert_eq!(back, text);
+    }
 
     #[test]
     fn server_messages_are_the_compat_json() {

@@ -4,7 +4,9 @@
 // most one agent (`owns`): a real Chromium (`source: 'chromium'`, through getCdpEndpoint) or
 // prerecorded frames (`source: 'replay'`). Test routes: GET /test/stats (registry.stats()),
 // POST /test/event/:agentId (registry.publishEvent), POST /test/close/:agentId (its sessions end,
-// as the close route ends a toolset's). Prints `{"port":N}` once listening;
+// as the close route ends a toolset's). `watchOnly: true` makes every viewer view-only
+// (authorizeControl). `page: 'button'` opens GET /test/button, a page that is one button whose
+// click sets the URL's hash. Prints `{"port":N}` once listening;
 // SIGTERM closes everything and exits 0. Usage: node relay-instance.js '<json options>'.
 
 const { Hono } = require('hono')
@@ -18,12 +20,12 @@ const REPLAY_IMAGES = [1, 2, 3, 4, 5].map((n) => jpegFrame(n, 0, 0))
 
 async function main() {
   const options = JSON.parse(process.argv[2])
-  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page } = options
+  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page, watchOnly = false } = options
   let chromium = null
-  if (owns !== null && source === 'chromium') chromium = await launchChromium({ url: page ?? 'about:blank' })
   const app = new Hono()
   const config = {
     lingerMs,
+    authorizeControl: () => !watchOnly,
     relay: { nats: { servers: nats, leaseIntervalMs, ownerTimeoutMs, name: `test-instance-${process.pid}` } },
     getCdpEndpoint: (agentId) => (chromium && agentId === owns ? chromium.endpoint : null),
     getReplayFrames: (agentId) => (!chromium && agentId === owns ? { frames: REPLAY_IMAGES, fps: 20 } : null),
@@ -36,12 +38,21 @@ async function main() {
     await registry.closeAgentSessions(c.req.param('agentId'))
     return c.json({ success: true })
   })
+  // A page that is one big button; a click on it changes the URL's hash (reported as `url`).
+  app.get('/test/button', (c) =>
+    c.html('<body style="margin:0"><button onclick="location.hash=\'clicked\'" style="position:fixed;inset:0;width:100%;height:100%;font:48px sans-serif;background:#2a6">relayed</button></body>'),
+  )
   app.post('/test/event/:agentId', async (c) => c.json({ published: registry.publishEvent(c.req.param('agentId'), await c.req.json()) }))
   const server = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
   })
   injectWebSocket(server)
-  process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`)
+  const port = server.address().port
+  if (owns !== null && source === 'chromium') {
+    const url = page === 'button' ? `http://127.0.0.1:${port}/test/button` : (page ?? 'about:blank')
+    chromium = await launchChromium({ url })
+  }
+  process.stdout.write(`${JSON.stringify({ port })}\n`)
   process.on('SIGTERM', async () => {
     await registry.close()
     server.closeAllConnections?.()

@@ -15,12 +15,79 @@ use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
 };
 
-/// The answer to control asked of a page whose browser is on another instance (the relay
-/// carries the picture, not yet control).
-const CONTROL_ELSEWHERE: (&str, &str) = (
-    "control_unavailable",
-    "this browser is streamed from another server; it cannot be controlled from here",
-);
+/// Why a viewer may not do what it asked of the page; decided at the instance that has the
+/// browser, answered (code and fixed text) at the viewer's own. It travels on the bus for
+/// viewers of other instances, so nothing of the deciding instance's text crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlRefusal {
+    /// The viewer's own instance allows it to watch only (`authorizeControl`).
+    WatchOnly,
+    /// Another viewer holds control.
+    HeldByOther,
+    /// Nobody holds control and it is not taken implicitly: ask first.
+    RequestFirst,
+    /// A release from a viewer that does not hold control.
+    NotHolder,
+    /// The page is not keeping up with input: this input was dropped.
+    QueueFull,
+    /// The browser is on another instance that cannot be asked now (the bus is away, or no
+    /// owner streams the channel).
+    Unreachable,
+}
+
+impl ControlRefusal {
+    /// The error code and text the viewer gets.
+    pub fn answer(self) -> (&'static str, &'static str) {
+        match self {
+            ControlRefusal::WatchOnly => ("control_denied", "this viewer may only watch"),
+            ControlRefusal::HeldByOther => ("not_controller", "another viewer controls the page"),
+            ControlRefusal::RequestFirst => (
+                "not_controller",
+                "send {\"type\":\"control-request\"} before input",
+            ),
+            ControlRefusal::NotHolder => ("not_controller", "this viewer does not hold control"),
+            ControlRefusal::QueueFull => (
+                "rate_limited",
+                "the page is not keeping up with input; this input was dropped",
+            ),
+            ControlRefusal::Unreachable => (
+                "control_unavailable",
+                "this browser is streamed from another server, which cannot be reached now",
+            ),
+        }
+    }
+}
+
+/// What a viewer of another instance asks of this instance's control lock (the relay
+/// carries it here).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteAsk {
+    Request,
+    Release,
+    Input(ClientMessage),
+    /// The viewer left its instance.
+    Leave,
+}
+
+/// The owner's answer to a [`RemoteAsk`], when it has one (a change of controller is told
+/// to every viewer instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteVerdict {
+    /// The asker already holds control.
+    Held,
+    /// This viewer (an id of this instance) holds control.
+    Busy(u32),
+    Refused(ControlRefusal),
+}
+
+/// Where an allowed input goes.
+enum InputRoute {
+    /// Into this channel's input queue, for the page here.
+    Page,
+    /// To the instance that has the browser.
+    Owner,
+}
 
 impl Registry {
     /// Handles one TEXT message of a viewer, in its mode: compat messages are inputs (invalid
@@ -139,11 +206,15 @@ impl Registry {
             ExtendedMessage::ControlRequest => self.request_control(channel, link),
             ExtendedMessage::ControlRelease => {
                 let mut state = lock(&channel.state);
-                if state.controller == Some(link.id) {
+                if Channel::is_relayed(&state) && link.can_control {
+                    drop(state);
+                    self.ask_owner(channel, link, RemoteAsk::Release);
+                } else if state.controller == Some(link.id) {
                     self.set_controller(channel, &mut state, None);
                 } else {
                     drop(state);
-                    link.answer_error("not_controller", "this viewer does not hold control");
+                    let (code, message) = ControlRefusal::NotHolder.answer();
+                    link.answer_error(code, message);
                 }
             }
             ExtendedMessage::WebRtcOffer { sdp } => self.start_webrtc(channel, link, &sdp),
@@ -299,7 +370,8 @@ impl Registry {
     }
 
     /// Relays `input` of `link` if it may control the page now (taking control implicitly when
-    /// configured), mapping frame-pixel coordinates to the page.
+    /// configured), mapping frame-pixel coordinates to the page; on a relayed channel the
+    /// owner decides, after this instance's own `authorizeControl` allowed the viewer.
     fn submit_input(
         &self,
         channel: &Channel,
@@ -309,30 +381,17 @@ impl Registry {
         frame_seq: Option<u64>,
     ) {
         let mut input = input;
-        let refusal = {
+        let route = {
             let mut state = lock(&channel.state);
-            let refusal = if !link.can_control {
-                Some(("control_denied", "this viewer may only watch"))
+            let route = if !link.can_control {
+                Err(ControlRefusal::WatchOnly)
             } else if Channel::is_relayed(&state) {
-                Some(CONTROL_ELSEWHERE)
+                Ok(InputRoute::Owner)
             } else {
-                match state.controller {
-                    Some(holder) if holder == link.id => None,
-                    Some(_) => Some(("not_controller", "another viewer controls the page")),
-                    // Compat viewers can neither ask for control nor give it back: they act
-                    // while nobody holds it, without taking it.
-                    None if link.mode == Mode::Compat => None,
-                    None if self.config.implicit_control => {
-                        self.set_controller(channel, &mut state, Some(link.id));
-                        None
-                    }
-                    None => Some((
-                        "not_controller",
-                        "send {\"type\":\"control-request\"} before input",
-                    )),
-                }
+                self.input_verdict(channel, &mut state, link.id, link.mode == Mode::Compat)
+                    .map(|()| InputRoute::Page)
             };
-            if refusal.is_none() && frame_pixels {
+            if route.is_ok() && frame_pixels {
                 if let ClientMessage::Mouse(mouse) = &mut input {
                     // The frame named, if its geometry is still known; else the last frame
                     // this viewer was sent.
@@ -345,45 +404,186 @@ impl Registry {
                     }
                 }
             }
-            refusal
+            route
         };
-        if let Some((code, message)) = refusal {
-            channel
-                .counters
-                .inputs_refused
-                .fetch_add(1, Ordering::Relaxed);
-            link.answer_error(code, message);
-            return;
-        }
-        let counters = &channel.counters;
-        match channel.inputs.push(input) {
-            Enqueued::Queued => {}
-            Enqueued::Coalesced | Enqueued::MoveDropped | Enqueued::QueuedDroppingMove => {
-                counters.moves_coalesced.fetch_add(1, Ordering::Relaxed);
-            }
-            Enqueued::Full => {
-                counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
-                counters.inputs_rate_limited.fetch_add(1, Ordering::Relaxed);
-                let report = lock(&link.limiter).may_report(Instant::now());
-                if report {
-                    link.answer_error(
-                        "rate_limited",
-                        "the page is not keeping up with input; this input was dropped",
-                    );
+        match route {
+            Err(refusal) => self.refuse(channel, link, refusal),
+            Ok(InputRoute::Owner) => self.ask_owner(channel, link, RemoteAsk::Input(input)),
+            Ok(InputRoute::Page) => {
+                if let Err(refusal) = self.enqueue_input(channel, input) {
+                    self.refuse(channel, link, refusal);
                 }
             }
         }
     }
 
+    /// Whether `viewer` may send input now (taking control implicitly when configured).
+    /// Compat viewers can neither ask for control nor give it back: they act while nobody
+    /// holds it, without taking it. Called under the channel's state lock.
+    fn input_verdict(
+        &self,
+        channel: &Channel,
+        state: &mut ChannelState,
+        viewer: u32,
+        compat: bool,
+    ) -> Result<(), ControlRefusal> {
+        match state.controller {
+            Some(holder) if holder == viewer => Ok(()),
+            Some(_) => Err(ControlRefusal::HeldByOther),
+            None if compat => Ok(()),
+            None if self.config.implicit_control => {
+                self.set_controller(channel, state, Some(viewer));
+                Ok(())
+            }
+            None => Err(ControlRefusal::RequestFirst),
+        }
+    }
+
+    /// Queues an allowed input for the page.
+    fn enqueue_input(&self, channel: &Channel, input: ClientMessage) -> Result<(), ControlRefusal> {
+        let counters = &channel.counters;
+        match channel.inputs.push(input) {
+            Enqueued::Queued => Ok(()),
+            Enqueued::Coalesced | Enqueued::MoveDropped | Enqueued::QueuedDroppingMove => {
+                counters.moves_coalesced.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Enqueued::Full => {
+                counters.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(ControlRefusal::QueueFull)
+            }
+        }
+    }
+
+    /// Answers a refused input or control message: counted; a full queue is told at most
+    /// once a second, as any rate limit.
+    fn refuse(&self, channel: &Channel, link: &ViewerLink, refusal: ControlRefusal) {
+        let counters = &channel.counters;
+        if refusal == ControlRefusal::QueueFull {
+            counters.inputs_rate_limited.fetch_add(1, Ordering::Relaxed);
+            if !lock(&link.limiter).may_report(Instant::now()) {
+                return;
+            }
+        } else {
+            counters.inputs_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        let (code, message) = refusal.answer();
+        link.answer_error(code, message);
+    }
+
+    /// Sends what `link` asks of a relayed page to the instance that has the browser.
+    fn ask_owner(&self, channel: &Channel, link: &ViewerLink, ask: RemoteAsk) {
+        let compat = link.mode == Mode::Compat;
+        let sent = self
+            .relay
+            .as_ref()
+            .is_some_and(|relay| relay.forward(&channel.id.key, link.id, &ask, compat));
+        if !sent && ask != RemoteAsk::Leave {
+            self.refuse(channel, link, ControlRefusal::Unreachable);
+        }
+    }
+
+    /// Applies what viewer `viewer` (this instance's id for a viewer of another instance)
+    /// asks of `key`'s page, under the same lock and rules as a local viewer.
+    pub fn remote_control(
+        &self,
+        key: &str,
+        viewer: u32,
+        ask: RemoteAsk,
+        compat: bool,
+    ) -> Option<RemoteVerdict> {
+        let unavailable = Some(RemoteVerdict::Refused(ControlRefusal::Unreachable));
+        let Some(channel) = self.channel(key) else {
+            return (ask != RemoteAsk::Leave).then_some(unavailable).flatten();
+        };
+        let mut state = lock(&channel.state);
+        if ask == RemoteAsk::Leave {
+            if state.controller == Some(viewer) {
+                self.set_controller(&channel, &mut state, None);
+            }
+            return None;
+        }
+        if state.source == super::SourceState::Idle || Channel::is_relayed(&state) {
+            return unavailable;
+        }
+        let refused = |refusal| {
+            if refusal != ControlRefusal::QueueFull {
+                channel
+                    .counters
+                    .inputs_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(RemoteVerdict::Refused(refusal))
+        };
+        match ask {
+            RemoteAsk::Request => match state.controller {
+                None => {
+                    self.set_controller(&channel, &mut state, Some(viewer));
+                    None
+                }
+                Some(holder) if holder == viewer => Some(RemoteVerdict::Held),
+                Some(holder) => Some(RemoteVerdict::Busy(holder)),
+            },
+            RemoteAsk::Release => {
+                if state.controller == Some(viewer) {
+                    self.set_controller(&channel, &mut state, None);
+                    None
+                } else {
+                    refused(ControlRefusal::NotHolder)
+                }
+            }
+            RemoteAsk::Input(input) => {
+                if let Err(refusal) = self.input_verdict(&channel, &mut state, viewer, compat) {
+                    return refused(refusal);
+                }
+                drop(state);
+                match self.enqueue_input(&channel, input) {
+                    Ok(()) => None,
+                    Err(refusal) => refused(refusal),
+                }
+            }
+            RemoteAsk::Leave => None,
+        }
+    }
+
+    /// The owner's answer to what viewer `viewer_id` of this instance asked (`Busy` names a
+    /// viewer by this instance's id for it).
+    pub fn answer_remote(&self, viewer_id: u32, verdict: RemoteVerdict) {
+        let Some((channel, link)) = self.viewer_link(viewer_id) else {
+            return;
+        };
+        match verdict {
+            RemoteVerdict::Held => link.send(protocol::control_message(Some(viewer_id), true)),
+            RemoteVerdict::Busy(holder) => link.send(protocol::control_busy_message(holder)),
+            RemoteVerdict::Refused(refusal) => self.refuse(&channel, &link, refusal),
+        }
+    }
+
+    /// Who holds control of `key` as its owner says (`controller` an id of this instance):
+    /// this instance's viewers of session `generation` are told as of a local change.
+    pub fn mirror_controller(&self, key: &str, generation: u32, controller: Option<u32>) {
+        self.with_live_source(key, Some(generation), |channel, state| {
+            if state.controller != controller {
+                self.set_controller(channel, state, controller);
+            }
+        });
+    }
+
+    /// Who holds control of `key` now.
+    pub fn controller(&self, key: &str) -> Option<u32> {
+        lock(&self.channel(key)?.state).controller
+    }
+
     fn request_control(&self, channel: &Channel, link: &ViewerLink) {
         if !link.can_control {
-            link.answer_error("control_denied", "this viewer may only watch");
+            let (code, message) = ControlRefusal::WatchOnly.answer();
+            link.answer_error(code, message);
             return;
         }
         let mut state = lock(&channel.state);
         if Channel::is_relayed(&state) {
-            let (code, message) = CONTROL_ELSEWHERE;
-            link.answer_error(code, message);
+            drop(state);
+            self.ask_owner(channel, link, RemoteAsk::Request);
             return;
         }
         match state.controller {
@@ -413,6 +613,9 @@ impl Registry {
                     controller == Some(*id),
                 ));
             }
+        }
+        if let Some(relay) = &self.relay {
+            relay.controller_changed(&channel.id.key, controller);
         }
         self.host.control_changed(ControlChange {
             key: channel.id.key.clone(),

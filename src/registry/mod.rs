@@ -45,6 +45,7 @@ use channel::ChannelState;
 pub(crate) use channel::{Channel, SourceState};
 pub(crate) use channel_id::{AdmitError, ChannelId};
 pub(crate) use config::RegistryConfig;
+pub(crate) use control::{ControlRefusal, RemoteAsk, RemoteVerdict};
 pub(crate) use event_log::EventLog;
 pub(crate) use input_flow::{InputQueue, RateLimiter};
 pub(crate) use publish::PushOutcome;
@@ -398,10 +399,16 @@ impl Registry {
         let mut channels = lock(&self.channels);
         let edge = {
             let mut state = lock(&channel.state);
-            if state.viewers.remove(&viewer_id).is_none() {
+            let Some(viewer) = state.viewers.remove(&viewer_id) else {
                 return;
-            }
+            };
             self.totals.viewers_closed.fetch_add(1, Ordering::Relaxed);
+            if Channel::is_relayed(&state) && viewer.link.can_control {
+                // The owner may have handed it control: it gives it back.
+                if let Some(relay) = &self.relay {
+                    relay.forward(&channel.id.key, viewer_id, &RemoteAsk::Leave, false);
+                }
+            }
             if state.controller == Some(viewer_id) {
                 self.set_controller(channel, &mut state, None);
             }
@@ -514,6 +521,11 @@ impl Registry {
     pub fn is_live(&self, key: &str, generation: u32) -> bool {
         self.with_live_source(key, Some(generation), |_, _| ())
             .is_some()
+    }
+
+    /// A viewer id no viewer has: how this instance names a viewer of another instance.
+    pub fn reserve_viewer_id(&self) -> u32 {
+        self.next_viewer_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The channel for `key`, if it has viewers or a lingering source.

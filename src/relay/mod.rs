@@ -11,6 +11,7 @@
 //! Must not touch sockets or channel state: it admits a viewer and pushes like a source.
 
 pub(crate) mod config;
+mod control;
 mod owner;
 mod subscriber;
 pub(crate) mod wire;
@@ -103,6 +104,7 @@ pub struct Relay {
     probes: Mutex<HashMap<u32, oneshot::Sender<bool>>>,
     next_probe: AtomicU32,
     owned: owner::Owned,
+    control: control::RemoteControl,
     pub counters: RelayCounters,
 }
 
@@ -118,6 +120,7 @@ impl Relay {
             probes: Mutex::new(HashMap::new()),
             next_probe: AtomicU32::new(1),
             owned: owner::Owned::default(),
+            control: control::RemoteControl::default(),
             counters: RelayCounters::default(),
         })
     }

@@ -5,6 +5,7 @@
 //! and the source lingers and stops as after a local viewer.
 //!
 //! Owns: the held channels (relay viewer, leases), the per-channel serialization of questions.
+//! Control asked by other instances is [`super::control`]'s.
 //! Must not push into channels: the relay viewer's writer reads them as any viewer does.
 
 use std::collections::HashMap;
@@ -30,17 +31,17 @@ use crate::registry::{lock, ChannelId, JoinOptions, Transport, ViewerCloser};
 use crate::viewer::{serve_relay, MessageOut};
 
 /// One channel this instance streams to the bus.
-struct Held {
+pub(super) struct Held {
     closer: Arc<ViewerCloser>,
     /// Subscribing instance → its last lease.
-    leases: HashMap<String, Instant>,
+    pub(super) leases: HashMap<String, Instant>,
 }
 
 /// The channels this instance streams, and the locks that keep two questions about one
 /// channel from both starting a stream.
 #[derive(Default)]
 pub(super) struct Owned {
-    held: Mutex<HashMap<String, Held>>,
+    pub(super) held: Mutex<HashMap<String, Held>>,
     asking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -99,12 +100,16 @@ impl MessageOut for BusOut {
 /// ran out, for as long as the client lives.
 pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
     let prefix = relay.config.subject_prefix.clone();
-    let (questions, leases) = match (
+    relay
+        .runtime
+        .spawn(super::control::publish(relay.clone(), client.clone()));
+    let (questions, leases, commands) = match (
         client.subscribe(wire::owner_wildcard(&prefix)).await,
         client.subscribe(wire::lease_wildcard(&prefix)).await,
+        client.subscribe(wire::control_wildcard(&prefix)).await,
     ) {
-        (Ok(questions), Ok(leases)) => (questions, leases),
-        (Err(error), _) | (_, Err(error)) => {
+        (Ok(questions), Ok(leases), Ok(commands)) => (questions, leases, commands),
+        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
             relay.log(
                 LogLevel::Warn,
                 format!("relay: cannot listen for other instances: {error}"),
@@ -133,12 +138,18 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
                 .spawn(async move { answer_question(relay, client, message).await });
         }
     });
+    let controls = relay.runtime.spawn(super::control::serve_commands(
+        relay.clone(),
+        client.clone(),
+        commands,
+    ));
     let mut leases = leases;
     while let Some(message) = leases.next().await {
         answer_lease(&relay, &client, message).await;
     }
     sweeper.abort();
     answers.abort();
+    controls.abort();
 }
 
 /// The question's channel, if the message is well formed and asked on that channel's subject.
@@ -233,7 +244,9 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         client: client.clone(),
         subject: ChannelSubjects::new(&relay.config.subject_prefix, &id.key).stream,
     });
-    relay.runtime.spawn(serve_relay(registry, slot, out));
+    relay
+        .runtime
+        .spawn(serve_relay(registry.clone(), slot, out));
     relay
         .counters
         .streams_started
@@ -251,6 +264,8 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
     if let Some(old) = replaced {
         old.close(1000, "replaced");
     }
+    // The new subscriber learns who holds control as the others did.
+    relay.publish_control_state(&id.key, registry.controller(&id.key));
     true
 }
 
@@ -290,18 +305,28 @@ fn sweep(relay: &Relay) {
     let expiry = relay.config.lease_interval * LEASE_MISSES;
     let now = Instant::now();
     let mut released = Vec::new();
-    lock(&relay.owned.held).retain(|_, channel| {
-        channel
-            .leases
-            .retain(|_, renewed| now.duration_since(*renewed) < expiry);
+    let mut expired = Vec::new();
+    lock(&relay.owned.held).retain(|key, channel| {
+        channel.leases.retain(|instance, renewed| {
+            let keep = now.duration_since(*renewed) < expiry;
+            if !keep {
+                expired.push((key.clone(), Some(instance.clone())));
+            }
+            keep
+        });
         let keep = !channel.leases.is_empty() && !channel.closer.is_cancelled();
         if !keep {
             released.push(channel.closer.clone());
+            expired.push((key.clone(), None));
         }
         keep
     });
     for closer in released {
         closer.close(1000, "no subscriber");
+    }
+    // Control held by viewers of an instance that went away is given back.
+    for (key, instance) in expired {
+        relay.forget_remotes(&key, instance.as_deref());
     }
 }
 

@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 
 use super::config::LEASE_MISSES;
 use super::wire::{
-    self, ChannelSubjects, Lease, LeaseAnswer, OwnerAnswer, OwnerQuestion, RelayedText,
-    KIND_BINARY, KIND_HEADER,
+    self, ChannelSubjects, ControlState, Lease, LeaseAnswer, OwnerAnswer, OwnerQuestion,
+    RelayedText, KIND_BINARY, KIND_CONTROL, KIND_HEADER,
 };
 use super::Relay;
 use crate::protocol::{ErrorCode, Status};
@@ -102,7 +102,14 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
             continue;
         };
         told_unavailable = false;
-        match stream_from(&relay, &client, &subjects, &id, generation, &owner, stream).await {
+        relay.follow_owner(&id.key, Some(&owner));
+        let ended = stream_from(&relay, &client, &subjects, &id, generation, &owner, stream).await;
+        relay.follow_owner(&id.key, None);
+        if let Some(registry) = relay.registry() {
+            // Nobody holds control until an owner says so again.
+            registry.mirror_controller(&id.key, generation, None);
+        }
+        match ended {
             Ended::SessionOver => return,
             Ended::Unsubscribed => {}
             Ended::OwnerLost => {
@@ -234,12 +241,20 @@ fn push(
         .counters
         .messages_received
         .fetch_add(1, Ordering::Relaxed);
-    let binary = message
+    let kind = message
         .headers
         .as_ref()
         .and_then(|headers| headers.get(KIND_HEADER))
-        .is_some_and(|kind| kind.as_str() == KIND_BINARY);
+        .map(|kind| kind.as_str());
     let key = &id.key;
+    if kind == Some(KIND_CONTROL) {
+        if let Ok(state) = serde_json::from_slice::<ControlState>(&message.payload) {
+            let controller = relay.local_controller(key, &state);
+            registry.mirror_controller(key, generation, controller);
+        }
+        return registry.is_live(key, generation);
+    }
+    let binary = kind == Some(KIND_BINARY);
     let live = if binary {
         match wire::read_frame(&message.payload) {
             Some(frame) => match registry.push_frame(key, Some(generation), frame.text, frame.meta)

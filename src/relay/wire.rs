@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::frame::{FrameMeta, BINARY_HEADER_LEN};
+use crate::registry::ControlRefusal;
 
 /// NATS header naming what an owner's stream message is.
 pub const KIND_HEADER: &str = "Bsn-Kind";
@@ -17,6 +18,8 @@ pub const KIND_HEADER: &str = "Bsn-Kind";
 pub const KIND_TEXT: &str = "text";
 /// `KIND_HEADER` of a BINARY message (a frame or a video chunk with its 56-byte header).
 pub const KIND_BINARY: &str = "binary";
+/// `KIND_HEADER` of the owner's [`ControlState`] (who holds control, named across instances).
+pub const KIND_CONTROL: &str = "control";
 
 /// The subjects of one channel under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +28,12 @@ pub struct ChannelSubjects {
     pub owner: String,
     /// Request: a subscriber's lease renewal; answered by the owner while it holds the channel.
     pub lease: String,
-    /// The owner's stream of the channel (its relay viewer's messages).
+    /// The owner's stream of the channel (its relay viewer's messages, and its
+    /// [`ControlState`]s).
     pub stream: String,
+    /// A subscriber's [`RemoteCommand`]s (control, input) for the owner; answered on the
+    /// subscriber's inbox when there is something to say.
+    pub control: String,
 }
 
 /// The hex SHA-256 of a channel key, cut to 128 bits: a subject token that names the channel
@@ -43,6 +50,7 @@ impl ChannelSubjects {
             owner: format!("{prefix}.owner.{token}"),
             lease: format!("{prefix}.lease.{token}"),
             stream: format!("{prefix}.stream.{token}"),
+            control: format!("{prefix}.control.{token}"),
         }
     }
 }
@@ -55,6 +63,11 @@ pub fn owner_wildcard(prefix: &str) -> String {
 /// Wildcard of every lease renewal under a prefix (each instance listens).
 pub fn lease_wildcard(prefix: &str) -> String {
     format!("{prefix}.lease.*")
+}
+
+/// Wildcard of every remote command under a prefix (each instance listens).
+pub fn control_wildcard(prefix: &str) -> String {
+    format!("{prefix}.control.*")
 }
 
 /// "Who has this browser?": the channel's identity (in the payload, never the subject) and
@@ -89,6 +102,77 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAnswer {
     pub held: bool,
+}
+
+/// A viewer named across instances: the instance it is connected to and its id there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ViewerName {
+    pub instance: String,
+    pub viewer: u32,
+}
+
+/// What a remote viewer asks of the owner's control lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteOp {
+    /// `control-request`.
+    Request,
+    /// `control-release`.
+    Release,
+    /// An input for the page: its compat JSON (`protocol::relayed_input_message`), in page
+    /// coordinates.
+    Input,
+    /// The viewer left: control it holds is given back.
+    Leave,
+}
+
+/// A subscriber's command for the owner, on behalf of one of its viewers whose own instance
+/// already allowed it control (`authorizeControl` there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteCommand {
+    pub key: String,
+    /// The owner this subscriber follows: another owner of the same key stays silent.
+    pub owner: String,
+    pub from: ViewerName,
+    pub op: RemoteOp,
+    /// A compat viewer (acts while nobody holds control, cannot hold it).
+    #[serde(default)]
+    pub compat: bool,
+    /// The input of `RemoteOp::Input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+}
+
+/// The owner's answer to a remote command, when it has one: refusals, and the outcome of a
+/// `control-request` that did not change who holds control (a change reaches every
+/// instance as a [`ControlState`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteAnswer {
+    pub key: String,
+    /// The subscriber's viewer the answer is for.
+    pub viewer: u32,
+    pub outcome: RemoteOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum RemoteOutcome {
+    /// The viewer already holds control.
+    Held,
+    /// `holder` holds control.
+    Busy { holder: ViewerName },
+    /// Refused: the subscriber answers its viewer with its own code and text for `reason`
+    /// (nothing of the owner's text crosses).
+    Refused { reason: ControlRefusal },
+}
+
+/// Who holds control of a channel, as the owner says on its stream after every change and
+/// to each new subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub controller: Option<ViewerName>,
 }
 
 /// A frame read from the owner's stream: its image as base64 (what `push_frame` takes) and
@@ -186,7 +270,12 @@ mod tests {
     #[test]
     fn subjects_hide_the_channel_and_its_syntax() {
         let subjects = ChannelSubjects::new("bsn", "agent.with>wild*cards:thread 1");
-        for subject in [&subjects.owner, &subjects.lease, &subjects.stream] {
+        for subject in [
+            &subjects.owner,
+            &subjects.lease,
+            &subjects.stream,
+            &subjects.control,
+        ] {
             assert!(!subject.contains("agent"), "{subject}");
             assert_eq!(subject.split('.').count(), 3, "{subject}");
             assert!(!subject.contains('*') && !subject.contains('>') && !subject.contains(' '));
