@@ -153,7 +153,25 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
     )
     const seqs = viewer.events().map((e) => e.seq)
     assert.ok(seqs[0] < seqs[1], 'events are numbered in order')
+    assert.deepEqual(seqs, local.events().map((e) => e.seq), 'under the owner\'s numbers on every instance')
   }
+
+  // Resume across instances: a client that processed both events reconnects to an instance
+  // that never had the channel, after two more were published; the owner's ring answers.
+  const processed = remote.events().at(-1).seq
+  assert.equal(await owner.publishEvent('agent-r', { type: 'tool_start', n: 3 }), true)
+  assert.equal(await owner.publishEvent('agent-r', { type: 'tool_result', n: 4 }), true)
+  await waitFor(() => local.events().length === 4, { what: 'the owner viewer has all four' })
+  const fresh = await startInstance({ nats: nats.url })
+  t.after(() => fresh.stop())
+  const resumer = new Viewer(fresh.url('agent-r'), { extended: true })
+  await resumer.untilMeta()
+  resumer.send({ type: 'resume', lastSeq: processed })
+  const resumed = await resumer.waitJson((m) => m.type === 'resumed', { what: 'resumed', timeout: 10_000 })
+  assert.deepEqual(resumed, { type: 'resumed', lastSeq: processed, replayed: 2 })
+  assert.deepEqual(resumer.events(), local.events().slice(2), 'the two it missed, under the same numbers')
+  assert.deepEqual(resumer.errors(), [])
+  await resumer.close()
 
   // The owner streams the channel once, as one relay viewer, however many instances watch.
   const ownerStats = await owner.stats()

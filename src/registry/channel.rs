@@ -98,9 +98,24 @@ impl Channel {
         }
     }
 
-    /// A new sequence number (frames and events share them).
+    /// A new sequence number (frames and events share them): one above the last, and never
+    /// below the wall clock in microseconds. Numbers so follow time on every instance, which
+    /// makes an owner's event numbers (kept by the relay on every instance) comparable with
+    /// each instance's own: a hybrid logical clock, pushed forward by [`Channel::observe_seq`].
     pub(super) fn next_seq(&self) -> u64 {
-        self.seq_counter.fetch_add(1, Ordering::Relaxed) + 1
+        let now = crate::clock::wall_clock_us();
+        let previous = self
+            .seq_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some((last + 1).max(now))
+            })
+            .unwrap_or_else(|last| last);
+        (previous + 1).max(now)
+    }
+
+    /// A number given out elsewhere (an owner's event, relayed): later numbers here are above.
+    pub(super) fn observe_seq(&self, seq: u64) {
+        self.seq_counter.fetch_max(seq, Ordering::Relaxed);
     }
 
     /// The newest sequence number given out by the registry.
@@ -111,8 +126,18 @@ impl Channel {
     /// The events after `after` (all held ones for `None`), at most `limit` (see
     /// `EventLog::after`).
     pub fn events_after(&self, after: Option<u64>, limit: usize) -> EventsAfter {
-        let newest = self.newest_seq();
-        lock(&self.events).after(after, newest, limit, Instant::now())
+        lock(&self.events).after(after, self.placeable_newest(), limit, Instant::now())
+    }
+
+    /// Whether the event log can place number `after` (else another instance's ring may).
+    pub fn places(&self, after: u64) -> bool {
+        lock(&self.events).places(after, self.placeable_newest())
+    }
+
+    /// The highest number a client may rightly hold: numbers follow the clock, so one above
+    /// it is from another life (a number from an earlier one is below the log's floor).
+    fn placeable_newest(&self) -> u64 {
+        self.newest_seq().max(crate::clock::wall_clock_us())
     }
 
     /// Runs `write` on the event log and wakes the extended writers if it sent events.

@@ -142,6 +142,8 @@ pub struct EventLog {
     ring_bytes: usize,
     /// Events numbered up to here may have been evicted; after it the ring holds them all.
     floor: u64,
+    /// Numbers at or below this were given elsewhere before this log heard of them.
+    known_from: u64,
     last_seq: u64,
     /// Events sent (after merging).
     pub sent: u64,
@@ -160,6 +162,7 @@ impl EventLog {
             ring: VecDeque::new(),
             ring_bytes: 0,
             floor,
+            known_from: 0,
             last_seq: floor,
             sent: 0,
             published: 0,
@@ -227,6 +230,42 @@ impl EventLog {
                 }
             }
         }
+    }
+
+    /// Appends an event numbered elsewhere (the owner's, relayed as it sent it: batched
+    /// there) under its own number, so that a client's number means the same event on every
+    /// instance. An event not above the newest here (only when this instance published one of
+    /// its own in between) gets a number of this log instead. Returns its number.
+    pub fn append_numbered(
+        &mut self,
+        seq: u64,
+        event: Event,
+        now: Instant,
+        next_seq: impl FnMut() -> u64,
+    ) -> u64 {
+        let mut next_seq = next_seq;
+        self.published += 1;
+        self.flush(now, &mut next_seq);
+        if seq <= self.last_seq && self.ring.binary_search_by_key(&seq, |e| e.seq).is_ok() {
+            // Sent twice (the owner's relay viewer was replaced while it streamed): once.
+            return 0;
+        }
+        let seq = if seq > self.last_seq { seq } else { next_seq() };
+        self.append(seq, event_message(seq, &event.json), now);
+        seq
+    }
+
+    /// Whether `after` is a number this log can place: not below what it dropped (or what
+    /// preceded it, or what it was told it cannot know: [`EventLog::known_from`]), not above
+    /// `newest`.
+    pub fn places(&self, after: u64, newest: u64) -> bool {
+        after >= self.floor && after >= self.known_from && after <= newest
+    }
+
+    /// Events numbered `seq` or below (elsewhere) never reached this log: a resume from such
+    /// a number is not placed here. Unlike the floor, it changes nothing for live readers.
+    pub fn known_from(&mut self, seq: u64) {
+        self.known_from = self.known_from.max(seq);
     }
 
     /// Sends the held delta batch if it is still batch `epoch` (its window ended). Returns
@@ -458,5 +497,47 @@ mod tests {
         let later = now + Duration::from_secs(6);
         assert!(log.after(None, 10, 100, later).events.is_empty());
         assert!(log.is_empty());
+    }
+
+    #[test]
+    fn numbered_events_keep_their_number_once_and_placing_knows_what_came_before() {
+        let now = Instant::now();
+        let mut log = EventLog::new(RegistryConfig::default().events, 100);
+        let mut seq = counter(1000);
+        assert_eq!(
+            log.append_numbered(500, event(r#"{"type":"a"}"#), now, &mut seq),
+            500
+        );
+        assert_eq!(
+            log.append_numbered(510, event(r#"{"type":"b"}"#), now, &mut seq),
+            510
+        );
+        // The same event again (a replaced relay viewer): kept once.
+        assert_eq!(
+            log.append_numbered(500, event(r#"{"type":"a"}"#), now, &mut seq),
+            0
+        );
+        assert_eq!(log.len(), 2);
+        // One of this log's own came in between: a relayed one not above it is renumbered.
+        log.publish(event(r#"{"type":"own"}"#), now, &mut seq);
+        assert_eq!(
+            log.append_numbered(520, event(r#"{"type":"c"}"#), now, &mut seq),
+            1002
+        );
+        let numbers: Vec<u64> = log
+            .after(Some(100), 2000, 10, now)
+            .events
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(numbers, vec![500, 510, 1001, 1002]);
+        assert!(log.places(100, 2000) && log.places(510, 2000));
+        assert!(!log.places(99, 2000), "below the floor");
+        assert!(!log.places(2001, 2000), "above the newest");
+        log.known_from(505);
+        assert!(!log.places(504, 2000), "before what reached this log");
+        assert!(log.places(505, 2000));
+        // Knowing that changes nothing for live readers.
+        assert_eq!(log.after(Some(100), 2000, 10, now).stale, None);
     }
 }

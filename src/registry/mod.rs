@@ -575,6 +575,14 @@ impl Registry {
             .is_some_and(|channel| lock(&channel.state).source != SourceState::Idle)
     }
 
+    /// Whether `key`'s live source session is this instance's own (not relayed from another).
+    pub fn has_local_source(&self, key: &str) -> bool {
+        self.channel(key).is_some_and(|channel| {
+            let state = lock(&channel.state);
+            state.source != SourceState::Idle && !Channel::is_relayed(&state)
+        })
+    }
+
     /// Ends session `generation` of `key` and starts a new one for its viewers at once (the
     /// relay found the browser here after all). False when `generation` is not live.
     pub fn restart_source(&self, key: &str, generation: u32) -> bool {

@@ -185,6 +185,32 @@ impl Registry {
 }
 
 impl Registry {
+    /// Publishes an event the owner of relayed channel `key` numbered `seq` (its JSON object
+    /// text, checked as any event): kept under that number, so resume means the same event on
+    /// every instance. False when the channel is gone or the event is refused.
+    pub fn publish_relayed_event(&self, key: &str, seq: u64, json: String) -> bool {
+        let Ok(event) = Event::parse(json, self.config.events.max_event_bytes) else {
+            return false;
+        };
+        let Some(channel) = self.channel(key) else {
+            return false;
+        };
+        channel.observe_seq(seq);
+        channel.write_events(|log, now| Published {
+            sent: log.append_numbered(seq, event, now, || channel.next_seq()),
+            batch_started: None,
+        });
+        true
+    }
+
+    /// The owner of relayed channel `key` streams the events numbered above `seq` from now
+    /// on: this ring does not place earlier numbers (a resume from one asks the owner's).
+    pub fn relayed_events_from(&self, key: &str, seq: u64) {
+        if let Some(channel) = self.channel(key) {
+            lock(&channel.events).known_from(seq);
+        }
+    }
+
     /// Publishes an agent event (JSON object text) to the extended viewers of `key`: numbered,
     /// kept in the resume ring, `text_delta`s merged over the batch window. `Ok(false)` when
     /// the channel does not exist (nobody to tell).

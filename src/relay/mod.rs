@@ -13,6 +13,7 @@
 pub(crate) mod config;
 mod control;
 mod owner;
+pub(crate) mod ring;
 mod subscriber;
 pub(crate) mod wire;
 

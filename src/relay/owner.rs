@@ -103,13 +103,19 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
     relay
         .runtime
         .spawn(super::control::publish(relay.clone(), client.clone()));
-    let (questions, leases, commands) = match (
+    let (questions, leases, commands, rings) = match (
         client.subscribe(wire::owner_wildcard(&prefix)).await,
         client.subscribe(wire::lease_wildcard(&prefix)).await,
         client.subscribe(wire::control_wildcard(&prefix)).await,
+        client.subscribe(wire::ring_wildcard(&prefix)).await,
     ) {
-        (Ok(questions), Ok(leases), Ok(commands)) => (questions, leases, commands),
-        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+        (Ok(questions), Ok(leases), Ok(commands), Ok(rings)) => {
+            (questions, leases, commands, rings)
+        }
+        (Err(error), _, _, _)
+        | (_, Err(error), _, _)
+        | (_, _, Err(error), _)
+        | (_, _, _, Err(error)) => {
             relay.log(
                 LogLevel::Warn,
                 format!("relay: cannot listen for other instances: {error}"),
@@ -143,6 +149,11 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
         client.clone(),
         commands,
     ));
+    let ring = relay.runtime.spawn(super::ring::serve_ring(
+        relay.clone(),
+        client.clone(),
+        rings,
+    ));
     let mut leases = leases;
     while let Some(message) = leases.next().await {
         answer_lease(&relay, &client, message).await;
@@ -150,6 +161,7 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
     sweeper.abort();
     answers.abort();
     controls.abort();
+    ring.abort();
 }
 
 /// The question's channel, if the message is well formed and asked on that channel's subject.
@@ -179,7 +191,7 @@ async fn answer_question(relay: Arc<Relay>, client: Client, message: Message) {
         .entry(id.key.clone())
         .or_default()
         .clone();
-    let streaming = {
+    let events_from = {
         let _one_at_a_time = asking.lock().await;
         hold(&relay, &client, &id, &question.instance).await
     };
@@ -190,35 +202,35 @@ async fn answer_question(relay: Arc<Relay>, client: Client, message: Message) {
             locks.remove(&id.key);
         }
     }
-    if !streaming {
+    let Some(events_from) = events_from else {
         return;
-    }
+    };
     relay
         .counters
         .questions_answered
         .fetch_add(1, Ordering::Relaxed);
     let answer = OwnerAnswer {
         owner: relay.instance.clone(),
+        events_from,
     };
     if let Ok(json) = serde_json::to_vec(&answer) {
         let _ = client.publish(reply, json.into()).await;
     }
 }
 
-/// Streams `id` for `instance` (true), or says this instance has no browser for it. Every
+/// Streams `id` for `instance`, or says this instance has no browser for it (`None`); the
+/// new relay viewer streams the events after the number returned. Every
 /// question (a new subscribing instance, or a new session of one) gets a new relay viewer, so
 /// that the asker receives what a joining viewer gets first (status, url, viewport, the newest
 /// frame); the old one leaves after it.
-async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &str) -> bool {
-    let Some(registry) = relay.registry() else {
-        return false;
-    };
+async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &str) -> Option<u64> {
+    let registry = relay.registry()?;
     let streaming = lock(&relay.owned.held)
         .get(&id.key)
         .is_some_and(|channel| !channel.closer.is_cancelled())
         && registry.has_live_source(&id.key);
     if !streaming && !relay.probe(id).await {
-        return false;
+        return None;
     }
     let join = JoinOptions {
         mode: Mode::Extended,
@@ -235,10 +247,11 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
                     id.key
                 ),
             );
-            return false;
+            return None;
         }
     };
     let closer = slot.closer.clone();
+    let events_from = slot.event_cursor;
     let out = Arc::new(BusOut {
         relay: relay.clone(),
         client: client.clone(),
@@ -266,7 +279,7 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
     }
     // The new subscriber learns who holds control as the others did.
     relay.publish_control_state(&id.key, registry.controller(&id.key));
-    true
+    Some(events_from)
 }
 
 async fn answer_lease(relay: &Arc<Relay>, client: &Client, message: Message) {

@@ -151,6 +151,9 @@ async fn ask_owner(
         .await
         .ok()?;
     let answer: OwnerAnswer = serde_json::from_slice(&answer.payload).ok()?;
+    if let Some(registry) = relay.registry() {
+        registry.relayed_events_from(&id.key, answer.events_from);
+    }
     Some(answer.owner)
 }
 
@@ -283,10 +286,10 @@ fn push(
                 }
                 None => true,
             },
-            RelayedText::Event(event) => {
+            RelayedText::Event(seq, event) => {
                 if registry.is_live(key, generation) {
                     // An event the ring refuses (too big) was refused on the owner already.
-                    let _ = registry.publish_event(key, event);
+                    registry.publish_relayed_event(key, seq, event);
                 }
                 registry.is_live(key, generation)
             }

@@ -31,6 +31,8 @@ pub struct ChannelSubjects {
     /// The owner's stream of the channel (its relay viewer's messages, and its
     /// [`ControlState`]s).
     pub stream: String,
+    /// Request: the events of the owner's resume ring after a number ([`RingQuestion`]).
+    pub ring: String,
     /// A subscriber's [`RemoteCommand`]s (control, input) for the owner; answered on the
     /// subscriber's inbox when there is something to say.
     pub control: String,
@@ -51,6 +53,7 @@ impl ChannelSubjects {
             lease: format!("{prefix}.lease.{token}"),
             stream: format!("{prefix}.stream.{token}"),
             control: format!("{prefix}.control.{token}"),
+            ring: format!("{prefix}.ring.{token}"),
         }
     }
 }
@@ -70,6 +73,11 @@ pub fn control_wildcard(prefix: &str) -> String {
     format!("{prefix}.control.*")
 }
 
+/// Wildcard of every ring question under a prefix (each instance listens).
+pub fn ring_wildcard(prefix: &str) -> String {
+    format!("{prefix}.ring.*")
+}
+
 /// "Who has this browser?": the channel's identity (in the payload, never the subject) and
 /// the asking instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +94,9 @@ pub struct OwnerQuestion {
 #[serde(rename_all = "camelCase")]
 pub struct OwnerAnswer {
     pub owner: String,
+    /// The stream carries the events numbered above this: the asker's ring holds nothing
+    /// before it, so a resume from an earlier number asks the owner's ring.
+    pub events_from: u64,
 }
 
 /// A subscriber's lease renewal.
@@ -175,6 +186,26 @@ pub struct ControlState {
     pub controller: Option<ViewerName>,
 }
 
+/// "Which events of your ring follow `after`?", asked by an instance that cannot place a
+/// resuming client's number; answered by the instance that has the browser only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingQuestion {
+    pub key: String,
+    pub after: u64,
+}
+
+/// A page of the owner's ring after the asked number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingAnswer {
+    /// Events after the number were dropped (or it is not one of the owner's): the oldest
+    /// held, and the events are then the oldest held ones.
+    pub stale: Option<Option<u64>>,
+    /// The events' message texts (`{"type":"event","seq":N,…}`) with their numbers, in order.
+    pub events: Vec<(u64, String)>,
+    /// More follow: ask again after the last one.
+    pub more: bool,
+}
+
 /// A frame read from the owner's stream: its image as base64 (what `push_frame` takes) and
 /// its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,8 +260,8 @@ pub enum RelayedText {
     /// A source error code (`{error, message}`): the subscriber's viewers get the same code
     /// with their own instance's fixed text.
     Error(String),
-    /// An agent event (the object the deployer published).
-    Event(String),
+    /// An agent event: the owner's number and the object the deployer published.
+    Event(u64, String),
     /// What the subscriber does not relay (session-meta, viewport: it follows the frames,
     /// control: the owner's, pongs…).
     Other,
@@ -242,8 +273,11 @@ pub fn read_text(message: &[u8]) -> RelayedText {
         return RelayedText::Other;
     };
     if value.get("type").and_then(|t| t.as_str()) == Some("event") {
-        return match value.get("event") {
-            Some(event) if event.is_object() => RelayedText::Event(event.to_string()),
+        let seq = value.get("seq").and_then(|seq| seq.as_u64());
+        return match (seq, value.get("event")) {
+            (Some(seq), Some(event)) if event.is_object() => {
+                RelayedText::Event(seq, event.to_string())
+            }
             _ => RelayedText::Other,
         };
     }
@@ -275,6 +309,7 @@ mod tests {
             &subjects.lease,
             &subjects.stream,
             &subjects.control,
+            &subjects.ring,
         ] {
             assert!(!subject.contains("agent"), "{subject}");
             assert_eq!(subject.split('.').count(), 3, "{subject}");
@@ -331,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             read_text(br#"{"type":"event","seq":9,"event":{"type":"tool_start"}}"#),
-            RelayedText::Event(r#"{"type":"tool_start"}"#.into())
+            RelayedText::Event(9, r#"{"type":"tool_start"}"#.into())
         );
         assert_eq!(
             read_text(br#"{"type":"session-meta","status":"x"}"#),

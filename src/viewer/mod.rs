@@ -60,6 +60,7 @@ pub fn split_slot(
         video: None,
         video_config: None,
         webrtc_pictures: 0,
+        relay: registry.relay.clone(),
     };
     let reader = Reader {
         registry: registry.clone(),

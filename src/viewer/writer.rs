@@ -46,6 +46,8 @@ pub struct Writer {
     /// Extended: how many of the viewer's WebRTC peers show the pictures (no JPEG frames
     /// meanwhile). A count, not a flag: a replaced peer may end after its successor started.
     pub(super) webrtc_pictures: u32,
+    /// The registry's relay, whose owner ring answers a resume this instance cannot place.
+    pub(super) relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// The next chunk of `video` (never resolves without video).
@@ -298,6 +300,20 @@ impl Writer {
         mut cancelled: Pin<&mut C>,
         last_seq: Option<u64>,
     ) -> io::Result<()> {
+        if let (Some(relay), Some(last)) = (self.relay.clone(), last_seq) {
+            if !self.channel.places(last) {
+                // Another instance's number, from before this one followed the channel: the
+                // owner's ring may hold what came after it.
+                let replay = tokio::select! {
+                    biased;
+                    _ = cancelled.as_mut() => return Ok(()),
+                    replay = relay.ring_after(&self.channel.id.key, last) => replay,
+                };
+                if let Some(replay) = replay {
+                    return self.resume_from_owner(sink, cancelled, last, replay).await;
+                }
+            }
+        }
         let (replayed, stale, newest) = self
             .send_events_after(sink, cancelled.as_mut(), last_seq)
             .await?;
@@ -311,6 +327,58 @@ impl Writer {
             };
         }
         let done = protocol::resumed_message(last_seq, replayed);
+        self.send_message(sink, cancelled.as_mut(), &Bytes::from(done))
+            .await?;
+        self.resend_latest_frame(sink, cancelled).await
+    }
+
+    /// Answers `resume` from the owner's ring: its events after `last`, then those this
+    /// instance received after them, `resumed`, the newest frame.
+    async fn resume_from_owner<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        mut cancelled: Pin<&mut C>,
+        last: u64,
+        replay: crate::relay::ring::RingReplay,
+    ) -> io::Result<()> {
+        if let Some(oldest) = replay.stale {
+            let message = protocol::stale_message(
+                "events after this point were dropped from the resume ring",
+                oldest,
+            );
+            self.send_message(sink, cancelled.as_mut(), &Bytes::from(message))
+                .await?;
+        }
+        let mut cursor = last;
+        let mut replayed = 0;
+        for (seq, text) in replay.events {
+            if seq > cursor {
+                self.send_message(sink, cancelled.as_mut(), &text).await?;
+                cursor = seq;
+                replayed += 1;
+            }
+        }
+        // What arrived here meanwhile, past the owner's answer. This log may not place
+        // `cursor` (then it reads from its oldest event); only newer events are sent.
+        let mut from = Some(cursor);
+        loop {
+            let batch = self.channel.events_after(from, EVENT_BATCH);
+            let count = batch.events.len();
+            for event in batch.events {
+                from = Some(event.seq);
+                if event.seq > cursor {
+                    self.send_message(sink, cancelled.as_mut(), &event.text)
+                        .await?;
+                    cursor = event.seq;
+                    replayed += 1;
+                }
+            }
+            if count < EVENT_BATCH {
+                break;
+            }
+        }
+        self.event_cursor = cursor;
+        let done = protocol::resumed_message(Some(last), replayed);
         self.send_message(sink, cancelled.as_mut(), &Bytes::from(done))
             .await?;
         self.resend_latest_frame(sink, cancelled).await

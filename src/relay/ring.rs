@@ -1,0 +1,149 @@
+//! Resume across instances. Events keep the owner's numbers on every instance, so a client
+//! that reconnects elsewhere brings a number that instance's ring usually places. When it
+//! cannot (the instance started relaying the channel after that event, or the number is
+//! another life's), it asks the owner's ring on the bus, page by page, and the viewer is
+//! replayed what the owner holds, as if it had stayed.
+//!
+//! Owns: the ring question and its answer, on both sides. Must not send to viewers (the
+//! writer does) nor touch the event log (it reads it through its channel).
+
+use std::sync::Arc;
+
+use async_nats::Client;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::wire::{ChannelSubjects, RingAnswer, RingQuestion};
+use super::Relay;
+
+/// Bytes of event texts in one answer: well under NATS's default `max_payload` (1 MiB).
+const RING_PAGE_BYTES: usize = 256 * 1024;
+/// Pages asked for at most (8 MiB, above the default ring of 4 MiB).
+const RING_PAGES: usize = 32;
+/// Events read from the log at a time while filling a page.
+const RING_READ: usize = 64;
+
+/// The owner's events after a number, as a resume replays them.
+pub struct RingReplay {
+    /// Events after the number were dropped there (the oldest held, if any).
+    pub stale: Option<Option<u64>>,
+    /// Numbers and message texts, in order.
+    pub events: Vec<(u64, Bytes)>,
+}
+
+impl Relay {
+    /// The owner's events of `key` after `after`, if an instance with the browser answers
+    /// within the owner timeout.
+    pub async fn ring_after(&self, key: &str, after: u64) -> Option<RingReplay> {
+        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let client = self.client().await?;
+        let subject = ChannelSubjects::new(&self.config.subject_prefix, key).ring;
+        let mut replay = RingReplay {
+            stale: None,
+            events: Vec::new(),
+        };
+        let mut from = after;
+        for page in 0..RING_PAGES {
+            let question = serde_json::to_vec(&RingQuestion {
+                key: key.to_string(),
+                after: from,
+            })
+            .ok()?;
+            let answer = client.request(subject.clone(), question.into()).await;
+            let answer: RingAnswer = match answer {
+                Ok(answer) => serde_json::from_slice(&answer.payload).ok()?,
+                // A later page that does not come: what came is replayed.
+                Err(_) if page > 0 => break,
+                Err(_) => return None,
+            };
+            if page == 0 {
+                replay.stale = answer.stale;
+            }
+            let Some(&(last, _)) = answer.events.last() else {
+                break;
+            };
+            from = last;
+            replay.events.extend(
+                answer
+                    .events
+                    .into_iter()
+                    .map(|(seq, text)| (seq, Bytes::from(text))),
+            );
+            if !answer.more {
+                break;
+            }
+        }
+        Some(replay)
+    }
+}
+
+/// At the owner: answers ring questions about the channels whose browser is here, for as
+/// long as the subscription lives.
+pub(super) async fn serve_ring(
+    relay: Arc<Relay>,
+    client: Client,
+    mut questions: async_nats::Subscriber,
+) {
+    while let Some(message) = questions.next().await {
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let Ok(question) = serde_json::from_slice::<RingQuestion>(&message.payload) else {
+            continue;
+        };
+        let subject = ChannelSubjects::new(&relay.config.subject_prefix, &question.key).ring;
+        if subject != message.subject.as_str() {
+            continue;
+        }
+        let Some(registry) = relay.registry() else {
+            return;
+        };
+        // Only the instance with the browser answers; the others stay silent.
+        if !registry.has_local_source(&question.key) {
+            continue;
+        }
+        let Some(channel) = registry.channel(&question.key) else {
+            continue;
+        };
+        let answer = page_after(&channel, question.after);
+        if let Ok(json) = serde_json::to_vec(&answer) {
+            let _ = client.publish(reply, json.into()).await;
+        }
+    }
+}
+
+/// One page of `channel`'s ring after `after`.
+fn page_after(channel: &crate::registry::Channel, after: u64) -> RingAnswer {
+    let mut answer = RingAnswer {
+        stale: None,
+        events: Vec::new(),
+        more: false,
+    };
+    let mut bytes = 0;
+    let mut from = Some(after);
+    let mut first = true;
+    loop {
+        let batch = channel.events_after(from, RING_READ);
+        if first {
+            answer.stale = batch.stale;
+            first = false;
+        }
+        let count = batch.events.len();
+        for event in batch.events {
+            if bytes + event.text.len() > RING_PAGE_BYTES && !answer.events.is_empty() {
+                answer.more = true;
+                return answer;
+            }
+            bytes += event.text.len();
+            from = Some(event.seq);
+            answer
+                .events
+                .push((event.seq, String::from_utf8_lossy(&event.text).into_owned()));
+        }
+        if count < RING_READ {
+            return answer;
+        }
+    }
+}
