@@ -119,12 +119,14 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
   for (const viewer of [local, remote, alsoRemote]) {
     await waitFor(() => viewer.controls().at(-1)?.controller === null, { what: 'control released everywhere' })
   }
+  const foreignAt = remote.json.length
   local.send({ type: 'control-request' })
   await local.waitJson((m) => m.type === 'control' && m.you === true, { what: 'the owner viewer takes control' })
-  const foreign = await remote.waitJson((m) => m.type === 'control' && m.controller !== null && m.you === false, { what: 'a controller elsewhere' })
+  const foreign = await remote.waitJson((m) => m.type === 'control' && m.controller !== null && m.you === false, { from: foreignAt, what: 'a controller elsewhere' })
   assert.ok(![remote.viewerId, alsoRemote.viewerId].includes(foreign.controller), 'a viewer elsewhere has an id of its own here')
+  const releaseAt = remote.json.length
   remote.send({ type: 'control-release' })
-  const notHolder = await remote.waitJson((m) => m.error === 'not_controller', { what: 'release by a non-holder refused' })
+  const notHolder = await remote.waitJson((m) => m.error === 'not_controller', { from: releaseAt, what: 'release by a non-holder refused' })
   assert.equal(notHolder.message, 'this viewer does not hold control')
   local.send({ type: 'control-release' })
   await waitFor(() => remote.controls().at(-1)?.controller === null, { what: 'released again' })

@@ -107,10 +107,10 @@ impl Channel {
         let previous = self
             .seq_counter
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some((last + 1).max(now))
+                Some(last.saturating_add(1).max(now))
             })
             .unwrap_or_else(|last| last);
-        (previous + 1).max(now)
+        previous.saturating_add(1).max(now)
     }
 
     /// A number given out elsewhere (an owner's event, relayed): later numbers here are above.

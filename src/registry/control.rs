@@ -474,12 +474,14 @@ impl Registry {
     /// Sends what `link` asks of a relayed page to the instance that has the browser.
     fn ask_owner(&self, channel: &Channel, link: &ViewerLink, ask: RemoteAsk) {
         let compat = link.mode == Mode::Compat;
-        let sent = self
-            .relay
-            .as_ref()
-            .is_some_and(|relay| relay.forward(&channel.id.key, link.id, &ask, compat));
-        if !sent && ask != RemoteAsk::Leave {
-            self.refuse(channel, link, ControlRefusal::Unreachable);
+        let sent = match &self.relay {
+            Some(relay) => relay.forward(&channel.id.key, link.id, &ask, compat),
+            None => Err(ControlRefusal::Unreachable),
+        };
+        if let Err(refusal) = sent {
+            if ask != RemoteAsk::Leave {
+                self.refuse(channel, link, refusal);
+            }
         }
     }
 

@@ -406,7 +406,7 @@ impl Registry {
             if Channel::is_relayed(&state) && viewer.link.can_control {
                 // The owner may have handed it control: it gives it back.
                 if let Some(relay) = &self.relay {
-                    relay.forward(&channel.id.key, viewer_id, &RemoteAsk::Leave, false);
+                    let _ = relay.forward(&channel.id.key, viewer_id, &RemoteAsk::Leave, false);
                 }
             }
             if state.controller == Some(viewer_id) {

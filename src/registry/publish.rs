@@ -184,6 +184,10 @@ impl Registry {
     }
 }
 
+/// How far ahead of this machine's clock a relayed event's number may be (clock skew
+/// between machines): beyond, it is numbered here.
+const MAX_PEER_LEAD_US: u64 = 10 * 60 * 1_000_000;
+
 impl Registry {
     /// Publishes an event the owner of relayed channel `key` numbered `seq` (its JSON object
     /// text, checked as any event): kept under that number, so resume means the same event on
@@ -195,7 +199,14 @@ impl Registry {
         let Some(channel) = self.channel(key) else {
             return false;
         };
-        channel.observe_seq(seq);
+        // A number far ahead of the clock (a wrong or forged peer) is not taken as it is: it
+        // would lift this registry's numbers past what JSON carries exactly.
+        let seq = if seq <= crate::clock::wall_clock_us().saturating_add(MAX_PEER_LEAD_US) {
+            channel.observe_seq(seq);
+            seq
+        } else {
+            0
+        };
         channel.write_events(|log, now| Published {
             sent: log.append_numbered(seq, event, now, || channel.next_seq()),
             batch_started: None,

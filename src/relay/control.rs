@@ -143,14 +143,21 @@ impl Default for RemoteControl {
 
 impl Relay {
     /// Sends what viewer `viewer` of this instance asks of relayed channel `key` to its owner;
-    /// false when it cannot go now (no owner followed, the bus away, the queue full).
-    pub fn forward(&self, key: &str, viewer: u32, ask: &RemoteAsk, compat: bool) -> bool {
+    /// why not when it cannot go now (no owner followed or the bus away: `Unreachable`; the
+    /// queue full: `QueueFull`).
+    pub fn forward(
+        &self,
+        key: &str,
+        viewer: u32,
+        ask: &RemoteAsk,
+        compat: bool,
+    ) -> Result<(), ControlRefusal> {
         let Some(owner) = lock(&self.control.following).get(key).cloned() else {
-            return false;
+            return Err(ControlRefusal::Unreachable);
         };
         if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
             // Commands queued in the client would reach the page late, after the outage.
-            return false;
+            return Err(ControlRefusal::Unreachable);
         }
         let (op, input) = match ask {
             RemoteAsk::Request => (RemoteOp::Request, None),
@@ -173,7 +180,7 @@ impl Relay {
             input,
         };
         let Ok(payload) = serde_json::to_vec(&command) else {
-            return false;
+            return Err(ControlRefusal::Unreachable);
         };
         let subject = ChannelSubjects::new(&self.config.subject_prefix, key).control;
         self.control
@@ -183,7 +190,7 @@ impl Relay {
                 payload: payload.into(),
                 state: false,
             })
-            .is_ok()
+            .map_err(|_| ControlRefusal::QueueFull)
     }
 
     /// Tells the subscribers of `key` (if this instance streams it) who holds control now

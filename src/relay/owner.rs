@@ -225,10 +225,12 @@ async fn answer_question(relay: Arc<Relay>, client: Client, message: Message) {
 /// frame); the old one leaves after it.
 async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &str) -> Option<u64> {
     let registry = relay.registry()?;
-    let streaming = lock(&relay.owned.held)
+    // Not under the `held` lock: the registry takes its channel locks, and a control change
+    // (under a channel's lock) takes `held`.
+    let held = lock(&relay.owned.held)
         .get(&id.key)
-        .is_some_and(|channel| !channel.closer.is_cancelled())
-        && registry.has_live_source(&id.key);
+        .is_some_and(|channel| !channel.closer.is_cancelled());
+    let streaming = held && registry.has_live_source(&id.key);
     if !streaming && !relay.probe(id).await {
         return None;
     }

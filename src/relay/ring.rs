@@ -61,22 +61,34 @@ impl Relay {
             if page == 0 {
                 replay.stale = answer.stale;
             }
-            let Some(&(last, _)) = answer.events.last() else {
-                break;
-            };
-            from = last;
-            replay.events.extend(
-                answer
-                    .events
-                    .into_iter()
-                    .map(|(seq, text)| (seq, Bytes::from(text))),
-            );
-            if !answer.more {
+            let count = answer.events.len();
+            for (seq, text) in answer.events {
+                // Rebuilt from the event object, in rising order: nothing else of a peer's
+                // text reaches a viewer.
+                match relayed_event(seq, &text) {
+                    Some(message) if seq > from => {
+                        from = seq;
+                        replay.events.push((seq, message));
+                    }
+                    _ => return Some(replay),
+                }
+            }
+            if count == 0 || !answer.more {
                 break;
             }
         }
         Some(replay)
     }
+}
+
+/// The event message of number `seq`, rebuilt from a ring page's text (an event message
+/// of that number), if it is one.
+fn relayed_event(seq: u64, text: &str) -> Option<Bytes> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let event = value.get("event").filter(|event| event.is_object())?;
+    let numbered = value.get("type").and_then(|t| t.as_str()) == Some("event")
+        && value.get("seq").and_then(|n| n.as_u64()) == Some(seq);
+    numbered.then(|| Bytes::from(crate::protocol::event_message(seq, &event.to_string())))
 }
 
 /// At the owner: answers ring questions about the channels whose browser is here, for as

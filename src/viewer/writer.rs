@@ -361,8 +361,14 @@ impl Writer {
         // What arrived here meanwhile, past the owner's answer. This log may not place
         // `cursor` (then it reads from its oldest event); only newer events are sent.
         let mut from = Some(cursor);
+        let stale = replay.stale.is_some();
         loop {
             let batch = self.channel.events_after(from, EVENT_BATCH);
+            if stale && replayed == 0 {
+                // As on the local path: a number that cannot be placed does not stay the
+                // cursor (it may be ahead of this instance's numbers).
+                cursor = cursor.min(batch.last_seq);
+            }
             let count = batch.events.len();
             for event in batch.events {
                 from = Some(event.seq);
