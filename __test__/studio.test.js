@@ -53,6 +53,7 @@ async function startApp(getToolset) {
   injectWebSocket(server)
   return {
     base: `http://127.0.0.1:${server.address().port}`,
+    registry,
     async close() {
       await registry.close()
       server.closeAllConnections()
@@ -91,7 +92,12 @@ test("Studio's browser view streams and drives a real Chromium through a CDP too
       text: document.getElementById('text').value,
       entered: document.getElementById('entered').textContent,
     }))
-    return JSON.stringify({ viewer: { ...state, sentCount: sent.length, lastSent: sent.slice(-6) }, page })
+    // Where frames stopped: Chrome's screencast (framesSeen), the registry (in/out), the viewer.
+    const streams = [...(toolset?.streams ?? [])].map((stream) => ({ active: stream.active, framesSeen: stream.framesSeen }))
+    const channels = app.registry.stats().channels.map(({ key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected }) => ({
+      key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected,
+    }))
+    return JSON.stringify({ viewer: { ...state, sentCount: sent.length, lastSent: sent.slice(-6) }, page, streams, channels })
   }
 
   /** Waits (at most WAIT_MS) for `predicate` to give a truthy value, and returns it. */

@@ -18,7 +18,10 @@ class CdpScreencast extends EventEmitter {
     this.cdp = cdp
     this.options = options
     this.active = false
+    /** Frames Chrome sent on this stream (a failed test tells "no frame came" from "not delivered"). */
+    this.framesSeen = 0
     this.onFrame = ({ data, metadata, sessionId }) => {
+      this.framesSeen += 1
       // Chrome sends the next frame only after this one is acknowledged.
       this.cdp.send('Page.screencastFrameAck', { sessionId }).catch(() => {})
       this.emit('frame', { data, viewport: { width: metadata.deviceWidth, height: metadata.deviceHeight } })
