@@ -561,14 +561,27 @@ impl Registry {
         }
     }
 
-    /// Who holds control of `key` as its owner says (`controller` an id of this instance):
-    /// this instance's viewers of session `generation` are told as of a local change.
-    pub fn mirror_controller(&self, key: &str, generation: u32, controller: Option<u32>) {
+    /// Who holds control of `key` as its owner says (`controller` an id of this instance;
+    /// `ours` when it names a viewer of this instance): this instance's viewers of session
+    /// `generation` are told as of a local change. A viewer of ours that is no longer here
+    /// holds nothing (its `leave` was lost, e.g. in a bus outage): nobody is mirrored, and its
+    /// id is returned so that the caller tells the owner it left.
+    pub fn mirror_controller(
+        &self,
+        key: &str,
+        generation: u32,
+        controller: Option<u32>,
+        ours: bool,
+    ) -> Option<u32> {
         self.with_live_source(key, Some(generation), |channel, state| {
+            let gone = controller.filter(|id| ours && !state.viewers.contains_key(id));
+            let controller = if gone.is_some() { None } else { controller };
             if state.controller != controller {
                 self.set_controller(channel, state, controller);
             }
-        });
+            gone
+        })
+        .flatten()
     }
 
     /// Who holds control of `key` now.

@@ -36,6 +36,10 @@ const OUTGOING_CAPACITY: usize = 256;
 /// subscriber; past it the oldest are forgotten (a forged flood cannot grow them).
 const MAX_NAMES_PER_CHANNEL: usize = 1024;
 
+/// `leave`s that could not go (the bus away, the queue full) kept to send on reconnect; past
+/// it the oldest are dropped (the owner gives control back when the lease runs out anyway).
+const MAX_LOST_LEAVES: usize = 1024;
+
 /// One message for the bus.
 struct Outgoing {
     subject: String,
@@ -59,8 +63,13 @@ impl Names {
             return *id;
         }
         if names.len() >= MAX_NAMES_PER_CHANNEL {
-            let forgotten: Vec<u32> = names.drain().map(|(_, id)| id).collect();
-            for id in forgotten {
+            // The oldest name goes (ids rise): one, so the others keep theirs.
+            let oldest = names
+                .iter()
+                .min_by_key(|(_, id)| **id)
+                .map(|(n, id)| (n.clone(), *id));
+            if let Some((name, id)) = oldest {
+                names.remove(&name);
                 self.by_id.remove(&id);
             }
         }
@@ -126,6 +135,9 @@ pub(super) struct RemoteControl {
     remotes: Mutex<Names>,
     /// At a subscriber: this instance's ids for controllers connected elsewhere.
     aliases: Mutex<Names>,
+    /// (key, viewer) of `leave`s not sent yet: a controller that left during a short outage
+    /// would otherwise hold control at the owner until something else changed it.
+    lost_leaves: Mutex<Vec<(String, u32)>>,
 }
 
 impl Default for RemoteControl {
@@ -137,6 +149,7 @@ impl Default for RemoteControl {
             following: Mutex::default(),
             remotes: Mutex::default(),
             aliases: Mutex::default(),
+            lost_leaves: Mutex::default(),
         }
     }
 }
@@ -155,9 +168,19 @@ impl Relay {
         let Some(owner) = lock(&self.control.following).get(key).cloned() else {
             return Err(ControlRefusal::Unreachable);
         };
+        let kept = |refusal: ControlRefusal| {
+            if *ask == RemoteAsk::Leave {
+                let mut lost = lock(&self.control.lost_leaves);
+                if lost.len() >= MAX_LOST_LEAVES {
+                    lost.remove(0);
+                }
+                lost.push((key.to_string(), viewer));
+            }
+            refusal
+        };
         if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
             // Commands queued in the client would reach the page late, after the outage.
-            return Err(ControlRefusal::Unreachable);
+            return Err(kept(ControlRefusal::Unreachable));
         }
         let (op, input) = match ask {
             RemoteAsk::Request => (RemoteOp::Request, None),
@@ -190,7 +213,16 @@ impl Relay {
                 payload: payload.into(),
                 state: false,
             })
-            .map_err(|_| ControlRefusal::QueueFull)
+            .map_err(|_| kept(ControlRefusal::QueueFull))
+    }
+
+    /// Sends the `leave`s that could not go before (the bus is back).
+    pub(super) fn resend_lost_leaves(&self) {
+        let lost = std::mem::take(&mut *lock(&self.control.lost_leaves));
+        for (key, viewer) in lost {
+            // One that fails again is kept again.
+            let _ = self.forward(&key, viewer, &RemoteAsk::Leave, false);
+        }
     }
 
     /// Tells the subscribers of `key` (if this instance streams it) who holds control now
@@ -477,7 +509,13 @@ mod tests {
                 next
             });
         }
-        assert!(names.by_name["k"].len() <= MAX_NAMES_PER_CHANNEL);
+        assert_eq!(names.by_name["k"].len(), MAX_NAMES_PER_CHANNEL);
         assert_eq!(names.by_id.len(), names.by_name["k"].len());
+        // Only the oldest went: the newest keep their ids.
+        assert_eq!(names.id_of("k", &name("flood", 0)), None);
+        assert_eq!(names.id_of("k", &name("flood", 9)), None);
+        assert_eq!(names.id_of("k", &name("flood", 10)), Some(11));
+        let last = MAX_NAMES_PER_CHANNEL as u32 + 9;
+        assert_eq!(names.id_of("k", &name("flood", last)), Some(last + 1));
     }
 }

@@ -24,7 +24,7 @@ use super::wire::{
 };
 use super::Relay;
 use crate::protocol::{ErrorCode, Status};
-use crate::registry::{ChannelId, PushOutcome, Registry};
+use crate::registry::{ChannelId, PushOutcome, Registry, RemoteAsk};
 
 /// A lease renewal: the owner's answer (`held`), `None` when none came.
 type Renewal = Pin<Box<dyn Future<Output = Option<bool>> + Send>>;
@@ -107,7 +107,7 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
         relay.follow_owner(&id.key, None);
         if let Some(registry) = relay.registry() {
             // Nobody holds control until an owner says so again.
-            registry.mirror_controller(&id.key, generation, None);
+            registry.mirror_controller(&id.key, generation, None, false);
         }
         match ended {
             Ended::SessionOver => return,
@@ -253,7 +253,14 @@ fn push(
     if kind == Some(KIND_CONTROL) {
         if let Ok(state) = serde_json::from_slice::<ControlState>(&message.payload) {
             let controller = relay.local_controller(key, &state);
-            registry.mirror_controller(key, generation, controller);
+            let ours = state
+                .controller
+                .as_ref()
+                .is_some_and(|name| name.instance == relay.instance);
+            if let Some(gone) = registry.mirror_controller(key, generation, controller, ours) {
+                // Its own `leave` did not reach the owner: control would stay stuck with it.
+                let _ = relay.forward(key, gone, &RemoteAsk::Leave, false);
+            }
         }
         return registry.is_live(key, generation);
     }

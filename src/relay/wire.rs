@@ -95,7 +95,9 @@ pub struct OwnerQuestion {
 pub struct OwnerAnswer {
     pub owner: String,
     /// The stream carries the events numbered above this: the asker's ring holds nothing
-    /// before it, so a resume from an earlier number asks the owner's ring.
+    /// before it, so a resume from an earlier number asks the owner's ring. Absent in an
+    /// answer of an older owner (a rolling upgrade): 0, resumes are answered from here only.
+    #[serde(default)]
     pub events_from: u64,
 }
 
@@ -300,6 +302,15 @@ pub fn read_text(message: &[u8]) -> RelayedText {
 mod tests {
     use super::*;
     use crate::frame::Frame;
+
+    #[test]
+    fn an_owner_answer_without_events_from_reads_as_zero() {
+        let answer: OwnerAnswer = serde_json::from_str(r#"{"owner":"A"}"#).expect("older answer");
+        assert_eq!(answer.events_from, 0);
+        let answer: OwnerAnswer =
+            serde_json::from_str(r#"{"owner":"A","eventsFrom":7}"#).expect("answer");
+        assert_eq!(answer.events_from, 7);
+    }
 
     #[test]
     fn subjects_hide_the_channel_and_its_syntax() {
