@@ -14,8 +14,11 @@
 // run cannot be carried out.
 //
 // Options: --quick | --contenders a,b | --viewers 100,500 | --sizes 50,100 (KB) | --reps N |
-//          --window-ms N | --warmup-ms N | --fps N | --no-capacity | --no-stalled | --no-video
-// After these, the video benchmarks run too, in the same mode (--quick or full): bench/video.js
+//          --window-ms N | --warmup-ms N | --fps N | --no-capacity | --no-stalled | --no-relay |
+//          --no-video
+// After these, bench/relay.js runs (what the NATS relay adds: 100 viewers on the owner vs on a
+// second instance, latency and CPU per relayed frame; --no-relay skips it). Then the video
+// benchmarks run too, in the same mode (--quick or full): bench/video.js
 // (H.264 vs MJPEG viewers on a real Chromium page: bytes, quality, encode cost, latency), then
 // bench/video-delivery.js (viewers held at ≥ 99% on H.264 vs tuned TS on JPEG),
 // bench/source-side.js (the TypeScript CDP source vs the native one, 4 agents),
@@ -30,13 +33,8 @@ const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { parseFlags, printHeadComment, processCpuSeconds, mainThreadCpuSeconds, rssBytes } = require('./proc')
+const { ROOT, BENCH, PHYSICAL, prepare, benchImage, canPin, pinned, startNodeServer, stopProcess, runLoadgen } = require('./load')
 
-const ROOT = path.resolve(__dirname, '..')
-const BENCH = __dirname
-const WORK = path.join(BENCH, '.work')
-const LOADGEN = path.join(BENCH, 'rust/target/release/loadgen')
-const PHYSICAL = path.join(BENCH, 'rust/target/release/physical-limit')
-const FIXTURE = path.join(ROOT, '__test__/fixtures/frame-320x240.jpg')
 /** A server over this RSS is killed: the seed design can queue without bound under overload. */
 const RSS_GUARD_BYTES = 4 * 1024 ** 3
 
@@ -85,81 +83,7 @@ function parseOptions(argv) {
   return options
 }
 
-// ---- preparation --------------------------------------------------------------------------
-
-function prepare() {
-  try {
-    require(ROOT)
-  } catch (err) {
-    throw new Error(`the addon is not built (${err.message}); run npm install first`)
-  }
-  process.stderr.write('bench: building the load generator and the physical limit (cargo)…\n')
-  execFileSync('cargo', ['build', '--release', '--locked', '--quiet', '--manifest-path', path.join(BENCH, 'rust/Cargo.toml')], {
-    stdio: 'inherit',
-  })
-  process.stderr.write('bench: compiling the TypeScript contenders (tsc)…\n')
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(BENCH, 'tsconfig.json')], {
-    stdio: 'inherit',
-  })
-  fs.mkdirSync(WORK, { recursive: true })
-}
-
-/**
- * A JPEG of exactly `bytes` bytes: the fixture with comment segments of pseudo-random filler
- * (so its base64 is not uniform), the same file for every contender.
- */
-function benchImage(bytes) {
-  const file = path.join(WORK, `frame-${bytes}.jpg`)
-  if (fs.existsSync(file) && fs.statSync(file).size === bytes) return file
-  const base = fs.readFileSync(FIXTURE)
-  const segments = []
-  let total = base.length
-  let state = 0x2545f491
-  while (total < bytes) {
-    const size = Math.min(65533, bytes - total - 4)
-    if (size < 1) throw new Error(`cannot pad an image to exactly ${bytes} bytes`)
-    const segment = Buffer.alloc(size + 4)
-    segment.writeUInt16BE(0xfffe, 0)
-    segment.writeUInt16BE(size + 2, 2)
-    for (let i = 4; i < segment.length; i++) {
-      state ^= state << 13
-      state ^= state >>> 17
-      state ^= state << 5
-      segment[i] = state & 0xff
-    }
-    segments.push(segment)
-    total += segment.length
-  }
-  const image = Buffer.concat([base.subarray(0, 2), ...segments, base.subarray(2)])
-  fs.writeFileSync(file, image)
-  return file
-}
-
-const canPin = (() => {
-  if (os.cpus().length < 2) return false
-  try {
-    execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-})()
-
-function pinned(cpu, command, args) {
-  return canPin ? ['taskset', ['-c', String(cpu), command, ...args]] : [command, args]
-}
-
 // ---- one run ------------------------------------------------------------------------------
-
-function once(emitter, event, timeoutMs, what) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs)
-    emitter.once(event, (value) => {
-      clearTimeout(timer)
-      resolve(value)
-    })
-  })
-}
 
 function startServer(name, imageFile, fps) {
   const contender = CONTENDERS[name]
@@ -173,25 +97,7 @@ function startServer(name, imageFile, fps) {
     })
     return { child, ready, ipc: false }
   }
-  const script = path.join(BENCH, 'dist', contender.script)
-  const [command, args] = pinned(0, process.execPath, [script])
-  const child = spawn(command, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const ready = new Promise((resolve, reject) => {
-    child.on('message', (message) => {
-      if (message?.type === 'ready') resolve(message.port)
-    })
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before listening`)))
-  })
-  return { child, ready, ipc: true }
-}
-
-async function stopProcess(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 2000)
-  await exited
-  clearTimeout(timer)
+  return startNodeServer(name, contender.script, env)
 }
 
 async function runOnce(name, { sizeKB, viewers, stalled = 0, options }) {
@@ -211,57 +117,39 @@ async function runOnce(name, { sizeKB, viewers, stalled = 0, options }) {
   try {
     const port = await Promise.race([server.ready, new Promise((_, reject) => setTimeout(() => reject(new Error(`${name} did not listen`)), 15000))])
     const url = `ws://127.0.0.1:${port}/browser/bench/stream`
-    // Connect phase (≤ 60 s), the window, the deadline, the first-frame probes (≤ 3 s each).
-    const maxSeconds = Math.ceil((options.warmupMs + options.windowMs + options.deadlineMs) / 1000) + 60 + 3 * options.firstFrameProbes + 30
-    const [command, args] = pinned(1, LOADGEN, [
-      '--url', url,
-      '--viewers', String(viewers),
-      '--stalled', String(stalled),
-      '--fps', String(options.fps),
-      '--warmup-ms', String(options.warmupMs),
-      '--window-ms', String(options.windowMs),
-      '--deadline-ms', String(options.deadlineMs),
-      '--ping-path', '/ping',
-      // First-frame probes only at the smallest viewer count (where the report reads them).
-      '--first-frame-probes', String(stalled || viewers !== Math.min(...options.viewers) ? 0 : options.firstFrameProbes),
-      '--max-seconds', String(maxSeconds),
-      ...(CONTENDERS[name].loadgenArgs ?? []),
-    ])
-    const loadgen = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-    const lines = readline.createInterface({ input: loadgen.stdout })
     const marks = {}
-    let result = null
     let eventLoopDelay = null
-    for await (const line of lines) {
-      let event
-      try {
-        event = JSON.parse(line)
-      } catch {
-        continue
-      }
-      if (event.event === 'window_start') {
-        marks.start = { cpu: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), loadgen: processCpuSeconds(loadgen.pid) }
+    const onWindow = (edge, loadgenPid) => {
+      if (edge === 'start') {
+        marks.start = { cpu: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), loadgen: processCpuSeconds(loadgenPid) }
         if (server.ipc && server.child.connected) server.child.send({ type: 'window_start' })
-      } else if (event.event === 'window_end') {
-        marks.end = { cpu: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), loadgen: processCpuSeconds(loadgen.pid), rss: rssBytes(pid) }
-        if (server.ipc && server.child.connected) {
-          const reply = new Promise((resolve) => {
-            const onMessage = (message) => {
-              if (message?.type !== 'event_loop_delay') return
-              server.child.off('message', onMessage)
-              resolve(message)
-            }
-            server.child.on('message', onMessage)
-            setTimeout(() => resolve(null), 5000)
-          })
-          server.child.send({ type: 'window_end' })
-          eventLoopDelay = reply
-        }
-      } else if (event.event === 'result') {
-        result = event
+        return
+      }
+      marks.end = { cpu: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), loadgen: processCpuSeconds(loadgenPid), rss: rssBytes(pid) }
+      if (server.ipc && server.child.connected) {
+        const reply = new Promise((resolve) => {
+          const onMessage = (message) => {
+            if (message?.type !== 'event_loop_delay') return
+            server.child.off('message', onMessage)
+            resolve(message)
+          }
+          server.child.on('message', onMessage)
+          setTimeout(() => resolve(null), 5000)
+        })
+        server.child.send({ type: 'window_end' })
+        eventLoopDelay = reply
       }
     }
-    const loadgenExit = await new Promise((resolve) => (loadgen.exitCode !== null ? resolve(loadgen.exitCode) : loadgen.once('exit', resolve)))
+    const { result, exitCode: loadgenExit } = await runLoadgen({
+      url,
+      viewers,
+      stalled,
+      // First-frame probes only at the smallest viewer count (where the report reads them).
+      firstFrameProbes: stalled || viewers !== Math.min(...options.viewers) ? 0 : options.firstFrameProbes,
+      options,
+      extraArgs: CONTENDERS[name].loadgenArgs ?? [],
+      onWindow,
+    })
     if (!result) {
       const failed = guardTripped ? 'server RSS passed 4 GiB (killed)' : `no result: the load generator ended with ${loadgenExit}`
       return { name, sizeKB, viewers, stalled, failed }
@@ -492,7 +380,8 @@ async function main() {
     return
   }
   const video = !process.argv.includes('--no-video')
-  const options = parseOptions(process.argv.slice(2).filter((arg) => arg !== '--no-video'))
+  const relay = !process.argv.includes('--no-relay')
+  const options = parseOptions(process.argv.slice(2).filter((arg) => arg !== '--no-video' && arg !== '--no-relay'))
   const started = Date.now()
   prepare()
   const meta = {
@@ -542,6 +431,15 @@ async function main() {
   if (options.mode === 'quick' && failures.length > 0) {
     process.stderr.write(`bench: ${failures.length} run(s) failed: ${failures[0]}\n`)
     process.exitCode = 1
+  }
+  if (relay) {
+    process.stderr.write('bench: the relay benchmark (bench/relay.js)…\n')
+    const code = await runScript('relay.js', options.mode === 'quick' ? ['--quick'] : [])
+    if (code === 2) process.stderr.write('bench: the relay benchmark was skipped (no nats-server)\n')
+    else if (code !== 0) {
+      process.stderr.write(`bench: the relay benchmark ended with ${code}\n`)
+      process.exitCode = 1
+    }
   }
   if (video) {
     process.stderr.write('bench: the video benchmark (bench/video.js)…\n')

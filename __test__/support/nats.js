@@ -28,6 +28,7 @@ async function startNats({ port } = {}) {
   }, { timeout: 10_000, what: `nats-server on ${port}` })
   return {
     port,
+    pid: child.pid,
     url: `nats://127.0.0.1:${port}`,
     /** Kills it (SIGKILL: no goodbye to clients) and waits for the exit. */
     async kill() {

@@ -5,18 +5,17 @@
 // JS (this separates the cost of pushing from the cost of fanning out).
 
 import { setupBrowserStream } from '../../index.js'
-import { benchApp, benchEnv, benchToolset, listen, VIEWPORT } from './harness'
+import { ADDON_LIMITS, benchApp, benchEnv, benchToolset, listen, VIEWPORT } from './harness'
 
 const env = benchEnv()
 const source = process.env.BENCH_SOURCE ?? 'js'
 const app = benchApp()
 const toolset = benchToolset(env)
-const limits = { maxViewersPerAgent: 100_000, maxViewersTotal: 100_000, lingerMs: 1000 }
 const { injectWebSocket } =
   source === 'rust'
     ? setupBrowserStream(app, {
-        ...limits,
+        ...ADDON_LIMITS,
         getReplayFrames: () => ({ frames: [env.image], fps: env.fps, stampFrames: true, ...VIEWPORT }),
       })
-    : setupBrowserStream(app, { ...limits, getToolset: () => toolset as never })
+    : setupBrowserStream(app, { ...ADDON_LIMITS, getToolset: () => toolset as never })
 listen(app, (server) => injectWebSocket(server as never))

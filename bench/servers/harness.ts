@@ -11,6 +11,8 @@ import { serve } from '@hono/node-server'
 
 export const AGENT_ID = 'bench'
 export const VIEWPORT = { width: 1280, height: 720 }
+/** The addon's registry limits in every bench server: far above any viewer count measured. */
+export const ADDON_LIMITS = { maxViewersPerAgent: 100_000, maxViewersTotal: 100_000, lingerMs: 1000 }
 
 export interface BenchEnv {
   image: Buffer
