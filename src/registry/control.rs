@@ -508,15 +508,8 @@ impl Registry {
         if state.source == super::SourceState::Idle || Channel::is_relayed(&state) {
             return unavailable;
         }
-        let refused = |refusal| {
-            if refusal != ControlRefusal::QueueFull {
-                channel
-                    .counters
-                    .inputs_refused
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Some(RemoteVerdict::Refused(refusal))
-        };
+        // Counted where the viewer is (its instance's `refuse`), not here as well.
+        let refused = |refusal| Some(RemoteVerdict::Refused(refusal));
         match ask {
             RemoteAsk::Request => match state.controller {
                 None => {
@@ -587,6 +580,16 @@ impl Registry {
     /// Who holds control of `key` now.
     pub fn controller(&self, key: &str) -> Option<u32> {
         lock(&self.channel(key)?.state).controller
+    }
+
+    /// Says again who holds control of `key` to the relay's subscribers (a new one asked),
+    /// under the channel's lock like a change, so it cannot overtake a newer one.
+    pub fn restate_controller(&self, key: &str) {
+        let (Some(relay), Some(channel)) = (&self.relay, self.channel(key)) else {
+            return;
+        };
+        let state = lock(&channel.state);
+        relay.controller_changed(key, state.controller);
     }
 
     fn request_control(&self, channel: &Channel, link: &ViewerLink) {

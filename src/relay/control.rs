@@ -11,14 +11,14 @@
 //! instances and a subscriber's ids for viewers it does not have. Must not decide control: the
 //! registry does, at the owner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use async_nats::{Client, HeaderMap, Message};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::wire::{
     ChannelSubjects, ControlState, RemoteAnswer, RemoteCommand, RemoteOp, RemoteOutcome,
@@ -29,23 +29,22 @@ use crate::host::LogLevel;
 use crate::protocol::{self, ExtendedMessage};
 use crate::registry::{lock, ControlRefusal, RemoteAsk, RemoteVerdict};
 
-/// Commands and states waiting to be published; beyond, a command is refused
-/// (`control_unavailable`) rather than queued without bound.
+/// Commands waiting to be published; beyond, a command is refused (`rate_limited`) rather
+/// than queued without bound.
 const OUTGOING_CAPACITY: usize = 256;
 /// Names of viewers of other instances one channel keeps an id for, at the owner or a
 /// subscriber; past it the oldest are forgotten (a forged flood cannot grow them).
 const MAX_NAMES_PER_CHANNEL: usize = 1024;
 
-/// `leave`s that could not go (the bus away, the queue full) kept to send on reconnect; past
-/// it the oldest are dropped (the owner gives control back when the lease runs out anyway).
+/// `leave`s that could not go (the bus away, the queue full, no owner followed) kept to send
+/// once the owner answers again; past it the oldest are dropped (the owner gives control back
+/// when the lease runs out anyway).
 const MAX_LOST_LEAVES: usize = 1024;
 
-/// One message for the bus.
+/// One command for the bus (answered on this instance's inbox).
 struct Outgoing {
     subject: String,
     payload: Bytes,
-    /// A control state (on the stream, with its kind), else a command (with the inbox).
-    state: bool,
 }
 
 /// Ids for the names of viewers of other instances, per channel key.
@@ -56,8 +55,16 @@ struct Names {
 }
 
 impl Names {
-    /// The id of `name` in `key`, given one (`reserve`) when it has none.
-    fn id_for(&mut self, key: &str, name: &ViewerName, reserve: impl FnOnce() -> u32) -> u32 {
+    /// The id of `name` in `key`, given one (`reserve`) when it has none. Past the cap the
+    /// oldest other name is forgotten, never `keep` (the controller: forgetting it would
+    /// leave control with an id nobody can speak for).
+    fn id_for(
+        &mut self,
+        key: &str,
+        name: &ViewerName,
+        keep: Option<u32>,
+        reserve: impl FnOnce() -> u32,
+    ) -> u32 {
         let names = self.by_name.entry(key.to_string()).or_default();
         if let Some(id) = names.get(name) {
             return *id;
@@ -66,6 +73,7 @@ impl Names {
             // The oldest name goes (ids rise): one, so the others keep theirs.
             let oldest = names
                 .iter()
+                .filter(|(_, id)| Some(**id) != keep)
                 .min_by_key(|(_, id)| **id)
                 .map(|(n, id)| (n.clone(), *id));
             if let Some((name, id)) = oldest {
@@ -129,15 +137,20 @@ impl Names {
 pub(super) struct RemoteControl {
     outgoing: mpsc::Sender<Outgoing>,
     queued: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Stream subject → the newest [`ControlState`] not published yet: only the latest of a
+    /// channel matters, so a burst of changes never fills a queue and loses the last one.
+    states: Mutex<HashMap<String, Bytes>>,
+    states_waiting: Notify,
     /// Channel key → the owner this instance follows for it.
     following: Mutex<HashMap<String, String>>,
     /// At the owner: this instance's ids for the remote viewers that asked.
     remotes: Mutex<Names>,
     /// At a subscriber: this instance's ids for controllers connected elsewhere.
     aliases: Mutex<Names>,
-    /// (key, viewer) of `leave`s not sent yet: a controller that left during a short outage
-    /// would otherwise hold control at the owner until something else changed it.
-    lost_leaves: Mutex<Vec<(String, u32)>>,
+    /// (key, viewer) of `leave`s not sent yet, oldest first, each once: a controller that
+    /// left during a short outage would otherwise hold control at the owner until something
+    /// else changed it.
+    lost_leaves: Mutex<VecDeque<(String, u32)>>,
 }
 
 impl Default for RemoteControl {
@@ -146,6 +159,8 @@ impl Default for RemoteControl {
         RemoteControl {
             outgoing,
             queued: Mutex::new(Some(queued)),
+            states: Mutex::default(),
+            states_waiting: Notify::new(),
             following: Mutex::default(),
             remotes: Mutex::default(),
             aliases: Mutex::default(),
@@ -165,18 +180,22 @@ impl Relay {
         ask: &RemoteAsk,
         compat: bool,
     ) -> Result<(), ControlRefusal> {
-        let Some(owner) = lock(&self.control.following).get(key).cloned() else {
-            return Err(ControlRefusal::Unreachable);
-        };
         let kept = |refusal: ControlRefusal| {
             if *ask == RemoteAsk::Leave {
                 let mut lost = lock(&self.control.lost_leaves);
-                if lost.len() >= MAX_LOST_LEAVES {
-                    lost.remove(0);
+                let entry = (key.to_string(), viewer);
+                if !lost.contains(&entry) {
+                    if lost.len() >= MAX_LOST_LEAVES {
+                        lost.pop_front();
+                    }
+                    lost.push_back(entry);
                 }
-                lost.push((key.to_string(), viewer));
             }
             refusal
+        };
+        let Some(owner) = lock(&self.control.following).get(key).cloned() else {
+            // Between owners (or before the first answers): the next one hears it.
+            return Err(kept(ControlRefusal::Unreachable));
         };
         if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
             // Commands queued in the client would reach the page late, after the outage.
@@ -211,23 +230,40 @@ impl Relay {
             .try_send(Outgoing {
                 subject,
                 payload: payload.into(),
-                state: false,
             })
             .map_err(|_| kept(ControlRefusal::QueueFull))
     }
 
-    /// Sends the `leave`s that could not go before (the bus is back).
-    pub(super) fn resend_lost_leaves(&self) {
-        let lost = std::mem::take(&mut *lock(&self.control.lost_leaves));
-        for (key, viewer) in lost {
-            // One that fails again is kept again.
-            let _ = self.forward(&key, viewer, &RemoteAsk::Leave, false);
+    /// Sends the `leave`s of `key` that could not go before: called when its owner has just
+    /// answered (it follows it, or renewed the lease), so the owner is there to hear them. One
+    /// that cannot go again is kept again (`forward`).
+    pub(super) fn resend_lost_leaves(&self, key: &str) {
+        let lost: Vec<u32> = {
+            let mut lost = lock(&self.control.lost_leaves);
+            let mut of_key = Vec::new();
+            lost.retain(|(lost_key, viewer)| {
+                let matches = lost_key == key;
+                if matches {
+                    of_key.push(*viewer);
+                }
+                !matches
+            });
+            of_key
+        };
+        for viewer in lost {
+            let _ = self.forward(key, viewer, &RemoteAsk::Leave, false);
         }
+    }
+
+    /// Forgets the lost `leave`s of `key`: its session here is over, and the owner gives the
+    /// control of this instance's viewers back when the lease it renewed runs out.
+    pub(super) fn forget_lost_leaves(&self, key: &str) {
+        lock(&self.control.lost_leaves).retain(|(lost_key, _)| lost_key != key);
     }
 
     /// Tells the subscribers of `key` (if this instance streams it) who holds control now
     /// (`controller` an id of this instance). Called under the channel's state lock, so the
-    /// states queue in the order the changes happened.
+    /// newest state waiting is the newest change.
     pub fn controller_changed(&self, key: &str, controller: Option<u32>) {
         if !lock(&self.owned.held).contains_key(key) {
             return;
@@ -235,8 +271,9 @@ impl Relay {
         self.publish_control_state(key, controller);
     }
 
-    /// Queues `key`'s [`ControlState`] on its stream.
-    pub(super) fn publish_control_state(&self, key: &str, controller: Option<u32>) {
+    /// Queues `key`'s [`ControlState`] on its stream, replacing one not published yet. Called
+    /// under the channel's state lock (see `controller_changed`).
+    fn publish_control_state(&self, key: &str, controller: Option<u32>) {
         let controller = controller.map(|id| {
             lock(&self.control.remotes)
                 .name_of(id)
@@ -250,13 +287,8 @@ impl Relay {
             return;
         };
         let subject = ChannelSubjects::new(&self.config.subject_prefix, key).stream;
-        // A full queue loses this state; the next change or the next subscriber's question
-        // sends a fresh one.
-        let _ = self.control.outgoing.try_send(Outgoing {
-            subject,
-            payload: payload.into(),
-            state: true,
-        });
+        lock(&self.control.states).insert(subject, payload.into());
+        self.control.states_waiting.notify_one();
     }
 
     /// This instance follows `owner` for `key` (`None`: no longer); its ids for viewers
@@ -282,7 +314,13 @@ impl Relay {
             return Some(name.viewer);
         }
         let registry = self.registry()?;
-        Some(lock(&self.control.aliases).id_for(key, name, || registry.reserve_viewer_id()))
+        // Read before the alias lock: the registry takes its channel lock (which is held
+        // while names are read, as in `publish_control_state`).
+        let controller = registry.controller(key);
+        Some(
+            lock(&self.control.aliases)
+                .id_for(key, name, controller, || registry.reserve_viewer_id()),
+        )
     }
 
     /// Gives back control held by viewers of `instance` (every other instance when `None`)
@@ -319,17 +357,17 @@ pub(super) async fn publish(relay: Arc<Relay>, client: Client) {
     let reader = relay
         .runtime
         .spawn(async move { read_answers(answering, answers).await });
-    while let Some(outgoing) = queued.recv().await {
-        let sent = if outgoing.state {
-            let mut headers = HeaderMap::new();
-            headers.insert(KIND_HEADER, KIND_CONTROL);
-            client
-                .publish_with_headers(outgoing.subject, headers, outgoing.payload)
-                .await
-        } else {
-            client
-                .publish_with_reply(outgoing.subject, inbox.clone(), outgoing.payload)
-                .await
+    loop {
+        let sent = tokio::select! {
+            outgoing = queued.recv() => {
+                let Some(outgoing) = outgoing else { break };
+                client
+                    .publish_with_reply(outgoing.subject, inbox.clone(), outgoing.payload)
+                    .await
+            }
+            () = relay.control.states_waiting.notified() => {
+                publish_states(&relay, &client).await
+            }
         };
         if sent.is_err() {
             // The client is closing.
@@ -337,6 +375,19 @@ pub(super) async fn publish(relay: Arc<Relay>, client: Client) {
         }
     }
     reader.abort();
+}
+
+/// Publishes the newest control state of every channel that has one waiting.
+async fn publish_states(relay: &Relay, client: &Client) -> Result<(), async_nats::PublishError> {
+    let states = std::mem::take(&mut *lock(&relay.control.states));
+    for (subject, payload) in states {
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND_HEADER, KIND_CONTROL);
+        client
+            .publish_with_headers(subject, headers, payload)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn read_answers(relay: Arc<Relay>, mut answers: async_nats::Subscriber) {
@@ -354,6 +405,16 @@ async fn read_answers(relay: Arc<Relay>, mut answers: async_nats::Subscriber) {
         let verdict = match answer.outcome {
             RemoteOutcome::Held => RemoteVerdict::Held,
             RemoteOutcome::Refused { reason } => RemoteVerdict::Refused(reason),
+            RemoteOutcome::Busy { holder }
+                if holder.instance == relay.instance
+                    && registry.viewer_link(holder.viewer).is_none() =>
+            {
+                // The owner says a viewer of this instance that is gone holds control (its
+                // `leave` was lost): send it, then ask again, in that order.
+                let _ = relay.forward(&answer.key, holder.viewer, &RemoteAsk::Leave, false);
+                let _ = relay.forward(&answer.key, answer.viewer, &RemoteAsk::Request, false);
+                continue;
+            }
             RemoteOutcome::Busy { holder } => {
                 let state = ControlState {
                     controller: Some(holder),
@@ -454,8 +515,11 @@ fn apply(relay: &Relay, command: &RemoteCommand) -> Option<RemoteVerdict> {
             }
         }
     };
-    let id = lock(&relay.control.remotes)
-        .id_for(&command.key, &command.from, || registry.reserve_viewer_id());
+    // Read before the names lock, as in `local_controller`.
+    let controller = registry.controller(&command.key);
+    let id = lock(&relay.control.remotes).id_for(&command.key, &command.from, controller, || {
+        registry.reserve_viewer_id()
+    });
     registry.remote_control(&command.key, id, ask, command.compat)
 }
 
@@ -478,11 +542,11 @@ mod tests {
             next += 1;
             next
         };
-        let a1 = names.id_for("k", &name("a", 1), &mut reserve);
-        assert_eq!(names.id_for("k", &name("a", 1), &mut reserve), a1);
-        let a2 = names.id_for("k", &name("a", 2), &mut reserve);
-        let b1 = names.id_for("k", &name("b", 1), &mut reserve);
-        let other = names.id_for("other", &name("a", 1), &mut reserve);
+        let a1 = names.id_for("k", &name("a", 1), None, &mut reserve);
+        assert_eq!(names.id_for("k", &name("a", 1), None, &mut reserve), a1);
+        let a2 = names.id_for("k", &name("a", 2), None, &mut reserve);
+        let b1 = names.id_for("k", &name("b", 1), None, &mut reserve);
+        let other = names.id_for("other", &name("a", 1), None, &mut reserve);
         assert!(a1 != a2 && a2 != b1 && b1 != other);
         assert_eq!(names.name_of(b1), Some(&name("b", 1)));
         let mut gone = names.forget("k", Some("a"));
@@ -503,18 +567,22 @@ mod tests {
     fn names_of_one_channel_are_bounded() {
         let mut names = Names::default();
         let mut next = 0;
+        // The first name holds control: it is never the one forgotten.
+        let controller = Some(1);
         for viewer in 0..(MAX_NAMES_PER_CHANNEL as u32 + 10) {
-            names.id_for("k", &name("flood", viewer), || {
+            names.id_for("k", &name("flood", viewer), controller, || {
                 next += 1;
                 next
             });
         }
         assert_eq!(names.by_name["k"].len(), MAX_NAMES_PER_CHANNEL);
         assert_eq!(names.by_id.len(), names.by_name["k"].len());
-        // Only the oldest went: the newest keep their ids.
-        assert_eq!(names.id_of("k", &name("flood", 0)), None);
-        assert_eq!(names.id_of("k", &name("flood", 9)), None);
-        assert_eq!(names.id_of("k", &name("flood", 10)), Some(11));
+        // Only the oldest after the controller went: the newest keep their ids.
+        assert_eq!(names.id_of("k", &name("flood", 0)), Some(1));
+        assert_eq!(names.name_of(1), Some(&name("flood", 0)));
+        assert_eq!(names.id_of("k", &name("flood", 1)), None);
+        assert_eq!(names.id_of("k", &name("flood", 10)), None);
+        assert_eq!(names.id_of("k", &name("flood", 11)), Some(12));
         let last = MAX_NAMES_PER_CHANNEL as u32 + 9;
         assert_eq!(names.id_of("k", &name("flood", last)), Some(last + 1));
     }

@@ -260,7 +260,6 @@ impl Relay {
             async_nats::Event::Connected => {
                 self.connected.store(true, Ordering::Relaxed);
                 self.log(LogLevel::Info, "relay: connected to NATS".into());
-                self.resend_lost_leaves();
             }
             async_nats::Event::Disconnected => {
                 self.connected.store(false, Ordering::Relaxed);

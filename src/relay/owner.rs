@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::client::PublishErrorKind;
 use async_nats::connection::State;
@@ -27,12 +27,19 @@ use super::wire::{
 use super::Relay;
 use crate::host::{HostFuture, LogLevel};
 use crate::protocol::Mode;
-use crate::registry::{lock, ChannelId, JoinOptions, Transport, ViewerCloser};
+use crate::registry::{lock, ChannelId, JoinOptions, Transport, ViewerCloser, ViewerCounters};
 use crate::viewer::{serve_relay, MessageOut};
+
+/// How long a replaced relay viewer may take to send the events its successor does not.
+const REPLACED_DRAIN: Duration = Duration::from_secs(2);
+/// How often it is checked meanwhile.
+const REPLACED_POLL: Duration = Duration::from_millis(10);
 
 /// One channel this instance streams to the bus.
 pub(super) struct Held {
     closer: Arc<ViewerCloser>,
+    /// The relay viewer's counters (how far its events went).
+    counters: Arc<ViewerCounters>,
     /// Subscribing instance → its last lease.
     pub(super) leases: HashMap<String, Instant>,
 }
@@ -222,7 +229,7 @@ async fn answer_question(relay: Arc<Relay>, client: Client, message: Message) {
 /// new relay viewer streams the events after the number returned. Every
 /// question (a new subscribing instance, or a new session of one) gets a new relay viewer, so
 /// that the asker receives what a joining viewer gets first (status, url, viewport, the newest
-/// frame); the old one leaves after it.
+/// frame); the old one leaves once it has sent the events before the new one's first.
 async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &str) -> Option<u64> {
     let registry = relay.registry()?;
     // Not under the `held` lock: the registry takes its channel locks, and a control change
@@ -253,6 +260,7 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         }
     };
     let closer = slot.closer.clone();
+    let counters = slot.counters.clone();
     let events_from = slot.event_cursor;
     let out = Arc::new(BusOut {
         relay: relay.clone(),
@@ -270,17 +278,30 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         let mut held = lock(&relay.owned.held);
         let channel = held.entry(id.key.clone()).or_insert_with(|| Held {
             closer: closer.clone(),
+            counters: counters.clone(),
             leases: HashMap::new(),
         });
         channel.leases.insert(instance.to_string(), Instant::now());
+        let previous_counters = std::mem::replace(&mut channel.counters, counters);
         let previous = std::mem::replace(&mut channel.closer, closer);
-        (!Arc::ptr_eq(&previous, &channel.closer)).then_some(previous)
+        (!Arc::ptr_eq(&previous, &channel.closer)).then_some((previous, previous_counters))
     };
-    if let Some(old) = replaced {
-        old.close(1000, "replaced");
+    if let Some((old, old_counters)) = replaced {
+        // The new one sends the events after `events_from`: the old one leaves once it has
+        // sent those up to there (subscribers keep a duplicate once), or after a bound.
+        relay.runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + REPLACED_DRAIN;
+            while old_counters.events_through.load(Ordering::Relaxed) < events_from
+                && !old.is_cancelled()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(REPLACED_POLL).await;
+            }
+            old.close(1000, "replaced");
+        });
     }
     // The new subscriber learns who holds control as the others did.
-    relay.publish_control_state(&id.key, registry.controller(&id.key));
+    registry.restate_controller(&id.key);
     Some(events_from)
 }
 

@@ -52,11 +52,21 @@ impl Relay {
             })
             .ok()?;
             let answer = client.request(subject.clone(), question.into()).await;
-            let answer: RingAnswer = match answer {
-                Ok(answer) => serde_json::from_slice(&answer.payload).ok()?,
-                // A later page that does not come: what came is replayed.
-                Err(_) if page > 0 => break,
-                Err(_) => return None,
+            let answer = answer
+                .ok()
+                .and_then(|answer| serde_json::from_slice::<RingAnswer>(&answer.payload).ok());
+            let Some(answer) = answer else {
+                if page == 0 {
+                    return None;
+                }
+                // A later page that does not come: what came is replayed, and the viewer is
+                // told that events after it are missing (`stale`), not left with a silent gap.
+                let oldest = replay
+                    .stale
+                    .flatten()
+                    .or(replay.events.first().map(|e| e.0));
+                replay.stale = Some(oldest);
+                break;
             };
             if page == 0 {
                 replay.stale = answer.stale;
@@ -119,15 +129,27 @@ pub(super) async fn serve_ring(
         let Some(channel) = registry.channel(&question.key) else {
             continue;
         };
-        let answer = page_after(&channel, question.after);
-        if let Ok(json) = serde_json::to_vec(&answer) {
+        // A page over the server's `max_payload` would never arrive: halve it until it fits
+        // (an event of its own that does not fit could not be relayed live either).
+        let max_payload = client.max_payload();
+        let mut budget = RING_PAGE_BYTES;
+        let json = loop {
+            let Ok(json) = serde_json::to_vec(&page_after(&channel, question.after, budget)) else {
+                break None;
+            };
+            if json.len() <= max_payload || budget <= 1 {
+                break Some(json);
+            }
+            budget /= 2;
+        };
+        if let Some(json) = json {
             let _ = client.publish(reply, json.into()).await;
         }
     }
 }
 
-/// One page of `channel`'s ring after `after`.
-fn page_after(channel: &crate::registry::Channel, after: u64) -> RingAnswer {
+/// One page of `channel`'s ring after `after`: events of up to `budget` bytes (at least one).
+fn page_after(channel: &crate::registry::Channel, after: u64, budget: usize) -> RingAnswer {
     let mut answer = RingAnswer {
         stale: None,
         events: Vec::new(),
@@ -144,7 +166,7 @@ fn page_after(channel: &crate::registry::Channel, after: u64) -> RingAnswer {
         }
         let count = batch.events.len();
         for event in batch.events {
-            if bytes + event.text.len() > RING_PAGE_BYTES && !answer.events.is_empty() {
+            if bytes + event.text.len() > budget && !answer.events.is_empty() {
                 answer.more = true;
                 return answer;
             }

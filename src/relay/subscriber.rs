@@ -103,6 +103,8 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
         };
         told_unavailable = false;
         relay.follow_owner(&id.key, Some(&owner));
+        // The owner just answered: the `leave`s it missed can reach it now.
+        relay.resend_lost_leaves(&id.key);
         let ended = stream_from(&relay, &client, &subjects, &id, generation, &owner, stream).await;
         relay.follow_owner(&id.key, None);
         if let Some(registry) = relay.registry() {
@@ -110,7 +112,10 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
             registry.mirror_controller(&id.key, generation, None, false);
         }
         match ended {
-            Ended::SessionOver => return,
+            Ended::SessionOver => {
+                relay.forget_lost_leaves(&id.key);
+                return;
+            }
             Ended::Unsubscribed => {}
             Ended::OwnerLost => {
                 relay.counters.owners_lost.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +215,11 @@ async fn stream_from(
                 renewal_pending = false;
                 renewing = Box::pin(std::future::pending());
                 match answer {
-                    Some(true) => misses = 0,
+                    Some(true) => {
+                        misses = 0;
+                        // Sent when its owner has answered again (after a blip of the bus).
+                        relay.resend_lost_leaves(&id.key);
+                    }
                     // The owner is there but no longer streams the channel: ask again now.
                     Some(false) => return Ended::OwnerLost,
                     None => {

@@ -45,6 +45,9 @@ pub fn split_slot(
     slot: ViewerSlot,
     heartbeat: Duration,
 ) -> (Writer, Reader, Arc<Channel>, u32) {
+    slot.counters
+        .events_through
+        .store(slot.event_cursor, std::sync::atomic::Ordering::Relaxed);
     let writer = Writer {
         cleared_through: slot.channel.cleared_through.clone(),
         outbox: slot.outbox,

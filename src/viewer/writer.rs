@@ -250,16 +250,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Sends the channel's events after `after` (all held ones for `None`) until none is left;
-    /// tells the viewer `stale` first when some it needs were evicted. Returns how many were
-    /// sent, whether it was stale, and the newest event number as of the last read (taken
-    /// under the log's lock, so nothing published after it is skipped); the cursor ends at the
-    /// last one sent.
+    /// Sends the channel's events after `after` (all held ones for `None`) that are newer than
+    /// `floor`, until none is left; tells the viewer `stale` first when `report_stale` and
+    /// some it needs were evicted. Returns how many were sent, whether it was stale, and the
+    /// newest event number as of the last read (taken under the log's lock, so nothing
+    /// published after it is skipped); the cursor ends at the last one sent.
     pub(super) async fn send_events_after<C: Future<Output = ()>>(
         &mut self,
         sink: &mut Sink,
         mut cancelled: Pin<&mut C>,
         after: Option<u64>,
+        floor: u64,
+        report_stale: bool,
     ) -> io::Result<(usize, bool, u64)> {
         let mut after = after;
         let mut sent = 0;
@@ -268,28 +270,43 @@ impl Writer {
             let batch = self.channel.events_after(after, EVENT_BATCH);
             let newest = batch.last_seq;
             if let Some(oldest) = batch.stale {
-                if !stale {
-                    stale = true;
-                    let message = protocol::stale_message(
-                        "events after this point were dropped from the resume ring",
-                        oldest,
-                    );
-                    self.send_message(sink, cancelled.as_mut(), &Bytes::from(message))
-                        .await?;
+                if !stale && report_stale {
+                    self.send_stale(sink, cancelled.as_mut(), oldest).await?;
                 }
+                stale = true;
             }
             let count = batch.events.len();
             for event in batch.events {
+                after = Some(event.seq);
+                if event.seq <= floor {
+                    continue;
+                }
                 self.send_message(sink, cancelled.as_mut(), &event.text)
                     .await?;
-                after = Some(event.seq);
                 self.event_cursor = event.seq;
+                self.counters
+                    .events_through
+                    .store(event.seq, Ordering::Relaxed);
                 sent += 1;
             }
             if count < EVENT_BATCH {
                 return Ok((sent, stale, newest));
             }
         }
+    }
+
+    async fn send_stale<C: Future<Output = ()>>(
+        &mut self,
+        sink: &mut Sink,
+        cancelled: Pin<&mut C>,
+        oldest: Option<u64>,
+    ) -> io::Result<()> {
+        let message = protocol::stale_message(
+            "events after this point were dropped from the resume ring",
+            oldest,
+        );
+        self.send_message(sink, cancelled, &Bytes::from(message))
+            .await
     }
 
     /// Answers `resume`: the held events after `last_seq` (or `stale`), `resumed`, the newest
@@ -300,8 +317,9 @@ impl Writer {
         mut cancelled: Pin<&mut C>,
         last_seq: Option<u64>,
     ) -> io::Result<()> {
-        if let (Some(relay), Some(last)) = (self.relay.clone(), last_seq) {
-            if !self.channel.places(last) {
+        let unplaced = last_seq.filter(|last| !self.channel.places(*last));
+        if let (Some(relay), Some(last)) = (self.relay.clone(), unplaced) {
+            if self.channel.relayed() {
                 // Another instance's number, from before this one followed the channel: the
                 // owner's ring may hold what came after it.
                 let replay = tokio::select! {
@@ -314,9 +332,27 @@ impl Writer {
                 }
             }
         }
-        let (replayed, stale, newest) = self
-            .send_events_after(sink, cancelled.as_mut(), last_seq)
-            .await?;
+        // A number this log cannot place (evicted, before it knew the channel, another life)
+        // replays all it holds after `stale`.
+        let (replayed, stale, newest) = match unplaced {
+            None => {
+                self.send_events_after(sink, cancelled.as_mut(), last_seq, 0, true)
+                    .await?
+            }
+            Some(_) => {
+                let oldest = self
+                    .channel
+                    .events_after(None, 1)
+                    .events
+                    .first()
+                    .map(|e| e.seq);
+                self.send_stale(sink, cancelled.as_mut(), oldest).await?;
+                let (sent, _, newest) = self
+                    .send_events_after(sink, cancelled.as_mut(), None, 0, false)
+                    .await?;
+                (sent, true, newest)
+            }
+        };
         if replayed == 0 {
             // Nothing newer is held: from here on, events after the client's number (or, when
             // that number cannot be placed, after the newest event of that same read).
@@ -342,12 +378,7 @@ impl Writer {
         replay: crate::relay::ring::RingReplay,
     ) -> io::Result<()> {
         if let Some(oldest) = replay.stale {
-            let message = protocol::stale_message(
-                "events after this point were dropped from the resume ring",
-                oldest,
-            );
-            self.send_message(sink, cancelled.as_mut(), &Bytes::from(message))
-                .await?;
+            self.send_stale(sink, cancelled.as_mut(), oldest).await?;
         }
         let mut cursor = last;
         let mut replayed = 0;
@@ -359,29 +390,18 @@ impl Writer {
             }
         }
         // What arrived here meanwhile, past the owner's answer. This log may not place
-        // `cursor` (then it reads from its oldest event); only newer events are sent.
-        let mut from = Some(cursor);
-        let stale = replay.stale.is_some();
-        loop {
-            let batch = self.channel.events_after(from, EVENT_BATCH);
-            if stale && replayed == 0 {
-                // As on the local path: a number that cannot be placed does not stay the
-                // cursor (it may be ahead of this instance's numbers).
-                cursor = cursor.min(batch.last_seq);
-            }
-            let count = batch.events.len();
-            for event in batch.events {
-                from = Some(event.seq);
-                if event.seq > cursor {
-                    self.send_message(sink, cancelled.as_mut(), &event.text)
-                        .await?;
-                    cursor = event.seq;
-                    replayed += 1;
-                }
-            }
-            if count < EVENT_BATCH {
-                break;
-            }
+        // `cursor` (then it reads from its oldest event): only newer events are sent, and its
+        // gaps were the owner's to tell.
+        let (local, _, newest) = self
+            .send_events_after(sink, cancelled.as_mut(), Some(cursor), cursor, false)
+            .await?;
+        replayed += local;
+        if local > 0 {
+            cursor = self.event_cursor;
+        } else if replay.stale.is_some() && replayed == 0 {
+            // As on the local path: a number that cannot be placed does not stay the cursor
+            // (it may be ahead of this instance's numbers).
+            cursor = cursor.min(newest);
         }
         self.event_cursor = cursor;
         let done = protocol::resumed_message(Some(last), replayed);
@@ -531,7 +551,7 @@ impl Writer {
                     }
                     self.events.borrow_and_update();
                     let cursor = self.event_cursor;
-                    self.send_events_after(sink, cancelled.as_mut(), Some(cursor)).await?;
+                    self.send_events_after(sink, cancelled.as_mut(), Some(cursor), 0, true).await?;
                 }
                 received = next_chunk(&mut self.video), if self.video.is_some() => match received {
                     Ok(chunk) => self.write_chunk(sink, cancelled.as_mut(), chunk).await?,
