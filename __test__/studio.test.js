@@ -86,18 +86,33 @@ test("Studio's browser view streams and drives a real Chromium through a CDP too
 
   /** What a failed wait reports: the viewer's state (input log shortened) and the agent's page. */
   async function situation() {
-    const { sent, ...state } = await studio()
-    const page = await target.evaluate(() => ({
-      clicks: document.getElementById('clicks').textContent,
-      text: document.getElementById('text').value,
-      entered: document.getElementById('entered').textContent,
-    }))
+    // Each part on its own: one that fails (a closed page) must not hide the others.
+    const part = async (read) => {
+      try {
+        return await read()
+      } catch (err) {
+        return `(unavailable: ${err.message})`
+      }
+    }
+    const viewerState = await part(async () => {
+      const { sent, ...state } = await studio()
+      return { ...state, sentCount: sent.length, lastSent: sent.slice(-6) }
+    })
+    const page = await part(() =>
+      target.evaluate(() => ({
+        clicks: document.getElementById('clicks').textContent,
+        text: document.getElementById('text').value,
+        entered: document.getElementById('entered').textContent,
+      })),
+    )
     // Where frames stopped: Chrome's screencast (framesSeen), the registry (in/out), the viewer.
-    const streams = [...(toolset?.streams ?? [])].map((stream) => ({ active: stream.active, framesSeen: stream.framesSeen }))
-    const channels = app.registry.stats().channels.map(({ key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected }) => ({
-      key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected,
-    }))
-    return JSON.stringify({ viewer: { ...state, sentCount: sent.length, lastSent: sent.slice(-6) }, page, streams, channels })
+    const streams = await part(() => [...(toolset?.streams ?? [])].map((stream) => ({ active: stream.active, framesSeen: stream.framesSeen })))
+    const channels = await part(() =>
+      app.registry.stats().channels.map(({ key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected }) => ({
+        key, sourceState, status, lastSeq, framesIn, framesOut, framesStale, framesRejected,
+      })),
+    )
+    return JSON.stringify({ viewer: viewerState, page, streams, channels })
   }
 
   /** Waits (at most WAIT_MS) for `predicate` to give a truthy value, and returns it. */

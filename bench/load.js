@@ -65,8 +65,9 @@ function benchImage(bytes) {
   return file
 }
 
+/** Whether servers and the load generator go on CPUs of their own (`--no-pin`: the scheduler places them). */
 const canPin = (() => {
-  if (os.cpus().length < 2) return false
+  if (os.cpus().length < 2 || process.argv.includes('--no-pin')) return false
   try {
     execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' })
     return true

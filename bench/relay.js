@@ -56,7 +56,15 @@ function startInstance(role, imageFile, natsUrl) {
 }
 
 async function listening(server, what) {
-  return Promise.race([server.ready, new Promise((_, reject) => setTimeout(() => reject(new Error(`${what} did not listen`)), 15000))])
+  let timer
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not listen within 15 s`)), 15000)
+  })
+  try {
+    return await Promise.race([server.ready, late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 /**
@@ -67,6 +75,8 @@ async function runOnce({ relayed, sizeKB, nats, options }) {
   const imageFile = benchImage(sizeKB * 1000)
   const owner = startInstance('owner', imageFile, nats.url)
   const subscriber = relayed ? startInstance('subscriber', imageFile, nats.url) : null
+  // Awaited one after the other: a failure of the first must not leave the second's unhandled.
+  for (const server of [owner, subscriber]) server?.ready.catch(() => {})
   try {
     await listening(owner, 'the owner')
     const port = await listening(subscriber ?? owner, relayed ? 'the subscriber' : 'the owner')
@@ -90,7 +100,8 @@ async function runOnce({ relayed, sizeKB, nats, options }) {
       latencyP50: result.latencyMs.p50,
       latencyP99: result.latencyMs.p99,
       windowSecs: result.windowSecs,
-      frames: result.windowSecs * options.fps,
+      // Frames a viewer received in the window (on average), not the nominal rate: what crossed the bus.
+      frames: result.connected > 0 ? result.framesDelivered / result.connected : null,
       cpuSeconds,
     }
   } finally {
@@ -120,7 +131,7 @@ function summarize(runs) {
     cpuPct: { owner: cpuPct('owner'), nats: cpuPct('nats'), subscriber: cpuPct('subscriber') },
     totalCpuPct: median(ok.map((r) => (totalCpu(r) == null ? null : (100 * totalCpu(r)) / r.windowSecs))),
     // CPU ms per frame of the window, all processes of the setup (the local one: the owner and an idle nats-server).
-    cpuMsPerFrame: median(ok.map((r) => (totalCpu(r) == null ? null : (1000 * totalCpu(r)) / r.frames))),
+    cpuMsPerFrame: median(ok.map((r) => (totalCpu(r) == null || !r.frames ? null : (1000 * totalCpu(r)) / r.frames))),
   }
 }
 

@@ -31,9 +31,7 @@ const path = require('node:path')
 const readline = require('node:readline')
 const { parseFlags, printHeadComment, processCpuSeconds, rssBytes } = require('./proc')
 
-const ROOT = path.resolve(__dirname, '..')
-const BENCH = __dirname
-const LOADGEN = path.join(BENCH, 'rust/target/release/loadgen')
+const { ROOT, BENCH, LOADGEN, canPin, pinned, stopProcess } = require('./load')
 const AGENT = 'bench'
 
 const CONTENDERS = {
@@ -144,29 +142,6 @@ function serveMain() {
 
 function log(message) {
   process.stderr.write(`video-delivery: ${message}\n`)
-}
-
-const canPin = (() => {
-  if (os.cpus().length < 2 || process.argv.includes('--no-pin')) return false
-  try {
-    execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-})()
-
-function pinned(cpu, command, args) {
-  return canPin ? ['taskset', ['-c', String(cpu), command, ...args]] : [command, args]
-}
-
-async function stopProcess(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 2000)
-  await exited
-  clearTimeout(timer)
 }
 
 function getJson(port, pathname) {
