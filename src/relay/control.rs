@@ -410,10 +410,16 @@ async fn read_answers(relay: Arc<Relay>, mut answers: async_nats::Subscriber) {
                     && registry.viewer_link(holder.viewer).is_none() =>
             {
                 // The owner says a viewer of this instance that is gone holds control (its
-                // `leave` was lost): send it, then ask again, in that order.
+                // `leave` was lost): send it, then ask again for the asker if it is still
+                // here, in that order.
                 let _ = relay.forward(&answer.key, holder.viewer, &RemoteAsk::Leave, false);
-                let _ = relay.forward(&answer.key, answer.viewer, &RemoteAsk::Request, false);
-                continue;
+                if registry.viewer_link(answer.viewer).is_none() {
+                    continue;
+                }
+                match relay.forward(&answer.key, answer.viewer, &RemoteAsk::Request, false) {
+                    Ok(()) => continue,
+                    Err(refusal) => RemoteVerdict::Refused(refusal),
+                }
             }
             RemoteOutcome::Busy { holder } => {
                 let state = ControlState {

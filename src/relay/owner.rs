@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::client::PublishErrorKind;
 use async_nats::connection::State;
@@ -29,11 +29,6 @@ use crate::host::{HostFuture, LogLevel};
 use crate::protocol::Mode;
 use crate::registry::{lock, ChannelId, JoinOptions, Transport, ViewerCloser, ViewerCounters};
 use crate::viewer::{serve_relay, MessageOut};
-
-/// How long a replaced relay viewer may take to send the events its successor does not.
-const REPLACED_DRAIN: Duration = Duration::from_secs(2);
-/// How often it is checked meanwhile.
-const REPLACED_POLL: Duration = Duration::from_millis(10);
 
 /// One channel this instance streams to the bus.
 pub(super) struct Held {
@@ -229,7 +224,9 @@ async fn answer_question(relay: Arc<Relay>, client: Client, message: Message) {
 /// new relay viewer streams the events after the number returned. Every
 /// question (a new subscribing instance, or a new session of one) gets a new relay viewer, so
 /// that the asker receives what a joining viewer gets first (status, url, viewport, the newest
-/// frame); the old one leaves once it has sent the events before the new one's first.
+/// frame); the old one leaves at once, and the new one starts its events where the old one's
+/// stopped, so that one writer at a time sends them, in order (a late copy of the old one's
+/// last is a duplicate the subscribers drop).
 async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &str) -> Option<u64> {
     let registry = relay.registry()?;
     // Not under the `held` lock: the registry takes its channel locks, and a control change
@@ -246,7 +243,7 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         can_control: false,
         send_connected: false,
     };
-    let slot = match registry.admit_with(id, Transport::Relay, join) {
+    let mut slot = match registry.admit_with(id, Transport::Relay, join) {
         Ok(slot) => slot,
         Err(refused) => {
             relay.log(
@@ -259,6 +256,14 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
             return None;
         }
     };
+    // Where the relay viewer this one replaces stopped (it may lag behind the log's newest).
+    let previous_through = lock(&relay.owned.held)
+        .get(&id.key)
+        .filter(|channel| !channel.closer.is_cancelled())
+        .map(|channel| channel.counters.events_through.load(Ordering::Relaxed));
+    if let Some(through) = previous_through {
+        slot.event_cursor = slot.event_cursor.min(through);
+    }
     let closer = slot.closer.clone();
     let counters = slot.counters.clone();
     let events_from = slot.event_cursor;
@@ -282,23 +287,12 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
             leases: HashMap::new(),
         });
         channel.leases.insert(instance.to_string(), Instant::now());
-        let previous_counters = std::mem::replace(&mut channel.counters, counters);
+        channel.counters = counters;
         let previous = std::mem::replace(&mut channel.closer, closer);
-        (!Arc::ptr_eq(&previous, &channel.closer)).then_some((previous, previous_counters))
+        (!Arc::ptr_eq(&previous, &channel.closer)).then_some(previous)
     };
-    if let Some((old, old_counters)) = replaced {
-        // The new one sends the events after `events_from`: the old one leaves once it has
-        // sent those up to there (subscribers keep a duplicate once), or after a bound.
-        relay.runtime.spawn(async move {
-            let deadline = tokio::time::Instant::now() + REPLACED_DRAIN;
-            while old_counters.events_through.load(Ordering::Relaxed) < events_from
-                && !old.is_cancelled()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(REPLACED_POLL).await;
-            }
-            old.close(1000, "replaced");
-        });
+    if let Some(old) = replaced {
+        old.close(1000, "replaced");
     }
     // The new subscriber learns who holds control as the others did.
     registry.restate_controller(&id.key);

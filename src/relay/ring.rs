@@ -18,8 +18,9 @@ use super::Relay;
 
 /// Bytes of event texts in one answer: well under NATS's default `max_payload` (1 MiB).
 const RING_PAGE_BYTES: usize = 256 * 1024;
-/// Pages asked for at most (8 MiB, above the default ring of 4 MiB).
-const RING_PAGES: usize = 32;
+/// Pages asked for at most: 8 MiB (above the default ring of 4 MiB) even when the owner
+/// halved its pages to 32 KiB for a small `max_payload`; past it the viewer is told `stale`.
+const RING_PAGES: usize = 256;
 /// Events read from the log at a time while filling a page.
 const RING_READ: usize = 64;
 
@@ -29,6 +30,18 @@ pub struct RingReplay {
     pub stale: Option<Option<u64>>,
     /// Numbers and message texts, in order.
     pub events: Vec<(u64, Bytes)>,
+}
+
+impl RingReplay {
+    /// Events after those held are missing: the replay says `stale`, naming the oldest event
+    /// it holds (or the owner's oldest, if the first page said so already).
+    fn mark_gap(&mut self) {
+        let oldest = self
+            .stale
+            .flatten()
+            .or(self.events.first().map(|event| event.0));
+        self.stale = Some(oldest);
+    }
 }
 
 impl Relay {
@@ -61,15 +74,14 @@ impl Relay {
                 }
                 // A later page that does not come: what came is replayed, and the viewer is
                 // told that events after it are missing (`stale`), not left with a silent gap.
-                let oldest = replay
-                    .stale
-                    .flatten()
-                    .or(replay.events.first().map(|e| e.0));
-                replay.stale = Some(oldest);
-                break;
+                replay.mark_gap();
+                return Some(replay);
             };
             if page == 0 {
                 replay.stale = answer.stale;
+            } else if answer.stale.is_some() {
+                // The owner dropped events between two pages (its ring moved on meanwhile).
+                replay.mark_gap();
             }
             let count = answer.events.len();
             for (seq, text) in answer.events {
@@ -80,13 +92,19 @@ impl Relay {
                         from = seq;
                         replay.events.push((seq, message));
                     }
-                    _ => return Some(replay),
+                    // What follows cannot be placed: the viewer is told of the gap.
+                    _ => {
+                        replay.mark_gap();
+                        return Some(replay);
+                    }
                 }
             }
             if count == 0 || !answer.more {
-                break;
+                return Some(replay);
             }
         }
+        // Out of pages with more to come: the rest is missing, and the viewer is told.
+        replay.mark_gap();
         Some(replay)
     }
 }
@@ -179,5 +197,33 @@ fn page_after(channel: &crate::registry::Channel, after: u64, budget: usize) -> 
         if count < RING_READ {
             return answer;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(stale: Option<Option<u64>>, seqs: &[u64]) -> RingReplay {
+        RingReplay {
+            stale,
+            events: seqs.iter().map(|&seq| (seq, Bytes::new())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_gap_after_the_pages_is_told_as_stale_naming_the_oldest_event_held() {
+        let mut held = replay(None, &[7, 8, 9]);
+        held.mark_gap();
+        assert_eq!(held.stale, Some(Some(7)));
+
+        // The owner's oldest, said on the first page, stays what the viewer is told.
+        let mut told = replay(Some(Some(5)), &[5, 6]);
+        told.mark_gap();
+        assert_eq!(told.stale, Some(Some(5)));
+
+        let mut nothing = replay(None, &[]);
+        nothing.mark_gap();
+        assert_eq!(nothing.stale, Some(None));
     }
 }
