@@ -229,12 +229,12 @@ impl Channel {
         );
     }
 
-    /// Whether the live session's source is a relay from another instance.
     /// Whether this session's source is the relay (the browser is on another instance).
     pub fn relayed(&self) -> bool {
         Channel::is_relayed(&lock(&self.state))
     }
 
+    /// Whether the live session's source is a relay from another instance.
     pub(super) fn is_relayed(state: &ChannelState) -> bool {
         state.source != SourceState::Idle && state.relayed_generation == Some(state.generation)
     }

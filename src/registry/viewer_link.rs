@@ -117,8 +117,8 @@ pub struct ViewerCounters {
     /// Ordinal (`Frame::index`) of that frame: skipped frames are counted in ordinals, since
     /// sequence numbers are shared with events.
     pub seen_index: AtomicU64,
-    /// Number of the event last written (extended): a replaced relay viewer finishes up to
-    /// where its successor starts.
+    /// Number of the event last written (extended): the relay viewer that replaces this one
+    /// starts its events there.
     pub events_through: AtomicU64,
     /// Bytes written (frames and messages, headers included).
     pub bytes_sent: AtomicU64,
