@@ -34,9 +34,13 @@ run('cargo', ['test', '--release', '--locked', ...bench], 'Rust unit tests (benc
 
 // On linux x64 glibc the addon is built as it is released, against glibc 2.17 through
 // cargo-zigbuild (.ci/run installs it), so every test runs the binary users get and
-// package.test.js can check its glibc floor. Without cargo-zigbuild it is a plain host build.
+// package.test.js can check its glibc floor. Without cargo-zigbuild and a zig for it to find
+// (`zig` on PATH, or PyPI's ziglang beside python3) it is a plain host build.
+const succeeds = (command, args) => spawnSync(command, args, { stdio: 'ignore' }).status === 0
 const releaseLike =
-  hostPlatform() === 'linux-x64-gnu' && spawnSync('cargo-zigbuild', ['--version'], { stdio: 'ignore' }).status === 0
+  hostPlatform() === 'linux-x64-gnu' &&
+  succeeds('cargo-zigbuild', ['--version']) &&
+  (succeeds('zig', ['version']) || succeeds('python3', ['-c', 'import ziglang']))
 const target = releaseLike ? ['--target', `x86_64-unknown-linux-gnu.${GLIBC_FLOOR}`, '--cross-compile'] : []
 const napiCli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 if (fs.existsSync(napiCli)) {
