@@ -77,6 +77,12 @@ export declare class NativeRegistry {
    */
   startCdpSource(key: string, generation: number, endpoint: string, options?: CdpSourceOptions | undefined | null): boolean
   /**
+   * Session `generation` of `key` has its browser here (a toolset's, streamed from JS): the
+   * relay answers for it, and a resume waiting to know where the browser is goes on. The
+   * native sources say so themselves. False when the session is not live.
+   */
+  markLocalSource(key: string, generation: number): boolean
+  /**
    * Starts the relay source of session `generation` of `key`: this instance has no browser
    * for it, so its viewers watch the instance that has one, over the bus. False when the
    * session is not live; throws when the registry has no `relay`.

@@ -160,11 +160,13 @@ test('a viewer on any instance watches the browser of another: frames byte-ident
 
   // Resume across instances: a client that processed both events reconnects to an instance
   // that never had the channel, after two more were published; the owner's ring answers.
+  // That instance looks its browser up slowly, so the resume comes while it does not know
+  // yet whether the browser is its own or relayed: it waits for that, then asks the owner.
   const processed = remote.events().at(-1).seq
   assert.equal(await owner.publishEvent('agent-r', { type: 'tool_start', n: 3 }), true)
   assert.equal(await owner.publishEvent('agent-r', { type: 'tool_result', n: 4 }), true)
   await waitFor(() => local.events().length === 4, { what: 'the owner viewer has all four' })
-  const fresh = await startInstance({ nats: nats.url })
+  const fresh = await startInstance({ nats: nats.url, lookupDelayMs: 1000 })
   t.after(() => fresh.stop())
   const resumer = new Viewer(fresh.url('agent-r'), { extended: true })
   await resumer.untilMeta()

@@ -5,7 +5,9 @@
 // prerecorded frames (`source: 'replay'`). Test routes: GET /test/stats (registry.stats()),
 // POST /test/event/:agentId (registry.publishEvent), POST /test/close/:agentId (its sessions end,
 // as the close route ends a toolset's). `watchOnly: true` makes every viewer view-only
-// (authorizeControl). `page: 'button'` opens GET /test/button, a page that is one button whose
+// (authorizeControl). `lookupDelayMs` makes its browser lookup (getCdpEndpoint) answer that
+// late, as a deployer's slow lookup: its sessions are undecided (local or relayed) meanwhile.
+// `page: 'button'` opens GET /test/button, a page that is one button whose
 // click sets the URL's hash. Prints `{"port":N}` once listening;
 // SIGTERM closes everything and exits 0. Usage: node relay-instance.js '<json options>'.
 
@@ -20,14 +22,17 @@ const REPLAY_IMAGES = [1, 2, 3, 4, 5].map((n) => jpegFrame(n, 0, 0))
 
 async function main() {
   const options = JSON.parse(process.argv[2])
-  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page, watchOnly = false } = options
+  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page, watchOnly = false, lookupDelayMs = 0 } = options
   let chromium = null
   const app = new Hono()
   const config = {
     lingerMs,
     authorizeControl: () => !watchOnly,
     relay: { nats: { servers: nats, leaseIntervalMs, ownerTimeoutMs, name: `test-instance-${process.pid}` } },
-    getCdpEndpoint: (agentId) => (chromium && agentId === owns ? chromium.endpoint : null),
+    getCdpEndpoint: async (agentId) => {
+      if (lookupDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, lookupDelayMs))
+      return chromium && agentId === owns ? chromium.endpoint : null
+    },
     getReplayFrames: (agentId) => (!chromium && agentId === owns ? { frames: REPLAY_IMAGES, fps: 20 } : null),
     logger: { info: (...a) => console.error(...a), warn: (...a) => console.error(...a), error: (...a) => console.error(...a) },
   }

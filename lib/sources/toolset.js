@@ -193,6 +193,8 @@ class ToolsetSource {
       return
     }
     this.toolset = toolset
+    // The browser is this instance's (whether it runs yet or not): the relay answers for it.
+    this.native.markLocalSource(this.key, this.generation)
     try {
       this.subscribe(toolset)
     } catch (err) {

@@ -23,7 +23,7 @@ use napi_derive::napi;
 use crate::frame::FrameMeta;
 use crate::host::SourceRequest;
 use crate::protocol::{self, EXTENDED_PROTOCOL};
-use crate::registry::{ChannelId, PushOutcome, Registry, Transport};
+use crate::registry::{ChannelId, PushOutcome, Registry, SourceKind, Transport};
 use crate::source::cdp::CdpSessions;
 use crate::source::replay::{check_schedule, run_replay, ReplayImages, ReplaySchedule};
 use crate::viewer::{serve_bridged, serve_native};
@@ -365,7 +365,10 @@ impl NativeRegistry {
             .map_err(|e| invalid(e.to_string()))?;
         if !self
             .registry
-            .set_status(&key, Some(generation), protocol::Status::STREAMING)
+            .decide_source_kind(&key, generation, SourceKind::Local)
+            || !self
+                .registry
+                .set_status(&key, Some(generation), protocol::Status::STREAMING)
         {
             return Ok(false);
         }
@@ -392,7 +395,10 @@ impl NativeRegistry {
         let Some(channel) = self.registry.channel(&key) else {
             return Ok(false);
         };
-        if !self.registry.is_live(&key, generation) {
+        if !self
+            .registry
+            .decide_source_kind(&key, generation, SourceKind::Local)
+        {
             return Ok(false);
         }
         let request = SourceRequest {
@@ -409,6 +415,15 @@ impl NativeRegistry {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Session `generation` of `key` has its browser here (a toolset's, streamed from JS): the
+    /// relay answers for it, and a resume waiting to know where the browser is goes on. The
+    /// native sources say so themselves. False when the session is not live.
+    #[napi]
+    pub fn mark_local_source(&self, key: String, generation: u32) -> bool {
+        self.registry
+            .decide_source_kind(&key, generation, SourceKind::Local)
     }
 
     /// Starts the relay source of session `generation` of `key`: this instance has no browser

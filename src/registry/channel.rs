@@ -23,6 +23,16 @@ use crate::protocol;
 /// Frame geometries kept per channel to map input from frames a viewer still shows.
 pub(super) const GEOMETRY_HISTORY: usize = 64;
 
+/// Where a session's browser is, as the host decided it: it looks the browser up first (a
+/// deployer's lookup may take a while), so a new session is undecided until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    /// This instance has the browser.
+    Local,
+    /// The browser is on another instance: the session is a relay of its stream.
+    Relayed,
+}
+
 /// Where a channel's source is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SourceState {
@@ -53,9 +63,9 @@ pub(super) struct ChannelState {
     pub(super) linger_timer: Option<AbortHandle>,
     /// Bumped on every entry into Lingering, so a timer of an earlier linger can tell.
     pub(super) linger_epoch: u64,
-    /// The session whose source is a relay (the browser is on another instance), if the
-    /// current one is: its page cannot be controlled from here.
-    pub(super) relayed_generation: Option<u32>,
+    /// Where the browser of session `.0` is, once the host decided (see [`SourceKind`]); a
+    /// relayed session's page cannot be controlled from here.
+    pub(super) source_kind: Option<(u32, SourceKind)>,
 }
 
 /// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.
@@ -79,6 +89,9 @@ pub struct Channel {
     pub counters: ChannelCounters,
     /// The video pipeline, while the channel has (or just had) video viewers.
     pub(super) video: Mutex<Option<Arc<VideoPipeline>>>,
+    /// Changed when a session's source kind was decided or a session ended: a wake-up for
+    /// [`Channel::decided_source_kind`] (only the change matters).
+    pub(super) source_decisions: watch::Sender<u64>,
 }
 
 impl Drop for Channel {
@@ -229,14 +242,44 @@ impl Channel {
         );
     }
 
-    /// Whether this session's source is the relay (the browser is on another instance).
-    pub fn relayed(&self) -> bool {
-        Channel::is_relayed(&lock(&self.state))
-    }
-
     /// Whether the live session's source is a relay from another instance.
     pub(super) fn is_relayed(state: &ChannelState) -> bool {
-        state.source != SourceState::Idle && state.relayed_generation == Some(state.generation)
+        Channel::live_source_kind(state) == Some(SourceKind::Relayed)
+    }
+
+    /// The kind of the live session's source, once decided.
+    pub(super) fn live_source_kind(state: &ChannelState) -> Option<SourceKind> {
+        match state.source_kind {
+            Some((generation, kind))
+                if state.source != SourceState::Idle && generation == state.generation =>
+            {
+                Some(kind)
+            }
+            _ => None,
+        }
+    }
+
+    /// The kind of the live session's source, waiting up to `wait` for the host to decide it;
+    /// `None` when there is no live session or it stayed undecided.
+    pub async fn decided_source_kind(&self, wait: std::time::Duration) -> Option<SourceKind> {
+        // Subscribed before the state is read: a decision after the read is a change seen.
+        let mut decisions = self.source_decisions.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = lock(&self.state);
+                if state.source == SourceState::Idle {
+                    return None;
+                }
+                if let Some(kind) = Channel::live_source_kind(&state) {
+                    return Some(kind);
+                }
+            }
+            match tokio::time::timeout_at(deadline, decisions.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
     }
 
     /// The geometry of frame `seq` (the last change at or before it), for input mapping;

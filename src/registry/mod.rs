@@ -42,7 +42,7 @@ use crate::ws::codec::CLOSE_GOING_AWAY;
 
 pub(crate) use crate::sync::lock;
 use channel::ChannelState;
-pub(crate) use channel::{Channel, SourceState};
+pub(crate) use channel::{Channel, SourceKind, SourceState};
 pub(crate) use channel_id::{AdmitError, ChannelId};
 pub(crate) use config::RegistryConfig;
 pub(crate) use control::{ControlRefusal, RemoteAsk, RemoteVerdict};
@@ -190,7 +190,7 @@ impl Registry {
                 rejection_reported_for: 0,
                 linger_timer: None,
                 linger_epoch: 0,
-                relayed_generation: None,
+                source_kind: None,
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
@@ -201,6 +201,7 @@ impl Registry {
             capture_requested: AtomicBool::new(false),
             counters: ChannelCounters::default(),
             video: Mutex::new(None),
+            source_decisions: watch::Sender::new(0),
         });
         self.runtime.spawn(refine_when_quiet(
             Arc::downgrade(self),
@@ -490,6 +491,11 @@ impl Registry {
         if state.viewers.is_empty() {
             forget_channel(&mut channels, &channel);
         }
+        drop(state);
+        // A resume waiting for this session's kind waits no more.
+        channel
+            .source_decisions
+            .send_modify(|n| *n = n.wrapping_add(1));
         true
     }
 
@@ -508,13 +514,20 @@ impl Registry {
         drop(channels);
     }
 
-    /// Marks session `generation` of `key` as relayed from another instance (its viewers
-    /// cannot control the page from here). False when stale.
-    pub fn mark_relayed(&self, key: &str, generation: u32) -> bool {
-        self.with_live_source(key, Some(generation), |_, state| {
-            state.relayed_generation = Some(generation);
-        })
-        .is_some()
+    /// Records where the browser of session `generation` of `key` is: here, or on another
+    /// instance (then its viewers cannot control the page from here). False when stale.
+    pub fn decide_source_kind(&self, key: &str, generation: u32, kind: SourceKind) -> bool {
+        let decided = self
+            .with_live_source(key, Some(generation), |channel, state| {
+                state.source_kind = Some((generation, kind));
+                channel.clone()
+            })
+            .inspect(|channel| {
+                channel
+                    .source_decisions
+                    .send_modify(|n| *n = n.wrapping_add(1));
+            });
+        decided.is_some()
     }
 
     /// Whether `generation` is the live (running or lingering) source session of `key`.
@@ -578,8 +591,7 @@ impl Registry {
     /// Whether `key`'s live source session is this instance's own (not relayed from another).
     pub fn has_local_source(&self, key: &str) -> bool {
         self.channel(key).is_some_and(|channel| {
-            let state = lock(&channel.state);
-            state.source != SourceState::Idle && !Channel::is_relayed(&state)
+            Channel::live_source_kind(&lock(&channel.state)) == Some(SourceKind::Local)
         })
     }
 

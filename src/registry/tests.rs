@@ -577,3 +577,54 @@ async fn close_stops_sources_and_closes_viewers_with_1001() {
     assert!(registry.stats().is_empty());
     assert_eq!(lock(&host.stops).len(), 1, "no second stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_is_undecided_until_its_host_says_where_the_browser_is() {
+    let (registry, host) = registry_with(RegistryConfig::default());
+    let id = ChannelId::new("agent", None);
+    let viewer = registry
+        .admit_with(&id, Transport::Native, extended(false))
+        .expect("admitted");
+    let first = lock(&host.starts)[0].generation;
+    let channel = viewer.channel.clone();
+    // Undecided: neither kind, and a waiter gives up at its bound.
+    assert!(!registry.has_local_source(&id.key));
+    assert!(!Channel::is_relayed(&lock(&channel.state)));
+    assert_eq!(
+        channel.decided_source_kind(Duration::from_millis(50)).await,
+        None
+    );
+    // A waiter is woken by the decision, and a stale generation decides nothing.
+    let waiting = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.decided_source_kind(Duration::from_secs(10)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!registry.decide_source_kind(&id.key, first + 1, SourceKind::Local));
+    assert!(registry.decide_source_kind(&id.key, first, SourceKind::Relayed));
+    assert_eq!(waiting.await.expect("joined"), Some(SourceKind::Relayed));
+    assert!(Channel::is_relayed(&lock(&channel.state)));
+    assert!(!registry.has_local_source(&id.key));
+    // The next session is undecided again; when it ends undecided, a waiter returns at once.
+    assert!(registry.restart_source(&id.key, first));
+    let second = lock(&host.starts).last().expect("restarted").generation;
+    assert_ne!(second, first);
+    assert!(!Channel::is_relayed(&lock(&channel.state)));
+    let waiting = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.decided_source_kind(Duration::from_secs(10)).await }
+    });
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    assert!(registry.source_ended(&id.key, second));
+    assert_eq!(waiting.await.expect("joined"), None);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    registry.restart_idle_source(&channel);
+    let third = lock(&host.starts).last().expect("restarted").generation;
+    assert!(registry.decide_source_kind(&id.key, third, SourceKind::Local));
+    assert!(registry.has_local_source(&id.key));
+    assert_eq!(
+        channel.decided_source_kind(Duration::ZERO).await,
+        Some(SourceKind::Local)
+    );
+}

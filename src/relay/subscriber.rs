@@ -24,7 +24,7 @@ use super::wire::{
 };
 use super::Relay;
 use crate::protocol::{ErrorCode, Status};
-use crate::registry::{ChannelId, PushOutcome, Registry, RemoteAsk};
+use crate::registry::{ChannelId, PushOutcome, Registry, RemoteAsk, SourceKind};
 
 /// A lease renewal: the owner's answer (`held`), `None` when none came.
 type Renewal = Pin<Box<dyn Future<Output = Option<bool>> + Send>>;
@@ -41,10 +41,9 @@ enum Ended {
 
 /// Runs the relay source of session `generation` of `id` until that session ends.
 pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
-    if !relay
-        .registry()
-        .is_some_and(|registry| registry.mark_relayed(&id.key, generation))
-    {
+    if !relay.registry().is_some_and(|registry| {
+        registry.decide_source_kind(&id.key, generation, SourceKind::Relayed)
+    }) {
         return;
     }
     let Some(client) = relay.client().await else {

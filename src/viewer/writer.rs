@@ -20,7 +20,7 @@ use crate::codec::{VideoChunk, VideoConfig};
 use crate::frame::Frame;
 use crate::mailbox::Mailbox;
 use crate::protocol::{self, Mode};
-use crate::registry::{Channel, Outbound, ViewerCloser, ViewerCounters, ViewerLink};
+use crate::registry::{Channel, Outbound, SourceKind, ViewerCloser, ViewerCounters, ViewerLink};
 use crate::ws::codec::{FrameHeader, OP_PING, OP_PONG, OP_TEXT};
 
 /// The writer half of a viewer: what it needs besides the sink.
@@ -67,6 +67,10 @@ pub(super) const FRAME_ORDER_WAIT: Duration = Duration::from_secs(1);
 pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 /// Events pulled from the ring at a time.
 pub(super) const EVENT_BATCH: usize = 64;
+/// How long a resume from a number this instance cannot place waits for a new session to
+/// learn where its browser is (the host's lookup): past it, the resume is answered from
+/// here (`stale` and what is held), as with no relay.
+const SOURCE_KIND_WAIT: Duration = Duration::from_secs(10);
 
 /// Per-viewer pacing of frames (extended `config`).
 #[derive(Debug, Default)]
@@ -319,7 +323,14 @@ impl Writer {
     ) -> io::Result<()> {
         let unplaced = last_seq.filter(|last| !self.channel.places(*last));
         if let (Some(relay), Some(last)) = (self.relay.clone(), unplaced) {
-            if self.channel.relayed() {
+            // Whether the owner's ring can answer depends on where the browser is, which a
+            // new session knows only once its host looked the browser up.
+            let kind = tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return Ok(()),
+                kind = self.channel.decided_source_kind(SOURCE_KIND_WAIT) => kind,
+            };
+            if kind == Some(SourceKind::Relayed) {
                 // Another instance's number, from before this one followed the channel: the
                 // owner's ring may hold what came after it.
                 let replay = tokio::select! {
