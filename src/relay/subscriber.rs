@@ -41,6 +41,13 @@ enum Ended {
 
 /// Runs the relay source of session `generation` of `id` until that session ends.
 pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
+    follow_session(&relay, &id, generation).await;
+    // However the session ended (its viewers left, the registry closed, a local source took
+    // over), the `leave`s still held for an owner are of no more use.
+    relay.forget_lost_leaves(&id.key);
+}
+
+async fn follow_session(relay: &Arc<Relay>, id: &ChannelId, generation: u32) {
     if !relay.registry().is_some_and(|registry| {
         registry.decide_source_kind(&id.key, generation, SourceKind::Relayed)
     }) {
@@ -65,7 +72,7 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
             .is_some_and(|registry| registry.is_live(&id.key, generation))
     };
     let mut told_unavailable = false;
-    while live(&relay) {
+    while live(relay) {
         if client.connection_state() != State::Connected {
             if !told_unavailable {
                 told_unavailable = true;
@@ -87,11 +94,11 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
             tokio::time::sleep(relay.config.retry).await;
             continue;
         };
-        let Some(owner) = ask_owner(&relay, &client, &subjects, &id).await else {
+        let Some(owner) = ask_owner(relay, &client, &subjects, id).await else {
             drop(stream);
             // The browser may have come up here meanwhile (an instance never answers its own
             // question): then this session gives way to a local one.
-            if relay.probe(&id).await {
+            if relay.probe(id).await {
                 if let Some(registry) = relay.registry() {
                     registry.restart_source(&id.key, generation);
                 }
@@ -104,17 +111,14 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
         relay.follow_owner(&id.key, Some(&owner));
         // The owner just answered: the `leave`s it missed can reach it now.
         relay.resend_lost_leaves(&id.key);
-        let ended = stream_from(&relay, &client, &subjects, &id, generation, &owner, stream).await;
+        let ended = stream_from(relay, &client, &subjects, id, generation, &owner, stream).await;
         relay.follow_owner(&id.key, None);
         if let Some(registry) = relay.registry() {
             // Nobody holds control until an owner says so again.
             registry.mirror_controller(&id.key, generation, None, false);
         }
         match ended {
-            Ended::SessionOver => {
-                relay.forget_lost_leaves(&id.key);
-                return;
-            }
+            Ended::SessionOver => return,
             Ended::Unsubscribed => {}
             Ended::OwnerLost => {
                 relay.counters.owners_lost.fetch_add(1, Ordering::Relaxed);
