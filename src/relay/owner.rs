@@ -231,10 +231,13 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
     let registry = relay.registry()?;
     // Not under the `held` lock: the registry takes its channel locks, and a control change
     // (under a channel's lock) takes `held`.
-    let held = lock(&relay.owned.held)
+    // The relay viewer this one replaces, if any: questions about a channel come one at a
+    // time (`asking`), so it is still the one in `held` once this one is admitted.
+    let previous = lock(&relay.owned.held)
         .get(&id.key)
-        .is_some_and(|channel| !channel.closer.is_cancelled());
-    let streaming = held && registry.has_live_source(&id.key);
+        .filter(|channel| !channel.closer.is_cancelled())
+        .map(|channel| channel.counters.clone());
+    let streaming = previous.is_some() && registry.has_live_source(&id.key);
     if !streaming && !relay.probe(id).await {
         return None;
     }
@@ -257,11 +260,8 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
         }
     };
     // Where the relay viewer this one replaces stopped (it may lag behind the log's newest).
-    let previous_through = lock(&relay.owned.held)
-        .get(&id.key)
-        .filter(|channel| !channel.closer.is_cancelled())
-        .map(|channel| channel.counters.events_through.load(Ordering::Relaxed));
-    if let Some(through) = previous_through {
+    if let Some(previous) = previous {
+        let through = previous.events_through.load(Ordering::Relaxed);
         slot.event_cursor = slot.event_cursor.min(through);
     }
     let closer = slot.closer.clone();
