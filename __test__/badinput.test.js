@@ -19,6 +19,10 @@ async function bystander(srv, toolsets) {
   const timer = setInterval(() => toolsets.get('bystander').emitFrame(++seq), 20)
   return {
     viewer,
+    /** Stops its frames (also when a test failed before `check`: the timer would keep the process alive). */
+    stop() {
+      clearInterval(timer)
+    },
     async check() {
       await waitFor(() => seq >= 10, { what: 'some frames for the bystander' })
       clearInterval(timer)
@@ -39,7 +43,9 @@ async function setup(t, config = {}) {
     ...config,
   })
   t.after(() => srv.close())
-  return { srv, toolsets, other: await bystander(srv, toolsets) }
+  const other = await bystander(srv, toolsets)
+  t.after(() => other.stop())
+  return { srv, toolsets, other }
 }
 
 /** A raw socket that completed the WebSocket handshake for `agentId`; records what it reads. */
