@@ -640,6 +640,10 @@ export interface RelayStats {
   framesDropped: number
   /** Owner questions answered "no" unasked: too many host probes in flight. */
   probesRefused: number
+  /** Channels whose H.264 video this instance publishes to other instances now. */
+  videoStreaming: number
+  /** Video chunks of owners fed to this instance's video viewers (encoded there, not here). */
+  chunksRelayed: number
 }
 
 /** How `startReplaySource` replays its images. */
@@ -692,6 +696,11 @@ export interface ToolsetInput {
 export interface VideoStats {
   /** `running`, `stopping` (its last viewer left) or `stopped`. */
   state: string
+  /**
+   * The chunks come from the instance that has the browser (the relay), encoded there:
+   * this instance runs no encoder for the channel.
+   */
+  relayed: boolean
   /** Codec string of the stream (after its first keyframe). */
   codec?: string
   /** Coded width in pixels. */

@@ -319,3 +319,87 @@ test('a real Chromium on one instance, watched and controlled from another: the 
   assert.deepEqual(remote.errors(), [])
   await Promise.all([local.close(), remote.close()])
 })
+
+const KIND_VIDEO = 2
+const FLAG_KEY = 1
+const VIDEO_OFFER = { type: 'config', video: { codecs: ['avc1.42E01F'] } }
+const videoChunks = (viewer) => viewer.log.filter((e) => e.frame && e.frame.kind === KIND_VIDEO).map((e) => e.frame)
+const hasKeyframe = (viewer) => videoChunks(viewer).some((chunk) => chunk.flags & FLAG_KEY)
+const channelOf = (stats, agentId) => stats.channels.find((c) => c.agentId === agentId)
+
+test('video across instances: the owner encodes once, a video viewer elsewhere gets its chunks byte for byte and clicks through them; leaving stops the owner\'s video', { skip: skip || (findChromium() ? false : 'Chromium is not installed'), timeout: 90_000 }, async (t) => {
+  const nats = await startNats()
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-v', source: 'chromium', page: 'button' })
+  // Its browser lookup is slow: video is asked for before it knows the browser is elsewhere,
+  // and the answer waits for that (an encoder of its own would re-encode the relayed JPEGs).
+  const watcher = await startInstance({ nats: nats.url, lookupDelayMs: 1000 })
+  t.after(async () => {
+    await Promise.all([owner.stop(), watcher.stop()])
+    await nats.kill()
+  })
+  const local = new Viewer(owner.url('agent-v'), { extended: true })
+  await local.untilMeta()
+  local.send(VIDEO_OFFER)
+  await waitFor(() => hasKeyframe(local), { what: 'a keyframe at the owner', timeout: 20_000 })
+  const remote = new Viewer(watcher.url('agent-v'), { extended: true })
+  await remote.untilMeta()
+  remote.send(VIDEO_OFFER)
+  await waitFor(() => hasKeyframe(remote), { what: 'a relayed keyframe', timeout: 20_000 })
+  const config = remote.json.find((m) => m.type === 'video-config')
+  assert.match(config.codec, /^avc1\./)
+  assert.deepEqual([config.codedWidth, config.codedHeight], [local.json.find((m) => m.type === 'video-config').codedWidth, local.json.find((m) => m.type === 'video-config').codedHeight])
+  const first = videoChunks(remote)[0]
+  assert.ok(first.flags & FLAG_KEY, 'the first relayed chunk is a keyframe')
+
+  // Every access unit the remote viewer got is one the owner's encoder made for its own
+  // viewer: nothing was encoded again on the way.
+  const ownerMade = () => new Set(videoChunks(local).map((chunk) => chunk.image.toString('base64')))
+  await waitFor(() => videoChunks(remote).every((chunk) => ownerMade().has(chunk.image.toString('base64'))), { what: 'the relayed chunks among the owner\'s', timeout: 10_000 })
+  const numbers = videoChunks(remote).map((chunk) => chunk.reserved)
+  assert.deepEqual(numbers, numbers.map((_, i) => numbers[0] + i), 'chunk numbers without a gap')
+  const watcherStats = await watcher.stats()
+  const relayedVideo = channelOf(watcherStats, 'agent-v').video
+  assert.equal(relayedVideo.relayed, true)
+  assert.equal(relayedVideo.framesIn, 0, 'no frame is encoded on the relaying instance')
+  assert.ok(watcherStats.relay.chunksRelayed >= videoChunks(remote).length)
+  const ownerStats = await owner.stats()
+  assert.equal(ownerStats.relay.videoStreaming, 1)
+  assert.equal(channelOf(ownerStats, 'agent-v').video.relayed, false)
+  assert.equal(channelOf(ownerStats, 'agent-v').video.viewers, 2, 'its viewer and the video relay viewer')
+
+  // Input from a video viewer maps through the frame its chunk shows: the click lands.
+  remote.send({ type: 'control-request' })
+  await remote.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control across instances' })
+  remote.send({ type: 'mouse', eventType: 'mousePressed', x: 40, y: 40, button: 'left', clickCount: 1 })
+  remote.send({ type: 'mouse', eventType: 'mouseReleased', x: 40, y: 40, button: 'left', clickCount: 1 })
+  await local.waitJson((m) => typeof m.url === 'string' && m.url.endsWith('#clicked'), { what: 'the click landed on the owner page', timeout: 10_000 })
+  assert.deepEqual(remote.errors(), [])
+
+  // The last video viewer elsewhere leaves: the owner stops publishing video once its lease
+  // said so no more, and its own viewer goes on.
+  await remote.close()
+  await waitFor(async () => (await owner.stats()).relay.videoStreaming === 0, { what: 'the owner to stop its video', timeout: 10_000 })
+  await waitFor(async () => channelOf(await owner.stats(), 'agent-v').video.viewers === 1, { what: 'the video relay viewer gone', timeout: 10_000 })
+  assert.deepEqual(local.errors(), [])
+  await local.close()
+})
+
+test('video across instances from an owner with video off: the viewer elsewhere is told and keeps JPEG frames', { skip, timeout: 60_000 }, async (t) => {
+  const nats = await startNats()
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-nv', video: false })
+  const watcher = await startInstance({ nats: nats.url })
+  t.after(async () => {
+    await Promise.all([owner.stop(), watcher.stop()])
+    await nats.kill()
+  })
+  const remote = new Viewer(watcher.url('agent-nv'), { extended: true })
+  await remote.waitFrames(3, { timeout: 10_000 })
+  remote.send(VIDEO_OFFER)
+  const failed = await remote.waitJson((m) => m.error === 'video_failed', { what: 'video refused', timeout: 10_000 })
+  assert.equal(failed.message, 'the video encoder stopped; JPEG frames follow')
+  const before = remote.frames.length
+  await remote.waitFrames(before + 3, { timeout: 10_000 })
+  assert.deepEqual(videoChunks(remote), [])
+  await waitFor(async () => channelOf(await watcher.stats(), 'agent-nv').video?.state === 'stopped', { what: 'the relayed pipeline ended' })
+  await remote.close()
+})

@@ -7,7 +7,7 @@
 // as the close route ends a toolset's). `watchOnly: true` makes every viewer view-only
 // (authorizeControl). `lookupDelayMs` makes its browser lookup (getCdpEndpoint) answer that
 // late, as a deployer's slow lookup: its sessions are undecided (local or relayed) meanwhile.
-// `page: 'button'` opens GET /test/button, a page that is one button whose
+// `video: false` turns its H.264 video off. `page: 'button'` opens GET /test/button, a page that is one button whose
 // click sets the URL's hash. Prints `{"port":N}` once listening;
 // SIGTERM closes everything and exits 0. Usage: node relay-instance.js '<json options>'.
 
@@ -22,11 +22,12 @@ const REPLAY_IMAGES = [1, 2, 3, 4, 5].map((n) => jpegFrame(n, 0, 0))
 
 async function main() {
   const options = JSON.parse(process.argv[2])
-  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page, watchOnly = false, lookupDelayMs = 0 } = options
+  const { nats, owns = null, source = 'replay', leaseIntervalMs, ownerTimeoutMs, lingerMs = 200, page, watchOnly = false, lookupDelayMs = 0, video = true } = options
   let chromium = null
   const app = new Hono()
   const config = {
     lingerMs,
+    video,
     authorizeControl: () => !watchOnly,
     relay: { nats: { servers: nats, leaseIntervalMs, ownerTimeoutMs, name: `test-instance-${process.pid}` } },
     getCdpEndpoint: async (agentId) => {

@@ -29,7 +29,9 @@ pub const FORMAT_H264_ANNEX_B: u8 = 16;
 /// Header flag: the chunk is a keyframe (IDR); a decoder may start here.
 pub const FLAG_KEY: u8 = 1;
 /// Offset of the chunk number in the header (a frame's reserved field).
-const CHUNK_NUMBER_AT: usize = 52;
+pub const CHUNK_NUMBER_AT: usize = 52;
+/// Offset of the frame's sequence number in the header.
+const SEQ_AT: usize = 4;
 /// Header flag: a refinement keyframe (the page stopped changing: the same picture at a
 /// higher quality); the same bit as a refined JPEG frame's.
 pub const FLAG_REFINE: u8 = crate::frame::FLAG_REFINED;
@@ -81,7 +83,7 @@ pub struct EncoderSettings {
 }
 
 /// What a decoder needs before the first chunk, and again whenever it changes (a new size).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoConfig {
     /// WebCodecs codec string read from the stream's SPS.
     pub codec: String,
@@ -160,6 +162,34 @@ impl VideoChunk {
             seq: frame.seq,
             index: frame.index,
             key: encoded.key,
+            config,
+            ws_header_len: ws.as_bytes().len(),
+            head,
+            body,
+        }
+    }
+
+    /// A chunk encoded on another instance, from the 56-byte `header` its stream carried:
+    /// renumbered as this instance's frame `seq` (ordinal `index`) and chunk `number`.
+    pub fn relayed(
+        mut header: [u8; BINARY_HEADER_LEN],
+        seq: u64,
+        index: u64,
+        number: u32,
+        key: bool,
+        config: Arc<VideoConfig>,
+        body: Bytes,
+    ) -> Self {
+        header[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_be_bytes());
+        header[CHUNK_NUMBER_AT..CHUNK_NUMBER_AT + 4].copy_from_slice(&number.to_be_bytes());
+        let ws = FrameHeader::new(OP_BINARY, BINARY_HEADER_LEN + body.len());
+        let mut head = Vec::with_capacity(ws.as_bytes().len() + BINARY_HEADER_LEN);
+        head.extend_from_slice(ws.as_bytes());
+        head.extend_from_slice(&header);
+        VideoChunk {
+            seq,
+            index,
+            key,
             config,
             ws_header_len: ws.as_bytes().len(),
             head,

@@ -132,6 +132,49 @@ struct Shared {
     windows: Mutex<Windows>,
     counters: Counters,
     settings: EncoderSettings,
+    /// Set when the chunks are encoded on another instance and fed in here
+    /// ([`VideoPipeline::relayed`]): no encoder thread runs.
+    relayed: Option<RelayedInput>,
+}
+
+/// What a relayed pipeline keeps of the stream it is fed.
+struct RelayedInput {
+    /// Woken when a keyframe is wanted, for the feed to forward the request.
+    key_wanted: tokio::sync::Notify,
+    feed: Mutex<Feed>,
+}
+
+#[derive(Default)]
+struct Feed {
+    /// Number of the last chunk taken from the owner's stream.
+    last_number: Option<u32>,
+    /// Deltas are dropped until a keyframe: at the start, and after a chunk of the owner's
+    /// stream went missing (none of the deltas that follow would decode).
+    started: bool,
+    /// The configuration of the chunks fed (the same `Arc` until it changes).
+    config: Option<Arc<VideoConfig>>,
+    /// Number of the last chunk sent here (this pipeline's own numbering, without gaps).
+    chunk_number: u32,
+}
+
+/// A chunk encoded on another instance, as its stream carried it.
+#[derive(Debug)]
+pub struct FedChunk {
+    /// Its number in the owner's stream.
+    pub number: u32,
+    /// A keyframe.
+    pub key: bool,
+    /// The configuration it needs (the owner's last `video-config`).
+    pub config: VideoConfig,
+    /// This instance's frame it shows (the relayed frame of the same picture, or the newest
+    /// before it): its sequence number and ordinal.
+    pub seq: u64,
+    /// See `seq`.
+    pub index: u64,
+    /// Its 56-byte header as the owner sent it (numbers are rewritten here).
+    pub header: [u8; crate::frame::BINARY_HEADER_LEN],
+    /// The access unit.
+    pub body: bytes::Bytes,
 }
 
 /// A channel's encoder and the broadcast of its chunks.
@@ -144,6 +187,8 @@ pub struct VideoPipeline {
 pub struct PipelineStats {
     /// `running`, `stopping`, `stopped` or `failed`.
     pub state: &'static str,
+    /// The chunks are encoded on another instance (the relay's owner), not here.
+    pub relayed: bool,
     /// Codec string of the stream, once a keyframe was made.
     pub codec: Option<String>,
     /// Coded size.
@@ -251,7 +296,12 @@ impl Drop for VideoSubscription {
         let mut control = lock(&self.pipeline.control);
         control.subscribers = control.subscribers.saturating_sub(1);
         if control.subscribers == 0 && control.state == PipelineState::Running {
-            control.state = PipelineState::Stopping;
+            if self.pipeline.relayed.is_some() {
+                // No thread to wind down: the feed sees it ended and leaves the bus.
+                self.pipeline.end(&mut control, PipelineState::Stopped);
+            } else {
+                control.state = PipelineState::Stopping;
+            }
         }
         drop(control);
         self.pipeline.wake.notify_all();
@@ -265,6 +315,9 @@ impl Shared {
         control.key_wanted = control.key_wanted.max(Some(reason));
         drop(control);
         self.wake.notify_all();
+        if let Some(relayed) = &self.relayed {
+            relayed.key_wanted.notify_one();
+        }
     }
 
     /// Ends the pipeline: no new subscriber, and the ring closes once the worker's own
@@ -306,6 +359,7 @@ impl VideoPipeline {
             windows: Mutex::new(Windows::default()),
             counters: Counters::default(),
             settings,
+            relayed: None,
         });
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -313,6 +367,150 @@ impl VideoPipeline {
             .spawn(move || run(thread_shared, encoder, sender))
             .map_err(|e| format!("video thread: {e}"))?;
         Ok(Arc::new(VideoPipeline { shared }))
+    }
+
+    /// A pipeline of chunks encoded on another instance (the relay's owner), fed with
+    /// [`VideoPipeline::feed`]; its keyframe requests are for the feed to forward
+    /// ([`VideoPipeline::key_request`]). It ends when its last subscriber leaves.
+    pub fn relayed(settings: EncoderSettings) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(CHUNK_RING);
+        Arc::new(VideoPipeline {
+            shared: Arc::new(Shared {
+                control: Mutex::new(Control {
+                    state: PipelineState::Running,
+                    sender: Some(sender),
+                    latest: None,
+                    key_wanted: None,
+                    cleared: false,
+                    subscribers: 0,
+                }),
+                wake: Condvar::new(),
+                windows: Mutex::new(Windows::default()),
+                counters: Counters::default(),
+                settings,
+                relayed: Some(RelayedInput {
+                    key_wanted: tokio::sync::Notify::new(),
+                    feed: Mutex::new(Feed::default()),
+                }),
+            }),
+        })
+    }
+
+    /// Whether the pipeline ended (no new subscriber can join it).
+    pub fn is_ended(&self) -> bool {
+        !matches!(
+            lock(&self.shared.control).state,
+            PipelineState::Running | PipelineState::Stopping
+        )
+    }
+
+    /// Ends the pipeline: its subscribers see their ring close (their writers say so and go
+    /// back to JPEG). For a relayed pipeline whose stream went away.
+    pub fn end(&self) {
+        let mut control = lock(&self.shared.control);
+        if matches!(
+            control.state,
+            PipelineState::Running | PipelineState::Stopping
+        ) {
+            self.shared.end(&mut control, PipelineState::Stopped);
+        }
+        drop(control);
+        self.shared.wake.notify_all();
+        if let Some(relayed) = &self.shared.relayed {
+            relayed.key_wanted.notify_one();
+        }
+    }
+
+    /// Asks for a keyframe, as a subscriber would (coalesced with every other request).
+    pub fn request_key(&self, reason: KeyReason) {
+        self.shared.request_key(reason);
+    }
+
+    /// The next keyframe request to forward to the instance that encodes, once one is made;
+    /// `None` when the pipeline is not relayed or ended. The request is taken: one call, one
+    /// forward (the owner's pipeline coalesces them again).
+    pub async fn key_request(&self) -> Option<KeyReason> {
+        let relayed = self.shared.relayed.as_ref()?;
+        loop {
+            {
+                let mut control = lock(&self.shared.control);
+                if !matches!(
+                    control.state,
+                    PipelineState::Running | PipelineState::Stopping
+                ) {
+                    return None;
+                }
+                if let Some(reason) = control.key_wanted.take() {
+                    return Some(reason);
+                }
+            }
+            relayed.key_wanted.notified().await;
+        }
+    }
+
+    /// Feeds a chunk of the owner's stream to a relayed pipeline's subscribers, renumbered
+    /// in this pipeline's stream. A delta after a gap in the owner's numbers would not decode:
+    /// it and the deltas after it are dropped until a keyframe, which is asked for. False when
+    /// the pipeline ended (or is not relayed).
+    pub fn feed(&self, chunk: FedChunk) -> bool {
+        let Some(relayed) = &self.shared.relayed else {
+            return false;
+        };
+        let Some(sender) = lock(&self.shared.control).sender.clone() else {
+            return false;
+        };
+        let mut feed = lock(&relayed.feed);
+        let follows = feed
+            .last_number
+            .is_some_and(|last| last.wrapping_add(1) == chunk.number);
+        feed.last_number = Some(chunk.number);
+        let decodable = chunk.key || (feed.started && follows);
+        if !decodable {
+            feed.started = false;
+            drop(feed);
+            self.shared.request_key(KeyReason::Lag);
+            return true;
+        }
+        feed.started = true;
+        let config = match &feed.config {
+            Some(current) if **current == chunk.config => current.clone(),
+            _ => Arc::new(chunk.config),
+        };
+        feed.config = Some(config.clone());
+        feed.chunk_number = feed.chunk_number.wrapping_add(1);
+        let number = feed.chunk_number;
+        drop(feed);
+        if chunk.key {
+            // What was asked for came (a request made since is asked again by its maker's
+            // next lag).
+            lock(&self.shared.control).key_wanted = None;
+        }
+        let chunk = VideoChunk::relayed(
+            chunk.header,
+            chunk.seq,
+            chunk.index,
+            number,
+            chunk.key,
+            config.clone(),
+            chunk.body,
+        );
+        let counters = &self.shared.counters;
+        counters.chunks.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(chunk.wire_len() as u64, Ordering::Relaxed);
+        if chunk.key {
+            counters.keyframes_periodic.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        {
+            let mut windows = lock(&self.shared.windows);
+            windows.chunks_out.push_back((now, chunk.wire_len()));
+            prune(&mut windows.chunks_out, now, |(t, _)| *t);
+            windows.config = Some(config);
+        }
+        let _ = sender.send(Arc::new(chunk));
+        true
     }
 
     /// A new subscription (asking for a keyframe), or `None` once the pipeline ended: the
@@ -339,8 +537,11 @@ impl VideoPipeline {
         })
     }
 
-    /// Hands the pipeline the channel's newest frame.
+    /// Hands the pipeline the channel's newest frame (a relayed pipeline encodes nothing).
     pub fn offer(&self, frame: &Arc<Frame>) {
+        if self.shared.relayed.is_some() {
+            return;
+        }
         let mut control = lock(&self.shared.control);
         let live = matches!(
             control.state,
@@ -395,6 +596,7 @@ impl VideoPipeline {
         let c = &self.shared.counters;
         PipelineStats {
             state: state.as_str(),
+            relayed: self.shared.relayed.is_some(),
             codec: windows.config.as_ref().map(|c| c.codec.clone()),
             width: windows.config.as_ref().map_or(0, |c| c.width),
             height: windows.config.as_ref().map_or(0, |c| c.height),
@@ -992,5 +1194,94 @@ mod tests {
             }
             None => assert_eq!(pipeline.stats().state, "stopped"),
         }
+    }
+
+    fn fed(number: u32, key: bool, seq: u64, width: u32) -> FedChunk {
+        FedChunk {
+            number,
+            key,
+            config: VideoConfig {
+                codec: "avc1.42c01f".into(),
+                width,
+                height: 90,
+            },
+            seq,
+            index: seq,
+            header: [0u8; crate::frame::BINARY_HEADER_LEN],
+            body: Bytes::from(vec![number as u8; 8]),
+        }
+    }
+
+    fn number_of(chunk: &VideoChunk) -> u32 {
+        let at = chunk.ws_header_len + crate::codec::CHUNK_NUMBER_AT;
+        u32::from_be_bytes(chunk.head[at..at + 4].try_into().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_relayed_pipeline_passes_the_owners_chunks_renumbered_and_waits_out_a_gap() {
+        let pipeline = VideoPipeline::relayed(settings());
+        let mut sub = pipeline.subscribe().unwrap();
+        // The joiner's keyframe request is the feed's to forward.
+        assert_eq!(pipeline.key_request().await, Some(KeyReason::Join));
+        // Deltas before any keyframe would not decode.
+        assert!(pipeline.feed(fed(40, false, 1, 160)));
+        assert!(sub.chunks.try_recv().is_err());
+        assert_eq!(pipeline.key_request().await, Some(KeyReason::Lag));
+        for (number, key) in [(41, true), (42, false), (43, false)] {
+            assert!(pipeline.feed(fed(number, key, u64::from(number), 160)));
+        }
+        let got: Vec<_> = (0..3).map(|_| sub.chunks.try_recv().unwrap()).collect();
+        assert_eq!(
+            got.iter().map(|c| number_of(c)).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "its own numbers, without a gap"
+        );
+        assert!(got[0].key && !got[1].key);
+        assert_eq!(got[1].seq, 42, "shown as this instance's frame");
+        assert_eq!(&got[2].body[..], &[43u8; 8], "the owner's bytes");
+        assert!(Arc::ptr_eq(&got[0].config, &got[2].config));
+        // A chunk of the owner's stream went missing: the deltas after it are dropped and a
+        // keyframe is asked for; the next keyframe goes on, numbered on from the last.
+        assert!(pipeline.feed(fed(45, false, 45, 160)));
+        assert!(pipeline.feed(fed(46, false, 46, 160)));
+        assert!(sub.chunks.try_recv().is_err());
+        assert_eq!(pipeline.key_request().await, Some(KeyReason::Lag));
+        assert!(pipeline.feed(fed(47, true, 47, 320)));
+        let after = sub.chunks.try_recv().unwrap();
+        assert_eq!(number_of(&after), 4);
+        assert_eq!(after.config.width, 320, "a new size, a new configuration");
+        assert!(!Arc::ptr_eq(&after.config, &got[0].config));
+        let stats = pipeline.stats();
+        assert!(stats.relayed);
+        assert_eq!((stats.chunks, stats.frames_in), (4, 0));
+        // Frames offered to it are not encoded: it has no encoder.
+        pipeline.offer(&frame(100));
+        assert_eq!(pipeline.stats().frames_in, 0);
+        // Its last subscriber leaves: it ends at once, and the feed learns it.
+        drop(sub);
+        assert!(pipeline.is_ended());
+        assert_eq!(pipeline.key_request().await, None);
+        assert!(!pipeline.feed(fed(48, false, 48, 320)));
+        assert!(pipeline.subscribe().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_relayed_pipeline_whose_stream_went_away_closes_its_subscribers_rings() {
+        let pipeline = VideoPipeline::relayed(settings());
+        let mut sub = pipeline.subscribe().unwrap();
+        let waiting = tokio::spawn({
+            let pipeline = pipeline.clone();
+            async move {
+                assert_eq!(pipeline.key_request().await, Some(KeyReason::Join));
+                pipeline.key_request().await
+            }
+        });
+        tokio::task::yield_now().await;
+        pipeline.end();
+        assert_eq!(waiting.await.unwrap(), None, "a waiting feed is woken");
+        assert!(matches!(
+            sub.chunks.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
     }
 }

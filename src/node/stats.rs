@@ -174,6 +174,10 @@ pub struct JsRelayStats {
     pub frames_dropped: i64,
     /// Owner questions answered "no" unasked: too many host probes in flight.
     pub probes_refused: i64,
+    /// Channels whose H.264 video this instance publishes to other instances now.
+    pub video_streaming: u32,
+    /// Video chunks of owners fed to this instance's video viewers (encoded there, not here).
+    pub chunks_relayed: i64,
 }
 
 impl From<crate::relay::RelayFigures> for JsRelayStats {
@@ -190,6 +194,8 @@ impl From<crate::relay::RelayFigures> for JsRelayStats {
             slow_consumer_drops: f.slow_consumer_drops as i64,
             frames_dropped: f.frames_dropped as i64,
             probes_refused: f.probes_refused as i64,
+            video_streaming: f.video_streaming as u32,
+            chunks_relayed: f.chunks_relayed as i64,
         }
     }
 }
@@ -268,6 +274,9 @@ impl JsViewerModes {
 pub struct JsVideoStats {
     /// `running`, `stopping` (its last viewer left) or `stopped`.
     pub state: String,
+    /// The chunks come from the instance that has the browser (the relay), encoded there:
+    /// this instance runs no encoder for the channel.
+    pub relayed: bool,
     /// Codec string of the stream (after its first keyframe).
     pub codec: Option<String>,
     /// Coded width in pixels.
@@ -312,6 +321,7 @@ impl From<PipelineStats> for JsVideoStats {
     fn from(s: PipelineStats) -> Self {
         JsVideoStats {
             state: s.state.to_string(),
+            relayed: s.relayed,
             codec: s.codec,
             width: s.width,
             height: s.height,

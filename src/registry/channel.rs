@@ -33,6 +33,11 @@ pub(crate) enum SourceKind {
     Relayed,
 }
 
+/// How long a request that depends on where a new session's browser is (a resume from a
+/// number placed elsewhere, video) waits for its host to say: past it, it is answered as for
+/// a browser here.
+pub const SOURCE_KIND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a channel's source is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SourceState {
@@ -242,6 +247,11 @@ impl Channel {
         );
     }
 
+    /// Whether this session's source is the relay (the browser is on another instance).
+    pub fn relayed(&self) -> bool {
+        Channel::is_relayed(&lock(&self.state))
+    }
+
     /// Whether the live session's source is a relay from another instance.
     pub(super) fn is_relayed(state: &ChannelState) -> bool {
         Channel::live_source_kind(state) == Some(SourceKind::Relayed)
@@ -257,6 +267,12 @@ impl Channel {
             }
             _ => None,
         }
+    }
+
+    /// Whether a session runs whose host has not said yet where its browser is.
+    pub fn source_undecided(&self) -> bool {
+        let state = lock(&self.state);
+        state.source != SourceState::Idle && Channel::live_source_kind(&state).is_none()
     }
 
     /// The kind of the live session's source, waiting up to `wait` for the host to decide it;

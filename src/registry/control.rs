@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::input_flow::Enqueued;
-use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink};
+use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink, SOURCE_KIND_WAIT};
 use crate::codec::pick_codec;
 use crate::codec::pipeline::{VideoPipeline, VideoSubscription};
 use crate::host::{ControlChange, LogLevel};
@@ -199,7 +199,10 @@ impl Registry {
                 }
                 match video {
                     None => {}
-                    Some(None) => link.queue(Outbound::Video(None)),
+                    Some(None) => {
+                        link.video_requests.fetch_add(1, Ordering::Relaxed);
+                        link.queue(Outbound::Video(None));
+                    }
                     Some(Some(codecs)) => self.start_video(channel, link, &codecs),
                 }
             }
@@ -295,7 +298,13 @@ impl Registry {
     /// runs), or answers why not: video is off (`video_unavailable`), no offered codec is
     /// served (`unsupported_codec`), or the encoder could not start (`video_failed`, the
     /// detail logged for the deployer only).
-    fn start_video(&self, channel: &Channel, link: &ViewerLink, codecs: &[String]) {
+    fn start_video(
+        self: &Arc<Self>,
+        channel: &Arc<Channel>,
+        link: &Arc<ViewerLink>,
+        codecs: &[String],
+    ) {
+        let request = link.video_requests.fetch_add(1, Ordering::Relaxed) + 1;
         if !self.config.video {
             link.answer_error("video_unavailable", "this server does not send video");
             return;
@@ -307,6 +316,24 @@ impl Registry {
             );
             return;
         }
+        // With the relay, whether the chunks are encoded here or by the owner depends on
+        // where the browser is: a session that does not know yet is waited for.
+        if self.relay.is_some() && channel.source_undecided() {
+            let (registry, channel, link) = (self.clone(), channel.clone(), link.clone());
+            self.runtime.spawn(async move {
+                channel.decided_source_kind(SOURCE_KIND_WAIT).await;
+                let current = link.video_requests.load(Ordering::Relaxed) == request;
+                if current && !link.closer.is_cancelled() {
+                    registry.queue_video(&channel, &link);
+                }
+            });
+            return;
+        }
+        self.queue_video(channel, link);
+    }
+
+    /// Queues the viewer's video subscription, or answers why it gets none.
+    fn queue_video(&self, channel: &Channel, link: &ViewerLink) {
         match self.subscribe_video(channel) {
             Ok(subscription) => link.queue(Outbound::Video(Some(subscription))),
             Err(()) => link.answer_error("video_failed", "the video encoder could not start"),
@@ -314,12 +341,29 @@ impl Registry {
     }
 
     /// A subscription to the channel's pipeline, starting one if none runs; a failure to
-    /// start is logged for the deployer (never sent to viewers).
+    /// start is logged for the deployer (never sent to viewers). A relayed channel's pipeline
+    /// is fed the owner's chunks: the owner encodes once for every instance.
     fn subscribe_video(&self, channel: &Channel) -> Result<VideoSubscription, ()> {
+        let relay = self
+            .relay
+            .as_ref()
+            .filter(|_| Channel::is_relayed(&lock(&channel.state)));
         let subscription = {
             let mut video = lock(&channel.video);
+            // A running pipeline is joined whatever its kind: one that began encoding here
+            // before the session was known to be relayed goes on (on the relayed frames) until
+            // its viewers leave, rather than being cut off.
             match video.as_ref().and_then(|pipeline| pipeline.subscribe()) {
                 Some(subscription) => Ok(subscription),
+                None if relay.is_some() => {
+                    let pipeline = VideoPipeline::relayed(self.config.encoder_settings());
+                    let subscription = pipeline.subscribe().ok_or("the new pipeline stopped");
+                    if let (Some(relay), Ok(_)) = (relay, &subscription) {
+                        relay.start_video_feed(&channel.id.key, &pipeline);
+                    }
+                    *video = Some(pipeline);
+                    subscription.map_err(String::from)
+                }
                 None => {
                     VideoPipeline::start(self.config.encoder_settings(), channel.latest_frame())
                         .and_then(|pipeline| {

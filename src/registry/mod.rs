@@ -42,7 +42,7 @@ use crate::ws::codec::CLOSE_GOING_AWAY;
 
 pub(crate) use crate::sync::lock;
 use channel::ChannelState;
-pub(crate) use channel::{Channel, SourceKind, SourceState};
+pub(crate) use channel::{Channel, SourceKind, SourceState, SOURCE_KIND_WAIT};
 pub(crate) use channel_id::{AdmitError, ChannelId};
 pub(crate) use config::RegistryConfig;
 pub(crate) use control::{ControlRefusal, RemoteAsk, RemoteVerdict};
@@ -325,6 +325,7 @@ impl Registry {
                     Instant::now(),
                 )),
                 webrtc: Mutex::new(None),
+                video_requests: AtomicU64::new(0),
             });
             // Events from now on; a `resume` moves the cursor back. Marked changed so the
             // writer reads the log once: an event sent between these two lines still arrives.

@@ -194,6 +194,9 @@ pub struct ViewerLink {
     pub(super) limiter: Mutex<RateLimiter>,
     /// Its WebRTC peer, while it has one (dropping the handle ends the peer).
     pub(super) webrtc: Mutex<Option<crate::webrtc::PeerHandle>>,
+    /// Bumped on each of its video requests (`config.video`, on or off): an answer that had
+    /// to wait is dropped when a later request came meanwhile.
+    pub(super) video_requests: AtomicU64,
 }
 
 impl ViewerLink {

@@ -291,6 +291,11 @@ impl Relay {
         self.control.states_waiting.notify_one();
     }
 
+    /// The owner this instance follows for `key`, if any now.
+    pub(super) fn followed_owner(&self, key: &str) -> Option<String> {
+        lock(&self.control.following).get(key).cloned()
+    }
+
     /// This instance follows `owner` for `key` (`None`: no longer); its ids for viewers
     /// elsewhere are forgotten when it stops.
     pub(super) fn follow_owner(&self, key: &str, owner: Option<&str>) {

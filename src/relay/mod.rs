@@ -7,7 +7,8 @@
 //! in the log), the instance's id on the bus, and the probes it sends its host ("do you have
 //! this browser?"). Its rooms: [`config`] (settings and checks), [`wire`] (subjects and
 //! messages), [`owner`] (answering for the channels this instance has the browser of, and
-//! streaming them), [`subscriber`] (the relay source of a channel whose browser is elsewhere).
+//! streaming them), [`subscriber`] (the relay source of a channel whose browser is elsewhere),
+//! [`video`] (the owner's H.264 chunks fanned out by every subscriber, encoded once).
 //! Must not touch sockets or channel state: it admits a viewer and pushes like a source.
 
 pub(crate) mod config;
@@ -15,6 +16,7 @@ mod control;
 mod owner;
 pub(crate) mod ring;
 mod subscriber;
+mod video;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -57,6 +59,10 @@ pub struct RelayCounters {
     pub frames_dropped: AtomicU64,
     /// Probes answered "no" without asking the host (too many in flight).
     pub probes_refused: AtomicU64,
+    /// Video chunks of an owner fed to this instance's video viewers.
+    pub chunks_relayed: AtomicU64,
+    /// Channels whose video this instance started publishing to the bus.
+    pub video_streams_started: AtomicU64,
 }
 
 /// A snapshot of a relay's state and counters.
@@ -74,6 +80,9 @@ pub struct RelayFigures {
     pub slow_consumer_drops: u64,
     pub frames_dropped: u64,
     pub probes_refused: u64,
+    /// Channels whose video is published to the bus now.
+    pub video_streaming: usize,
+    pub chunks_relayed: u64,
 }
 
 /// Probes of the host in flight at once; beyond, a question is answered "no" (a flood of
@@ -106,6 +115,7 @@ pub struct Relay {
     next_probe: AtomicU32,
     owned: owner::Owned,
     control: control::RemoteControl,
+    video: video::RelayVideo,
     pub counters: RelayCounters,
 }
 
@@ -122,6 +132,7 @@ impl Relay {
             next_probe: AtomicU32::new(1),
             owned: owner::Owned::default(),
             control: control::RemoteControl::default(),
+            video: video::RelayVideo::default(),
             counters: RelayCounters::default(),
         })
     }
@@ -174,6 +185,8 @@ impl Relay {
             slow_consumer_drops: count(&counters.slow_consumer_drops),
             frames_dropped: count(&counters.frames_dropped),
             probes_refused: count(&counters.probes_refused),
+            video_streaming: video::video_streaming(self),
+            chunks_relayed: count(&counters.chunks_relayed),
         }
     }
 

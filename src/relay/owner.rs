@@ -57,11 +57,21 @@ impl Owned {
     }
 }
 
-/// A relay viewer's way onto the bus: every message on the channel's stream subject.
-struct BusOut {
+/// A relay viewer's way onto the bus: every message on one subject of its channel.
+pub(super) struct BusOut {
     relay: Arc<Relay>,
     client: Client,
     subject: String,
+}
+
+impl BusOut {
+    pub(super) fn new(relay: Arc<Relay>, client: Client, subject: String) -> BusOut {
+        BusOut {
+            relay,
+            client,
+            subject,
+        }
+    }
 }
 
 impl MessageOut for BusOut {
@@ -105,19 +115,21 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
     relay
         .runtime
         .spawn(super::control::publish(relay.clone(), client.clone()));
-    let (questions, leases, commands, rings) = match (
+    let (questions, leases, commands, rings, keys) = match (
         client.subscribe(wire::owner_wildcard(&prefix)).await,
         client.subscribe(wire::lease_wildcard(&prefix)).await,
         client.subscribe(wire::control_wildcard(&prefix)).await,
         client.subscribe(wire::ring_wildcard(&prefix)).await,
+        client.subscribe(wire::key_wildcard(&prefix)).await,
     ) {
-        (Ok(questions), Ok(leases), Ok(commands), Ok(rings)) => {
-            (questions, leases, commands, rings)
+        (Ok(questions), Ok(leases), Ok(commands), Ok(rings), Ok(keys)) => {
+            (questions, leases, commands, rings, keys)
         }
-        (Err(error), _, _, _)
-        | (_, Err(error), _, _)
-        | (_, _, Err(error), _)
-        | (_, _, _, Err(error)) => {
+        (Err(error), _, _, _, _)
+        | (_, Err(error), _, _, _)
+        | (_, _, Err(error), _, _)
+        | (_, _, _, Err(error), _)
+        | (_, _, _, _, Err(error)) => {
             relay.log(
                 LogLevel::Warn,
                 format!("relay: cannot listen for other instances: {error}"),
@@ -156,6 +168,11 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
         client.clone(),
         rings,
     ));
+    let video = relay.runtime.spawn(super::video::serve_key_requests(
+        relay.clone(),
+        client.clone(),
+        keys,
+    ));
     let mut leases = leases;
     while let Some(message) = leases.next().await {
         answer_lease(&relay, &client, message).await;
@@ -164,6 +181,7 @@ pub(super) async fn serve(relay: Arc<Relay>, client: Client) {
     answers.abort();
     controls.abort();
     ring.abort();
+    video.abort();
 }
 
 /// The question's channel, if the message is well formed and asked on that channel's subject.
@@ -299,6 +317,15 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
     Some(events_from)
 }
 
+impl Relay {
+    /// Whether this instance streams `key` to `instance` now (its lease is held).
+    pub(super) fn holds_lease(&self, key: &str, instance: &str) -> bool {
+        lock(&self.owned.held).get(key).is_some_and(|channel| {
+            !channel.closer.is_cancelled() && channel.leases.contains_key(instance)
+        })
+    }
+}
+
 async fn answer_lease(relay: &Arc<Relay>, client: &Client, message: Message) {
     let Some(reply) = message.reply.clone() else {
         return;
@@ -318,12 +345,17 @@ async fn answer_lease(relay: &Arc<Relay>, client: &Client, message: Message) {
         let mut held = lock(&relay.owned.held);
         match held.get_mut(&lease.key) {
             Some(channel) if live && !channel.closer.is_cancelled() => {
-                channel.leases.insert(lease.instance, Instant::now());
+                channel
+                    .leases
+                    .insert(lease.instance.clone(), Instant::now());
                 true
             }
             _ => false,
         }
     };
+    if held && lease.video {
+        super::video::renew_video(relay, &lease.key, &lease.instance);
+    }
     if let Ok(json) = serde_json::to_vec(&LeaseAnswer { held }) {
         let _ = client.publish(reply, json.into()).await;
     }
@@ -354,6 +386,9 @@ fn sweep(relay: &Relay) {
     for closer in released {
         closer.close(1000, "no subscriber");
     }
+    let streamed: std::collections::HashSet<String> =
+        lock(&relay.owned.held).keys().cloned().collect();
+    super::video::sweep_video(relay, expiry, |key| streamed.contains(key));
     // Control held by viewers of an instance that went away is given back.
     for (key, instance) in expired {
         relay.forget_remotes(&key, instance.as_deref());

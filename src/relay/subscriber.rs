@@ -175,15 +175,6 @@ async fn stream_from(
     owner: &str,
     mut stream: async_nats::Subscriber,
 ) -> Ended {
-    let lease = Lease {
-        key: id.key.clone(),
-        instance: relay.instance.clone(),
-        owner: owner.to_string(),
-    };
-    let Ok(lease) = serde_json::to_vec(&lease) else {
-        return Ended::OwnerLost;
-    };
-    let lease = bytes::Bytes::from(lease);
     let mut tick = tokio::time::interval(relay.config.lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -204,9 +195,18 @@ async fn stream_from(
                 if !relay.registry().is_some_and(|r| r.is_live(&id.key, generation)) {
                     return Ended::SessionOver;
                 }
+                let lease = Lease {
+                    key: id.key.clone(),
+                    instance: relay.instance.clone(),
+                    owner: owner.to_string(),
+                    video: relay.wants_video(&id.key),
+                };
+                let Ok(body) = serde_json::to_vec(&lease) else {
+                    return Ended::OwnerLost;
+                };
                 let client = client.clone();
                 let subject = subjects.lease.clone();
-                let body = lease.clone();
+                let body = bytes::Bytes::from(body);
                 renewing = Box::pin(async move {
                     let answer = client.request(subject, body).await.ok()?;
                     let answer: LeaseAnswer = serde_json::from_slice(&answer.payload).ok()?;
@@ -281,11 +281,19 @@ fn push(
         match wire::read_frame(&message.payload) {
             Some(frame) => match registry.push_frame(key, Some(generation), frame.text, frame.meta)
             {
-                PushOutcome::Published(_) => {
+                PushOutcome::Published(seq) => {
                     relay
                         .counters
                         .frames_relayed
                         .fetch_add(1, Ordering::Relaxed);
+                    let index = registry
+                        .channel(key)
+                        .and_then(|channel| channel.latest_frame())
+                        .filter(|latest| latest.seq == seq)
+                        .map(|latest| latest.index);
+                    if let Some(index) = index {
+                        relay.relayed_frame_number(key, frame.seq, seq, index);
+                    }
                     true
                 }
                 PushOutcome::Rejected(_) => true,

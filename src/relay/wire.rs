@@ -9,7 +9,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::frame::{FrameMeta, BINARY_HEADER_LEN};
+use crate::codec::pipeline::KeyReason;
+use crate::codec::{VideoConfig, CHUNK_NUMBER_AT, FLAG_KEY, FORMAT_H264_ANNEX_B};
+use crate::frame::{FrameMeta, BINARY_HEADER_LEN, KIND_VIDEO};
 use crate::registry::ControlRefusal;
 
 /// NATS header naming what an owner's stream message is.
@@ -36,6 +38,11 @@ pub struct ChannelSubjects {
     /// A subscriber's [`RemoteCommand`]s (control, input) for the owner; answered on the
     /// subscriber's inbox when there is something to say.
     pub control: String,
+    /// The owner's video of the channel (its video relay viewer's messages: `video-config`
+    /// and H.264 chunks), while a subscriber wants it.
+    pub video: String,
+    /// A subscriber's [`KeyRequest`]s for the owner: a keyframe, and video at all.
+    pub key: String,
 }
 
 /// The hex SHA-256 of a channel key, cut to 128 bits: a subject token that names the channel
@@ -54,6 +61,8 @@ impl ChannelSubjects {
             stream: format!("{prefix}.stream.{token}"),
             control: format!("{prefix}.control.{token}"),
             ring: format!("{prefix}.ring.{token}"),
+            video: format!("{prefix}.video.{token}"),
+            key: format!("{prefix}.key.{token}"),
         }
     }
 }
@@ -76,6 +85,11 @@ pub fn control_wildcard(prefix: &str) -> String {
 /// Wildcard of every ring question under a prefix (each instance listens).
 pub fn ring_wildcard(prefix: &str) -> String {
     format!("{prefix}.ring.*")
+}
+
+/// Wildcard of every keyframe request under a prefix (each instance listens).
+pub fn key_wildcard(prefix: &str) -> String {
+    format!("{prefix}.key.*")
 }
 
 /// "Who has this browser?": the channel's identity (in the payload, never the subject) and
@@ -109,6 +123,51 @@ pub struct Lease {
     pub instance: String,
     /// The owner this subscriber follows: another owner of the same key stays silent.
     pub owner: String,
+    /// The subscriber has video viewers of the channel: the owner keeps publishing its video.
+    /// Absent from an older subscriber's lease: false.
+    #[serde(default)]
+    pub video: bool,
+}
+
+/// Why a subscriber asks for a keyframe (its viewers' reasons, as the owner's pipeline
+/// weighs them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyWanted {
+    Join,
+    Lag,
+    Loss,
+}
+
+impl From<KeyReason> for KeyWanted {
+    fn from(reason: KeyReason) -> Self {
+        match reason {
+            KeyReason::Join => KeyWanted::Join,
+            KeyReason::Lag => KeyWanted::Lag,
+            KeyReason::Loss => KeyWanted::Loss,
+        }
+    }
+}
+
+impl From<KeyWanted> for KeyReason {
+    fn from(wanted: KeyWanted) -> Self {
+        match wanted {
+            KeyWanted::Join => KeyReason::Join,
+            KeyWanted::Lag => KeyReason::Lag,
+            KeyWanted::Loss => KeyReason::Loss,
+        }
+    }
+}
+
+/// A subscriber's request for a keyframe of the owner's video, which starts that video when
+/// it is not published yet (a lease with `video` keeps it going).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    pub key: String,
+    pub instance: String,
+    /// The owner this subscriber follows: another owner of the same key stays silent.
+    pub owner: String,
+    pub reason: KeyWanted,
 }
 
 /// The owner's answer to a lease: `held` false when it no longer streams the channel.
@@ -208,12 +267,99 @@ pub struct RingAnswer {
     pub more: bool,
 }
 
-/// A frame read from the owner's stream: its image as base64 (what `push_frame` takes) and
-/// its metadata.
+/// A frame read from the owner's stream: its image as base64 (what `push_frame` takes), its
+/// metadata and the owner's number of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayedFrame {
     pub text: Bytes,
     pub meta: FrameMeta,
+    pub seq: u64,
+}
+
+/// A video chunk read from the owner's video: its 56-byte header, the owner's number of the
+/// frame it encodes, its number in the owner's stream, and the access unit (a view of the
+/// message, not a copy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayedChunk {
+    pub header: [u8; BINARY_HEADER_LEN],
+    pub seq: u64,
+    pub number: u32,
+    pub key: bool,
+    pub body: Bytes,
+}
+
+/// Reads a BINARY message of the owner's video: an H.264 chunk (kind 2, Annex B) with the
+/// fixed header; anything else is `None`.
+pub fn read_chunk(message: &Bytes) -> Option<RelayedChunk> {
+    if message.len() <= BINARY_HEADER_LEN
+        || message[0] != KIND_VIDEO
+        || usize::from(message[1]) != BINARY_HEADER_LEN
+        || message[2] != FORMAT_H264_ANNEX_B
+    {
+        return None;
+    }
+    let mut header = [0u8; BINARY_HEADER_LEN];
+    header.copy_from_slice(&message[..BINARY_HEADER_LEN]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&header[4..12]);
+    let mut number = [0u8; 4];
+    number.copy_from_slice(&header[CHUNK_NUMBER_AT..CHUNK_NUMBER_AT + 4]);
+    Some(RelayedChunk {
+        header,
+        seq: u64::from_be_bytes(seq),
+        number: u32::from_be_bytes(number),
+        key: header[3] & FLAG_KEY != 0,
+        body: message.slice(BINARY_HEADER_LEN..),
+    })
+}
+
+/// What a TEXT message of the owner's video says: its decoder configuration, that video is
+/// not available there (an error answer), or nothing the feed uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoText {
+    Config(VideoConfig),
+    Unavailable,
+    Other,
+}
+
+/// Longest codec string taken from a peer (WebCodecs strings are short).
+const MAX_CODEC_STRING: usize = 64;
+
+/// Reads a TEXT message of the owner's video.
+pub fn read_video_text(message: &[u8]) -> VideoText {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return VideoText::Other;
+    };
+    if value.get("type").and_then(|t| t.as_str()) == Some("video-config") {
+        let codec = value.get("codec").and_then(|c| c.as_str());
+        let size = |field: &str| {
+            value
+                .get(field)
+                .and_then(|n| n.as_u64())
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+        };
+        return match (codec, size("codedWidth"), size("codedHeight")) {
+            (Some(codec), Some(width), Some(height))
+                if codec.len() <= MAX_CODEC_STRING
+                    && codec.starts_with("avc1.")
+                    && codec
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.') =>
+            {
+                VideoText::Config(VideoConfig {
+                    codec: codec.to_string(),
+                    width,
+                    height,
+                })
+            }
+            _ => VideoText::Other,
+        };
+    }
+    match value.get("error").and_then(|e| e.as_str()) {
+        Some("video_unavailable" | "video_failed" | "unsupported_codec") => VideoText::Unavailable,
+        _ => VideoText::Other,
+    }
 }
 
 /// Reads a BINARY message of the owner's stream: a frame (kind 1) becomes a [`RelayedFrame`];
@@ -247,10 +393,13 @@ pub fn read_frame(message: &[u8]) -> Option<RelayedFrame> {
         timestamp_ms: f64::from_be_bytes(timestamp),
         refined: message[3] & 0b10 != 0,
     };
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&message[4..12]);
     let text = base64::engine::general_purpose::STANDARD.encode(&message[header_len..]);
     Some(RelayedFrame {
         text: Bytes::from(text),
         meta,
+        seq: u64::from_be_bytes(seq),
     })
 }
 
@@ -321,6 +470,8 @@ mod tests {
             &subjects.stream,
             &subjects.control,
             &subjects.ring,
+            &subjects.video,
+            &subjects.key,
         ] {
             assert!(!subject.contains("agent"), "{subject}");
             assert_eq!(subject.split('.').count(), 3, "{subject}");
@@ -356,6 +507,7 @@ mod tests {
         let relayed = read_frame(&message).unwrap();
         assert_eq!(relayed.text, text);
         assert_eq!(relayed.meta, meta);
+        assert_eq!(relayed.seq, 7);
         assert_eq!(read_frame(&message[..20]), None);
         message[0] = 2;
         assert_eq!(read_frame(&message), None, "video chunks are not frames");
@@ -388,5 +540,73 @@ mod tests {
             RelayedText::Other
         );
         assert_eq!(read_text(b"not json"), RelayedText::Other);
+    }
+
+    #[test]
+    fn a_video_chunk_is_read_with_its_numbers_and_a_view_of_its_bytes() {
+        let mut message = vec![0u8; BINARY_HEADER_LEN];
+        message[0] = KIND_VIDEO;
+        message[1] = BINARY_HEADER_LEN as u8;
+        message[2] = FORMAT_H264_ANNEX_B;
+        message[3] = FLAG_KEY;
+        message[4..12].copy_from_slice(&99u64.to_be_bytes());
+        message[CHUNK_NUMBER_AT..CHUNK_NUMBER_AT + 4].copy_from_slice(&7u32.to_be_bytes());
+        message.extend_from_slice(&[0, 0, 0, 1, 0x65]);
+        let chunk = read_chunk(&Bytes::from(message.clone())).unwrap();
+        assert_eq!((chunk.seq, chunk.number, chunk.key), (99, 7, true));
+        assert_eq!(&chunk.body[..], &[0, 0, 0, 1, 0x65]);
+        assert_eq!(&chunk.header[..], &message[..BINARY_HEADER_LEN]);
+        // Not a chunk: a frame, another format, a header that lies about its length, no body.
+        for (at, value) in [(0, 1u8), (2, 0), (1, 60)] {
+            let mut other = message.clone();
+            other[at] = value;
+            assert_eq!(read_chunk(&Bytes::from(other)), None, "byte {at} = {value}");
+        }
+        assert_eq!(
+            read_chunk(&Bytes::from(message[..BINARY_HEADER_LEN].to_vec())),
+            None
+        );
+    }
+
+    #[test]
+    fn the_video_texts_a_feed_uses_are_checked() {
+        let config = br#"{"type":"video-config","codec":"avc1.42c01f","codedWidth":1280,"codedHeight":720,"format":"annexb"}"#;
+        assert_eq!(
+            read_video_text(config),
+            VideoText::Config(VideoConfig {
+                codec: "avc1.42c01f".into(),
+                width: 1280,
+                height: 720
+            })
+        );
+        for bad in [
+            r#"{"type":"video-config","codec":"vp8","codedWidth":1,"codedHeight":1}"#,
+            r#"{"type":"video-config","codec":"avc1.<script>","codedWidth":1,"codedHeight":1}"#,
+            r#"{"type":"video-config","codec":"avc1.42c01f","codedWidth":0,"codedHeight":1}"#,
+            r#"{"type":"video-config","codec":"avc1.42c01f","codedWidth":1}"#,
+            r#"{"status":"streaming"}"#,
+            "not json",
+        ] {
+            assert_eq!(read_video_text(bad.as_bytes()), VideoText::Other, "{bad}");
+        }
+        assert_eq!(
+            read_video_text(br#"{"error":"video_unavailable","message":"m"}"#),
+            VideoText::Unavailable
+        );
+        assert_eq!(
+            read_video_text(br#"{"error":"rate_limited","message":"m"}"#),
+            VideoText::Other
+        );
+    }
+
+    #[test]
+    fn a_lease_of_an_older_subscriber_asks_no_video() {
+        let lease: Lease =
+            serde_json::from_str(r#"{"key":"k","instance":"i","owner":"o"}"#).expect("older lease");
+        assert!(!lease.video);
+        let request: KeyRequest =
+            serde_json::from_str(r#"{"key":"k","instance":"i","owner":"o","reason":"lag"}"#)
+                .expect("request");
+        assert_eq!(KeyReason::from(request.reason), KeyReason::Lag);
     }
 }

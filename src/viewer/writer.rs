@@ -20,7 +20,9 @@ use crate::codec::{VideoChunk, VideoConfig};
 use crate::frame::Frame;
 use crate::mailbox::Mailbox;
 use crate::protocol::{self, Mode};
-use crate::registry::{Channel, Outbound, SourceKind, ViewerCloser, ViewerCounters, ViewerLink};
+use crate::registry::{
+    Channel, Outbound, SourceKind, ViewerCloser, ViewerCounters, ViewerLink, SOURCE_KIND_WAIT,
+};
 use crate::ws::codec::{FrameHeader, OP_PING, OP_PONG, OP_TEXT};
 
 /// The writer half of a viewer: what it needs besides the sink.
@@ -67,10 +69,6 @@ pub(super) const FRAME_ORDER_WAIT: Duration = Duration::from_secs(1);
 pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 /// Events pulled from the ring at a time.
 pub(super) const EVENT_BATCH: usize = 64;
-/// How long a resume from a number this instance cannot place waits for a new session to
-/// learn where its browser is (the host's lookup): past it, the resume is answered from
-/// here (`stale` and what is held), as with no relay.
-const SOURCE_KIND_WAIT: Duration = Duration::from_secs(10);
 
 /// Per-viewer pacing of frames (extended `config`).
 #[derive(Debug, Default)]
