@@ -309,6 +309,30 @@ impl Drop for VideoSubscription {
 }
 
 impl Shared {
+    /// A running pipeline's state, before its first subscriber.
+    fn new(
+        settings: EncoderSettings,
+        sender: broadcast::Sender<Arc<VideoChunk>>,
+        latest: Option<Arc<Frame>>,
+        relayed: Option<RelayedInput>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            control: Mutex::new(Control {
+                state: PipelineState::Running,
+                sender: Some(sender),
+                latest,
+                key_wanted: None,
+                cleared: false,
+                subscribers: 0,
+            }),
+            wake: Condvar::new(),
+            windows: Mutex::new(Windows::default()),
+            counters: Counters::default(),
+            settings,
+            relayed,
+        })
+    }
+
     fn request_key(&self, reason: KeyReason) {
         self.counters.key_requests.fetch_add(1, Ordering::Relaxed);
         let mut control = lock(&self.control);
@@ -346,21 +370,7 @@ impl VideoPipeline {
         encoder: Box<dyn VideoEncoder>,
     ) -> Result<Arc<Self>, String> {
         let (sender, _) = broadcast::channel(CHUNK_RING);
-        let shared = Arc::new(Shared {
-            control: Mutex::new(Control {
-                state: PipelineState::Running,
-                sender: Some(sender.clone()),
-                latest,
-                key_wanted: None,
-                cleared: false,
-                subscribers: 0,
-            }),
-            wake: Condvar::new(),
-            windows: Mutex::new(Windows::default()),
-            counters: Counters::default(),
-            settings,
-            relayed: None,
-        });
+        let shared = Shared::new(settings, sender.clone(), latest, None);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("bsn-video".into())
@@ -374,25 +384,12 @@ impl VideoPipeline {
     /// ([`VideoPipeline::key_request`]). It ends when its last subscriber leaves.
     pub fn relayed(settings: EncoderSettings) -> Arc<Self> {
         let (sender, _) = broadcast::channel(CHUNK_RING);
+        let relayed = RelayedInput {
+            key_wanted: tokio::sync::Notify::new(),
+            feed: Mutex::new(Feed::default()),
+        };
         Arc::new(VideoPipeline {
-            shared: Arc::new(Shared {
-                control: Mutex::new(Control {
-                    state: PipelineState::Running,
-                    sender: Some(sender),
-                    latest: None,
-                    key_wanted: None,
-                    cleared: false,
-                    subscribers: 0,
-                }),
-                wake: Condvar::new(),
-                windows: Mutex::new(Windows::default()),
-                counters: Counters::default(),
-                settings,
-                relayed: Some(RelayedInput {
-                    key_wanted: tokio::sync::Notify::new(),
-                    feed: Mutex::new(Feed::default()),
-                }),
-            }),
+            shared: Shared::new(settings, sender, None, Some(relayed)),
         })
     }
 

@@ -285,11 +285,11 @@ async fn hold(relay: &Arc<Relay>, client: &Client, id: &ChannelId, instance: &st
     let closer = slot.closer.clone();
     let counters = slot.counters.clone();
     let events_from = slot.event_cursor;
-    let out = Arc::new(BusOut {
-        relay: relay.clone(),
-        client: client.clone(),
-        subject: ChannelSubjects::new(&relay.config.subject_prefix, &id.key).stream,
-    });
+    let out = Arc::new(BusOut::new(
+        relay.clone(),
+        client.clone(),
+        ChannelSubjects::new(&relay.config.subject_prefix, &id.key).stream,
+    ));
     relay
         .runtime
         .spawn(serve_relay(registry.clone(), slot, out));
