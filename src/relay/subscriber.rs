@@ -41,6 +41,12 @@ enum Ended {
 
 /// Runs the relay source of session `generation` of `id` until that session ends.
 pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
+    // A stale session never ran: what is held belongs to the live one.
+    if !relay.registry().is_some_and(|registry| {
+        registry.decide_source_kind(&id.key, generation, SourceKind::Relayed)
+    }) {
+        return;
+    }
     follow_session(&relay, &id, generation).await;
     // However the session ended (its viewers left, the registry closed, a local source took
     // over), the `leave`s still held for an owner are of no more use.
@@ -48,11 +54,6 @@ pub(super) async fn follow(relay: Arc<Relay>, id: ChannelId, generation: u32) {
 }
 
 async fn follow_session(relay: &Arc<Relay>, id: &ChannelId, generation: u32) {
-    if !relay.registry().is_some_and(|registry| {
-        registry.decide_source_kind(&id.key, generation, SourceKind::Relayed)
-    }) {
-        return;
-    }
     let Some(client) = relay.client().await else {
         // The client could not be set up (the log says why) or the registry closed.
         if let Some(registry) = relay.registry() {
