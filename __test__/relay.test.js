@@ -333,8 +333,9 @@ test('video across instances: the owner encodes once, a video viewer elsewhere g
   // Its browser lookup is slow: video is asked for before it knows the browser is elsewhere,
   // and the answer waits for that (an encoder of its own would re-encode the relayed JPEGs).
   const watcher = await startInstance({ nats: nats.url, lookupDelayMs: 1000 })
+  const later = await startInstance({ nats: nats.url })
   t.after(async () => {
-    await Promise.all([owner.stop(), watcher.stop()])
+    await Promise.all([owner.stop(), watcher.stop(), later.stop()])
     await nats.kill()
   })
   const local = new Viewer(owner.url('agent-v'), { extended: true })
@@ -367,6 +368,19 @@ test('video across instances: the owner encodes once, a video viewer elsewhere g
   assert.equal(channelOf(ownerStats, 'agent-v').video.relayed, false)
   assert.equal(channelOf(ownerStats, 'agent-v').video.viewers, 2, 'its viewer and the video relay viewer')
 
+  // A third instance joins the video the owner already publishes: it is told the decoder
+  // configuration again, then gets a keyframe of the same encoder.
+  const third = new Viewer(later.url('agent-v'), { extended: true })
+  await third.untilMeta()
+  third.send(VIDEO_OFFER)
+  await waitFor(() => hasKeyframe(third), { what: 'a keyframe on the third instance', timeout: 20_000 })
+  const thirdConfig = third.json.find((m) => m.type === 'video-config')
+  assert.equal(thirdConfig.codec, config.codec)
+  await waitFor(() => videoChunks(third).every((chunk) => ownerMade().has(chunk.image.toString('base64'))), { what: 'its chunks among the owner\'s', timeout: 10_000 })
+  assert.equal(channelOf(await later.stats(), 'agent-v').video.relayed, true)
+  assert.equal((await owner.stats()).relay.videoStreaming, 1, 'one video on the bus for both')
+  await third.close()
+
   // Input from a video viewer maps through the frame its chunk shows: the click lands.
   remote.send({ type: 'control-request' })
   await remote.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control across instances' })
@@ -388,18 +402,23 @@ test('video across instances from an owner with video off: the viewer elsewhere 
   const nats = await startNats()
   const owner = await startInstance({ nats: nats.url, owns: 'agent-nv', video: false })
   const watcher = await startInstance({ nats: nats.url })
+  const other = await startInstance({ nats: nats.url })
   t.after(async () => {
-    await Promise.all([owner.stop(), watcher.stop()])
+    await Promise.all([owner.stop(), watcher.stop(), other.stop()])
     await nats.kill()
   })
-  const remote = new Viewer(watcher.url('agent-nv'), { extended: true })
-  await remote.waitFrames(3, { timeout: 10_000 })
-  remote.send(VIDEO_OFFER)
-  const failed = await remote.waitJson((m) => m.error === 'video_failed', { what: 'video refused', timeout: 10_000 })
-  assert.equal(failed.message, 'the video encoder stopped; JPEG frames follow')
-  const before = remote.frames.length
-  await remote.waitFrames(before + 3, { timeout: 10_000 })
-  assert.deepEqual(videoChunks(remote), [])
-  await waitFor(async () => channelOf(await watcher.stats(), 'agent-nv').video?.state === 'stopped', { what: 'the relayed pipeline ended' })
-  await remote.close()
+  // Each asker is told, the second as the first.
+  for (const instance of [watcher, other]) {
+    const remote = new Viewer(instance.url('agent-nv'), { extended: true })
+    await remote.waitFrames(3, { timeout: 10_000 })
+    remote.send(VIDEO_OFFER)
+    const failed = await remote.waitJson((m) => m.error === 'video_failed', { what: 'video refused', timeout: 10_000 })
+    assert.equal(failed.message, 'the video encoder stopped; JPEG frames follow')
+    const before = remote.frames.length
+    await remote.waitFrames(before + 3, { timeout: 10_000 })
+    assert.deepEqual(videoChunks(remote), [])
+    await waitFor(async () => channelOf(await instance.stats(), 'agent-nv').video?.state === 'stopped', { what: 'the relayed pipeline ended' })
+    await remote.close()
+  }
+  assert.equal((await owner.stats()).relay.videoStreaming, 0, 'no video relay viewer started for nothing')
 })

@@ -418,6 +418,11 @@ impl VideoPipeline {
         }
     }
 
+    /// The configuration of the newest chunk, once one was made.
+    pub fn config(&self) -> Option<Arc<VideoConfig>> {
+        lock(&self.shared.windows).config.clone()
+    }
+
     /// Asks for a keyframe, as a subscriber would (coalesced with every other request).
     pub fn request_key(&self, reason: KeyReason) {
         self.shared.request_key(reason);

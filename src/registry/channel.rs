@@ -247,11 +247,6 @@ impl Channel {
         );
     }
 
-    /// Whether this session's source is the relay (the browser is on another instance).
-    pub fn relayed(&self) -> bool {
-        Channel::is_relayed(&lock(&self.state))
-    }
-
     /// Whether the live session's source is a relay from another instance.
     pub(super) fn is_relayed(state: &ChannelState) -> bool {
         Channel::live_source_kind(state) == Some(SourceKind::Relayed)

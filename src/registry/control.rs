@@ -220,7 +220,21 @@ impl Registry {
                     link.answer_error(code, message);
                 }
             }
-            ExtendedMessage::WebRtcOffer { sdp } => self.start_webrtc(channel, link, &sdp),
+            ExtendedMessage::WebRtcOffer { sdp } => {
+                // Where the peer's video is encoded depends on where the browser is (see
+                // `start_video`): an offer during the lookup is answered once it is known.
+                if self.relay.is_some() && channel.source_undecided() {
+                    let (registry, channel, link) = (self.clone(), channel.clone(), link.clone());
+                    self.runtime.spawn(async move {
+                        channel.decided_source_kind(SOURCE_KIND_WAIT).await;
+                        if !link.closer.is_cancelled() {
+                            registry.start_webrtc(&channel, &link, &sdp);
+                        }
+                    });
+                } else {
+                    self.start_webrtc(channel, link, &sdp);
+                }
+            }
             ExtendedMessage::WebRtcCandidate { candidate } => {
                 let peer = lock(&link.webrtc);
                 let Some(peer) = peer.as_ref() else {

@@ -22,6 +22,7 @@ use std::time::Instant;
 use async_nats::{Client, Message};
 use futures_util::StreamExt;
 
+use super::config::LEASE_MISSES;
 use super::wire::{
     self, ChannelSubjects, KeyRequest, VideoText, KIND_BINARY, KIND_HEADER, KIND_TEXT,
 };
@@ -35,6 +36,8 @@ use crate::viewer::serve_relay;
 
 /// Relayed frames whose numbers a feed keeps to place chunks (about 4 s at 30 fps).
 const FRAME_NUMBERS: usize = 128;
+/// How long a feed waits for the owner's first keyframe before its viewers go back to JPEG.
+const FIRST_KEYFRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The offer an owner's video relay viewer makes for its instance's encoder: H.264, which
 /// every subscriber's viewers were offered (a subscriber checks its viewers' codecs itself).
@@ -133,7 +136,13 @@ async fn feed(relay: &Arc<Relay>, key: &str, pipeline: &Arc<VideoPipeline>) {
         return;
     };
     let mut config: Option<VideoConfig> = None;
-    let mut got_key = false;
+    // Since when a keyframe is awaited (`None`: one came): at the start, after a silence, and
+    // from a new owner.
+    let mut awaiting_key = Some(tokio::time::Instant::now());
+    // When the last chunk came: a video that went silent for a lease expiry may have been let
+    // go by the owner (its video relay viewer closed, the owner's session restarted).
+    let mut last_chunk = tokio::time::Instant::now();
+    let silence = relay.config.lease_interval * LEASE_MISSES;
     // Keyframe requests: one forwarded per `KEYFRAME_COALESCE`, the rest merged into it.
     let mut pending: Option<KeyReason> = Some(KeyReason::Join);
     let mut next_forward = tokio::time::Instant::now();
@@ -146,7 +155,10 @@ async fn feed(relay: &Arc<Relay>, key: &str, pipeline: &Arc<VideoPipeline>) {
                 let Some(message) = message else { return };
                 match read(relay, key, &message, &mut config) {
                     Read::Chunk(chunk) => {
-                        got_key |= chunk.key;
+                        if chunk.key {
+                            awaiting_key = None;
+                        }
+                        last_chunk = tokio::time::Instant::now();
                         if !pipeline.feed(chunk) {
                             return;
                         }
@@ -178,25 +190,45 @@ async fn feed(relay: &Arc<Relay>, key: &str, pipeline: &Arc<VideoPipeline>) {
                 }
             }
             _ = tick.tick() => {
-                let relayed = relay
-                    .registry()
-                    .and_then(|registry| registry.channel(key))
-                    .is_some_and(|channel| channel.relayed());
+                let Some(registry) = relay.registry() else { return };
                 // Its viewers left, or the browser is here now (a local encoder serves the
-                // viewers that ask again).
-                if pipeline.is_ended() || !relayed {
+                // viewers that ask again). A new session still looking its browser up, or
+                // between sessions, keeps the feed.
+                let gone = registry.channel(key).is_none() || registry.has_local_source(key);
+                if pipeline.is_ended() || gone {
                     return;
                 }
                 // A new owner publishes nothing until asked; its stream starts at a keyframe.
+                let now = tokio::time::Instant::now();
                 let now_following = relay.followed_owner(key);
                 if now_following != owner {
                     owner = now_following;
-                    got_key = false;
+                    awaiting_key = Some(now);
                 }
-                // The first request may have gone before the owner's video could start (the
-                // owner still being found, the bus away): asked again until a keyframe came.
-                if !got_key && pending.is_none() {
-                    pending = Some(KeyReason::Join);
+                if owner.is_none() {
+                    // No owner to ask (lost, not found yet): its wait does not count.
+                    awaiting_key = awaiting_key.map(|_| now);
+                }
+                if awaiting_key.is_none() && now.duration_since(last_chunk) >= silence {
+                    // A still page sends nothing, but so does an owner that let the video go:
+                    // one keyframe says which (and costs one picture per silence).
+                    awaiting_key = Some(now);
+                }
+                if let Some(since) = awaiting_key {
+                    if now.duration_since(since) >= FIRST_KEYFRAME_WAIT {
+                        // No owner sends this channel's video (an older one, or one that
+                        // refuses another viewer): its viewers are told and go back to JPEG.
+                        relay.log(
+                            LogLevel::Warn,
+                            format!("relay: {key}: no video came from the owner; its viewers here get JPEG"),
+                        );
+                        return;
+                    }
+                    // A request may have gone before the owner's video could start (the owner
+                    // still being found, the bus away): asked again until a keyframe came.
+                    if pending.is_none() {
+                        pending = Some(KeyReason::Join);
+                    }
                 }
             }
         }
@@ -314,6 +346,17 @@ pub(super) async fn serve_key_requests(
         let Ok(id) = ChannelId::from_key(&request.key) else {
             continue;
         };
+        let video_subject = ChannelSubjects::new(&relay.config.subject_prefix, &request.key).video;
+        if !registry.config().video {
+            // Said to each asker (a feed that joins later must learn it too), and no video
+            // relay viewer is started for nothing.
+            let refusal = crate::protocol::error_message(
+                "video_unavailable",
+                "the instance with the browser does not send video",
+            );
+            publish_text(&client, &video_subject, refusal).await;
+            continue;
+        }
         renew_video(&relay, &request.key, &request.instance);
         if !publishing(&relay, &request.key) {
             start_video_viewer(&relay, &client, &registry, &id, &request.instance);
@@ -322,9 +365,23 @@ pub(super) async fn serve_key_requests(
             .channel(&request.key)
             .and_then(|channel| channel.video_pipeline())
         {
+            // A feed that joins a running video has missed its `video-config` (the video relay
+            // viewer sends it only when it changes): said again before the keyframe asked for.
+            if let Some(config) = pipeline.config() {
+                publish_text(&client, &video_subject, config.message()).await;
+            }
             pipeline.request_key(request.reason.into());
         }
     }
+}
+
+/// Publishes a TEXT message on a channel's video subject, as its video relay viewer would.
+async fn publish_text(client: &Client, subject: &str, text: String) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(KIND_HEADER, KIND_TEXT);
+    let _ = client
+        .publish_with_headers(subject.to_string(), headers, text.into())
+        .await;
 }
 
 /// Whether the owner publishes `key`'s video now.
