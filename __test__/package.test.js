@@ -30,13 +30,15 @@ const skip =
       : false
 
 // What the published packages may weigh (npm's unpacked size): the main package is JS, the
-// generated bindings and the Rust sources of the fallback build; a platform package is one binary.
+// generated bindings and the Rust sources of the fallback build (which grow with each capability:
+// the relay's video took them past 1 MiB, 1.07 MB; about 290 kB packed); a platform package is
+// one binary.
 // The binary is stripped; it holds the H.264 encoder (OpenH264) and a whole WebRTC stack (ICE,
 // DTLS, SRTP, SDP, RTP in pure Rust: str0m with RustCrypto), which took the linux-x64 binary
 // from under 8 MiB to 10.0 MB, and the NATS client of the relay with its TLS (async-nats,
 // rustls on the aws-lc that DTLS already links, NKey signatures), which took it to 13.7 MB.
 // The budget keeps room for one more such part, not for bloat.
-const MAIN_PACKAGE_BUDGET = 1024 * 1024
+const MAIN_PACKAGE_BUDGET = 1536 * 1024
 const PLATFORM_PACKAGE_BUDGET = 16 * 1024 * 1024
 
 const platformName = platform.platformPackage(host)
