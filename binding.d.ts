@@ -51,6 +51,22 @@ export declare class NativeRegistry {
    */
   publishEvent(key: string, json: string): boolean
   /**
+   * Takes control of `key`'s page back from whoever holds it (a controller in its grace
+   * period too): every extended viewer gets `control` with `reason`. False when nobody
+   * held it. Throws for a reason over 200 bytes or with control characters.
+   */
+  releaseControl(key: string, reason: string): boolean
+  /**
+   * Makes the channel of `agentId` and `threadId` private (`reason` given) or public
+   * again (`null`); without a thread, the agent and every thread of it. While private no
+   * frame of it is taken in or sent, viewers get `{status:"private",reason}` and input is
+   * refused. Kept for channels nobody watches yet. Throws for bad ids or a bad reason (as
+   * `releaseControl`).
+   */
+  setPrivacy(agentId: string, threadId?: string | undefined | null, reason?: string | undefined | null): void
+  /** Whether `key` is private now (`setPrivacy`). */
+  isPrivate(key: string): boolean
+  /**
    * Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer
    * is only detached (its socket already closed, or the caller keeps it). False if unknown.
    */
@@ -229,6 +245,8 @@ export interface ChannelStats {
   framesRejected: number
   /** Pushes for a stale generation or an idle channel, ignored. */
   framesStale: number
+  /** Frames dropped unseen while the channel was private (`setPrivacy`). */
+  framesWithheld: number
   /** Bytes of accepted frames. */
   bytesIn: number
   /** Client messages that failed validation (ignored in compat mode). */
@@ -363,7 +381,11 @@ export type HostEvent =
     key: string; /** Agent id. */
     agentId: string; /** Thread id. */
     threadId?: string; /** The viewer holding control; absent when nobody does. */
-  controller?: number }
+    controller?: number; /**
+     * Why control ended (`idle`, `controller_left`, or the deployer's `releaseControl`
+     * reason); absent when a viewer took or gave it.
+     */
+  reason?: string }
   | { kind: 'probe'; /** Names this question in `answerProbe`. */
     probeId: number; /** Channel key. */
     key: string; /** Agent id. */
@@ -475,6 +497,16 @@ export interface NativeRegistryOptions {
   refineAfterMs?: number
   /** JPEG quality of the refinement screenshot for JPEG viewers (default 90; 0: none). */
   refineJpegQuality?: number
+  /**
+   * Milliseconds without input from the viewer holding control after which control
+   * is released, everyone told with reason `idle` (default 0: never).
+   */
+  controlIdleMs?: number
+  /**
+   * Milliseconds control stays with a controller whose connection dropped: it takes
+   * it back with its reclaim token on reconnecting (default 0: released at once).
+   */
+  controlGraceMs?: number
   /** Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each). */
   eventBatchMs?: number
   /** Events the resume ring holds per channel (default 1000). */
@@ -566,7 +598,7 @@ export interface PeerStats {
 }
 
 /** What `pushFrame` did. */
-export type PushResult = 'published' | 'no_channel' | 'stale' | 'rejected'
+export type PushResult = 'published' | 'no_channel' | 'stale' | 'rejected' | 'withheld'
 
 /** One option of `NativeRegistry` (and so of `ViewerRegistry` and `setupBrowserStream`). */
 export interface RegistryOption {

@@ -154,9 +154,11 @@ export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webr
   /**
    * Called whenever control of an agent's page changes hands (extended viewers'
    * `control-request` / `control-release`, the controller leaving): `controller` is the viewer
-   * id now in control, or null. Use it to pause and resume the agent.
+   * id now in control, or null. Use it to pause and resume the agent. `reason` says why the
+   * server or the deployer ended a control: `idle` (`controlIdleMs`), `controller_left` (its
+   * `controlGraceMs` ran out), or the `releaseControl` reason.
    */
-  onControlChange?: (agentId: string, controller: number | null, info: { threadId?: string; key: string }) => void | Promise<void>
+  onControlChange?: (agentId: string, controller: number | null, info: { threadId?: string; key: string; reason?: string }) => void | Promise<void>
   /** Default toolset lookup for channels started without one. */
   getToolset?: GetToolset
   /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
@@ -184,6 +186,26 @@ export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webr
   toolsetTimeoutMs?: number
   /** Where diagnostics go (default: warnings and errors to the console). */
   logger?: Logger
+  /**
+   * Key of the scoped viewer links (`createViewerToken`): a string of at least 32 characters or
+   * at least 32 bytes. Instances behind a load balancer must share it. Default: a random key per
+   * registry, so links work only on this registry in this process.
+   */
+  viewerTokenSecret?: string | Uint8Array
+}
+
+/** What a scoped viewer link admits (`registry.createViewerToken`; README, "Scoped viewer links"). */
+export interface ViewerTokenOptions {
+  /** The agent whose stream the link opens. */
+  agentId: string
+  /** The thread (`?threadId=`) the link opens; without it, the agent's channel without a thread. */
+  threadId?: string | null
+  /** Whether the viewer may control the page (default false: view-only). `authorizeControl` is not asked. */
+  canControl?: boolean
+  /** Milliseconds the link admits viewers, 1000 to 86400000 (default 300000, 5 minutes). */
+  ttlMs?: number
+  /** Admit one viewer only (default false); a second upgrade gets 401 `token_reused`. */
+  once?: boolean
 }
 
 /** What `setupBrowserStream` needs of a Mastra instance: its server config (`server.auth`). */
@@ -264,6 +286,28 @@ export declare class ViewerRegistry {
    * `Error` for one larger than `maxEventBytes`.
    */
   publishEvent(agentId: string, event: AgentEvent, threadId?: string): boolean
+  /**
+   * A signed, short-lived token for `?token=` on the stream route, admitting exactly this
+   * channel (view-only unless `canControl`) until it expires, once if `once`, without
+   * `authenticate` or Mastra's auth. Throws a `TypeError` for bad options or ids.
+   */
+  createViewerToken(options: ViewerTokenOptions): string
+  /**
+   * Takes control back from the viewer holding it (one in its `controlGraceMs` too): every
+   * extended viewer gets `{"type":"control","controller":null,"you":false,"reason":reason}`,
+   * `onControlChange` gets `reason`. False when nobody held control. Throws for a reason over
+   * 200 bytes or with control characters (default `released`).
+   */
+  releaseControl(agentId: string, threadId?: string | null, reason?: string): boolean
+  /**
+   * The privacy blackout (README, "Privacy blackout"): while on, no frame or video chunk of
+   * the channel leaves the server, viewers get `{"status":"private","reason":…}` and input and
+   * snapshots are refused (`private`). Without `threadId`, the agent and every thread of it.
+   * Holds for channels nobody watches yet.
+   */
+  setPrivacy(agentId: string, threadId: string | null | undefined, on: boolean, options?: { reason?: string }): void
+  /** Whether the channel of `agentId` (and `threadId`) is private now. */
+  isPrivate(agentId: string, threadId?: string | null): boolean
   stats(): RegistryStats
   close(): Promise<void>
 }

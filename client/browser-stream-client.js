@@ -151,7 +151,7 @@ export class BrowserStreamClient {
    * @param {(mode: string, reason: string) => void} [handlers.onMode] the mode in use changed, and why
    * @param {(event: object, seq: number) => void} [handlers.onEvent] extended: an agent event, once per seq
    * @param {(meta: object) => void} [handlers.onSession] extended: the `session-meta` of each connection
-   * @param {(control: {controller: number | null, you: boolean}) => void} [handlers.onControl] extended: control changed
+   * @param {(control: {controller: number | null, you: boolean, reason?: string}) => void} [handlers.onControl] extended: control changed (`reason` when the server or the deployer ended it: `idle`, `controller_left`, or the deployer's)
    * @param {{initialMs?: number, maxMs?: number, factor?: number}} [handlers.backoff]
    * @param {typeof WebSocket} [handlers.WebSocket] for tests outside a browser
    */
@@ -210,6 +210,8 @@ export class BrowserStreamClient {
     /** Extended: this connection's `session-meta`, and whether this viewer holds control. */
     this.session = null
     this.hasControl = false
+    /** Extended: the token to take control back with after a dropped connection (the holder's). */
+    this.reclaimToken = null
   }
 
   connect() {
@@ -312,6 +314,12 @@ export class BrowserStreamClient {
       this.attempt = 0
       // After a reconnect, ask for the events missed meanwhile.
       if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
+      // A controller whose connection dropped takes control back within the server's grace
+      // period (`controlGraceMs`) with the token it was given; a spent token is an ordinary request.
+      if (this.extended && this.reclaimToken) {
+        this.send({ type: 'control-request', reclaim: this.reclaimToken })
+        this.reclaimToken = null
+      }
       if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
       // Extended: the mode is chosen on `session-meta` (it says whether WebRTC is offered).
       if (!this.extended) this.#setMode('compat', this.requestedMode === 'auto' ? 'the server does not speak browser-stream.v1' : 'compat wire requested')
@@ -649,7 +657,10 @@ export class BrowserStreamClient {
     }
     if (message.type === 'control') {
       this.hasControl = message.you === true
-      this.handlers.onControl?.({ controller: message.controller, you: message.you })
+      this.reclaimToken = message.you === true && typeof message.reclaim === 'string' ? message.reclaim : null
+      const control = { controller: message.controller, you: message.you }
+      if (typeof message.reason === 'string') control.reason = message.reason
+      this.handlers.onControl?.(control)
       return
     }
     if (typeof message.status === 'string') this.#status(message.status)

@@ -48,7 +48,13 @@ function setupBrowserStream(app, config = {}) {
   const { toolsetTimeoutMs, maxMessageBytes } = config
 
   // The gate first: a Mastra whose auth cannot be applied fails setup before any route exists.
-  const gate = createGate({ allowedOrigins, mastra, authenticate, log })
+  const gate = createGate({
+    allowedOrigins,
+    mastra,
+    authenticate,
+    checkViewerToken: (token, agentId, threadId) => registry.checkViewerToken(token, agentId, threadId),
+    log,
+  })
   const upgrades = createUpgrades({ app, registry, log, streamPath: streamPathPattern(app), nativeSockets, maxMessageBytes })
   registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, log })
 

@@ -2,14 +2,18 @@
 // The gate of the browser stream's routes, as Hono route middleware so that it holds whatever
 // the app registers around it: the Origin check (`allowedOrigins`, only for a request that has
 // an Origin), Mastra's auth (`mastra`, through @mastra/hono) and the `authenticate` hook with
-// the request's token. Owns which origins Mastra's `allowedOrigins` shapes admit, what a
-// request's token is and the refusals of the gate (403, 401, 500 without Mastra's auth). Must
-// not read the routes' parameters or admit upgrades (routes.js and upgrade.js do), and never
-// logs a request's credentials.
+// the request's token; on the stream route a scoped viewer link (`?token=`) is checked after
+// the Origin and instead of the auth. Owns which origins Mastra's `allowedOrigins` shapes
+// admit, what a request's token is, which requests a viewer link decides and the refusals of
+// the gate (403, 401, 500 without Mastra's auth). Must not read the routes' parameters (save
+// the stream route's ids a link is checked against), check a link itself (viewer-token.js
+// does) or admit upgrades (routes.js and upgrade.js do), and never logs a request's
+// credentials.
 
 const { createRequire } = require('node:module')
 const path = require('node:path')
 const { jsonError } = require('./http')
+const { REFUSALS: VIEWER_TOKEN_REFUSALS } = require('./viewer-token')
 const { contextLogger } = require('./log')
 const { errorText } = require('./util')
 
@@ -73,16 +77,21 @@ function mastraAuthMiddleware(mastra, log) {
 
 /**
  * The gate's middleware, in order: Origin, then (with `mastra`) Mastra's auth, then (with
- * `authenticate`) the hook. Throws when `mastra` is no Mastra, or needs an auth that cannot be
- * loaded.
+ * `authenticate`) the hook; the stream route's gate checks a `?token=` after the Origin, and
+ * a request that carries one is decided by it alone (admitted without the auth, or refused
+ * 401 without falling back to it). Throws when `mastra` is no Mastra, or needs an auth that
+ * cannot be loaded.
  * @param {object} o
  * @param {import('../index').BrowserStreamConfig['allowedOrigins']} [o.allowedOrigins]
  * @param {any} [o.mastra]
  * @param {Function} [o.authenticate] (c, token) => boolean | Response | Promise of either
+ * @param {Function} o.checkViewerToken (token, agentId, threadId) => { refusal } | { canControl, consume } (the registry's)
  * @param {{info: Function, warn: Function, error: Function}} o.log
- * @returns {Function[]} Hono middleware
+ * @returns {{ routes: Function[], stream: Function[], viewerGrant: Function }} Hono middleware
+ *   of the probe and close routes and of the stream route, and `viewerGrant(c)`: what the
+ *   link that admitted the stream request `c` grants, undefined when no link did
  */
-function createGate({ allowedOrigins, mastra, authenticate, log }) {
+function createGate({ allowedOrigins, mastra, authenticate, checkViewerToken, log }) {
   const checkOrigin = async (c, next) => {
     const origin = c.req.header('origin')
     if (allowedOrigins !== undefined && allowedOrigins !== null && origin !== undefined) {
@@ -96,20 +105,20 @@ function createGate({ allowedOrigins, mastra, authenticate, log }) {
     }
     return next()
   }
-  const gate = [checkOrigin]
+  const auth = []
   if (mastra !== undefined) {
     // These routes are Mastra custom routes that require auth, whatever @mastra/hono's
     // version marks by itself (its middleware reads this map).
-    gate.push(async (c, next) => {
+    auth.push(async (c, next) => {
       const marked = new Map(c.get('customRouteAuthConfig') ?? [])
       marked.set(`${c.req.method}:${c.req.path}`, true)
       c.set('customRouteAuthConfig', marked)
       return next()
     })
-    gate.push(mastraAuthMiddleware(mastra, log))
+    auth.push(mastraAuthMiddleware(mastra, log))
   }
   if (authenticate) {
-    gate.push(async (c, next) => {
+    auth.push(async (c, next) => {
       const token = requestToken(c)
       let verdict
       try {
@@ -124,7 +133,31 @@ function createGate({ allowedOrigins, mastra, authenticate, log }) {
       return next()
     })
   }
-  return gate
+
+  /** stream request's Hono context → what the viewer link that admitted it grants */
+  const grants = new WeakMap()
+  const checkLink = async (c, next) => {
+    const tokens = c.req.queries('token')
+    if (tokens === undefined) return next()
+    // The ids as the stream route reads them. Two tokens would leave which one decides to
+    // chance: neither does.
+    const verdict =
+      tokens.length === 1
+        ? checkViewerToken(tokens[0], c.req.param('agentId'), c.req.query('threadId') || undefined)
+        : { refusal: VIEWER_TOKEN_REFUSALS.invalid }
+    const { refusal } = verdict
+    if (refusal) return jsonError(c, refusal.status, refusal.error, refusal.message)
+    grants.set(c, verdict)
+    return next()
+  }
+  // The link stands in for the auth: its creator (a server that passed the auth) decided who
+  // may watch which channel and how.
+  const unlessLink = (middleware) => (c, next) => (grants.has(c) ? next() : middleware(c, next))
+  return {
+    routes: [checkOrigin, ...auth],
+    stream: [checkOrigin, checkLink, ...auth.map(unlessLink)],
+    viewerGrant: (c) => grants.get(c),
+  }
 }
 
 module.exports = { createGate }

@@ -25,7 +25,7 @@ class HostEvents {
   #toolsetTimeoutMs
   /** how long the browser may take to answer the native CDP source */
   #cdpTimeoutMs
-  /** (agentId, controller, {threadId, key}) on every control change */
+  /** (agentId, controller, {threadId, key, reason?}) on every control change */
   #onControlChange
   /** the registry's channel book, lent: remember, toolsetGetter, forget, pruneGone */
   #channels
@@ -295,10 +295,12 @@ class HostEvents {
     await source.input(inputKind, inputKind === 'text' ? { text } : input)
   }
 
-  #controlChanged({ key, agentId, threadId, controller }) {
+  #controlChanged({ key, agentId, threadId, controller, reason }) {
     if (!this.#onControlChange) return
     try {
-      const result = this.#onControlChange(agentId, controller ?? null, { threadId: threadId ?? undefined, key })
+      const info = { threadId: threadId ?? undefined, key }
+      if (reason !== undefined && reason !== null) info.reason = reason
+      const result = this.#onControlChange(agentId, controller ?? null, info)
       if (result && typeof result.then === 'function') {
         result.then(undefined, (err) => this.#log.warn(`[browser-stream] onControlChange: ${errorText(err)}`))
       }

@@ -1,8 +1,10 @@
 'use strict'
 // Logging: the deployer's logger as this package calls it, and the redaction of credentials
 // from log lines. Owns what counts as a credential of a request (query parameters such as
-// `apiKey`, the `Authorization` header, cookie values) and how it is blanked, for a Node
-// request or a Hono context. Must not decide what is logged (its callers do).
+// `apiKey`, the `Authorization` header, cookie values, a viewer link's token) and how it is
+// blanked, for a Node request or a Hono context. Must not decide what is logged (its callers do).
+
+const { VIEWER_TOKEN_TEXT } = require('./viewer-token')
 
 /** Query parameters whose values are credentials. */
 const SECRET_PARAM_NAMES = ['apiKey', 'api_key', 'token', 'access_token', 'auth']
@@ -44,7 +46,7 @@ function requestSecrets(url, headers) {
 
 /**
  * `text` with every credential in `secrets` replaced, plain or URL-encoded, and credentials
- * in the usual places (`?apiKey=…`, `Bearer …`) blanked even when not known.
+ * in the usual places (`?apiKey=…`, `Bearer …`) and viewer link tokens blanked even when not known.
  */
 function redact(text, secrets = []) {
   let out = String(text)
@@ -52,7 +54,7 @@ function redact(text, secrets = []) {
     if (!secret) continue
     for (const form of new Set([secret, encodeURIComponent(secret), encodeURI(secret)])) out = out.split(form).join('[redacted]')
   }
-  return out.replace(SECRET_PARAMS, '$1[redacted]').replace(BEARER, '$1[redacted]')
+  return out.replace(SECRET_PARAMS, '$1[redacted]').replace(BEARER, '$1[redacted]').replace(VIEWER_TOKEN_TEXT, 'bsv1.[redacted]')
 }
 
 /**

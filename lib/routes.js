@@ -3,9 +3,9 @@
 // stream route `GET /browser/:agentId/stream`, which checks a viewer's request and admits its
 // WebSocket upgrade through upgrade.js, and the session probe and close routes under the API
 // prefix with Mastra's semantics (paths, status codes, JSON bodies). Owns the route paths, the
-// prefix rule, the id check of a request, the subprotocol choice and `authorizeControl`. Must
-// not touch sockets (upgrade.js hands them over) nor source sessions beyond the registry's
-// close calls, and never logs a request's credentials.
+// prefix rule, the id check of a request, the subprotocol choice, `authorizeControl` and when a
+// single-use viewer link counts as used. Must not touch sockets (upgrade.js hands them over)
+// nor source sessions beyond the registry's close calls, and never logs a request's credentials.
 
 const { channelKey } = require('./native')
 const { jsonError } = require('./http')
@@ -63,7 +63,8 @@ function ids(c, threadId) {
  * Registers the stream route and the session probe and close routes on `app`.
  * @param {import('hono').Hono} app
  * @param {object} o
- * @param {Function[]} o.gate middleware in front of every route (gate.js)
+ * @param {{routes: Function[], stream: Function[], viewerGrant: Function}} o.gate middleware in front of the
+ *   probe and close routes and of the stream route, and the grant of a viewer link (gate.js)
  * @param {{upgradingRequest: Function, admit: Function}} o.upgrades the admission handshake (upgrade.js)
  * @param {import('./viewer-registry').ViewerRegistry} o.registry
  * @param {string} o.apiPrefix normalised (normalizePrefix)
@@ -73,7 +74,7 @@ function ids(c, threadId) {
  * @param {{info: Function, warn: Function, error: Function}} o.log
  */
 function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, log }) {
-  app.get(STREAM_ROUTE, ...gate, async (c) => {
+  app.get(STREAM_ROUTE, ...gate.stream, async (c) => {
     const incoming = upgrades.upgradingRequest(c)
     if (!incoming) {
       return jsonError(c, 426, 'upgrade_required', 'this endpoint only accepts WebSocket upgrades')
@@ -87,7 +88,16 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
     const overCapacity = registry.admissionRefusal(key)
     if (overCapacity) return jsonError(c, 503, 'over_capacity', overCapacity)
     let canControl = true
-    if (authorizeControl) {
+    const grant = gate.viewerGrant(c)
+    if (grant) {
+      // Used once the route admits it, not before: a plain GET (a link preview) or a refusal
+      // above leaves a single-use link as it was.
+      const refused = grant.consume()
+      if (refused) return jsonError(c, refused.status, refused.error, refused.message)
+      // The link's creator decided control; authorizeControl judges who a request is, and a
+      // link's holder is nobody the auth knows.
+      canControl = grant.canControl
+    } else if (authorizeControl) {
       try {
         canControl = (await authorizeControl(c)) === true
       } catch (err) {
@@ -100,7 +110,7 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
 
   // Mastra: `{hasSession, screencastAvailable: true}`, hasSession from the toolset's
   // `hasThreadSession(threadId)`, false without a thread or a toolset.
-  app.get(`${apiPrefix}/agents/:agentId/browser/session`, ...gate, async (c) => {
+  app.get(`${apiPrefix}/agents/:agentId/browser/session`, ...gate.routes, async (c) => {
     const { refusal, agentId, threadId } = ids(c, c.req.query('threadId') || undefined)
     if (refusal) return refusal
     let toolset
@@ -126,7 +136,7 @@ function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, 
 
   // Mastra: the thread from the JSON body; under thread scope only that thread's session
   // closes, otherwise the whole browser.
-  app.post(`${apiPrefix}/agents/:agentId/browser/close`, ...gate, async (c) => {
+  app.post(`${apiPrefix}/agents/:agentId/browser/close`, ...gate.routes, async (c) => {
     let bodyThread
     try {
       const body = await c.req.json()

@@ -11,6 +11,7 @@ const { NativeRegistry, channelKey, checkCdpSourceOptions } = require('./native'
 const { CloseCode, REGISTRY_OPTIONS, registryDefault } = require('./native-rules')
 const { HostEvents } = require('./host-events')
 const { createLogger } = require('./log')
+const { ViewerTokens } = require('./viewer-token')
 
 /** How long `close()` waits for viewers' close frames to be written. */
 const CLOSE_WAIT_MS = 1500
@@ -120,6 +121,8 @@ class ViewerRegistry {
   #bridged = new Map()
   /** WSContext (drop-in) → viewer id */
   #contexts = new Map()
+  /** the key of scoped viewer links and their single-use memory (viewer-token.js) */
+  #viewerTokens
   #closed = false
 
   /**
@@ -159,6 +162,7 @@ class ViewerRegistry {
     if (options.onControlChange !== undefined && typeof options.onControlChange !== 'function') {
       throw new TypeError('ViewerRegistry option onControlChange must be a function')
     }
+    this.#viewerTokens = new ViewerTokens(options.viewerTokenSecret)
     const log = createLogger(options.logger)
     try {
       this.#native = new NativeRegistry((event) => this.#hostEvents.handle(event), nativeOptions)
@@ -439,6 +443,72 @@ class ViewerRegistry {
       throw new TypeError('publishEvent: event must be an object with a string type')
     }
     return this.#native.publishEvent(channelKey(agentId, threadId || undefined), JSON.stringify(event))
+  }
+
+  /**
+   * A signed, short-lived link token admitting one channel as `?token=` on the stream route,
+   * view-only unless `canControl`, for `ttlMs` (default 5 minutes), once if `once` (README,
+   * "Scoped viewer links"). Throws a TypeError for bad options or ids.
+   * @param {import('../index').ViewerTokenOptions} options
+   * @returns {string}
+   */
+  createViewerToken(options) {
+    return this.#viewerTokens.create(options)
+  }
+
+  /**
+   * Checks a `?token=` for the channel of `agentId` (and `threadId`): `{ refusal }` or
+   * `{ canControl, consume }` (viewer-token.js).
+   * @internal used by the gate and the stream route (gate.js, routes.js)
+   */
+  checkViewerToken(token, agentId, threadId) {
+    return this.#viewerTokens.check(token, agentId, threadId)
+  }
+
+  /**
+   * Takes control back from the viewer holding it (also one whose connection dropped within
+   * `controlGraceMs`): every extended viewer gets `{"type":"control","controller":null,
+   * "reason":reason}` and `onControlChange` fires with `reason`. Viewers may ask again.
+   * Returns false when nobody held control.
+   * @param {string} agentId
+   * @param {string} [threadId]
+   * @param {string} [reason] told to viewers (at most 200 bytes, no control characters)
+   * @returns {boolean}
+   */
+  releaseControl(agentId, threadId, reason = 'released') {
+    if (typeof reason !== 'string') throw new TypeError('releaseControl: reason must be a string')
+    return this.#native.releaseControl(channelKey(agentId, threadId || undefined), reason)
+  }
+
+  /**
+   * Turns the privacy blackout of an agent's channel on or off (README, "Privacy blackout"):
+   * while on, no frame or video chunk captured leaves the server, viewers get
+   * `{"status":"private","reason":…}`, and their input and snapshot requests are refused
+   * (`private`). Without `threadId` it covers the agent and every thread of it. Holds for
+   * channels nobody watches yet.
+   * @param {string} agentId
+   * @param {string | undefined | null} threadId
+   * @param {boolean} on
+   * @param {{reason?: string}} [options] `reason` is told to viewers (default `private`)
+   */
+  setPrivacy(agentId, threadId, on, options = {}) {
+    if (typeof agentId !== 'string' || agentId === '') throw new TypeError('setPrivacy: agentId must be a non-empty string')
+    if (threadId !== undefined && threadId !== null && typeof threadId !== 'string') {
+      throw new TypeError('setPrivacy: threadId must be a string, null or undefined')
+    }
+    if (typeof on !== 'boolean') throw new TypeError('setPrivacy: on must be a boolean')
+    const reason = options?.reason ?? 'private'
+    if (typeof reason !== 'string') throw new TypeError('setPrivacy: options.reason must be a string')
+    try {
+      this.#native.setPrivacy(agentId, threadId || undefined, on ? reason : null)
+    } catch (err) {
+      throw new TypeError(`setPrivacy: ${err.message}`)
+    }
+  }
+
+  /** Whether the channel of `agentId` (and `threadId`) is private now (`setPrivacy`). */
+  isPrivate(agentId, threadId) {
+    return this.#native.isPrivate(channelKey(agentId, threadId || undefined))
   }
 
   /** Per-channel and per-viewer counters. */

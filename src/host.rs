@@ -52,6 +52,9 @@ pub struct ControlChange {
     pub thread_id: Option<String>,
     /// The viewer holding control now, or nobody.
     pub controller: Option<u32>,
+    /// Why control ended, when the server (`idle`, `controller_left`) or the deployer
+    /// (`releaseControl`) ended it.
+    pub reason: Option<String>,
 }
 
 /// What the core asks a JS-bridged viewer's socket to do.

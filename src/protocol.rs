@@ -257,8 +257,12 @@ pub enum ExtendedMessage {
         /// The frame.
         seq: u64,
     },
-    /// Take control of the page.
-    ControlRequest,
+    /// Take control of the page; `reclaim` is the token a controller got with its control,
+    /// to take it back within the grace period after its connection dropped.
+    ControlRequest {
+        /// The reclaim token, if the viewer holds one.
+        reclaim: Option<String>,
+    },
     /// Give control up.
     ControlRelease,
     /// WebRTC: the viewer's SDP offer (it receives video over WebRTC instead of the socket).
@@ -375,7 +379,15 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
         "ack" => seq_field(&obj, "seq")?
             .map(|seq| ExtendedMessage::Ack { seq })
             .ok_or(MessageError::InvalidField("seq")),
-        "control-request" => Ok(ExtendedMessage::ControlRequest),
+        "control-request" => match obj.get("reclaim") {
+            None | Some(Value::Null) => Ok(ExtendedMessage::ControlRequest { reclaim: None }),
+            Some(Value::String(token)) if !token.is_empty() && token.len() <= MAX_RECLAIM_BYTES => {
+                Ok(ExtendedMessage::ControlRequest {
+                    reclaim: Some(token.clone()),
+                })
+            }
+            _ => Err(MessageError::InvalidField("reclaim")),
+        },
         "control-release" => Ok(ExtendedMessage::ControlRelease),
         "webrtc-offer" => match obj.get("sdp") {
             Some(Value::String(sdp)) if !sdp.is_empty() && sdp.len() <= MAX_SDP_BYTES => {
@@ -405,6 +417,8 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// Longest ICE candidate line accepted.
 const MAX_CANDIDATE_BYTES: usize = 512;
+/// Longest reclaim token accepted (the server's are 32 hex digits).
+const MAX_RECLAIM_BYTES: usize = 64;
 
 /// Longest codec string accepted in an offer (WebCodecs strings are about a dozen bytes).
 const MAX_CODEC_STRING: usize = 64;
@@ -509,7 +523,27 @@ pub fn session_meta_message(meta: &SessionMeta<'_>) -> String {
 
 /// `{"type":"control","controller":C|null,"you":bool}`.
 pub fn control_message(controller: Option<u32>, you: bool) -> String {
-    serde_json::json!({ "type": "control", "controller": controller, "you": you }).to_string()
+    control_change_message(controller, you, None, None)
+}
+
+/// `{"type":"control","controller":C|null,"you":B}`, with `"reason":R` when the server (idle
+/// timeout, grace expiry) or the deployer (`releaseControl`) ended a control, and
+/// `"reclaim":T` to the holder only when a grace period lets it take control back.
+pub fn control_change_message(
+    controller: Option<u32>,
+    you: bool,
+    reason: Option<&str>,
+    reclaim: Option<&str>,
+) -> String {
+    let mut message =
+        serde_json::json!({ "type": "control", "controller": controller, "you": you });
+    if let Some(reason) = reason {
+        message["reason"] = reason.into();
+    }
+    if let Some(reclaim) = reclaim {
+        message["reclaim"] = reclaim.into();
+    }
+    message.to_string()
 }
 
 /// `{"type":"event","seq":N,"event":E}` around an event's JSON text (already validated).
@@ -813,8 +847,21 @@ mod tests {
         );
         assert_eq!(
             parse_extended_message(r#"{"type":"control-request"}"#),
-            Ok(ControlRequest)
+            Ok(ControlRequest { reclaim: None })
         );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"control-request","reclaim":"ab12"}"#),
+            Ok(ControlRequest {
+                reclaim: Some("ab12".into())
+            })
+        );
+        for bad in [r#""""#, "7", &format!("\"{}\"", "a".repeat(65))] {
+            let text = format!(r#"{{"type":"control-request","reclaim":{bad}}}"#);
+            assert_eq!(
+                parse_extended_message(&text),
+                Err(MessageError::InvalidField("reclaim"))
+            );
+        }
         let Ok(Input {
             input: ClientMessage::Mouse(mouse),
             frame_pixels: true,

@@ -123,6 +123,9 @@ pub enum HostEvent {
         thread_id: Option<String>,
         /// The viewer holding control; absent when nobody does.
         controller: Option<u32>,
+        /// Why control ended (`idle`, `controller_left`, or the deployer's `releaseControl`
+        /// reason); absent when a viewer took or gave it.
+        reason: Option<String>,
     },
     /// Another instance asks over the relay whether this one has the browser of `agentId`
     /// (and `threadId`): answer with `answerProbe(probeId, owns)`.
@@ -254,6 +257,7 @@ impl Host for JsHost {
             agent_id: change.agent_id,
             thread_id: change.thread_id,
             controller: change.controller,
+            reason: change.reason,
         });
     }
 

@@ -99,6 +99,8 @@ pub enum PushResult {
     Stale,
     /// Not a base64 JPEG, PNG or WebP image; viewers are told once per session.
     Rejected,
+    /// The channel is private (`setPrivacy`): dropped unseen.
+    Withheld,
 }
 
 /// The statuses the core broadcasts (`{status}`), by name; a JS source sets these too.
@@ -295,6 +297,42 @@ impl NativeRegistry {
             .map_err(|e| invalid(e.to_string()))
     }
 
+    /// Takes control of `key`'s page back from whoever holds it (a controller in its grace
+    /// period too): every extended viewer gets `control` with `reason`. False when nobody
+    /// held it. Throws for a reason over 200 bytes or with control characters.
+    #[napi]
+    pub fn release_control(&self, key: String, reason: String) -> Result<bool> {
+        crate::registry::control_lease::check_reason(&reason).map_err(invalid)?;
+        Ok(self.registry.release_control(&key, &reason))
+    }
+
+    /// Makes the channel of `agentId` and `threadId` private (`reason` given) or public
+    /// again (`null`); without a thread, the agent and every thread of it. While private no
+    /// frame of it is taken in or sent, viewers get `{status:"private",reason}` and input is
+    /// refused. Kept for channels nobody watches yet. Throws for bad ids or a bad reason (as
+    /// `releaseControl`).
+    #[napi]
+    pub fn set_privacy(
+        &self,
+        agent_id: String,
+        thread_id: Option<String>,
+        reason: Option<String>,
+    ) -> Result<()> {
+        ChannelId::checked(&agent_id, thread_id.as_deref()).map_err(invalid)?;
+        if let Some(reason) = &reason {
+            crate::registry::control_lease::check_reason(reason).map_err(invalid)?;
+        }
+        self.registry
+            .set_privacy(&agent_id, thread_id.as_deref(), reason.as_deref());
+        Ok(())
+    }
+
+    /// Whether `key` is private now (`setPrivacy`).
+    #[napi]
+    pub fn is_private(&self, key: String) -> bool {
+        self.registry.is_private(&key)
+    }
+
     /// Closes a viewer with a close frame of `code` (and `reason`); without `code` the viewer
     /// is only detached (its socket already closed, or the caller keeps it). False if unknown.
     #[napi]
@@ -339,6 +377,7 @@ impl NativeRegistry {
             PushOutcome::NoChannel => PushResult::NoChannel,
             PushOutcome::Stale => PushResult::Stale,
             PushOutcome::Rejected(_) => PushResult::Rejected,
+            PushOutcome::Withheld => PushResult::Withheld,
         }
     }
 

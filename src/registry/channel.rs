@@ -71,6 +71,11 @@ pub(super) struct ChannelState {
     /// Where the browser of session `.0` is, once the host decided (see [`SourceKind`]); a
     /// relayed session's page cannot be controlled from here.
     pub(super) source_kind: Option<(u32, SourceKind)>,
+    /// The current controller's tenure (see `control_lease`).
+    pub(super) tenure: super::control_lease::Tenure,
+    /// While the deployer keeps the page private (`setPrivacy`), its reason: no frame is
+    /// taken in or sent, input is refused (see `privacy`).
+    pub(super) privacy: Option<String>,
 }
 
 /// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.
@@ -97,12 +102,15 @@ pub struct Channel {
     /// Changed when a session's source kind was decided or a session ended: a wake-up for
     /// [`Channel::decided_source_kind`] (only the change matters).
     pub(super) source_decisions: watch::Sender<u64>,
+    /// Wakes the channel's control watchdog (`control_lease::watch_control`): control changed.
+    pub(super) control_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        // Ends the channel's relay task.
+        // Ends the channel's relay task and its control watchdog.
         self.inputs.close();
+        self.control_wake.notify_one();
     }
 }
 

@@ -54,6 +54,12 @@ macro_rules! for_registry_options {
                 refine_after_ms "refineAfterMs" => refine_after: ms = 600, 0..=60_000;
                 #[doc = "JPEG quality of the refinement screenshot for JPEG viewers (default 90; 0: none)."]
                 refine_jpeg_quality "refineJpegQuality" => refine_jpeg_quality: count = 90, 0..=100;
+                #[doc = "Milliseconds without input from the viewer holding control after which control"]
+                #[doc = "is released, everyone told with reason `idle` (default 0: never)."]
+                control_idle_ms "controlIdleMs" => control_idle: ms = 0, 0..=4_294_967_295;
+                #[doc = "Milliseconds control stays with a controller whose connection dropped: it takes"]
+                #[doc = "it back with its reclaim token on reconnecting (default 0: released at once)."]
+                control_grace_ms "controlGraceMs" => control_grace: ms = 0, 0..=600_000;
             }
             event_numbers {
                 #[doc = "Milliseconds `text_delta` events are held to be merged (default 50; 0 sends each)."]
@@ -304,6 +310,10 @@ pub struct RegistryConfig {
     pub refine_jpeg_quality: u32,
     /// Viewers may ask for video.
     pub video: bool,
+    /// Control released after this long without the controller's input (zero: never).
+    pub control_idle: Duration,
+    /// Control kept for a controller whose connection dropped, for it to reclaim (zero: none).
+    pub control_grace: Duration,
     /// Limits of the agent event channel.
     pub events: EventLimits,
 }

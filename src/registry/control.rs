@@ -34,6 +34,8 @@ pub enum ControlRefusal {
     /// The browser is on another instance that cannot be asked now (the bus is away, or no
     /// owner streams the channel).
     Unreachable,
+    /// The deployer made the page private (`setPrivacy`): no input until it ends.
+    Private,
 }
 
 impl ControlRefusal {
@@ -55,6 +57,7 @@ impl ControlRefusal {
                 "control_unavailable",
                 "this browser is streamed from another server, which cannot be reached now",
             ),
+            ControlRefusal::Private => ("private", "the page is private for now; input is paused"),
         }
     }
 }
@@ -158,7 +161,7 @@ impl Registry {
         let cost = match &message {
             ExtendedMessage::Resume { .. } => 20,
             ExtendedMessage::SnapshotRequest => 10,
-            ExtendedMessage::ControlRequest | ExtendedMessage::ControlRelease => 5,
+            ExtendedMessage::ControlRequest { .. } | ExtendedMessage::ControlRelease => 5,
             // Starting video may start an encoder; an offer also starts a peer.
             ExtendedMessage::Config {
                 video: Some(Some(_)),
@@ -178,6 +181,10 @@ impl Registry {
             } => self.submit_input(channel, link, input, frame_pixels, frame_seq),
             ExtendedMessage::Resume { last_seq } => link.queue(Outbound::Resume { last_seq }),
             ExtendedMessage::SnapshotRequest => {
+                if lock(&channel.state).privacy.is_some() {
+                    link.answer_error("private", crate::registry::privacy::PRIVATE_TEXT);
+                    return;
+                }
                 let no_frame = channel.latest_frame().is_none();
                 if no_frame && !channel.capture_requested.swap(true, Ordering::Relaxed) {
                     let live = self.with_live_source(&channel.id.key, None, |channel, state| {
@@ -206,7 +213,9 @@ impl Registry {
                     Some(Some(codecs)) => self.start_video(channel, link, &codecs),
                 }
             }
-            ExtendedMessage::ControlRequest => self.request_control(channel, link),
+            ExtendedMessage::ControlRequest { reclaim } => {
+                self.request_control(channel, link, reclaim.as_deref())
+            }
             ExtendedMessage::ControlRelease => {
                 let mut state = lock(&channel.state);
                 if Channel::is_relayed(&state) && link.can_control {
@@ -443,6 +452,8 @@ impl Registry {
             let mut state = lock(&channel.state);
             let route = if !link.can_control {
                 Err(ControlRefusal::WatchOnly)
+            } else if state.privacy.is_some() {
+                Err(ControlRefusal::Private)
             } else if Channel::is_relayed(&state) {
                 Ok(InputRoute::Owner)
             } else {
@@ -486,7 +497,10 @@ impl Registry {
         compat: bool,
     ) -> Result<(), ControlRefusal> {
         match state.controller {
-            Some(holder) if holder == viewer => Ok(()),
+            Some(holder) if holder == viewer => {
+                state.tenure.last_input = tokio::time::Instant::now();
+                Ok(())
+            }
             Some(_) => Err(ControlRefusal::HeldByOther),
             None if compat => Ok(()),
             None if self.config.implicit_control => {
@@ -585,6 +599,7 @@ impl Registry {
                     refused(ControlRefusal::NotHolder)
                 }
             }
+            RemoteAsk::Input(_) if state.privacy.is_some() => refused(ControlRefusal::Private),
             RemoteAsk::Input(input) => {
                 if let Err(refusal) = self.input_verdict(&channel, &mut state, viewer, compat) {
                     return refused(refusal);
@@ -650,7 +665,9 @@ impl Registry {
         relay.controller_changed(key, state.controller);
     }
 
-    fn request_control(&self, channel: &Channel, link: &ViewerLink) {
+    /// A viewer's `control-request`: takes control if nobody holds it, or with `reclaim`, the
+    /// token of a controller in its grace period, takes that controller's control back.
+    fn request_control(&self, channel: &Channel, link: &ViewerLink, reclaim: Option<&str>) {
         if !link.can_control {
             let (code, message) = ControlRefusal::WatchOnly.answer();
             link.answer_error(code, message);
@@ -662,10 +679,21 @@ impl Registry {
             self.ask_owner(channel, link, RemoteAsk::Request);
             return;
         }
+        let reclaims = state.tenure.left_at.is_some()
+            && reclaim.is_some()
+            && state.tenure.reclaim.as_deref() == reclaim;
         match state.controller {
             None => self.set_controller(channel, &mut state, Some(link.id)),
+            Some(_) if reclaims => self.set_controller(channel, &mut state, Some(link.id)),
             Some(holder) if holder == link.id => {
-                link.send(protocol::control_message(Some(holder), true));
+                state.tenure.last_input = tokio::time::Instant::now();
+                let reclaim = state.tenure.reclaim.as_deref();
+                link.send(protocol::control_change_message(
+                    Some(holder),
+                    true,
+                    None,
+                    reclaim,
+                ));
             }
             // Answered under the lock, so it cannot arrive after a later `control` message.
             Some(holder) => link.send(protocol::control_busy_message(holder)),
@@ -681,15 +709,37 @@ impl Registry {
         state: &mut ChannelState,
         controller: Option<u32>,
     ) {
+        self.change_controller(channel, state, controller, None);
+    }
+
+    /// `set_controller`, telling `reason` when the server or the deployer ended a control. A
+    /// new tenure starts: with a grace period, a local extended holder gets a reclaim token.
+    pub(super) fn change_controller(
+        &self,
+        channel: &Channel,
+        state: &mut ChannelState,
+        controller: Option<u32>,
+        reason: Option<&str>,
+    ) {
         state.controller = controller;
+        state.tenure = super::control_lease::Tenure::new(tokio::time::Instant::now());
+        let holder = controller.and_then(|id| state.viewers.get(&id));
+        if !self.config.control_grace.is_zero()
+            && !Channel::is_relayed(state)
+            && holder.is_some_and(|viewer| viewer.link.mode == Mode::Extended)
+        {
+            state.tenure.reclaim = super::control_lease::new_reclaim_token();
+        }
         for (id, viewer) in &state.viewers {
             if viewer.link.mode == Mode::Extended {
-                viewer.link.send(protocol::control_message(
-                    controller,
-                    controller == Some(*id),
+                let you = controller == Some(*id);
+                let reclaim = state.tenure.reclaim.as_deref().filter(|_| you);
+                viewer.link.send(protocol::control_change_message(
+                    controller, you, reason, reclaim,
                 ));
             }
         }
+        channel.control_wake.notify_one();
         if let Some(relay) = &self.relay {
             relay.controller_changed(&channel.id.key, controller);
         }
@@ -698,6 +748,7 @@ impl Registry {
             agent_id: channel.id.agent_id.clone(),
             thread_id: channel.id.thread_id.clone(),
             controller,
+            reason: reason.map(String::from),
         });
     }
 }

@@ -7,7 +7,8 @@
 //! (id rules and keys), [`channel`] (a channel's state and broadcast), [`viewer_link`] (what
 //! the registry holds of one viewer), [`publish`] (what sources push: frames, status, url,
 //! errors, events), [`control`] (client messages: control policy, rate limits, input relay),
-//! [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
+//! [`control_lease`] (how long control lasts: idle release, the grace of a dropped
+//! controller, `releaseControl`), [`privacy`] (the privacy blackout), [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
 //! events: batching and the resume ring), [`stats`] (counters and snapshots).
 //! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node`).
 
@@ -15,8 +16,10 @@ pub(crate) mod channel;
 pub(crate) mod channel_id;
 pub(crate) mod config;
 pub(crate) mod control;
+pub(crate) mod control_lease;
 pub mod event_log;
 pub(crate) mod input_flow;
+pub(crate) mod privacy;
 pub(crate) mod publish;
 pub(crate) mod stats;
 pub(crate) mod viewer_link;
@@ -83,6 +86,9 @@ pub struct Registry {
     pub(crate) webrtc: Option<crate::webrtc::WebRtc>,
     /// Scale-out over NATS, when configured.
     pub(crate) relay: Option<Arc<crate::relay::Relay>>,
+    /// What the deployer made private (`setPrivacy`): kept while a channel does not exist,
+    /// so its first viewer finds it private. Locked after `channels`.
+    private: Mutex<privacy::PrivateSet>,
 }
 
 impl Registry {
@@ -113,6 +119,7 @@ impl Registry {
             draining: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             totals: RegistryTotals::default(),
+            private: Mutex::new(privacy::PrivateSet::default()),
         });
         if let Some(relay) = &registry.relay {
             relay.start(Arc::downgrade(&registry));
@@ -191,6 +198,8 @@ impl Registry {
                 linger_timer: None,
                 linger_epoch: 0,
                 source_kind: None,
+                tenure: control_lease::Tenure::new(tokio::time::Instant::now()),
+                privacy: lock(&self.private).reason_for(id),
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
@@ -202,7 +211,13 @@ impl Registry {
             counters: ChannelCounters::default(),
             video: Mutex::new(None),
             source_decisions: watch::Sender::new(0),
+            control_wake: Arc::new(Notify::new()),
         });
+        self.runtime.spawn(control_lease::watch_control(
+            Arc::downgrade(self),
+            Arc::downgrade(&channel),
+            channel.control_wake.clone(),
+        ));
         self.runtime.spawn(refine_when_quiet(
             Arc::downgrade(self),
             Arc::downgrade(&channel),
@@ -272,7 +287,10 @@ impl Registry {
                         viewer_id,
                         can_control: join.can_control,
                         controller: state.controller,
-                        status: state.status.as_deref(),
+                        status: match state.privacy {
+                            Some(_) => Some(privacy::PRIVATE_STATUS),
+                            None => state.status.as_deref(),
+                        },
                         seq: channel.newest_seq(),
                         implicit_control: self.config.implicit_control,
                         webrtc: self.webrtc.as_ref().map(|webrtc| webrtc.client_json()),
@@ -283,8 +301,8 @@ impl Registry {
                 }
                 Mode::Compat => {}
             }
-            if let Some(status) = &state.status {
-                join_messages.push(protocol::status_message(status));
+            if let Some(status) = privacy::joiner_status(&state) {
+                join_messages.push(status);
             }
             if let Some(url) = &state.url {
                 join_messages.push(protocol::url_message(url));
@@ -412,7 +430,13 @@ impl Registry {
                 }
             }
             if state.controller == Some(viewer_id) {
-                self.set_controller(channel, &mut state, None);
+                if state.tenure.reclaim.is_some() && !self.is_closed() {
+                    // Kept for it through the grace period: it may come back and reclaim it.
+                    state.tenure.left_at = Some(tokio::time::Instant::now());
+                    channel.control_wake.notify_one();
+                } else {
+                    self.set_controller(channel, &mut state, None);
+                }
             }
             if !state.viewers.is_empty() {
                 return;

@@ -27,6 +27,8 @@ pub enum PushOutcome {
     Stale,
     /// Not a base64 image: dropped, counted, viewers told once per session.
     Rejected(String),
+    /// The channel is private (`setPrivacy`): dropped unseen, counted.
+    Withheld,
 }
 
 impl Registry {
@@ -43,6 +45,13 @@ impl Registry {
             return PushOutcome::NoChannel;
         };
         let outcome = self.with_live_source(key, generation, |channel, state| {
+            if state.privacy.is_some() {
+                channel
+                    .counters
+                    .frames_withheld
+                    .fetch_add(1, Ordering::Relaxed);
+                return PushOutcome::Withheld;
+            }
             if let Err(rejection) = check_base64_image(&text) {
                 channel
                     .counters
@@ -111,7 +120,14 @@ impl Registry {
     pub fn set_status(&self, key: &str, generation: Option<u32>, status: &str) -> bool {
         self.with_live_source(key, generation, |_, state| {
             state.status = Some(status.to_string());
-            Channel::broadcast_sticky(state, StickyKind::Status, protocol::status_message(status));
+            // While private, viewers keep the private status; they get this one after it.
+            if state.privacy.is_none() {
+                Channel::broadcast_sticky(
+                    state,
+                    StickyKind::Status,
+                    protocol::status_message(status),
+                );
+            }
         })
         .is_some()
     }
@@ -159,7 +175,9 @@ impl Registry {
         self.with_live_source(key, None, |_, state| match status {
             Some(status) => {
                 state.status = Some(status);
-                Channel::broadcast_sticky(state, StickyKind::Status, json.to_string());
+                if state.privacy.is_none() {
+                    Channel::broadcast_sticky(state, StickyKind::Status, json.to_string());
+                }
             }
             None => Channel::broadcast(state, json.to_string()),
         })

@@ -21,6 +21,8 @@ macro_rules! for_channel_counters {
             frames_rejected,
             #[doc = "Pushes for a stale generation or an idle channel, ignored."]
             frames_stale,
+            #[doc = "Frames dropped unseen while the channel was private (`setPrivacy`)."]
+            frames_withheld,
             #[doc = "Bytes of accepted frames."]
             bytes_in,
             #[doc = "Client messages that failed validation (ignored in compat mode)."]

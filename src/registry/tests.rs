@@ -628,3 +628,208 @@ async fn a_session_is_undecided_until_its_host_says_where_the_browser_is() {
         Some(SourceKind::Local)
     );
 }
+
+#[tokio::test]
+async fn a_private_channel_takes_no_frame_refuses_input_and_tells_why() {
+    let (registry, host) = registry_with(RegistryConfig {
+        implicit_control: true,
+        ..RegistryConfig::default()
+    });
+    let id = ChannelId::new("agent", Some("t1"));
+    let mut viewer = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    assert!(registry.set_status(&id.key, None, "streaming"));
+    let PushOutcome::Published(before) =
+        registry.push_frame(&id.key, None, JPEG.into(), FrameMeta::default())
+    else {
+        panic!("published")
+    };
+    drain_texts(&mut viewer);
+    // The agent-wide switch covers its threads' channels.
+    registry.set_privacy("agent", None, Some("typing a password"));
+    assert!(registry.is_private(&id.key));
+    assert_eq!(
+        drain_texts(&mut viewer),
+        vec![r#"{"reason":"typing a password","status":"private"}"#]
+    );
+    assert!(
+        viewer.frames.borrow().is_none(),
+        "the cached frame is withdrawn"
+    );
+    assert!(viewer.channel.cleared_through.load(Ordering::Relaxed) >= before);
+    assert_eq!(
+        registry.push_frame(&id.key, None, JPEG.into(), FrameMeta::default()),
+        PushOutcome::Withheld
+    );
+    assert!(viewer.frames.borrow().is_none());
+    // The source's status changes are kept for after; input and snapshots are refused.
+    assert!(registry.set_status(&id.key, None, "browser_starting"));
+    let press = r#"{"type":"input","kind":"mouse","eventType":"mousePressed","x":1,"y":1}"#;
+    registry.on_client_text(&viewer.channel, &viewer.link, press);
+    registry.on_client_text(
+        &viewer.channel,
+        &viewer.link,
+        r#"{"type":"snapshot-request"}"#,
+    );
+    let answers = drain_texts(&mut viewer);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.contains(r#""error":"private""#)),
+        "{answers:?}"
+    );
+    // A joiner finds it private, without a frame.
+    let mut joiner = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    let joined = drain_texts(&mut joiner);
+    assert!(joined[0].contains(r#""status":"private""#), "{joined:?}");
+    assert!(
+        joined.iter().any(|t| t.contains("typing a password")),
+        "{joined:?}"
+    );
+    assert!(joiner.frames.borrow().is_none());
+    // A thread switch and the agent switch: public only once both ended.
+    registry.set_privacy("agent", Some("t1"), Some("card number"));
+    registry.set_privacy("agent", None, None);
+    assert!(registry.is_private(&id.key));
+    registry.set_privacy("agent", Some("t1"), None);
+    assert!(!registry.is_private(&id.key));
+    let texts = drain_texts(&mut viewer);
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some(r#"{"status":"browser_starting"}"#),
+        "{texts:?}"
+    );
+    let PushOutcome::Published(after) =
+        registry.push_frame(&id.key, None, JPEG.into(), FrameMeta::default())
+    else {
+        panic!("published once public")
+    };
+    assert!(after > before);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(lock(&host.inputs).is_empty(), "no input reached the page");
+    assert_eq!(registry.stats()[0].counters.frames_withheld, 1);
+    // Made private before anyone watches: the first viewer finds it so.
+    registry.set_privacy("other", None, Some("later"));
+    let other = ChannelId::new("other", None);
+    let mut first = registry
+        .admit_with(&other, Transport::Native, extended(true))
+        .expect("admitted");
+    assert!(drain_texts(&mut first)[0].contains(r#""status":"private""#));
+    assert_eq!(
+        registry.push_frame(&other.key, None, JPEG.into(), FrameMeta::default()),
+        PushOutcome::Withheld
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn control_ends_when_idle_and_a_dropped_controller_reclaims_it_within_the_grace() {
+    let (registry, host) = registry_with(RegistryConfig {
+        control_idle: Duration::from_secs(10),
+        control_grace: Duration::from_secs(5),
+        ..RegistryConfig::default()
+    });
+    let id = ChannelId::new("agent", None);
+    let mut a = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    let mut b = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    drain_texts(&mut a);
+    drain_texts(&mut b);
+    let control = |text: &str| -> serde_json::Value { serde_json::from_str(text).expect("json") };
+    registry.on_client_text(&a.channel, &a.link, r#"{"type":"control-request"}"#);
+    let granted = control(&drain_texts(&mut a)[0]);
+    let token = granted["reclaim"]
+        .as_str()
+        .expect("a reclaim token")
+        .to_string();
+    assert_eq!(token.len(), 32);
+    let told_b = drain_texts(&mut b);
+    assert!(
+        !told_b[0].contains("reclaim"),
+        "only the holder gets the token"
+    );
+    // Input keeps control past the idle time.
+    let mv = r#"{"type":"input","kind":"mouse","eventType":"mouseMoved","x":1,"y":1}"#;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    registry.on_client_text(&a.channel, &a.link, mv);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(registry.controller(&id.key), Some(a.id));
+    // The holder drops: control is kept for it, and another viewer cannot take it.
+    registry.release(&a.channel, a.id);
+    assert!(
+        drain_texts(&mut b).is_empty(),
+        "nobody is told of a drop within the grace"
+    );
+    registry.on_client_text(&b.channel, &b.link, r#"{"type":"control-request"}"#);
+    assert!(drain_texts(&mut b)[0].contains("control_busy"));
+    // A wrong token is an ordinary request; the right one takes control back.
+    let mut a2 = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    drain_texts(&mut a2);
+    registry.on_client_text(
+        &a2.channel,
+        &a2.link,
+        r#"{"type":"control-request","reclaim":"00"}"#,
+    );
+    assert!(drain_texts(&mut a2)[0].contains("control_busy"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reclaim = format!(r#"{{"type":"control-request","reclaim":"{token}"}}"#);
+    registry.on_client_text(&a2.channel, &a2.link, &reclaim);
+    let back = control(&drain_texts(&mut a2)[0]);
+    assert_eq!(back["controller"], a2.id);
+    assert_eq!(back["you"], true);
+    assert_ne!(
+        back["reclaim"].as_str(),
+        Some(token.as_str()),
+        "a new tenure, a new token"
+    );
+    // The old token is spent.
+    registry.on_client_text(&b.channel, &b.link, &reclaim);
+    assert!(drain_texts(&mut b)
+        .iter()
+        .any(|t| t.contains("control_busy")));
+    // No input for the idle time: released, everyone told why.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(registry.controller(&id.key), None);
+    let idle = control(drain_texts(&mut b).last().expect("told"));
+    assert_eq!(
+        (idle["controller"].clone(), idle["reason"].clone()),
+        (serde_json::Value::Null, "idle".into())
+    );
+    // A holder that does not come back loses control at the end of the grace.
+    registry.on_client_text(&b.channel, &b.link, r#"{"type":"control-request"}"#);
+    registry.release(&b.channel, b.id);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(registry.controller(&id.key), None);
+    let left = control(drain_texts(&mut a2).last().expect("told"));
+    assert_eq!(left["reason"], "controller_left");
+    // The deployer takes control back with its reason.
+    registry.on_client_text(&a2.channel, &a2.link, r#"{"type":"control-request"}"#);
+    assert!(registry.release_control(&id.key, "agent resumed"));
+    assert!(
+        !registry.release_control(&id.key, "agent resumed"),
+        "nobody holds it now"
+    );
+    let taken = control(drain_texts(&mut a2).last().expect("told"));
+    assert_eq!(
+        (taken["you"].clone(), taken["reason"].clone()),
+        (false.into(), "agent resumed".into())
+    );
+    assert_eq!(
+        *lock(&host.controls),
+        vec![
+            Some(a.id),
+            Some(a2.id),
+            None,
+            Some(b.id),
+            None,
+            Some(a2.id),
+            None
+        ]
+    );
+}

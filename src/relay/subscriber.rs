@@ -297,7 +297,7 @@ fn push(
                     }
                     true
                 }
-                PushOutcome::Rejected(_) => true,
+                PushOutcome::Rejected(_) | PushOutcome::Withheld => true,
                 PushOutcome::NoChannel | PushOutcome::Stale => false,
             },
             None => true,

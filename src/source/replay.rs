@@ -191,7 +191,7 @@ pub async fn run_replay(
             ..meta
         };
         match registry.push_frame(&key, Some(generation), text, meta) {
-            PushOutcome::Published(_) | PushOutcome::Rejected(_) => {}
+            PushOutcome::Published(_) | PushOutcome::Rejected(_) | PushOutcome::Withheld => {}
             PushOutcome::NoChannel | PushOutcome::Stale => return,
         }
     }

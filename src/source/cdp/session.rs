@@ -494,7 +494,7 @@ impl Session {
             .push_frame(&self.key, Some(self.generation), text, meta)
         {
             PushOutcome::NoChannel | PushOutcome::Stale => Some(Ending::Stale),
-            PushOutcome::Published(_) | PushOutcome::Rejected(_) => None,
+            PushOutcome::Published(_) | PushOutcome::Rejected(_) | PushOutcome::Withheld => None,
         }
     }
 

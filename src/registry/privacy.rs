@@ -1,0 +1,122 @@
+//! The privacy blackout (`setPrivacy`): while a channel is private no frame of it is taken
+//! in, so none can leave (to any viewer, the latest-frame cache, a snapshot, the video
+//! encoder or the relay), its viewers are told `{status:"private"}` and input is refused.
+//! Owns the private state of channel keys and what entering and leaving it does; the frame
+//! and input paths read it (`publish`, `control`). Must not touch sockets.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::{lock, Channel, ChannelId, ChannelState, Registry};
+use crate::mailbox::StickyKind;
+use crate::protocol;
+
+/// The status viewers get while the page is private (with the deployer's `reason`).
+pub const PRIVATE_STATUS: &str = "private";
+
+/// The text of the `private` error (input, snapshot requests while private).
+pub const PRIVATE_TEXT: &str = "the page is private for now";
+
+/// What the deployer made private: one channel, or an agent with every thread of it.
+#[derive(Debug, Default)]
+pub(super) struct PrivateSet {
+    /// Channel key → reason.
+    channels: HashMap<String, String>,
+    /// Agent id → reason: the agent's channel and each of its threads' channels.
+    agents: HashMap<String, String>,
+}
+
+impl PrivateSet {
+    /// The reason channel `id` is private for, if it is (its own reason first).
+    pub(super) fn reason_for(&self, id: &ChannelId) -> Option<String> {
+        self.channels
+            .get(&id.key)
+            .or_else(|| self.agents.get(&id.agent_id))
+            .cloned()
+    }
+}
+
+impl Registry {
+    /// Makes the channel `agent_id`/`thread_id` private (`Some(reason)`), or with no thread
+    /// the agent and every thread of it; `None` ends that. Kept for channels that do not exist
+    /// yet, so a channel created later starts private. A channel made private by its agent
+    /// and by itself stays private until both ended. On entering: the latest frame and the
+    /// video pipeline's picture are dropped, frames still queued for viewers are withdrawn,
+    /// and viewers get `{status:"private",reason}`. On leaving: viewers get the source's
+    /// status again; the next frame the source sends flows.
+    pub fn set_privacy(&self, agent_id: &str, thread_id: Option<&str>, reason: Option<&str>) {
+        let channels = lock(&self.channels);
+        let mut private = lock(&self.private);
+        let scope = match thread_id {
+            Some(_) => (
+                &mut private.channels,
+                ChannelId::key_of(agent_id, thread_id),
+            ),
+            None => (&mut private.agents, agent_id.to_string()),
+        };
+        match reason {
+            Some(reason) => scope.0.insert(scope.1, reason.to_string()),
+            None => scope.0.remove(&scope.1),
+        };
+        for channel in channels.values() {
+            let fits = channel.id.agent_id == agent_id
+                && (thread_id.is_none() || channel.id.thread_id.as_deref() == thread_id);
+            if fits {
+                apply(channel, private.reason_for(&channel.id));
+            }
+        }
+    }
+
+    /// Whether channel `key` is private now.
+    pub fn is_private(&self, key: &str) -> bool {
+        self.channel(key)
+            .is_some_and(|channel| lock(&channel.state).privacy.is_some())
+    }
+}
+
+/// Brings `channel` to its privacy `reason` (`None`: public).
+fn apply(channel: &Channel, reason: Option<String>) {
+    let mut state = lock(&channel.state);
+    match reason {
+        Some(reason) => {
+            if state.privacy.is_none() {
+                // Nothing captured before may be sent while private either: what is queued
+                // or cached is withdrawn, as when a session ends.
+                channel
+                    .cleared_through
+                    .store(state.frame_seq, Ordering::Release);
+                channel.frames.send_replace(None);
+                if let Some(video) = channel.video_pipeline() {
+                    video.clear();
+                }
+            }
+            if state.privacy.as_deref() != Some(reason.as_str()) {
+                let message = private_status_message(&reason);
+                state.privacy = Some(reason);
+                Channel::broadcast_sticky(&mut state, StickyKind::Status, message);
+            }
+        }
+        None => {
+            if state.privacy.take().is_some() {
+                if let Some(status) = state.status.clone() {
+                    let message = protocol::status_message(&status);
+                    Channel::broadcast_sticky(&mut state, StickyKind::Status, message);
+                }
+            }
+        }
+    }
+}
+
+/// `{"status":"private","reason":R}`.
+pub fn private_status_message(reason: &str) -> String {
+    serde_json::json!({ "status": PRIVATE_STATUS, "reason": reason }).to_string()
+}
+
+/// The status message a joiner of a channel in `state` gets: the private status while
+/// private, else the source's.
+pub(super) fn joiner_status(state: &ChannelState) -> Option<String> {
+    match &state.privacy {
+        Some(reason) => Some(private_status_message(reason)),
+        None => state.status.as_deref().map(protocol::status_message),
+    }
+}
