@@ -51,6 +51,11 @@ export declare class NativeRegistry {
    */
   publishEvent(key: string, json: string): boolean
   /**
+   * Publishes one event (JSON object text) to every channel of this registry, each
+   * numbering it and keeping it for resume. Returns how many channels it went to.
+   */
+  broadcastEvent(json: string): number
+  /**
    * Takes control of `key`'s page back from whoever holds it (a controller in its grace
    * period too): every extended viewer gets `control` with `reason`. False when nobody
    * held it. Throws for a reason over 200 bytes or with control characters.
@@ -263,6 +268,8 @@ export interface ChannelStats {
   inputsRateLimited: number
   /** Mouse moves replaced by a later move, or dropped to make room. */
   movesCoalesced: number
+  /** Viewers' replies to agent events handed to `onViewerReply`. */
+  replies: number
   /** Source starts requested. */
   starts: number
   /** Source stops requested. */
@@ -386,6 +393,15 @@ export type HostEvent =
      * reason); absent when a viewer took or gave it.
      */
   reason?: string }
+  | { kind: 'reply'; /** Channel key. */
+    key: string; /** Agent id. */
+    agentId: string; /** Thread id. */
+    threadId?: string; /** The viewer that answered. */
+    viewerId: number; /** Whether it may control the page. */
+    canControl: boolean; /** The `seq` of the event answered. */
+    to: number; /** The answer, as JSON text. */
+    reply: string; /** The event answered, as JSON text, while the channel's resume ring holds it. */
+  event?: string }
   | { kind: 'probe'; /** Names this question in `answerProbe`. */
     probeId: number; /** Channel key. */
     key: string; /** Agent id. */
@@ -530,10 +546,20 @@ export interface NativeRegistryOptions {
    * `video_unavailable` and encodes nothing).
    */
   video?: boolean
+  /**
+   * View-only viewers may answer agent events with `reply` too (default false:
+   * only viewers allowed to control; others get `reply_denied`).
+   */
+  viewOnlyReplies?: boolean
   /** WebRTC delivery of the video (off unless given; needs `video`). */
   webrtc?: NativeWebRtcOptions
   /** Scale-out over NATS (off unless given). */
   relay?: NativeRelayOptions
+  /**
+   * The host takes viewers' `reply` messages (its `reply` events); without it viewers
+   * are answered `reply_unavailable`.
+   */
+  viewerReplies?: boolean
 }
 
 /** The relay's bus (`relay: { nats }`); `relay::config` owns the defaults and checks. */

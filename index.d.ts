@@ -159,6 +159,13 @@ export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webr
    * `controlGraceMs` ran out), or the `releaseControl` reason.
    */
   onControlChange?: (agentId: string, controller: number | null, info: { threadId?: string; key: string; reason?: string }) => void | Promise<void>
+  /**
+   * A person watching answered an agent event (`{"type":"reply","to":seq,"reply":…}`; README,
+   * "Human in the loop"): `to` is the event's `seq`, `reply` the parsed answer (at most 16 KiB
+   * of JSON). Only viewers allowed to control reply, unless `viewOnlyReplies`. Without this
+   * hook viewers are answered `reply_unavailable`.
+   */
+  onViewerReply?: (agentId: string, answer: ViewerReplyInfo) => void | Promise<void>
   /** Default toolset lookup for channels started without one. */
   getToolset?: GetToolset
   /** Passed to `startScreencast` / `startScreencastIfBrowserActive`. */
@@ -192,6 +199,22 @@ export interface ViewerRegistryOptions extends Omit<NativeRegistryOptions, 'webr
    * registry, so links work only on this registry in this process.
    */
   viewerTokenSecret?: string | Uint8Array
+}
+
+/** A viewer's answer to an agent event, as `onViewerReply` gets it. */
+export interface ViewerReplyInfo {
+  /** The viewer that answered (ids are in `stats()`). */
+  viewerId: number
+  /** Whether that viewer may control the page. */
+  canControl: boolean
+  threadId?: string
+  key: string
+  /** The `seq` of the event answered. */
+  to: number
+  /** The answer, any JSON value. */
+  reply: unknown
+  /** The event answered, while the channel's resume ring still holds it. */
+  event?: AgentEvent
 }
 
 /** What a scoped viewer link admits (`registry.createViewerToken`; README, "Scoped viewer links"). */
@@ -286,6 +309,12 @@ export declare class ViewerRegistry {
    * `Error` for one larger than `maxEventBytes`.
    */
   publishEvent(agentId: string, event: AgentEvent, threadId?: string): boolean
+  /**
+   * Sends one event to the extended viewers of every channel of this registry (e.g.
+   * `{ type: 'config_changed' }`), numbered and kept for resume by each. Returns how many
+   * channels it went to. Throws as `publishEvent`.
+   */
+  broadcastEvent(event: AgentEvent): number
   /**
    * A signed, short-lived token for `?token=` on the stream route, admitting exactly this
    * channel (view-only unless `canControl`) until it expires, once if `once`, without

@@ -152,6 +152,7 @@ export class BrowserStreamClient {
    * @param {(event: object, seq: number) => void} [handlers.onEvent] extended: an agent event, once per seq
    * @param {(meta: object) => void} [handlers.onSession] extended: the `session-meta` of each connection
    * @param {(control: {controller: number | null, you: boolean, reason?: string}) => void} [handlers.onControl] extended: control changed (`reason` when the server or the deployer ended it: `idle`, `controller_left`, or the deployer's)
+   * @param {(to: number) => void} [handlers.onReplyOk] extended: a `reply(to, …)` reached the deployer
    * @param {{initialMs?: number, maxMs?: number, factor?: number}} [handlers.backoff]
    * @param {typeof WebSocket} [handlers.WebSocket] for tests outside a browser
    */
@@ -263,6 +264,15 @@ export class BrowserStreamClient {
   /** Extended: asks for control of the page (answer: onControl, or onError `control_busy`). */
   requestControl() {
     return this.send({ type: 'control-request' })
+  }
+
+  /**
+   * Extended: answers the agent event numbered `to` (e.g. a `permission_request`) with
+   * `answer` (any JSON value, at most 16 KiB). Acknowledged by `onReplyOk(to)`; refusals come
+   * to `onError` (`reply_denied`, `reply_unavailable`, `bad_reply`, `bad_message`).
+   */
+  reply(to, answer) {
+    return this.send({ type: 'reply', to, reply: answer })
   }
 
   /** Extended: gives control up. */
@@ -653,6 +663,10 @@ export class BrowserStreamClient {
     }
     if (message.type === 'video-config') {
       this.#configureDecoder(message)
+      return
+    }
+    if (message.type === 'reply-ok') {
+      this.handlers.onReplyOk?.(message.to)
       return
     }
     if (message.type === 'control') {

@@ -27,6 +27,8 @@ class HostEvents {
   #cdpTimeoutMs
   /** (agentId, controller, {threadId, key, reason?}) on every control change */
   #onControlChange
+  /** (agentId, {viewerId, canControl, threadId, key, to, reply, event?}) on every viewer's reply */
+  #onViewerReply
   /** the registry's channel book, lent: remember, toolsetGetter, forget, pruneGone */
   #channels
   /** the registry's JS-bridged sockets, lent: get, take */
@@ -45,6 +47,7 @@ class HostEvents {
    * @param {number} [o.toolsetTimeoutMs]
    * @param {number} [o.cdpTimeoutMs]
    * @param {Function} [o.onControlChange]
+   * @param {Function} [o.onViewerReply]
    * @param {object} o.channels what JS keeps of channels: `remember(key, {agentId, threadId})`
    *   when a source starts, `toolsetGetter(key)` (a drop-in viewer's getToolset), `forget(key)`
    *   once its source stopped, `pruneGone()` for channels Rust let go without a `stop`
@@ -61,6 +64,7 @@ class HostEvents {
     this.#toolsetTimeoutMs = o.toolsetTimeoutMs
     this.#cdpTimeoutMs = o.cdpTimeoutMs
     this.#onControlChange = o.onControlChange
+    this.#onViewerReply = o.onViewerReply
     this.#channels = o.channels
     this.#sockets = o.sockets
   }
@@ -95,6 +99,9 @@ class HostEvents {
       }
       case 'control':
         this.#controlChanged(event)
+        return
+      case 'reply':
+        this.#viewerReplied(event)
         return
       case 'probe':
         this.#native.answerProbe(event.probeId, await this.#hasBrowser(event))
@@ -293,6 +300,20 @@ class HostEvents {
     const source = this.#sources.get(key)
     if (!source || source.generation !== generation) return
     await source.input(inputKind, inputKind === 'text' ? { text } : input)
+  }
+
+  #viewerReplied({ key, agentId, threadId, viewerId, canControl, to, reply, event }) {
+    if (!this.#onViewerReply) return
+    const warn = (err) => this.#log.warn(`[browser-stream] onViewerReply: ${errorText(err)}`)
+    try {
+      // Rust checked it is JSON (and bounded it) before sending it here.
+      const answer = { viewerId, canControl, threadId: threadId ?? undefined, key, to, reply: JSON.parse(reply) }
+      if (event !== undefined && event !== null) answer.event = JSON.parse(event)
+      const result = this.#onViewerReply(agentId, answer)
+      if (result && typeof result.then === 'function') result.then(undefined, warn)
+    } catch (err) {
+      warn(err)
+    }
   }
 
   #controlChanged({ key, agentId, threadId, controller, reason }) {

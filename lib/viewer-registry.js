@@ -162,6 +162,11 @@ class ViewerRegistry {
     if (options.onControlChange !== undefined && typeof options.onControlChange !== 'function') {
       throw new TypeError('ViewerRegistry option onControlChange must be a function')
     }
+    if (options.onViewerReply !== undefined && typeof options.onViewerReply !== 'function') {
+      throw new TypeError('ViewerRegistry option onViewerReply must be a function')
+    }
+    // Without the hook, viewers' replies are answered `reply_unavailable` by Rust.
+    if (options.onViewerReply) nativeOptions.viewerReplies = true
     this.#viewerTokens = new ViewerTokens(options.viewerTokenSecret)
     const log = createLogger(options.logger)
     try {
@@ -180,6 +185,7 @@ class ViewerRegistry {
       toolsetTimeoutMs: options.toolsetTimeoutMs,
       cdpTimeoutMs: options.cdpTimeoutMs,
       onControlChange: options.onControlChange,
+      onViewerReply: options.onViewerReply,
       // Lent, not exposed: the channel book and the bridged sockets, as narrow as HostEvents needs.
       channels: {
         remember: (key, channel) => this.#channels.set(key, channel),
@@ -509,6 +515,20 @@ class ViewerRegistry {
   /** Whether the channel of `agentId` (and `threadId`) is private now (`setPrivacy`). */
   isPrivate(agentId, threadId) {
     return this.#native.isPrivate(channelKey(agentId, threadId || undefined))
+  }
+
+  /**
+   * Publishes one event to the extended viewers of every channel (a server-wide notice such
+   * as `{ type: 'config_changed' }`): each channel numbers it and keeps it for resume. Returns
+   * how many channels it went to. Throws as `publishEvent` for a bad event.
+   * @param {{type: string, [field: string]: unknown}} event
+   * @returns {number}
+   */
+  broadcastEvent(event) {
+    if (event === null || typeof event !== 'object' || Array.isArray(event) || typeof event.type !== 'string') {
+      throw new TypeError('broadcastEvent: event must be an object with a string type')
+    }
+    return this.#native.broadcastEvent(JSON.stringify(event))
   }
 
   /** Per-channel and per-viewer counters. */

@@ -57,6 +57,25 @@ pub struct ControlChange {
     pub reason: Option<String>,
 }
 
+/// A viewer's answer to an agent event (`reply`), for the deployer's `onViewerReply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerReply {
+    /// Channel key.
+    pub key: String,
+    pub agent_id: String,
+    pub thread_id: Option<String>,
+    /// The viewer that answered (its id on this instance).
+    pub viewer_id: u32,
+    /// Whether that viewer may control the page.
+    pub can_control: bool,
+    /// The `seq` of the event it answers.
+    pub to: u64,
+    /// Its answer, a JSON value's text (checked and bounded).
+    pub reply: String,
+    /// The event answered (its JSON text), while the channel's ring holds it.
+    pub event: Option<String>,
+}
+
 /// What the core asks a JS-bridged viewer's socket to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgedOutbound {
@@ -100,6 +119,10 @@ pub trait Host: Send + Sync + 'static {
     /// Control changed hands (`onControlChange`). Must not block; called in change order.
     fn control_changed(&self, change: ControlChange) {
         let _ = change;
+    }
+    /// A viewer answered an agent event (`onViewerReply`). Must not block.
+    fn viewer_reply(&self, reply: ViewerReply) {
+        let _ = reply;
     }
     /// A viewer asked for a snapshot and the channel has no frame: capture one if the source
     /// can (the native CDP source takes a screenshot). Must not block.

@@ -277,6 +277,14 @@ pub enum ExtendedMessage {
     },
     /// WebRTC: end the viewer's peer connection (JPEG frames resume on the socket).
     WebRtcClose,
+    /// A person's answer to an agent event (human in the loop): for the deployer's
+    /// `onViewerReply`.
+    Reply {
+        /// The `seq` of the event answered.
+        to: u64,
+        /// The answer: any JSON value, as its text (at most [`MAX_REPLY_BYTES`]).
+        reply: String,
+    },
 }
 
 /// Why a client message is refused. Compat mode ignores it (Studio expects no answer) and
@@ -293,6 +301,8 @@ pub enum MessageError {
     UnknownType(String),
     /// A field is missing, of the wrong type or out of range.
     InvalidField(&'static str),
+    /// A field is larger (as JSON text) than its bound in bytes.
+    TooLarge(&'static str, usize),
 }
 
 impl std::fmt::Display for MessageError {
@@ -303,6 +313,9 @@ impl std::fmt::Display for MessageError {
             MessageError::MissingType => write!(f, "message has no string \"type\""),
             MessageError::UnknownType(t) => write!(f, "unknown message type {t:?}"),
             MessageError::InvalidField(field) => write!(f, "invalid or missing field {field:?}"),
+            MessageError::TooLarge(field, bound) => {
+                write!(f, "field {field:?} is larger than {bound} bytes")
+            }
         }
     }
 }
@@ -409,6 +422,19 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
             _ => Err(MessageError::InvalidField("candidate")),
         },
         "webrtc-close" => Ok(ExtendedMessage::WebRtcClose),
+        "reply" => {
+            let to = seq_field(&obj, "to")?
+                .filter(|to| *to > 0)
+                .ok_or(MessageError::InvalidField("to"))?;
+            let reply = match obj.get("reply") {
+                None => return Err(MessageError::InvalidField("reply")),
+                Some(value) => value.to_string(),
+            };
+            if reply.len() > MAX_REPLY_BYTES {
+                return Err(MessageError::TooLarge("reply", MAX_REPLY_BYTES));
+            }
+            Ok(ExtendedMessage::Reply { to, reply })
+        }
         _ => Err(MessageError::UnknownType(kind)),
     }
 }
@@ -417,6 +443,9 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// Longest ICE candidate line accepted.
 const MAX_CANDIDATE_BYTES: usize = 512;
+/// Largest `reply` of a `reply` message, as JSON text: an answer to a question, not a
+/// document.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 /// Longest reclaim token accepted (the server's are 32 hex digits).
 const MAX_RECLAIM_BYTES: usize = 64;
 
@@ -554,6 +583,11 @@ pub fn event_message(seq: u64, event_json: &str) -> String {
 /// `{"type":"resumed","lastSeq":L,"replayed":K}`.
 pub fn resumed_message(last_seq: Option<u64>, replayed: usize) -> String {
     serde_json::json!({ "type": "resumed", "lastSeq": last_seq, "replayed": replayed }).to_string()
+}
+
+/// `{"type":"reply-ok","to":N}`: the viewer's reply to event `N` reached the deployer's hook.
+pub fn reply_ok_message(to: u64) -> String {
+    serde_json::json!({ "type": "reply-ok", "to": to }).to_string()
 }
 
 /// `{"type":"snapshot","seq":N}`.
@@ -854,6 +888,34 @@ mod tests {
             Ok(ControlRequest {
                 reclaim: Some("ab12".into())
             })
+        );
+        assert_eq!(
+            parse_extended_message(r#"{"type":"reply","to":42,"reply":{"approve":true}}"#),
+            Ok(Reply {
+                to: 42,
+                reply: r#"{"approve":true}"#.into()
+            })
+        );
+        let big = format!(
+            r#"{{"type":"reply","to":1,"reply":"{}"}}"#,
+            "x".repeat(MAX_REPLY_BYTES)
+        );
+        assert_eq!(
+            parse_extended_message(&big),
+            Err(MessageError::TooLarge("reply", MAX_REPLY_BYTES))
+        );
+        for bad in [
+            r#"{"type":"reply","reply":1}"#,
+            r#"{"type":"reply","to":0,"reply":1}"#,
+        ] {
+            assert_eq!(
+                parse_extended_message(bad),
+                Err(MessageError::InvalidField("to"))
+            );
+        }
+        assert_eq!(
+            parse_extended_message(r#"{"type":"reply","to":3}"#),
+            Err(MessageError::InvalidField("reply"))
         );
         for bad in [r#""""#, "7", &format!("\"{}\"", "a".repeat(65))] {
             let text = format!(r#"{{"type":"control-request","reclaim":{bad}}}"#);

@@ -13,6 +13,7 @@ use napi_derive::napi;
 
 use crate::host::{
     BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, ProbeRequest, SourceRequest,
+    ViewerReply,
 };
 use crate::protocol::{parse_client_message, ClientMessage};
 use crate::source::cdp::CdpSessions;
@@ -126,6 +127,25 @@ pub enum HostEvent {
         /// Why control ended (`idle`, `controller_left`, or the deployer's `releaseControl`
         /// reason); absent when a viewer took or gave it.
         reason: Option<String>,
+    },
+    /// Viewer `viewerId` answered the agent event `to` of `key` (`reply`: a JSON text).
+    Reply {
+        /// Channel key.
+        key: String,
+        /// Agent id.
+        agent_id: String,
+        /// Thread id.
+        thread_id: Option<String>,
+        /// The viewer that answered.
+        viewer_id: u32,
+        /// Whether it may control the page.
+        can_control: bool,
+        /// The `seq` of the event answered.
+        to: i64,
+        /// The answer, as JSON text.
+        reply: String,
+        /// The event answered, as JSON text, while the channel's resume ring holds it.
+        event: Option<String>,
     },
     /// Another instance asks over the relay whether this one has the browser of `agentId`
     /// (and `threadId`): answer with `answerProbe(probeId, owns)`.
@@ -258,6 +278,19 @@ impl Host for JsHost {
             thread_id: change.thread_id,
             controller: change.controller,
             reason: change.reason,
+        });
+    }
+
+    fn viewer_reply(&self, reply: ViewerReply) {
+        self.notify(HostEvent::Reply {
+            key: reply.key,
+            agent_id: reply.agent_id,
+            thread_id: reply.thread_id,
+            viewer_id: reply.viewer_id,
+            can_control: reply.can_control,
+            to: reply.to as i64,
+            reply: reply.reply,
+            event: reply.event,
         });
     }
 

@@ -297,6 +297,16 @@ impl NativeRegistry {
             .map_err(|e| invalid(e.to_string()))
     }
 
+    /// Publishes one event (JSON object text) to every channel of this registry, each
+    /// numbering it and keeping it for resume. Returns how many channels it went to.
+    #[napi]
+    pub fn broadcast_event(&self, json: String) -> Result<u32> {
+        self.registry
+            .broadcast_event(json)
+            .map(|sent| sent as u32)
+            .map_err(|e| invalid(e.to_string()))
+    }
+
     /// Takes control of `key`'s page back from whoever holds it (a controller in its grace
     /// period too): every extended viewer gets `control` with `reason`. False when nobody
     /// held it. Throws for a reason over 200 bytes or with control characters.

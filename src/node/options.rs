@@ -35,6 +35,10 @@ macro_rules! native_options_from_table {
             pub webrtc: Option<NativeWebRtcOptions>,
             /// Scale-out over NATS (off unless given).
             pub relay: Option<NativeRelayOptions>,
+            /// The host takes viewers' `reply` messages (its `reply` events); without it viewers
+            /// are answered `reply_unavailable`.
+            #[napi(js_name = "viewerReplies")]
+            pub viewer_replies: Option<bool>,
         }
 
         impl NativeRegistryOptions {
@@ -56,6 +60,7 @@ macro_rules! native_options_from_table {
                 if let Some(relay) = self.relay {
                     config.relay = Some(relay.nats.into_options().into_config().map_err(invalid)?);
                 }
+                config.viewer_replies = self.viewer_replies.unwrap_or(false);
                 Ok(config)
             }
         }

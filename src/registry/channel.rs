@@ -184,6 +184,13 @@ impl Channel {
     }
 
     /// Counts a client message that is not valid for this protocol.
+    /// Whether `seq` can be the number of an event this channel sent: an event's number is
+    /// never above the newest event's (numbers below the channel's start are not told apart:
+    /// an old question may have left the ring and still be answered).
+    pub fn event_numbered(&self, seq: u64) -> bool {
+        seq > 0 && seq <= lock(&self.events).last_seq()
+    }
+
     pub fn count_malformed(&self) {
         self.counters
             .malformed_messages

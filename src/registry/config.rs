@@ -81,6 +81,9 @@ macro_rules! for_registry_options {
                 #[doc = "Extended viewers may ask for H.264 video (default true; false answers"]
                 #[doc = "`video_unavailable` and encodes nothing)."]
                 video "video" => video = true;
+                #[doc = "View-only viewers may answer agent events with `reply` too (default false:"]
+                #[doc = "only viewers allowed to control; others get `reply_denied`)."]
+                view_only_replies "viewOnlyReplies" => view_only_replies = false;
             }
         }
     };
@@ -179,6 +182,8 @@ macro_rules! config_from_table {
                     // Structured, so not a row: `webrtc::config` owns its defaults and checks.
                     webrtc: None,
                     relay: None,
+                    // Not the deployer's to set: whether it passed `onViewerReply`.
+                    viewer_replies: false,
                 }
             }
         }
@@ -310,6 +315,10 @@ pub struct RegistryConfig {
     pub refine_jpeg_quality: u32,
     /// Viewers may ask for video.
     pub video: bool,
+    /// View-only viewers may `reply` too.
+    pub view_only_replies: bool,
+    /// The host takes viewers' replies (the deployer gave `onViewerReply`).
+    pub viewer_replies: bool,
     /// Control released after this long without the controller's input (zero: never).
     pub control_idle: Duration,
     /// Control kept for a controller whose connection dropped, for it to reclaim (zero: none).

@@ -168,6 +168,8 @@ impl Registry {
                 ..
             } => 20,
             ExtendedMessage::WebRtcOffer { .. } => 20,
+            // Each reply reaches the deployer's code: at most 10 a second per viewer.
+            ExtendedMessage::Reply { .. } => 20,
             _ => 1,
         };
         if !self.take_tokens(channel, link, cost, is_move) {
@@ -276,6 +278,7 @@ impl Registry {
                     link.answer_error("webrtc_inactive", "this viewer has no WebRTC peer");
                 }
             }
+            ExtendedMessage::Reply { to, reply } => self.viewer_reply(channel, link, to, reply),
             ExtendedMessage::Ack { .. } => {}
         }
     }

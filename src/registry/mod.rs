@@ -8,7 +8,8 @@
 //! the registry holds of one viewer), [`publish`] (what sources push: frames, status, url,
 //! errors, events), [`control`] (client messages: control policy, rate limits, input relay),
 //! [`control_lease`] (how long control lasts: idle release, the grace of a dropped
-//! controller, `releaseControl`), [`privacy`] (the privacy blackout), [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
+//! controller, `releaseControl`), [`privacy`] (the privacy blackout), [`replies`] (viewers'
+//! answers to agent events), [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
 //! events: batching and the resume ring), [`stats`] (counters and snapshots).
 //! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node`).
 
@@ -21,6 +22,7 @@ pub mod event_log;
 pub(crate) mod input_flow;
 pub(crate) mod privacy;
 pub(crate) mod publish;
+pub(crate) mod replies;
 pub(crate) mod stats;
 pub(crate) mod viewer_link;
 

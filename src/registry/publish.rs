@@ -240,6 +240,22 @@ impl Registry {
         }
     }
 
+    /// Publishes one event (JSON object text) to every channel (a server-wide notice such as
+    /// `config_changed`): each channel numbers it and keeps it for resume like its own
+    /// events. Returns how many channels it went to.
+    pub fn broadcast_event(self: &Arc<Self>, json: String) -> Result<usize, EventError> {
+        // Checked once, so a bad event is refused even when no channel exists.
+        Event::parse(json.clone(), self.config.events.max_event_bytes)?;
+        let keys: Vec<String> = lock(&self.channels).keys().cloned().collect();
+        let mut sent = 0;
+        for key in keys {
+            if self.publish_event(&key, json.clone())? {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
     /// Publishes an agent event (JSON object text) to the extended viewers of `key`: numbered,
     /// kept in the resume ring, `text_delta`s merged over the batch window. `Ok(false)` when
     /// the channel does not exist (nobody to tell).

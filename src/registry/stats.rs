@@ -39,6 +39,8 @@ macro_rules! for_channel_counters {
             inputs_rate_limited,
             #[doc = "Mouse moves replaced by a later move, or dropped to make room."]
             moves_coalesced,
+            #[doc = "Viewers' replies to agent events handed to `onViewerReply`."]
+            replies,
             #[doc = "Source starts requested."]
             starts,
             #[doc = "Source stops requested."]
