@@ -124,6 +124,12 @@ pub trait Host: Send + Sync + 'static {
     fn viewer_reply(&self, reply: ViewerReply) {
         let _ = reply;
     }
+    /// The controller asked to show tab `tab` (an id of the source's last `set_tabs`). False
+    /// when the source cannot switch tabs. Must not block.
+    fn select_tab(&self, request: SourceRequest, tab: u32) -> bool {
+        let _ = (request, tab);
+        false
+    }
     /// A viewer asked for a snapshot and the channel has no frame: capture one if the source
     /// can (the native CDP source takes a screenshot). Must not block.
     fn capture_frame(&self, request: SourceRequest) {

@@ -29,6 +29,8 @@ pub enum StickyKind {
     Viewport,
     /// `{error, message}` of one error code.
     Error(String),
+    /// `{"type":"tabs"}` (extended viewers).
+    Tabs,
 }
 
 /// The queue is at its bound: the viewer does not read (the caller closes it with 4001).

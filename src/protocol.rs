@@ -277,6 +277,11 @@ pub enum ExtendedMessage {
     },
     /// WebRTC: end the viewer's peer connection (JPEG frames resume on the socket).
     WebRtcClose,
+    /// Show another of the agent's pages (an id of the last `tabs` message); the controller's.
+    TabSelect {
+        /// The tab.
+        id: u32,
+    },
     /// A person's answer to an agent event (human in the loop): for the deployer's
     /// `onViewerReply`.
     Reply {
@@ -422,6 +427,12 @@ pub fn parse_extended_message(text: &str) -> Result<ExtendedMessage, MessageErro
             _ => Err(MessageError::InvalidField("candidate")),
         },
         "webrtc-close" => Ok(ExtendedMessage::WebRtcClose),
+        "tab-select" => obj
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .map(|id| ExtendedMessage::TabSelect { id })
+            .ok_or(MessageError::InvalidField("id")),
         "reply" => {
             let to = seq_field(&obj, "to")?
                 .filter(|to| *to > 0)

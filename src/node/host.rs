@@ -319,6 +319,11 @@ impl Host for JsHost {
         self.cdp.refine(&request, quality)
     }
 
+    fn select_tab(&self, request: SourceRequest, tab: u32) -> bool {
+        // Only the native CDP source knows the browser's pages.
+        self.cdp.select_tab(&request, tab)
+    }
+
     fn capture_frame(&self, request: SourceRequest) {
         // Only the native CDP source can capture on demand; other sources answer with their
         // next frame.

@@ -76,6 +76,8 @@ pub(super) struct ChannelState {
     /// While the deployer keeps the page private (`setPrivacy`), its reason: no frame is
     /// taken in or sent, input is refused (see `privacy`).
     pub(super) privacy: Option<String>,
+    /// The source's pages, as last reported (see `tabs`).
+    pub(super) tabs: super::tabs::TabList,
 }
 
 /// One agent's (or agent thread's) stream: its viewers, its source state and its latest frame.

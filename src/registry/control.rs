@@ -279,6 +279,7 @@ impl Registry {
                 }
             }
             ExtendedMessage::Reply { to, reply } => self.viewer_reply(channel, link, to, reply),
+            ExtendedMessage::TabSelect { id } => self.select_tab(channel, link, id),
             ExtendedMessage::Ack { .. } => {}
         }
     }
@@ -492,7 +493,7 @@ impl Registry {
     /// Whether `viewer` may send input now (taking control implicitly when configured).
     /// Compat viewers can neither ask for control nor give it back: they act while nobody
     /// holds it, without taking it. Called under the channel's state lock.
-    fn input_verdict(
+    pub(super) fn input_verdict(
         &self,
         channel: &Channel,
         state: &mut ChannelState,

@@ -9,7 +9,7 @@
 //! errors, events), [`control`] (client messages: control policy, rate limits, input relay),
 //! [`control_lease`] (how long control lasts: idle release, the grace of a dropped
 //! controller, `releaseControl`), [`privacy`] (the privacy blackout), [`replies`] (viewers'
-//! answers to agent events), [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
+//! answers to agent events), [`tabs`] (the agent's pages and `tab-select`), [`input_flow`] (token buckets and the coalescing input queue), [`event_log`] (agent
 //! events: batching and the resume ring), [`stats`] (counters and snapshots).
 //! Must not touch sockets or WebSocket bytes (that is `viewer`), nor napi (that is `node`).
 
@@ -24,6 +24,7 @@ pub(crate) mod privacy;
 pub(crate) mod publish;
 pub(crate) mod replies;
 pub(crate) mod stats;
+pub(crate) mod tabs;
 pub(crate) mod viewer_link;
 
 #[cfg(test)]
@@ -202,6 +203,7 @@ impl Registry {
                 source_kind: None,
                 tenure: control_lease::Tenure::new(tokio::time::Instant::now()),
                 privacy: lock(&self.private).reason_for(id),
+                tabs: tabs::TabList::default(),
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
@@ -279,8 +281,8 @@ impl Registry {
                 return refused(AdmitError::TooManyViewers);
             }
             // Room for the join messages on top of the reliable-message bound.
-            let (outbox_tx, outbox) = mailbox(self.config.max_queued_messages.max(1) + 4);
-            let mut join_messages = Vec::with_capacity(4);
+            let (outbox_tx, outbox) = mailbox(self.config.max_queued_messages.max(1) + 5);
+            let mut join_messages = Vec::with_capacity(5);
             match join.mode {
                 Mode::Extended => {
                     join_messages.push(protocol::session_meta_message(&protocol::SessionMeta {
@@ -311,6 +313,9 @@ impl Registry {
             }
             if let Some((width, height)) = state.viewport {
                 join_messages.push(protocol::viewport_message(width, height));
+            }
+            if let (Mode::Extended, Some(tabs)) = (join.mode, &state.tabs.message) {
+                join_messages.push(tabs.clone());
             }
             for text in join_messages {
                 // Cannot fail: the queue is new and has room for these.

@@ -147,6 +147,8 @@ enum SessionCommand {
     Capture,
     /// The page is quiet: a screenshot at this JPEG quality, published as a refinement.
     Refine(u32),
+    /// The controller chose another tab (an id of the session's `tabs`).
+    SelectTab(u32),
 }
 
 /// Tells session tasks apart (a generation may be started twice by a confused caller).
@@ -255,6 +257,11 @@ impl CdpSessions {
     /// Asks the session of `request` for a refinement screenshot at JPEG `quality`.
     pub fn refine(&self, request: &SourceRequest, quality: u32) -> bool {
         self.command(request, SessionCommand::Refine(quality))
+    }
+
+    /// Asks the session of `request` to show tab `id`. False if none serves it.
+    pub fn select_tab(&self, request: &SourceRequest, id: u32) -> bool {
+        self.command(request, SessionCommand::SelectTab(id))
     }
 
     fn command(&self, request: &SourceRequest, command: SessionCommand) -> bool {

@@ -4,6 +4,7 @@
 //! order, and how the session ends (stopped, crashed, connection lost).
 //! Must not touch sockets or viewers: it talks to the registry like any other source.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use bytes::Bytes;
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed as EventTargetCrashedInspector;
 use chromiumoxide::cdp::browser_protocol::page::{
     self, CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
-    EventNavigatedWithinDocument, EventScreencastFrame, EventScreencastVisibilityChanged,
-    StartScreencastFormat, StartScreencastParams,
+    EventLoadEventFired, EventNavigatedWithinDocument, EventScreencastFrame,
+    EventScreencastVisibilityChanged, StartScreencastFormat, StartScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     AttachToTargetParams, DetachFromTargetParams, EventDetachedFromTarget, EventTargetCrashed,
@@ -32,6 +33,7 @@ use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::SourceRequest;
 use crate::protocol::{ClientMessage, ErrorCode, Status};
+use crate::registry::tabs::Tab;
 use crate::registry::{PushOutcome, Registry};
 use crate::sync::lock;
 
@@ -81,6 +83,10 @@ pub(super) struct Session {
     pub(super) refined_from: Option<Bytes>,
     /// The last screencast frame published.
     pub(super) last_screencast: Option<Bytes>,
+    /// Target id → the number viewers know the page by (`tabs`): a DevTools target id is
+    /// the browser's, not for viewers. Pruned with `pages`.
+    pub(super) tab_ids: HashMap<String, u32>,
+    pub(super) next_tab_id: u32,
 }
 
 pub(super) async fn run_session(
@@ -116,6 +122,8 @@ pub(super) async fn run_session(
         screenshot_at: None,
         refined_from: None,
         last_screencast: None,
+        tab_ids: HashMap::new(),
+        next_tab_id: 1,
     };
     let ending = tokio::select! {
         _ = stop.cancelled() => Ending::Stopped,
@@ -149,6 +157,7 @@ impl Session {
         if let Err(message) = self.start().await {
             return Ending::Failed(message);
         }
+        self.publish_tabs();
         // Backstop: a session whose generation the registry no longer runs ends even on a page
         // that sends nothing (a stop can slip between the liveness check and the start).
         let mut liveness = tokio::time::interval(LIVENESS_CHECK);
@@ -185,8 +194,12 @@ impl Session {
                     let Some(event) = event else {
                         return Ending::Crashed("the browser's DevTools connection closed".into());
                     };
+                    let pages_may_change = event.method.starts_with("Target.");
                     if let Some(ending) = self.on_event(event).await {
                         return ending;
+                    }
+                    if pages_may_change {
+                        self.publish_tabs();
                     }
                 }
                 command = commands.recv() => match command {
@@ -194,6 +207,10 @@ impl Session {
                     Some(SessionCommand::Input(input, reply)) => {
                         let result = self.on_input(input).await;
                         let _ = reply.send(result);
+                    }
+                    Some(SessionCommand::SelectTab(id)) => {
+                        self.select_tab(id).await;
+                        self.publish_tabs();
                     }
                     Some(SessionCommand::Capture) => {
                         if let Err(ending) = self.screenshot(None).await {
@@ -349,6 +366,55 @@ impl Session {
         None
     }
 
+    /// Tells the registry the pages there are (`tabs`), oldest first, and which one is shown.
+    pub(super) fn publish_tabs(&mut self) {
+        let pages = &self.pages;
+        self.tab_ids.retain(|target, _| {
+            pages
+                .iter()
+                .any(|p| p.target_id.as_ref() == target.as_str())
+        });
+        let shown = self.attached.as_ref().map(|a| a.target_id.as_str());
+        let mut tabs: Vec<Tab> = Vec::with_capacity(pages.len());
+        for page in pages {
+            let id = *self
+                .tab_ids
+                .entry(page.target_id.as_ref().to_string())
+                .or_insert_with(|| {
+                    let id = self.next_tab_id;
+                    self.next_tab_id = self.next_tab_id.wrapping_add(1).max(1);
+                    id
+                });
+            tabs.push(Tab {
+                id,
+                url: page.url.clone(),
+                title: page.title.clone(),
+                shown: shown == Some(page.target_id.as_ref()),
+            });
+        }
+        tabs.sort_by_key(|tab| tab.id);
+        self.registry.set_tabs(&self.key, self.generation, &tabs);
+    }
+
+    /// Shows the page viewers know as tab `id` (the controller's `tab-select`); a page gone
+    /// meanwhile is left (the next list tells).
+    async fn select_tab(&mut self, id: u32) {
+        let target = self
+            .pages
+            .iter()
+            .find(|page| self.tab_ids.get(page.target_id.as_ref()) == Some(&id));
+        let Some(target) = target.cloned() else {
+            return;
+        };
+        let shown = self
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.target_id == target.target_id.as_ref());
+        if !shown {
+            self.retarget(Some(target)).await;
+        }
+    }
+
     pub(super) fn is_ours(&self, event_session: Option<&str>) -> bool {
         match (&self.attached, event_session) {
             (Some(attached), Some(session)) => attached.session_id == session,
@@ -378,6 +444,22 @@ impl Session {
                 let main = self.attached.as_ref()?.main_frame_id.as_deref();
                 if main.is_none_or(|main| main == navigated.frame_id.as_ref()) {
                     self.set_url(&navigated.url);
+                }
+            }
+            (EventLoadEventFired::IDENTIFIER, true) => {
+                // Chrome does not always tell a new title by `targetInfoChanged`: the pages
+                // are read again once the shown one loaded.
+                if let Ok(targets) = self.client.command(None, GetTargetsParams::default()).await {
+                    for info in targets.target_infos.into_iter().filter(is_page) {
+                        if let Some(known) = self
+                            .pages
+                            .iter_mut()
+                            .find(|p| p.target_id == info.target_id)
+                        {
+                            *known = info;
+                        }
+                    }
+                    self.publish_tabs();
                 }
             }
             (EventScreencastVisibilityChanged::IDENTIFIER, true) => {
