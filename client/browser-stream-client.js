@@ -325,11 +325,9 @@ export class BrowserStreamClient {
       // After a reconnect, ask for the events missed meanwhile.
       if (this.extended && this.lastEventSeq !== null) this.send({ type: 'resume', lastSeq: this.lastEventSeq })
       // A controller whose connection dropped takes control back within the server's grace
-      // period (`controlGraceMs`) with the token it was given; a spent token is an ordinary request.
-      if (this.extended && this.reclaimToken) {
-        this.send({ type: 'control-request', reclaim: this.reclaimToken })
-        this.reclaimToken = null
-      }
+      // period (`controlGraceMs`) with the token it was given (kept until a `control` message
+      // says it lost control); a spent token is an ordinary request.
+      if (this.extended && this.reclaimToken) this.send({ type: 'control-request', reclaim: this.reclaimToken })
       if (this.extended && this.autoAck) this.send({ type: 'config', ack: true })
       // Extended: the mode is chosen on `session-meta` (it says whether WebRTC is offered).
       if (!this.extended) this.#setMode('compat', this.requestedMode === 'auto' ? 'the server does not speak browser-stream.v1' : 'compat wire requested')

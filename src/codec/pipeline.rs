@@ -135,6 +135,9 @@ struct Shared {
     /// Set when the chunks are encoded on another instance and fed in here
     /// ([`VideoPipeline::relayed`]): no encoder thread runs.
     relayed: Option<RelayedInput>,
+    /// Frames up to this number were withdrawn ([`VideoPipeline::clear`]): not taken, and
+    /// their chunks (one being encoded, or waiting in the ring) not delivered.
+    cleared_through: AtomicU64,
 }
 
 /// What a relayed pipeline keeps of the stream it is fed.
@@ -271,7 +274,18 @@ impl VideoSubscription {
     /// Decides about a received chunk (`key`: it is a keyframe), the same way for every kind of
     /// subscriber: far behind, skip the backlog and ask for a keyframe; waiting for a keyframe,
     /// skip deltas.
-    pub fn admit(&mut self, key: bool) -> Admit {
+    pub fn admit(&mut self, chunk: &VideoChunk) -> Admit {
+        let key = chunk.key;
+        // A relayed pipeline's numbers are mapped from the owner's: its withdrawals are the
+        // owner's to make.
+        let withdrawn = self.pipeline.relayed.is_none()
+            && chunk.seq <= self.pipeline.cleared_through.load(Ordering::Acquire);
+        if withdrawn {
+            // What follows it would not decode without it.
+            self.awaiting_key = true;
+            self.request_key(KeyReason::Join);
+            return Admit::Skip;
+        }
         if self.chunks.len() > VIDEO_BEHIND {
             self.chunks = self.chunks.resubscribe();
             self.lagged();
@@ -330,6 +344,7 @@ impl Shared {
             counters: Counters::default(),
             settings,
             relayed,
+            cleared_through: AtomicU64::new(0),
         })
     }
 
@@ -549,7 +564,9 @@ impl VideoPipeline {
             control.state,
             PipelineState::Running | PipelineState::Stopping
         );
-        if !live || control.latest.as_ref().is_some_and(|l| l.seq >= frame.seq) {
+        // Under the lock `clear` takes: a withdrawn frame offered late is not taken.
+        let withdrawn = frame.seq <= self.shared.cleared_through.load(Ordering::Acquire);
+        if !live || withdrawn || control.latest.as_ref().is_some_and(|l| l.seq >= frame.seq) {
             return;
         }
         control.latest = Some(frame.clone());
@@ -565,10 +582,15 @@ impl VideoPipeline {
         prune(&mut windows.frames_in, now, |t| *t);
     }
 
-    /// The page's pictures were withdrawn (the session ended): nothing of it is encoded again
-    /// (no keyframe of it for a joiner, no refinement) until a new frame comes.
-    pub fn clear(&self) {
+    /// The page's pictures up to frame `through` were withdrawn (the session ended, the page
+    /// went private): nothing of them is encoded again (no keyframe of it for a joiner, no
+    /// refinement) nor delivered (a chunk being encoded, or in the ring) until a new frame
+    /// comes.
+    pub fn clear(&self, through: u64) {
         let mut control = lock(&self.shared.control);
+        self.shared
+            .cleared_through
+            .fetch_max(through, Ordering::AcqRel);
         control.latest = None;
         control.cleared = true;
         drop(control);
@@ -1145,7 +1167,7 @@ mod tests {
     #[test]
     fn after_clear_a_joiner_gets_nothing_of_the_old_page_until_a_new_frame() {
         let (pipeline, _sub, _) = started(settings());
-        pipeline.clear();
+        pipeline.clear(0);
         let mut joiner = pipeline.subscribe().unwrap();
         std::thread::sleep(KEYFRAME_COALESCE * 2);
         assert!(

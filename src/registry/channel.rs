@@ -76,6 +76,8 @@ pub(super) struct ChannelState {
     /// While the deployer keeps the page private (`setPrivacy`), its reason: no frame is
     /// taken in or sent, input is refused (see `privacy`).
     pub(super) privacy: Option<String>,
+    /// The owner of this relayed channel told its private status (see `privacy`).
+    pub(super) owner_private: bool,
     /// The source's pages, as last reported (see `tabs`).
     pub(super) tabs: super::tabs::TabList,
 }
@@ -207,9 +209,13 @@ impl Channel {
         }
         let offered = frame.clone();
         channel.frames.send_if_modified(|latest| {
-            if latest
-                .as_ref()
-                .is_some_and(|current| current.seq >= frame.seq)
+            // Again under the watch's lock: a withdrawal (`clear_page_state`, privacy) that
+            // came after the check above has its `send_replace(None)` after this.
+            let withdrawn = frame.seq <= channel.cleared_through.load(Ordering::Acquire);
+            if withdrawn
+                || latest
+                    .as_ref()
+                    .is_some_and(|current| current.seq >= frame.seq)
             {
                 return false;
             }

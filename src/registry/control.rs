@@ -592,7 +592,10 @@ impl Registry {
                     self.set_controller(&channel, &mut state, Some(viewer));
                     None
                 }
-                Some(holder) if holder == viewer => Some(RemoteVerdict::Held),
+                Some(holder) if holder == viewer => {
+                    state.tenure.last_input = tokio::time::Instant::now();
+                    Some(RemoteVerdict::Held)
+                }
                 Some(holder) => Some(RemoteVerdict::Busy(holder)),
             },
             RemoteAsk::Release => {
@@ -683,9 +686,9 @@ impl Registry {
             self.ask_owner(channel, link, RemoteAsk::Request);
             return;
         }
-        let reclaims = state.tenure.left_at.is_some()
-            && reclaim.is_some()
-            && state.tenure.reclaim.as_deref() == reclaim;
+        // Also while the old connection still looks open: after a silent network drop the
+        // server notices only at the heartbeat timeout, long after the client reconnected.
+        let reclaims = super::control_lease::reclaim_matches(&state.tenure, reclaim);
         match state.controller {
             None => self.set_controller(channel, &mut state, Some(link.id)),
             Some(_) if reclaims => self.set_controller(channel, &mut state, Some(link.id)),

@@ -55,6 +55,19 @@ impl Tenure {
     }
 }
 
+/// Whether `offered` is the tenure's reclaim token, compared in constant time.
+pub(super) fn reclaim_matches(tenure: &Tenure, offered: Option<&str>) -> bool {
+    let (Some(token), Some(offered)) = (tenure.reclaim.as_deref(), offered) else {
+        return false;
+    };
+    token.len() == offered.len()
+        && token
+            .bytes()
+            .zip(offered.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 /// 128 random bits as hex: a reclaim token, which only its holder is sent.
 pub(super) fn new_reclaim_token() -> Option<String> {
     let mut bytes = [0u8; 16];
@@ -101,13 +114,14 @@ impl Registry {
 
     /// The deployer takes control back (`releaseControl`): whoever holds control of `key`
     /// loses it (a controller in its grace period too), every viewer told `reason`. False
-    /// when nobody held it (or no such channel).
+    /// when nobody held it, or no such channel, or its browser is on another instance (the
+    /// lock is that instance's: call it there).
     pub fn release_control(&self, key: &str, why: &str) -> bool {
         let Some(channel) = self.channel(key) else {
             return false;
         };
         let mut state = lock(&channel.state);
-        if state.controller.is_none() {
+        if state.controller.is_none() || Channel::is_relayed(&state) {
             return false;
         }
         self.change_controller(&channel, &mut state, None, Some(why));

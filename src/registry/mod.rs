@@ -204,6 +204,7 @@ impl Registry {
                 tenure: control_lease::Tenure::new(tokio::time::Instant::now()),
                 privacy: lock(&self.private).reason_for(id),
                 tabs: tabs::TabList::default(),
+                owner_private: false,
             }),
             frames: watch::Sender::new(None),
             cleared_through: Arc::new(AtomicU64::new(0)),
@@ -448,14 +449,19 @@ impl Registry {
             if !state.viewers.is_empty() {
                 return;
             }
+            // A controller that left last keeps the session through its grace: reclaiming
+            // needs the channel it holds control of.
+            let linger = match state.tenure.left_at {
+                Some(_) => self.config.linger.max(self.config.control_grace),
+                None => self.config.linger,
+            };
             match state.source {
-                SourceState::Running if !self.config.linger.is_zero() && !self.is_closed() => {
+                SourceState::Running if !linger.is_zero() && !self.is_closed() => {
                     state.source = SourceState::Lingering;
                     state.linger_epoch += 1;
                     let registry = Arc::downgrade(self);
                     let lingering = Arc::downgrade(channel);
                     let epoch = state.linger_epoch;
-                    let linger = self.config.linger;
                     let timer = self.runtime.spawn(async move {
                         tokio::time::sleep(linger).await;
                         if let (Some(registry), Some(channel)) =
@@ -469,11 +475,11 @@ impl Registry {
                 }
                 SourceState::Running | SourceState::Lingering => {
                     state.source = SourceState::Idle;
-                    forget_channel(&mut channels, channel);
+                    self.forget_channel(&mut channels, channel, &mut state);
                     Some(SourceEdge::Stop(channel.source_request(state.generation)))
                 }
                 SourceState::Idle => {
-                    forget_channel(&mut channels, channel);
+                    self.forget_channel(&mut channels, channel, &mut state);
                     None
                 }
             }
@@ -483,6 +489,27 @@ impl Registry {
             self.apply(channel, edge);
         }
         drop(channels);
+    }
+
+    /// Removes `channel` (locked as `state`) from the registry. A controller kept through its
+    /// grace period loses control now, everyone told: nobody is left to reclaim it, and the
+    /// deployer's `onControlChange` must not wait for a change that would never come.
+    fn forget_channel(
+        &self,
+        channels: &mut HashMap<String, Arc<Channel>>,
+        channel: &Arc<Channel>,
+        state: &mut ChannelState,
+    ) {
+        if state.controller.is_some() && !Channel::is_relayed(state) {
+            let reason = Some(control_lease::reason::CONTROLLER_LEFT);
+            self.change_controller(channel, state, None, reason);
+        }
+        if channels
+            .get(&channel.id.key)
+            .is_some_and(|current| Arc::ptr_eq(current, channel))
+        {
+            channels.remove(&channel.id.key);
+        }
     }
 
     fn linger_expired(&self, channel: &Arc<Channel>, epoch: u64) {
@@ -496,7 +523,7 @@ impl Registry {
         }
         state.source = SourceState::Idle;
         state.linger_timer = None;
-        forget_channel(&mut channels, channel);
+        self.forget_channel(&mut channels, channel, &mut state);
         let edge = SourceEdge::Stop(channel.source_request(state.generation));
         drop(state);
         // Still under the channels lock: the host sees stops and starts of a key in the order
@@ -521,7 +548,7 @@ impl Registry {
         }
         state.source = SourceState::Idle;
         if state.viewers.is_empty() {
-            forget_channel(&mut channels, &channel);
+            self.forget_channel(&mut channels, &channel, &mut state);
         }
         drop(state);
         // A resume waiting for this session's kind waits no more.
@@ -559,6 +586,10 @@ impl Registry {
                     .source_decisions
                     .send_modify(|n| *n = n.wrapping_add(1));
             });
+        if kind == SourceKind::Local && decided.is_some() {
+            // The browser is here now: a former owner's private status no longer holds.
+            self.relayed_status_ended(key);
+        }
         decided.is_some()
     }
 
@@ -698,7 +729,7 @@ impl Registry {
                 let was_live = state.source != SourceState::Idle;
                 state.source = SourceState::Idle;
                 if state.viewers.is_empty() {
-                    forget_channel(&mut channels, &channel);
+                    self.forget_channel(&mut channels, &channel, &mut state);
                 }
                 let edge =
                     was_live.then(|| SourceEdge::Stop(channel.source_request(state.generation)));
@@ -743,15 +774,6 @@ pub struct DrainGuard {
 impl Drop for DrainGuard {
     fn drop(&mut self) {
         self.registry.draining.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn forget_channel(channels: &mut HashMap<String, Arc<Channel>>, channel: &Arc<Channel>) {
-    if channels
-        .get(&channel.id.key)
-        .is_some_and(|current| Arc::ptr_eq(current, channel))
-    {
-        channels.remove(&channel.id.key);
     }
 }
 

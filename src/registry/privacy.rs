@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::{lock, Channel, ChannelId, ChannelState, Registry};
+use super::{lock, Channel, ChannelId, ChannelState, Registry, SourceState};
 use crate::mailbox::StickyKind;
 use crate::protocol;
 
@@ -62,21 +62,76 @@ impl Registry {
             let fits = channel.id.agent_id == agent_id
                 && (thread_id.is_none() || channel.id.thread_id.as_deref() == thread_id);
             if fits {
-                apply(channel, private.reason_for(&channel.id));
+                let mut state = lock(&channel.state);
+                let reason = effective_reason(&private, channel, &state);
+                apply(channel, &mut state, reason);
             }
         }
     }
 
-    /// Whether channel `key` is private now.
+    /// Whether channel `key` is private now: made so here (also before anyone watches), or
+    /// by the instance that has the browser (relay).
     pub fn is_private(&self, key: &str) -> bool {
-        self.channel(key)
-            .is_some_and(|channel| lock(&channel.state).privacy.is_some())
+        if let Some(channel) = self.channel(key) {
+            return lock(&channel.state).privacy.is_some();
+        }
+        ChannelId::from_key(key).is_ok_and(|id| lock(&self.private).reason_for(&id).is_some())
+    }
+
+    /// A status the owner of relayed channel `key` told (session `generation`): its private
+    /// status makes the channel private here too (cache withdrawn, snapshots and input
+    /// refused), any other ends that and is the source's status. False when stale.
+    pub fn relayed_status(&self, key: &str, generation: u32, status: &str) -> bool {
+        let Some(channel) = self.channel(key) else {
+            return false;
+        };
+        let owner_private = status == PRIVATE_STATUS;
+        let live = {
+            let private = lock(&self.private);
+            let mut state = lock(&channel.state);
+            let live = state.generation == generation && state.source != SourceState::Idle;
+            if live && state.owner_private != owner_private {
+                state.owner_private = owner_private;
+                let reason = effective_reason(&private, &channel, &state);
+                apply(&channel, &mut state, reason);
+            }
+            live
+        };
+        live && (owner_private || self.set_status(key, Some(generation), status))
     }
 }
 
-/// Brings `channel` to its privacy `reason` (`None`: public).
-fn apply(channel: &Channel, reason: Option<String>) {
-    let mut state = lock(&channel.state);
+impl Registry {
+    /// The channel `key` no longer relays an owner (its browser is here): the owner's private
+    /// status ends; the deployer's own stays.
+    pub(super) fn relayed_status_ended(&self, key: &str) {
+        let Some(channel) = self.channel(key) else {
+            return;
+        };
+        let private = lock(&self.private);
+        let mut state = lock(&channel.state);
+        if state.owner_private {
+            state.owner_private = false;
+            let reason = effective_reason(&private, &channel, &state);
+            apply(&channel, &mut state, reason);
+        }
+    }
+}
+
+/// The reason `channel` (locked as `state`) is private for, if it is: the deployer's here,
+/// else the owner's (which the relay does not carry: `private`).
+fn effective_reason(
+    private: &PrivateSet,
+    channel: &Channel,
+    state: &ChannelState,
+) -> Option<String> {
+    private
+        .reason_for(&channel.id)
+        .or_else(|| state.owner_private.then(|| PRIVATE_STATUS.to_string()))
+}
+
+/// Brings `channel` (locked as `state`) to its privacy `reason` (`None`: public).
+fn apply(channel: &Channel, state: &mut ChannelState, reason: Option<String>) {
     match reason {
         Some(reason) => {
             if state.privacy.is_none() {
@@ -87,20 +142,20 @@ fn apply(channel: &Channel, reason: Option<String>) {
                     .store(state.frame_seq, Ordering::Release);
                 channel.frames.send_replace(None);
                 if let Some(video) = channel.video_pipeline() {
-                    video.clear();
+                    video.clear(state.frame_seq);
                 }
             }
             if state.privacy.as_deref() != Some(reason.as_str()) {
                 let message = private_status_message(&reason);
                 state.privacy = Some(reason);
-                Channel::broadcast_sticky(&mut state, StickyKind::Status, message);
+                Channel::broadcast_sticky(state, StickyKind::Status, message);
             }
         }
         None => {
             if state.privacy.take().is_some() {
                 if let Some(status) = state.status.clone() {
                     let message = protocol::status_message(&status);
-                    Channel::broadcast_sticky(&mut state, StickyKind::Status, message);
+                    Channel::broadcast_sticky(state, StickyKind::Status, message);
                 }
             }
         }

@@ -196,7 +196,7 @@ impl Registry {
                 .store(state.frame_seq, Ordering::Release);
             channel.frames.send_replace(None);
             if let Some(video) = channel.video_pipeline() {
-                video.clear();
+                video.clear(state.frame_seq);
             }
         }
     }

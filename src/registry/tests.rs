@@ -731,25 +731,28 @@ async fn control_ends_when_idle_and_a_dropped_controller_reclaims_it_within_the_
         ..RegistryConfig::default()
     });
     let id = ChannelId::new("agent", None);
-    let mut a = registry
-        .admit_with(&id, Transport::Native, extended(true))
-        .expect("admitted");
-    let mut b = registry
-        .admit_with(&id, Transport::Native, extended(true))
-        .expect("admitted");
-    drain_texts(&mut a);
-    drain_texts(&mut b);
-    let control = |text: &str| -> serde_json::Value { serde_json::from_str(text).expect("json") };
-    registry.on_client_text(&a.channel, &a.link, r#"{"type":"control-request"}"#);
-    let granted = control(&drain_texts(&mut a)[0]);
-    let token = granted["reclaim"]
-        .as_str()
-        .expect("a reclaim token")
-        .to_string();
-    assert_eq!(token.len(), 32);
-    let told_b = drain_texts(&mut b);
+    let join = || {
+        let mut slot = registry
+            .admit_with(&id, Transport::Native, extended(true))
+            .expect("admitted");
+        drain_texts(&mut slot);
+        slot
+    };
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).expect("json") };
+    let request = |slot: &ViewerSlot, token: Option<&str>| {
+        let text = match token {
+            Some(token) => format!(r#"{{"type":"control-request","reclaim":"{token}"}}"#),
+            None => r#"{"type":"control-request"}"#.to_string(),
+        };
+        registry.on_client_text(&slot.channel, &slot.link, &text);
+    };
+    let (mut a, mut b) = (join(), join());
+    request(&a, None);
+    let granted = json(&drain_texts(&mut a)[0]);
+    let first_token = granted["reclaim"].as_str().expect("a token").to_string();
+    assert_eq!(first_token.len(), 32);
     assert!(
-        !told_b[0].contains("reclaim"),
+        !drain_texts(&mut b)[0].contains("reclaim"),
         "only the holder gets the token"
     );
     // Input keeps control past the idle time.
@@ -764,58 +767,66 @@ async fn control_ends_when_idle_and_a_dropped_controller_reclaims_it_within_the_
         drain_texts(&mut b).is_empty(),
         "nobody is told of a drop within the grace"
     );
-    registry.on_client_text(&b.channel, &b.link, r#"{"type":"control-request"}"#);
+    request(&b, None);
     assert!(drain_texts(&mut b)[0].contains("control_busy"));
     // A wrong token is an ordinary request; the right one takes control back.
-    let mut a2 = registry
-        .admit_with(&id, Transport::Native, extended(true))
-        .expect("admitted");
-    drain_texts(&mut a2);
-    registry.on_client_text(
-        &a2.channel,
-        &a2.link,
-        r#"{"type":"control-request","reclaim":"00"}"#,
-    );
+    let mut a2 = join();
+    request(&a2, Some("00"));
     assert!(drain_texts(&mut a2)[0].contains("control_busy"));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let reclaim = format!(r#"{{"type":"control-request","reclaim":"{token}"}}"#);
-    registry.on_client_text(&a2.channel, &a2.link, &reclaim);
-    let back = control(&drain_texts(&mut a2)[0]);
-    assert_eq!(back["controller"], a2.id);
-    assert_eq!(back["you"], true);
-    assert_ne!(
-        back["reclaim"].as_str(),
-        Some(token.as_str()),
-        "a new tenure, a new token"
+    request(&a2, Some(&first_token));
+    let back = json(&drain_texts(&mut a2)[0]);
+    assert_eq!(
+        (back["controller"].clone(), back["you"].clone()),
+        (a2.id.into(), true.into())
     );
-    // The old token is spent.
-    registry.on_client_text(&b.channel, &b.link, &reclaim);
+    let second_token = back["reclaim"].as_str().expect("a new token").to_string();
+    assert_ne!(second_token, first_token, "a new tenure, a new token");
+    // The first token is spent: with a2 gone too, it takes nothing.
+    registry.release(&a2.channel, a2.id);
+    request(&b, Some(&first_token));
     assert!(drain_texts(&mut b)
         .iter()
         .any(|t| t.contains("control_busy")));
+    // A token reclaims even while its holder's connection still looks open (a silent drop
+    // is noticed only at the heartbeat timeout): the old connection loses control.
+    let mut a3 = join();
+    request(&a3, Some(&second_token));
+    let third = json(&drain_texts(&mut a3)[0]);
+    assert_eq!(third["you"], true);
+    let third_token = third["reclaim"].as_str().expect("a token").to_string();
+    let mut a4 = join();
+    request(&a4, Some(&third_token));
+    assert_eq!(json(&drain_texts(&mut a4)[0])["you"], true);
+    let moved = json(drain_texts(&mut a3).last().expect("told"));
+    assert_eq!(
+        (moved["you"].clone(), moved["controller"].clone()),
+        (false.into(), a4.id.into())
+    );
+    drain_texts(&mut b);
     // No input for the idle time: released, everyone told why.
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(registry.controller(&id.key), None);
-    let idle = control(drain_texts(&mut b).last().expect("told"));
+    let idle = json(drain_texts(&mut b).last().expect("told"));
     assert_eq!(
         (idle["controller"].clone(), idle["reason"].clone()),
         (serde_json::Value::Null, "idle".into())
     );
     // A holder that does not come back loses control at the end of the grace.
-    registry.on_client_text(&b.channel, &b.link, r#"{"type":"control-request"}"#);
+    request(&b, None);
     registry.release(&b.channel, b.id);
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(registry.controller(&id.key), None);
-    let left = control(drain_texts(&mut a2).last().expect("told"));
+    let left = json(drain_texts(&mut a4).last().expect("told"));
     assert_eq!(left["reason"], "controller_left");
     // The deployer takes control back with its reason.
-    registry.on_client_text(&a2.channel, &a2.link, r#"{"type":"control-request"}"#);
+    request(&a4, None);
     assert!(registry.release_control(&id.key, "agent resumed"));
     assert!(
         !registry.release_control(&id.key, "agent resumed"),
         "nobody holds it now"
     );
-    let taken = control(drain_texts(&mut a2).last().expect("told"));
+    let taken = json(drain_texts(&mut a4).last().expect("told"));
     assert_eq!(
         (taken["you"].clone(), taken["reason"].clone()),
         (false.into(), "agent resumed".into())
@@ -825,11 +836,40 @@ async fn control_ends_when_idle_and_a_dropped_controller_reclaims_it_within_the_
         vec![
             Some(a.id),
             Some(a2.id),
+            Some(a3.id),
+            Some(a4.id),
             None,
             Some(b.id),
             None,
-            Some(a2.id),
+            Some(a4.id),
             None
         ]
     );
+    drop(a3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_that_left_last_keeps_its_session_through_the_grace_then_loses_control() {
+    let (registry, host) = registry_with(RegistryConfig {
+        linger: Duration::from_secs(1),
+        control_grace: Duration::from_secs(5),
+        ..RegistryConfig::default()
+    });
+    let id = ChannelId::new("agent", None);
+    let a = registry
+        .admit_with(&id, Transport::Native, extended(true))
+        .expect("admitted");
+    registry.on_client_text(&a.channel, &a.link, r#"{"type":"control-request"}"#);
+    registry.release(&a.channel, a.id);
+    // Past the linger, within the grace: the session and the control are kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        lock(&host.stops).is_empty(),
+        "the session lingers through the grace"
+    );
+    assert_eq!(registry.controller(&id.key), Some(a.id));
+    // The grace ends: control first, then the session; the deployer is told.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lock(&host.stops).len(), 1);
+    assert_eq!(*lock(&host.controls), vec![Some(a.id), None]);
 }

@@ -304,7 +304,7 @@ fn push(
         }
     } else {
         match wire::read_text(&message.payload) {
-            RelayedText::Status(status) => registry.set_status(key, Some(generation), &status),
+            RelayedText::Status(status) => registry.relayed_status(key, generation, &status),
             RelayedText::Url(url) => registry.set_url(key, Some(generation), &url),
             // Only the source errors: the others answered the owner's relay viewer itself
             // (`stale`, `rate_limited`…), and a code from the bus is not echoed to viewers.

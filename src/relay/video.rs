@@ -154,9 +154,14 @@ async fn feed(relay: &Arc<Relay>, key: &str, pipeline: &Arc<VideoPipeline>) {
             message = video.next() => {
                 let Some(message) = message else { return };
                 match read(relay, key, &message, &mut config) {
-                    Read::Chunk(_) if relay.registry().is_some_and(|registry| registry.is_private(key)) => {
-                        // Made private here too: nothing of the page leaves. The gap it leaves
-                        // is one of lost chunks: the feed waits for (and asks) a keyframe.
+                    Read::Chunk(chunk) if relay.registry().is_some_and(|registry| registry.is_private(key)) => {
+                        // Private here: nothing of the page leaves. The owner's video still
+                        // runs (it is not silent, nor without keyframes); the gap it leaves is
+                        // one of lost chunks, after which the pipeline waits for a keyframe.
+                        if chunk.key {
+                            awaiting_key = None;
+                        }
+                        last_chunk = tokio::time::Instant::now();
                     }
                     Read::Chunk(chunk) => {
                         if chunk.key {

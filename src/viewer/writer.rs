@@ -172,7 +172,7 @@ impl Writer {
         let Some(video) = self.video.as_mut() else {
             return Ok(());
         };
-        match video.admit(chunk.key) {
+        match video.admit(&chunk) {
             Admit::Deliver => {}
             Admit::Skip => return Ok(()),
             Admit::Behind => {

@@ -315,7 +315,7 @@ impl Peer {
         progress: &mut Progress,
         chunk: &VideoChunk,
     ) -> Result<(), EndReason> {
-        match self.video.admit(chunk.key) {
+        match self.video.admit(chunk) {
             Admit::Deliver => {}
             Admit::Skip => {
                 lock(&self.shared.figures).chunks_skipped += 1;
