@@ -50,6 +50,8 @@ export declare class NativeRegistry {
    * `eventBatchMs`. False when nobody watches `key` (no channel).
    */
   publishEvent(key: string, json: string): boolean
+  /** The registry's counters and gauges as Prometheus text (OpenMetrics exposition). */
+  metrics(): string
   /**
    * Publishes one event (JSON object text) to every channel of this registry, each
    * numbering it and keeping it for resume. Returns how many channels it went to.
@@ -201,12 +203,6 @@ export interface CdpStats {
   inputsDispatched: number
 }
 
-/**
- * The registry's key of an agent's channel (scoped to `threadId` when given): the key that
- * host events carry and that every `NativeRegistry` method takes. Unambiguous for any ids; for
- * ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
- * that break the id rules (1 to 256 bytes, no control characters).
- */
 export declare function channelKey(agentId: string, threadId?: string | undefined | null): string
 
 /** Where a channel's source is in its lifecycle. */
@@ -232,6 +228,8 @@ export interface ChannelStats {
   lastSeq: number
   /** The viewer controlling the page, if any. */
   controller?: number
+  /** The channel is private now (`setPrivacy`): no frame is taken in or sent. */
+  private: boolean
   /** Events published with `publishEvent` (before `text_delta` merging). */
   eventsPublished: number
   /** Events sent (after merging). */
@@ -417,6 +415,15 @@ export type HostLogLevel = 'info' | 'warn'
 /** What a viewer's input is. */
 export type InputKind = 'mouse' | 'keyboard' | 'text' | 'relaunch'
 
+/**
+ * The registry's key of an agent's channel (scoped to `threadId` when given): the key that
+ * host events carry and that every `NativeRegistry` method takes. Unambiguous for any ids; for
+ * ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
+ * that break the id rules (1 to 256 bytes, no control characters).
+ * The content type of `metrics()` (the Prometheus text format 0.0.4).
+ */
+export declare function metricsContentType(): string
+
 /** A STUN or TURN server handed to viewers (as `RTCIceServer`). */
 export interface NativeIceServer {
   /** `stun:`, `stuns:`, `turn:` or `turns:` URLs. */
@@ -551,6 +558,11 @@ export interface NativeRegistryOptions {
    * only viewers allowed to control; others get `reply_denied`).
    */
   viewOnlyReplies?: boolean
+  /**
+   * `metrics()` also has series per channel, labelled `agent` and `thread`
+   * (default false: a label per agent can overwhelm a metrics store).
+   */
+  metricsPerAgent?: boolean
   /** WebRTC delivery of the video (off unless given; needs `video`). */
   webrtc?: NativeWebRtcOptions
   /** Scale-out over NATS (off unless given). */
@@ -665,6 +677,14 @@ export interface RegistryStats {
   viewersClosed: number
   /** Admissions refused by a limit. */
   admissionsRefused: number
+  /** Of those: the registry was closed. */
+  refusedClosed: number
+  /** Of those: `maxViewersTotal`. */
+  refusedViewersTotal: number
+  /** Of those: `maxAgents`. */
+  refusedAgents: number
+  /** Of those: `maxViewersPerAgent`. */
+  refusedViewersPerAgent: number
   /** Whether `close()` was called. */
   closed: boolean
   /** Live native CDP sessions (one DevTools connection each). */

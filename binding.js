@@ -843,6 +843,7 @@ module.exports.closeCodes = nativeBinding.closeCodes
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.HostLogLevel = nativeBinding.HostLogLevel
 module.exports.InputKind = nativeBinding.InputKind
+module.exports.metricsContentType = nativeBinding.metricsContentType
 module.exports.parseInputMessage = nativeBinding.parseInputMessage
 module.exports.PushResult = nativeBinding.PushResult
 module.exports.RegistryOptionKind = nativeBinding.RegistryOptionKind

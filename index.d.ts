@@ -272,6 +272,8 @@ export interface BrowserStreamConfig extends ViewerRegistryOptions {
   allowedOrigins?: BrowserStreamOrigin
   /** Prefix of the session probe and close routes (default `/api`). */
   apiPrefix?: string
+  /** Serve `registry.metrics()` at `GET {apiPrefix}/browser/metrics`, behind the same gate as the probe and close routes (default false). */
+  metricsRoute?: boolean
   /** Set false to keep every socket in JS (no file-descriptor handover). */
   nativeSockets?: boolean
   /** Use this registry instead of creating one. */
@@ -335,6 +337,12 @@ export declare class ViewerRegistry {
    * Holds for channels nobody watches yet.
    */
   setPrivacy(agentId: string, threadId: string | null | undefined, on: boolean, options?: { reason?: string }): void
+  /**
+   * The registry's counters and gauges in the Prometheus text format 0.0.4 (README,
+   * "Metrics"): serve it with the content type `text/plain; version=0.0.4`, or turn on the
+   * `metricsRoute`.
+   */
+  metrics(): string
   /** Whether the channel of `agentId` (and `threadId`) is private now. */
   isPrivate(agentId: string, threadId?: string | null): boolean
   stats(): RegistryStats

@@ -7,10 +7,8 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { Hono } = require('hono')
-const { serve } = require('@hono/node-server')
-const { setupBrowserStream, ViewerRegistry } = require('..')
-const { FakeToolset, Viewer, waitFor } = require('./support')
+const { ViewerRegistry } = require('..')
+const { FakeToolset, Viewer, waitFor, serveRegistry } = require('./support')
 
 const KIND_VIDEO = 2
 const OFFER = { type: 'config', video: { codecs: ['avc1.42E01F'] } }
@@ -18,30 +16,12 @@ const OFFER = { type: 'config', video: { codecs: ['avc1.42E01F'] } }
 const PRIVATE_MARK = 1000
 const slow = { timeout: 15_000 }
 
-/** One Hono app on @hono/node-server with setupBrowserStream over a shared registry. */
-async function serveApp(registry, nativeSockets) {
-  const app = new Hono()
-  const { injectWebSocket } = setupBrowserStream(app, { registry, nativeSockets })
-  const server = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
-  })
-  injectWebSocket(server)
-  const { port } = server.address()
-  return {
-    url: (agentId, query = '') => `ws://127.0.0.1:${port}/browser/${agentId}/stream${query}`,
-    close: () => {
-      server.closeAllConnections?.()
-      return new Promise((resolve) => server.close(() => resolve()))
-    },
-  }
-}
-
 /** Two servers over one registry: one hands sockets to Rust, the other bridges them in JS. */
 async function servers(t, options = {}) {
   const toolset = new FakeToolset()
   const registry = new ViewerRegistry({ getToolset: () => toolset, lingerMs: 100, refineAfterMs: 0, ...options })
-  const native = await serveApp(registry, true)
-  const bridged = await serveApp(registry, false)
+  const native = await serveRegistry(registry, { nativeSockets: true })
+  const bridged = await serveRegistry(registry, { nativeSockets: false })
   t.after(async () => {
     await registry.close()
     await Promise.all([native.close(), bridged.close()])
@@ -142,7 +122,7 @@ test('privacy set before anyone watches holds for the first viewer; a thread swi
   const toolsets = new Map()
   const toolsetOf = (threadId) => toolsets.get(threadId) ?? toolsets.set(threadId, new FakeToolset()).get(threadId)
   const registry = new ViewerRegistry({ getToolset: (agentId, threadId) => toolsetOf(threadId), lingerMs: 100 })
-  const native = await serveApp(registry, true)
+  const native = await serveRegistry(registry, { nativeSockets: true })
   t.after(async () => {
     await registry.close()
     await native.close()

@@ -56,7 +56,11 @@ function setupBrowserStream(app, config = {}) {
     log,
   })
   const upgrades = createUpgrades({ app, registry, log, streamPath: streamPathPattern(app), nativeSockets, maxMessageBytes })
-  registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, log })
+  if (config.metricsRoute !== undefined && typeof config.metricsRoute !== 'boolean') {
+    throw new TypeError('setupBrowserStream: metricsRoute must be a boolean')
+  }
+  const metricsRoute = config.metricsRoute === true
+  registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, metricsRoute, log })
 
   const result = { injectWebSocket: upgrades.injectWebSocket, registry }
   // Mastra's setupBrowserStream is async: `await` (or `.then`) gets the same object.

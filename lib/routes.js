@@ -7,7 +7,7 @@
 // single-use viewer link counts as used. Must not touch sockets (upgrade.js hands them over)
 // nor source sessions beyond the registry's close calls, and never logs a request's credentials.
 
-const { channelKey } = require('./native')
+const { channelKey, metricsContentType } = require('./native')
 const { jsonError } = require('./http')
 const { EXTENDED_PROTOCOL } = require('./native-rules')
 const { contextLogger } = require('./log')
@@ -17,6 +17,8 @@ const { errorText } = require('./util')
 const STREAM_ROUTE = '/browser/:agentId/stream'
 /** How long the probe waits for `getToolset`. */
 const PROBE_TOOLSET_TIMEOUT_MS = 5000
+/** What `registry.metrics()` is: the Prometheus text format (Rust's encoder says which). */
+const METRICS_CONTENT_TYPE = metricsContentType()
 
 /** Mastra's normalisation (one trailing slash dropped, empty → `/api`), plus a leading `/`. */
 function normalizePrefix(prefix) {
@@ -71,9 +73,21 @@ function ids(c, threadId) {
  * @param {Function} [o.getToolset]
  * @param {number} [o.toolsetTimeoutMs] how long the close route waits for `getToolset`
  * @param {Function} [o.authorizeControl]
+ * @param {boolean} [o.metricsRoute] serve `GET {apiPrefix}/browser/metrics`
  * @param {{info: Function, warn: Function, error: Function}} o.log
  */
-function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, log }) {
+function registerRoutes(app, { gate, upgrades, registry, apiPrefix, getToolset, toolsetTimeoutMs, authorizeControl, metricsRoute, log }) {
+  if (metricsRoute) {
+    // Behind the same gate as the probe and close routes: a scraper needs their credentials.
+    app.get(`${apiPrefix}/browser/metrics`, ...gate.routes, (c) => {
+      try {
+        return c.body(registry.metrics(), 200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' })
+      } catch (err) {
+        contextLogger(log, c).error(`[browser-stream] metrics: ${errorText(err)}`)
+        return jsonError(c, 500, 'metrics_failed', 'the metrics could not be written')
+      }
+    })
+  }
   app.get(STREAM_ROUTE, ...gate.stream, async (c) => {
     const incoming = upgrades.upgradingRequest(c)
     if (!incoming) {

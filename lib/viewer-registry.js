@@ -531,6 +531,17 @@ class ViewerRegistry {
     return this.#native.broadcastEvent(JSON.stringify(event))
   }
 
+  /**
+   * The registry's counters and gauges in the Prometheus text exposition (format 0.0.4, the
+   * binding's `metricsContentType()`): viewers by mode and transport, frames and bytes in and
+   * out, input by outcome, admissions refused by reason, CDP sessions, the video encode time
+   * histogram once video ran. Per-channel series only with `metricsPerAgent`.
+   * @returns {string}
+   */
+  metrics() {
+    return this.#native.metrics()
+  }
+
   /** Per-channel and per-viewer counters. */
   stats() {
     return this.#native.stats()

@@ -35,6 +35,30 @@ async function startServer(config = {}, { configure, createServer, serverOptions
   }
 }
 
+/**
+ * Another Hono app on @hono/node-server with setupBrowserStream over an existing `registry`
+ * (several apps may share one), e.g. one that hands sockets to Rust and one that bridges them
+ * in JS (`nativeSockets: false`). Closing it leaves the registry open.
+ */
+async function serveRegistry(registry, config = {}) {
+  const app = new Hono()
+  const { injectWebSocket } = setupBrowserStream(app, { registry, ...config })
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  injectWebSocket(server)
+  const { port } = server.address()
+  return {
+    app,
+    port,
+    url: (agentId, query = '') => `ws://127.0.0.1:${port}/browser/${agentId}/stream${query}`,
+    close: () => {
+      server.closeAllConnections?.()
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
 /** What viewers are told with each source error code (a fixed text; details go to the log). */
 const VIEWER_ERROR_TEXT = Object.freeze({
   screencast_failed: "the browser's screencast could not be started",
@@ -68,4 +92,4 @@ function selfSignedCert() {
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
-module.exports = { startServer, logCapture, selfSignedCert, VIEWER_ERROR_TEXT }
+module.exports = { startServer, serveRegistry, logCapture, selfSignedCert, VIEWER_ERROR_TEXT }

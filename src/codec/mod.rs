@@ -14,6 +14,7 @@ pub(crate) mod h264;
 pub(crate) mod picture;
 pub(crate) mod pipeline;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,53 @@ pub trait VideoEncoder: Send {
 
     /// The WebCodecs codec string of what `data` (a keyframe) holds, e.g. `avc1.42c01f`.
     fn codec_string(&self, keyframe: &[u8]) -> Option<String>;
+}
+
+/// Upper bounds (seconds) of the buckets of [`EncodeTimes`]: 1 ms to 0.5 s, where a
+/// screen-content frame's decode, convert and encode falls.
+pub const ENCODE_TIME_BUCKETS: [f64; 10] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2, 0.5];
+
+/// How long each frame's decode, convert and encode took, as a cumulative histogram over a
+/// registry's life (every channel's encoder records into the same one: a scrape must not
+/// lose what a channel that went away measured).
+#[derive(Debug, Default)]
+pub struct EncodeTimes {
+    /// Frames at or under each bound of [`ENCODE_TIME_BUCKETS`] (not cumulative here).
+    buckets: [AtomicU64; ENCODE_TIME_BUCKETS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl EncodeTimes {
+    /// Records one frame's time.
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(i) = ENCODE_TIME_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+        {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, cumulative count at or under each bound).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let buckets = ENCODE_TIME_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                (*bound, cumulative)
+            })
+            .collect();
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, self.count.load(Ordering::Relaxed), buckets)
+    }
 }
 
 /// The settings of a channel's encoder (from the registry's options).

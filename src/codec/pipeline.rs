@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 
 use super::h264::H264Encoder;
 use super::picture::{Picture, PictureDecoder};
-use super::{EncoderSettings, Quality, VideoChunk, VideoConfig, VideoEncoder};
+use super::{EncodeTimes, EncoderSettings, Quality, VideoChunk, VideoConfig, VideoEncoder};
 use crate::frame::Frame;
 use crate::sync::lock;
 
@@ -138,6 +138,8 @@ struct Shared {
     /// Frames up to this number were withdrawn ([`VideoPipeline::clear`]): not taken, and
     /// their chunks (one being encoded, or waiting in the ring) not delivered.
     cleared_through: AtomicU64,
+    /// The registry's histogram of encode times (none for a relayed pipeline).
+    times: Option<Arc<EncodeTimes>>,
 }
 
 /// What a relayed pipeline keeps of the stream it is fed.
@@ -329,6 +331,7 @@ impl Shared {
         sender: broadcast::Sender<Arc<VideoChunk>>,
         latest: Option<Arc<Frame>>,
         relayed: Option<RelayedInput>,
+        times: Option<Arc<EncodeTimes>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             control: Mutex::new(Control {
@@ -345,6 +348,7 @@ impl Shared {
             settings,
             relayed,
             cleared_through: AtomicU64::new(0),
+            times,
         })
     }
 
@@ -370,12 +374,14 @@ impl Shared {
 
 impl VideoPipeline {
     /// Starts a pipeline with `settings` on its own thread, encoding from `latest` on.
+    /// Each frame's encode time is recorded in `times` too.
     pub fn start(
         settings: EncoderSettings,
         latest: Option<Arc<Frame>>,
+        times: Arc<EncodeTimes>,
     ) -> Result<Arc<Self>, String> {
         let encoder = H264Encoder::new(settings)?;
-        Self::start_with(settings, latest, Box::new(encoder))
+        Self::start_with(settings, latest, Box::new(encoder), times)
     }
 
     /// Starts a pipeline around `encoder`.
@@ -383,9 +389,10 @@ impl VideoPipeline {
         settings: EncoderSettings,
         latest: Option<Arc<Frame>>,
         encoder: Box<dyn VideoEncoder>,
+        times: Arc<EncodeTimes>,
     ) -> Result<Arc<Self>, String> {
         let (sender, _) = broadcast::channel(CHUNK_RING);
-        let shared = Shared::new(settings, sender.clone(), latest, None);
+        let shared = Shared::new(settings, sender.clone(), latest, None, Some(times));
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("bsn-video".into())
@@ -404,7 +411,7 @@ impl VideoPipeline {
             feed: Mutex::new(Feed::default()),
         };
         Arc::new(VideoPipeline {
-            shared: Shared::new(settings, sender, None, Some(relayed)),
+            shared: Shared::new(settings, sender, None, Some(relayed), None),
         })
     }
 
@@ -939,6 +946,9 @@ impl Worker {
                 windows.encode_times.pop_front();
             }
             windows.encode_times.push_back(now - started);
+            if let Some(times) = &self.shared.times {
+                times.observe(now - started);
+            }
             windows.chunks_out.push_back((now, wire));
             prune(&mut windows.chunks_out, now, |(t, _)| *t);
             windows.config = self.config.clone();
@@ -1050,7 +1060,7 @@ mod tests {
     fn started(
         settings: EncoderSettings,
     ) -> (Arc<VideoPipeline>, VideoSubscription, Arc<VideoChunk>) {
-        let pipeline = VideoPipeline::start(settings, None).unwrap();
+        let pipeline = VideoPipeline::start(settings, None, Arc::default()).unwrap();
         let mut sub = pipeline.subscribe().unwrap();
         pipeline.offer(&frame(1));
         let first = recv(&mut sub);
@@ -1060,7 +1070,7 @@ mod tests {
 
     #[test]
     fn a_joiner_gets_a_keyframe_of_a_still_page_and_joins_are_coalesced() {
-        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1)), Arc::default()).unwrap();
         let mut first = pipeline.subscribe().unwrap();
         let chunk = recv(&mut first);
         assert!(chunk.key);
@@ -1183,8 +1193,13 @@ mod tests {
     #[test]
     fn an_encoder_that_keeps_failing_or_panics_ends_the_pipeline_and_closes_the_ring() {
         for panics in [false, true] {
-            let pipeline =
-                VideoPipeline::start_with(settings(), None, Box::new(Broken { panics })).unwrap();
+            let pipeline = VideoPipeline::start_with(
+                settings(),
+                None,
+                Box::new(Broken { panics }),
+                Arc::default(),
+            )
+            .unwrap();
             let mut sub = pipeline.subscribe().unwrap();
             for seq in 1..=(MAX_FAILURES_IN_A_ROW as u64 + 5) {
                 pipeline.offer(&frame(seq));
@@ -1207,7 +1222,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_arriving_while_the_pipeline_winds_down_keeps_it() {
-        let pipeline = VideoPipeline::start(settings(), Some(frame(1))).unwrap();
+        let pipeline = VideoPipeline::start(settings(), Some(frame(1)), Arc::default()).unwrap();
         let sub = pipeline.subscribe().unwrap();
         drop(sub);
         // Either the worker had not looked yet (the pipeline goes on) or it had ended (none).

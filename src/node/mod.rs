@@ -7,6 +7,7 @@
 //! or lifecycle logic: everything it does is delegate to `registry`, `viewer` and `source`.
 
 mod host;
+mod metrics;
 mod options;
 mod socket;
 mod stats;
@@ -295,6 +296,13 @@ impl NativeRegistry {
         self.registry
             .publish_event(&key, json)
             .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The registry's counters and gauges as Prometheus text (OpenMetrics exposition).
+    #[napi]
+    pub fn metrics(&self) -> Result<String> {
+        metrics::exposition(&self.registry, &self.cdp)
+            .map_err(|e| invalid(format!("the metrics could not be written: {e}")))
     }
 
     /// Publishes one event (JSON object text) to every channel of this registry, each
@@ -654,6 +662,12 @@ fn channel_id(key: &str) -> Result<ChannelId> {
 /// host events carry and that every `NativeRegistry` method takes. Unambiguous for any ids; for
 /// ids without `:` and `%` it is the TypeScript module's `agentId:threadId`. Throws for ids
 /// that break the id rules (1 to 256 bytes, no control characters).
+/// The content type of `metrics()` (the Prometheus text format 0.0.4).
+#[napi]
+pub fn metrics_content_type() -> &'static str {
+    metrics::CONTENT_TYPE
+}
+
 #[napi]
 pub fn channel_key(agent_id: String, thread_id: Option<String>) -> Result<String> {
     Ok(ChannelId::checked(&agent_id, thread_id.as_deref())

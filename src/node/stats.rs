@@ -368,6 +368,8 @@ macro_rules! js_channel_stats {
             pub last_seq: i64,
             /// The viewer controlling the page, if any.
             pub controller: Option<u32>,
+            /// The channel is private now (`setPrivacy`): no frame is taken in or sent.
+            pub private: bool,
             /// Events published with `publishEvent` (before `text_delta` merging).
             pub events_published: i64,
             /// Events sent (after merging).
@@ -409,6 +411,7 @@ macro_rules! js_channel_stats {
                     url: c.url,
                     last_seq: c.last_seq as i64,
                     controller: c.controller,
+                    private: c.private,
                     events_published: c.events_published as i64,
                     events_sent: c.events_sent as i64,
                     ring_events: c.ring_events as u32,

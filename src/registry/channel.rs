@@ -108,6 +108,8 @@ pub struct Channel {
     pub(super) source_decisions: watch::Sender<u64>,
     /// Wakes the channel's control watchdog (`control_lease::watch_control`): control changed.
     pub(super) control_wake: Arc<tokio::sync::Notify>,
+    /// The registry's sums of channels gone, which this one's counters join when it goes.
+    pub(super) retired: Arc<super::stats::Retired>,
 }
 
 impl Drop for Channel {
@@ -115,6 +117,7 @@ impl Drop for Channel {
         // Ends the channel's relay task and its control watchdog.
         self.inputs.close();
         self.control_wake.notify_one();
+        self.counters.add_to(&self.retired.channels);
     }
 }
 

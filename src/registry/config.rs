@@ -84,6 +84,9 @@ macro_rules! for_registry_options {
                 #[doc = "View-only viewers may answer agent events with `reply` too (default false:"]
                 #[doc = "only viewers allowed to control; others get `reply_denied`)."]
                 view_only_replies "viewOnlyReplies" => view_only_replies = false;
+                #[doc = "`metrics()` also has series per channel, labelled `agent` and `thread`"]
+                #[doc = "(default false: a label per agent can overwhelm a metrics store)."]
+                metrics_per_agent "metricsPerAgent" => metrics_per_agent = false;
             }
         }
     };
@@ -317,6 +320,8 @@ pub struct RegistryConfig {
     pub video: bool,
     /// View-only viewers may `reply` too.
     pub view_only_replies: bool,
+    /// `metrics()` has per-channel series too.
+    pub metrics_per_agent: bool,
     /// The host takes viewers' replies (the deployer gave `onViewerReply`).
     pub viewer_replies: bool,
     /// Control released after this long without the controller's input (zero: never).

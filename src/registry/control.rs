@@ -392,13 +392,18 @@ impl Registry {
                     subscription.map_err(String::from)
                 }
                 None => {
-                    VideoPipeline::start(self.config.encoder_settings(), channel.latest_frame())
-                        .and_then(|pipeline| {
-                            let subscription =
-                                pipeline.subscribe().ok_or("the new pipeline stopped")?;
-                            *video = Some(pipeline);
-                            Ok(subscription)
-                        })
+                    let times = self.encode_times.clone();
+                    VideoPipeline::start(
+                        self.config.encoder_settings(),
+                        channel.latest_frame(),
+                        times,
+                    )
+                    .and_then(|pipeline| {
+                        let subscription =
+                            pipeline.subscribe().ok_or("the new pipeline stopped")?;
+                        *video = Some(pipeline);
+                        Ok(subscription)
+                    })
                 }
             }
         };

@@ -92,6 +92,10 @@ pub struct Registry {
     /// What the deployer made private (`setPrivacy`): kept while a channel does not exist,
     /// so its first viewer finds it private. Locked after `channels`.
     private: Mutex<privacy::PrivateSet>,
+    /// What channels and viewers gone counted (see `stats::Retired`).
+    pub(crate) retired: Arc<stats::Retired>,
+    /// Encode times of every channel's encoder, over the registry's life.
+    pub(crate) encode_times: Arc<crate::codec::EncodeTimes>,
 }
 
 impl Registry {
@@ -123,6 +127,8 @@ impl Registry {
             closed: AtomicBool::new(false),
             totals: RegistryTotals::default(),
             private: Mutex::new(privacy::PrivateSet::default()),
+            retired: Arc::default(),
+            encode_times: Arc::default(),
         });
         if let Some(relay) = &registry.relay {
             relay.start(Arc::downgrade(&registry));
@@ -153,12 +159,23 @@ impl Registry {
     /// `count_refusal`: count a refusal in `admissions_refused` (the upgrade is answered 503).
     pub fn check_admission(&self, id: &ChannelId, count_refusal: bool) -> Result<(), AdmitError> {
         let verdict = self.admission_verdict(id);
-        if verdict.is_err() && count_refusal {
-            self.totals
-                .admissions_refused
-                .fetch_add(1, Ordering::Relaxed);
+        if let (Err(error), true) = (&verdict, count_refusal) {
+            self.count_refusal(error);
         }
         verdict
+    }
+
+    /// Counts a refused admission, in all and by its reason.
+    fn count_refusal(&self, error: &AdmitError) {
+        let totals = &self.totals;
+        totals.admissions_refused.fetch_add(1, Ordering::Relaxed);
+        let by_reason = match error {
+            AdmitError::Closed => &totals.refused_closed,
+            AdmitError::TooManyViewersTotal => &totals.refused_viewers_total,
+            AdmitError::TooManyAgents => &totals.refused_agents,
+            AdmitError::TooManyViewers => &totals.refused_viewers_per_agent,
+        };
+        by_reason.fetch_add(1, Ordering::Relaxed);
     }
 
     fn admission_verdict(&self, id: &ChannelId) -> Result<(), AdmitError> {
@@ -217,6 +234,7 @@ impl Registry {
             video: Mutex::new(None),
             source_decisions: watch::Sender::new(0),
             control_wake: Arc::new(Notify::new()),
+            retired: self.retired.clone(),
         });
         self.runtime.spawn(control_lease::watch_control(
             Arc::downgrade(self),
@@ -247,9 +265,7 @@ impl Registry {
         join: JoinOptions,
     ) -> Result<ViewerSlot, AdmitError> {
         let refused = |error| {
-            self.totals
-                .admissions_refused
-                .fetch_add(1, Ordering::Relaxed);
+            self.count_refusal(&error);
             Err(error)
         };
         if self.is_closed() {
@@ -431,6 +447,7 @@ impl Registry {
                 return;
             };
             self.totals.viewers_closed.fetch_add(1, Ordering::Relaxed);
+            self.retired.viewer_gone(&viewer.link.counters);
             if Channel::is_relayed(&state) && viewer.link.can_control {
                 // The owner may have handed it control: it gives it back.
                 if let Some(relay) = &self.relay {

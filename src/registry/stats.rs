@@ -67,6 +67,14 @@ macro_rules! for_registry_totals {
             viewers_closed,
             #[doc = "Admissions refused by a limit."]
             admissions_refused,
+            #[doc = "Of those: the registry was closed."]
+            refused_closed,
+            #[doc = "Of those: `maxViewersTotal`."]
+            refused_viewers_total,
+            #[doc = "Of those: `maxAgents`."]
+            refused_agents,
+            #[doc = "Of those: `maxViewersPerAgent`."]
+            refused_viewers_per_agent,
         }
     };
 }
@@ -88,6 +96,12 @@ macro_rules! counters_with_snapshot {
         }
 
         impl $counters {
+            /// Adds every counter's value now to `into`'s.
+            #[allow(dead_code)] // Used for channels only.
+            pub fn add_to(&self, into: &Self) {
+                $( into.$name.fetch_add(self.$name.load(Ordering::Relaxed), Ordering::Relaxed); )*
+            }
+
             /// Every counter's value now (each read on its own: a snapshot, not a transaction).
             pub fn snapshot(&self) -> $snapshot {
                 $snapshot {
@@ -111,6 +125,35 @@ macro_rules! registry_totals {
     };
 }
 for_registry_totals!(registry_totals);
+
+/// What channels and viewers that went away counted: registry-wide sums (`metrics`) add
+/// these to the live ones, so a counter never goes back when a channel or viewer goes.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// Counters of channels dropped.
+    pub channels: ChannelCounters,
+    /// Frames written to viewers gone.
+    pub frames_sent: AtomicU64,
+    /// Frames viewers gone skipped.
+    pub frames_skipped: AtomicU64,
+    /// Bytes written to viewers gone.
+    pub bytes_sent: AtomicU64,
+    /// Video chunks written to viewers gone.
+    pub video_chunks_sent: AtomicU64,
+}
+
+impl Retired {
+    /// Adds what a viewer that goes counted.
+    pub fn viewer_gone(&self, viewer: &super::ViewerCounters) {
+        let add = |into: &AtomicU64, from: &AtomicU64| {
+            into.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add(&self.frames_sent, &viewer.frames_sent);
+        add(&self.frames_skipped, &viewer.frames_skipped);
+        add(&self.bytes_sent, &viewer.bytes_sent);
+        add(&self.video_chunks_sent, &viewer.video_chunks_sent);
+    }
+}
 
 /// Stats of one viewer.
 #[derive(Debug, Clone)]
@@ -149,6 +192,8 @@ pub struct ViewerStats {
 pub struct ChannelStats {
     /// Channel id.
     pub id: ChannelId,
+    /// The channel is private now (`setPrivacy`).
+    pub private: bool,
     /// Idle, running or lingering.
     pub source_state: SourceState,
     /// Current source generation.
@@ -230,6 +275,7 @@ impl Registry {
                         state.frame_seq
                     },
                     controller: state.controller,
+                    private: state.privacy.is_some(),
                     events_published: events.published,
                     events_sent: events.sent,
                     ring_events: events.len(),

@@ -167,6 +167,9 @@ struct SessionHandle {
 #[derive(Default)]
 pub struct CdpSessions {
     sessions: Mutex<HashMap<String, SessionHandle>>,
+    /// DevTools sessions started: one per source start, so a reconnect after a crash or a
+    /// lost connection counts one more.
+    pub started: AtomicU64,
 }
 
 impl CdpSessions {
@@ -177,6 +180,7 @@ impl CdpSessions {
         request: SourceRequest,
         options: CdpOptions,
     ) {
+        self.started.fetch_add(1, Ordering::Relaxed);
         let (commands, commands_rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let stats = Arc::new(CdpSessionStats::default());
