@@ -407,10 +407,11 @@ export type HostEvent =
   threadId?: string }
   | { kind: 'log'; /** Which logger method. */
     level: HostLogLevel; /** The line. */
-  text: string }
+    text: string; /** Its structured fields (`agent`, `thread`, `viewer`, `reason`…), when it has any. */
+  fields?: Record<string, string> }
 
 /** How much a log line matters, named as the JS logger's method. */
-export type HostLogLevel = 'info' | 'warn'
+export type HostLogLevel = 'info' | 'warn' | 'error'
 
 /** What a viewer's input is. */
 export type InputKind = 'mouse' | 'keyboard' | 'text' | 'relaunch'

@@ -86,6 +86,10 @@ export type GetToolset = (
   threadId?: string,
 ) => BrowserToolsetLike | undefined | null | Promise<BrowserToolsetLike | undefined | null>
 
+/**
+ * The deployer's logger. Lines from Rust come as `(line, fields?)`: `fields` holds the
+ * structured facts of the line (`agent`, `thread`, `viewer`, `reason`, `suppressed`) as strings.
+ */
 export interface Logger {
   info?(...args: unknown[]): void
   warn?(...args: unknown[]): void

@@ -43,6 +43,13 @@ async function startInstance({ connected = true, ...options }) {
     async stats() {
       return (await fetch(`${base}/test/stats`)).json()
     },
+    async setPrivacy(agentId, on, reason) {
+      const response = await fetch(`${base}/test/privacy/${agentId}`, { method: 'POST', body: JSON.stringify({ on, reason }) })
+      return (await response.json()).private
+    },
+    async releaseControl(agentId) {
+      return (await (await fetch(`${base}/test/release-control/${agentId}`, { method: 'POST' })).json()).released
+    },
     async publishEvent(agentId, event) {
       const response = await fetch(`${base}/test/event/${agentId}`, { method: 'POST', body: JSON.stringify(event) })
       return (await response.json()).published
@@ -421,4 +428,44 @@ test('video across instances from an owner with video off: the viewer elsewhere 
     await remote.close()
   }
   assert.equal((await owner.stats()).relay.videoStreaming, 0, 'no video relay viewer started for nothing')
+})
+
+test('privacy across instances: set where the browser is, no frame reaches a viewer elsewhere; control is the owner\'s to take back', { skip, timeout: 60_000 }, async (t) => {
+  const nats = await startNats()
+  const owner = await startInstance({ nats: nats.url, owns: 'agent-p' })
+  const second = await startInstance({ nats: nats.url })
+  t.after(async () => {
+    await Promise.all([owner.stop(), second.stop()])
+    await nats.kill()
+  })
+  const viewer = new Viewer(second.url('agent-p'), { extended: true })
+  t.after(() => viewer.close())
+  await viewer.untilMeta()
+  await waitFor(() => viewer.frames.length >= 3, { what: 'relayed frames', timeout: 15_000 })
+  viewer.send({ type: 'control-request' })
+  await viewer.waitJson((m) => m.type === 'control' && m.you === true, { what: 'control through the owner', timeout: 10_000 })
+  // Only the owner holds the lock: releaseControl elsewhere refuses, at the owner it works.
+  assert.equal(await second.releaseControl('agent-p'), false)
+  assert.equal(await owner.releaseControl('agent-p'), true)
+  await viewer.waitJson((m) => m.type === 'control' && m.controller === null, { what: 'control released by the owner', timeout: 10_000 })
+
+  assert.equal(await owner.setPrivacy('agent-p', true, 'card number'), true)
+  const told = await viewer.waitJson((m) => m.status === 'private' && m.type === undefined, { what: 'private relayed', timeout: 10_000 })
+  const framesAtPrivate = viewer.frameCount
+  const channelOf = async (instance) => (await instance.stats()).channels.find((c) => c.agentId === 'agent-p')
+  const withheldAtPrivate = (await channelOf(owner)).framesWithheld
+  // The replay source goes on at 20 fps: a second of frames withheld at the owner.
+  await waitFor(async () => (await channelOf(owner)).framesWithheld >= withheldAtPrivate + 20, { what: 'frames withheld at the owner', timeout: 15_000 })
+  assert.equal((await channelOf(second)).private, true, 'the relaying instance is private too')
+  viewer.send({ type: 'snapshot-request' })
+  await viewer.waitJson((m) => m.error === 'private', { what: 'snapshot refused elsewhere', timeout: 10_000 })
+  viewer.send({ type: 'input', kind: 'mouse', eventType: 'mouseMoved', x: 1, y: 1 })
+  await waitFor(() => viewer.errors('private').length === 2, { what: 'input refused elsewhere', timeout: 10_000 })
+  assert.equal(viewer.frameCount, framesAtPrivate, 'no frame reached the viewer elsewhere while private')
+  assert.equal(told.reason, 'private', "the deployer's reason stays at the owner; elsewhere it is the generic one")
+
+  assert.equal(await owner.setPrivacy('agent-p', false), false)
+  await viewer.waitJson((m) => m.status === 'streaming' && m.type === undefined && viewer.json.indexOf(m) > viewer.json.indexOf(told), { what: 'streaming again', timeout: 10_000 })
+  await waitFor(() => viewer.frameCount > framesAtPrivate, { what: 'frames again', timeout: 15_000 })
+  assert.equal((await channelOf(second)).private, false)
 })

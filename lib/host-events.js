@@ -106,11 +106,21 @@ class HostEvents {
       case 'probe':
         this.#native.answerProbe(event.probeId, await this.#hasBrowser(event))
         return
-      case 'log':
+      case 'log': {
         // Rust's diagnostics may quote a deployer's error: credentials in it are blanked.
-        // `level` is named as the logger method (HostLogLevel).
-        this.#log[event.level](`[browser-stream] ${redact(event.text)}`)
+        // `level` is named as the logger method (HostLogLevel); the structured fields
+        // (agent, thread, viewer, reason, suppressed) follow as an object, for loggers that
+        // take one (pino, Mastra's), and are blanked the same way.
+        const line = `[browser-stream] ${redact(event.text)}`
+        if (!event.fields) {
+          this.#log[event.level](line)
+          return
+        }
+        const fields = {}
+        for (const [name, value] of Object.entries(event.fields)) fields[name] = redact(value)
+        this.#log[event.level](line, fields)
         return
+      }
       case 'close':
         this.#sockets.take(event.viewerId)?.close(event.code, event.reason)
         return

@@ -101,6 +101,17 @@ pub enum LogLevel {
     Info,
     /// Something the operator may want to know (a source failed, a frame was refused).
     Warn,
+    /// Something is broken and needs the operator.
+    Error,
+}
+
+/// One line for the deployer's log: its level, message and structured fields (`agent`,
+/// `thread`, `viewer`, `reason`, `suppressed`…), never sent to viewers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub level: LogLevel,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
 }
 
 /// The embedder's side of the registry. Calls are made from tokio worker threads and must not
@@ -150,7 +161,7 @@ pub trait Host: Send + Sync + 'static {
     }
     /// A diagnostic for the deployer's log (never sent to viewers: it may name endpoints or
     /// quote a deployer's error). Must not block.
-    fn log(&self, level: LogLevel, message: String) {
-        let _ = (level, message);
+    fn log(&self, record: LogRecord) {
+        let _ = record;
     }
 }

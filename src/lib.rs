@@ -21,6 +21,7 @@ pub(crate) mod clock;
 pub(crate) mod codec;
 pub mod frame;
 pub(crate) mod host;
+pub(crate) mod logging;
 pub(crate) mod mailbox;
 // napi registers its exports at load time, which rustc cannot see in test builds.
 #[cfg_attr(test, allow(dead_code))]

@@ -4,7 +4,8 @@
 // most one agent (`owns`): a real Chromium (`source: 'chromium'`, through getCdpEndpoint) or
 // prerecorded frames (`source: 'replay'`). Test routes: GET /test/stats (registry.stats()),
 // POST /test/event/:agentId (registry.publishEvent), POST /test/close/:agentId (its sessions end,
-// as the close route ends a toolset's). `watchOnly: true` makes every viewer view-only
+// as the close route ends a toolset's), POST /test/privacy/:agentId `{on, reason}`
+// (registry.setPrivacy), POST /test/release-control/:agentId (registry.releaseControl). `watchOnly: true` makes every viewer view-only
 // (authorizeControl). `lookupDelayMs` makes its browser lookup (getCdpEndpoint) answer that
 // late, as a deployer's slow lookup: its sessions are undecided (local or relayed) meanwhile.
 // `video: false` turns its H.264 video off. `page: 'button'` opens GET /test/button, a page that is one button whose
@@ -49,6 +50,13 @@ async function main() {
     c.html('<body style="margin:0"><button onclick="location.hash=\'clicked\'" style="position:fixed;inset:0;width:100%;height:100%;font:48px sans-serif;background:#2a6">relayed</button></body>'),
   )
   app.post('/test/event/:agentId', async (c) => c.json({ published: registry.publishEvent(c.req.param('agentId'), await c.req.json()) }))
+  // The operators' controls: the privacy blackout and the agent taking control back.
+  app.post('/test/privacy/:agentId', async (c) => {
+    const { on, reason } = await c.req.json()
+    registry.setPrivacy(c.req.param('agentId'), undefined, on, { reason })
+    return c.json({ private: registry.isPrivate(c.req.param('agentId')) })
+  })
+  app.post('/test/release-control/:agentId', (c) => c.json({ released: registry.releaseControl(c.req.param('agentId'), undefined, 'agent resumed') }))
   const server = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
   })

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Buffer, Promise};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+use std::collections::HashMap;
+
 use napi_derive::napi;
 
 use crate::host::{
-    BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, ProbeRequest, SourceRequest,
-    ViewerReply,
+    BridgedOutbound, ControlChange, Host, HostFuture, LogLevel, LogRecord, ProbeRequest,
+    SourceRequest, ViewerReply,
 };
 use crate::protocol::{parse_client_message, ClientMessage};
 use crate::source::cdp::CdpSessions;
@@ -40,6 +42,8 @@ pub enum HostLogLevel {
     Info,
     /// `logger.warn`.
     Warn,
+    /// `logger.error`.
+    Error,
 }
 
 /// A request from the native registry to the JS glue; `kind` says which. The callback returns
@@ -165,6 +169,8 @@ pub enum HostEvent {
         level: HostLogLevel,
         /// The line.
         text: String,
+        /// Its structured fields (`agent`, `thread`, `viewer`, `reason`…), when it has any.
+        fields: Option<HashMap<String, String>>,
     },
 }
 
@@ -294,14 +300,17 @@ impl Host for JsHost {
         });
     }
 
-    fn log(&self, level: LogLevel, message: String) {
-        let level = match level {
+    fn log(&self, record: LogRecord) {
+        let level = match record.level {
             LogLevel::Info => HostLogLevel::Info,
             LogLevel::Warn => HostLogLevel::Warn,
+            LogLevel::Error => HostLogLevel::Error,
         };
+        let fields = (!record.fields.is_empty()).then(|| record.fields.into_iter().collect());
         self.notify(HostEvent::Log {
             level,
-            text: message,
+            text: record.message,
+            fields,
         });
     }
 

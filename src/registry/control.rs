@@ -10,7 +10,8 @@ use super::input_flow::Enqueued;
 use super::{lock, Channel, ChannelState, Outbound, Registry, ViewerLink, SOURCE_KIND_WAIT};
 use crate::codec::pick_codec;
 use crate::codec::pipeline::{VideoPipeline, VideoSubscription};
-use crate::host::{ControlChange, LogLevel};
+use crate::host::ControlChange;
+use crate::logging::log;
 use crate::protocol::{
     self, parse_client_message, parse_extended_message, ClientMessage, ExtendedMessage, Mode,
 };
@@ -305,15 +306,18 @@ impl Registry {
             }
             Err(refusal) => {
                 if let Some(detail) = refusal.detail {
-                    self.host.log(
-                        LogLevel::Warn,
-                        format!(
-                            "WebRTC offer of viewer {} on channel {} refused: {}",
-                            link.id,
-                            channel.id.key,
-                            // Parser errors span lines; a log line should not.
-                            detail.split_whitespace().collect::<Vec<_>>().join(" ")
-                        ),
+                    // Parser errors span lines; a log line should not.
+                    let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+                    log!(
+                        self,
+                        warn,
+                        agent = %channel.id.agent_id,
+                        thread = channel.id.thread_id.as_deref(),
+                        viewer = link.id,
+                        reason = refusal.code,
+                        "WebRTC offer of viewer {} on channel {} refused: {detail}",
+                        link.id,
+                        channel.id.key,
                     );
                 }
                 link.answer_error(refusal.code, refusal.message);
@@ -408,12 +412,14 @@ impl Registry {
             }
         };
         subscription.map_err(|detail| {
-            self.host.log(
-                LogLevel::Warn,
-                format!(
-                    "video for channel {} could not start: {detail}",
-                    channel.id.key
-                ),
+            log!(
+                self,
+                warn,
+                agent = %channel.id.agent_id,
+                thread = channel.id.thread_id.as_deref(),
+                reason = "video_failed",
+                "video for channel {} could not start: {detail}",
+                channel.id.key
             );
         })
     }

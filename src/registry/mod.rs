@@ -96,6 +96,8 @@ pub struct Registry {
     pub(crate) retired: Arc<stats::Retired>,
     /// Encode times of every channel's encoder, over the registry's life.
     pub(crate) encode_times: Arc<crate::codec::EncodeTimes>,
+    /// Where this registry's `tracing` events go: its host's log (see `logging`).
+    log_dispatch: tracing::Dispatch,
 }
 
 impl Registry {
@@ -112,6 +114,7 @@ impl Registry {
             .relay
             .clone()
             .map(|relay| crate::relay::Relay::new(relay, runtime.clone()));
+        let log_dispatch = crate::logging::dispatch_to(&host);
         let registry = Arc::new(Registry {
             webrtc,
             relay,
@@ -129,11 +132,17 @@ impl Registry {
             private: Mutex::new(privacy::PrivateSet::default()),
             retired: Arc::default(),
             encode_times: Arc::default(),
+            log_dispatch,
         });
         if let Some(relay) = &registry.relay {
             relay.start(Arc::downgrade(&registry));
         }
         registry
+    }
+
+    /// The dispatch of this registry's log lines (`logging::log!`).
+    pub fn log_dispatch(&self) -> &tracing::Dispatch {
+        &self.log_dispatch
     }
 
     pub fn config(&self) -> &RegistryConfig {

@@ -12,7 +12,7 @@ use super::channel::GEOMETRY_HISTORY;
 use super::event_log::{Event, EventError, Published};
 use super::{lock, Channel, Registry};
 use crate::frame::{check_base64_image, Frame, FrameMeta};
-use crate::host::LogLevel;
+use crate::logging::log;
 use crate::mailbox::StickyKind;
 use crate::protocol::{self, ErrorCode};
 
@@ -59,9 +59,13 @@ impl Registry {
                     .fetch_add(1, Ordering::Relaxed);
                 if state.rejection_reported_for != state.generation {
                     state.rejection_reported_for = state.generation;
-                    self.host.log(
-                        LogLevel::Warn,
-                        format!("{key}: the browser source sent an invalid frame: {rejection}"),
+                    log!(
+                        self,
+                        warn,
+                        agent = %channel.id.agent_id,
+                        thread = channel.id.thread_id.as_deref(),
+                        reason = ErrorCode::SCREENCAST_FAILED,
+                        "{key}: the browser source sent an invalid frame: {rejection}"
                     );
                     Channel::broadcast_source_error(state, ErrorCode::SCREENCAST_FAILED);
                 }
@@ -160,8 +164,15 @@ impl Registry {
             })
             .is_some();
         if sent {
-            self.host
-                .log(LogLevel::Warn, format!("{key}: {code}: {detail}"));
+            let id = crate::registry::ChannelId::from_key(key).ok();
+            log!(
+                self,
+                warn,
+                agent = id.as_ref().map(|id| id.agent_id.as_str()),
+                thread = id.as_ref().and_then(|id| id.thread_id.as_deref()),
+                reason = code,
+                "{key}: {code}: {detail}"
+            );
         }
         sent
     }

@@ -28,6 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 
 use crate::host::{LogLevel, ProbeRequest};
+use crate::logging::log;
 use crate::registry::{lock, ChannelId, Registry};
 use config::{RelayAuth, RelayConfig};
 
@@ -196,7 +197,11 @@ impl Relay {
 
     fn log(&self, level: LogLevel, line: String) {
         if let Some(registry) = self.registry() {
-            registry.host().log(level, line);
+            match level {
+                LogLevel::Info => log!(registry, info, "{line}"),
+                LogLevel::Warn => log!(registry, warn, "{line}"),
+                LogLevel::Error => log!(registry, error, "{line}"),
+            }
         }
     }
 
