@@ -11,6 +11,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { chromium: playwright } = require('playwright-core')
 const { launchChromium, findChromium } = require('./support/chromium')
+const { startSite } = require('./support/site')
 const { startServer, Viewer, waitFor, sleep, settledStatuses, logCapture, VIEWER_ERROR_TEXT } = require('./support')
 
 const chromePath = findChromium()
@@ -18,20 +19,10 @@ const skip = chromePath ? false : 'Chromium not found: install chromium or set C
 const ANIMATED = fs.readFileSync(path.join(__dirname, '..', 'examples', 'demo', 'animated.html'), 'utf8')
 
 /** A local site: the demo's animated page, a second animated page, and a static page. */
-async function startSite() {
-  const pages = {
-    '/animated': ANIMATED,
-    '/second': ANIMATED.replace('<title>browser-stream-native demo page</title>', '<title>second</title>'),
-    '/static': '<!doctype html><title>static</title><body style="background:#2a6"><h1>Nothing moves here</h1></body>',
-  }
-  const server = http.createServer((req, res) => {
-    const body = pages[req.url.split('?')[0]]
-    res.writeHead(body ? 200 : 404, { 'content-type': 'text/html' })
-    res.end(body ?? 'not found')
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  return { url: (p) => `${base}${p}`, close: () => new Promise((resolve) => server.close(resolve)) }
+const SITE_PAGES = {
+  '/animated': ANIMATED,
+  '/second': ANIMATED.replace('<title>browser-stream-native demo page</title>', '<title>second</title>'),
+  '/static': '<!doctype html><title>static</title><body style="background:#2a6"><h1>Nothing moves here</h1></body>',
 }
 
 /** Frames a viewer received (count), and waits for `n` more. */
@@ -48,7 +39,7 @@ function channelStats(srv, key) {
 }
 
 test('native CDP source', { skip, timeout: 180_000 }, async (t) => {
-  const site = await startSite()
+  const site = await startSite(SITE_PAGES)
   t.after(() => site.close())
   const browser = await launchChromium({ url: site.url('/animated') })
   t.after(() => browser.close())

@@ -10,7 +10,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const parsePrometheusTextFormat = require('parse-prometheus-text-format')
 const { ViewerRegistry } = require('..')
-const { FakeToolset, Viewer, waitFor, serveRegistry, startServer } = require('./support')
+const { FakeToolset, Viewer, waitFor, nativeAndBridged, startServer } = require('./support')
 
 const OFFER = { type: 'config', video: { codecs: ['avc1.42E01F'] } }
 
@@ -33,12 +33,8 @@ function value(families, name, labels = {}) {
 async function setup(t, options = {}) {
   const toolset = new FakeToolset()
   const registry = new ViewerRegistry({ getToolset: () => toolset, lingerMs: 0, maxViewersPerAgent: 4, implicitControl: true, ...options })
-  const native = await serveRegistry(registry, { nativeSockets: true })
-  const bridged = await serveRegistry(registry, { nativeSockets: false })
-  t.after(async () => {
-    await registry.close()
-    await Promise.all([native.close(), bridged.close()])
-  })
+  const { native, bridged, close } = await nativeAndBridged(registry)
+  t.after(close)
   return { toolset, registry, native, bridged }
 }
 

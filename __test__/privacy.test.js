@@ -8,7 +8,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { ViewerRegistry } = require('..')
-const { FakeToolset, Viewer, waitFor, serveRegistry } = require('./support')
+const { FakeToolset, Viewer, waitFor, serveRegistry, nativeAndBridged } = require('./support')
 
 const KIND_VIDEO = 2
 const OFFER = { type: 'config', video: { codecs: ['avc1.42E01F'] } }
@@ -20,12 +20,8 @@ const slow = { timeout: 15_000 }
 async function servers(t, options = {}) {
   const toolset = new FakeToolset()
   const registry = new ViewerRegistry({ getToolset: () => toolset, lingerMs: 100, refineAfterMs: 0, ...options })
-  const native = await serveRegistry(registry, { nativeSockets: true })
-  const bridged = await serveRegistry(registry, { nativeSockets: false })
-  t.after(async () => {
-    await registry.close()
-    await Promise.all([native.close(), bridged.close()])
-  })
+  const { native, bridged, close } = await nativeAndBridged(registry)
+  t.after(close)
   return { toolset, registry, native, bridged }
 }
 

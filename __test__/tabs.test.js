@@ -7,32 +7,19 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
 const { launchChromium, findChromium } = require('./support/chromium')
+const { startSite } = require('./support/site')
 const { startServer, Viewer, FakeToolset, waitFor } = require('./support')
 
 const chromePath = findChromium()
 const skip = chromePath ? false : 'Chromium not found: install chromium or set CHROME_PATH'
 const slow = { timeout: 20_000 }
 
-async function startSite() {
+/** The two pages the agent has open. */
+function startTabsSite() {
   const page = (title, colour) => `<!doctype html><title>${title}</title><body style="background:${colour}"><h1>${title}</h1></body>`
-  const pages = { '/first': page('first page', '#8df'), '/second': page('second page', '#fd8') }
-  const server = http.createServer((req, res) => {
-    const body = pages[req.url.split('?')[0]]
-    res.writeHead(body ? 200 : 404, { 'content-type': 'text/html' })
-    res.end(body ?? 'not found')
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  return {
-    url: (p) => `${base}${p}`,
-    close() {
-      server.closeAllConnections()
-      return new Promise((resolve) => server.close(resolve))
-    },
-  }
+  return startSite({ '/first': page('first page', '#8df'), '/second': page('second page', '#fd8') })
 }
 
 const tabLists = (viewer) => viewer.json.filter((m) => m.type === 'tabs')
@@ -41,7 +28,7 @@ const lastTabs = (viewer) => tabLists(viewer).at(-1)?.tabs
 const untilTabs = (viewer, predicate, what) => waitFor(() => lastTabs(viewer) && predicate(lastTabs(viewer)) && lastTabs(viewer), { what, ...slow })
 
 test('tabs: the list follows the agent pages and the controller switches between them', { skip, timeout: 120_000 }, async (t) => {
-  const site = await startSite()
+  const site = await startTabsSite()
   t.after(() => site.close())
   const browser = await launchChromium({ url: site.url('/first') })
   t.after(() => browser.close())

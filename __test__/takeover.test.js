@@ -7,9 +7,9 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const http = require('node:http')
 const { chromium: playwright } = require('playwright-core')
 const { launchChromium, findChromium } = require('./support/chromium')
+const { startSite } = require('./support/site')
 const { startServer, Viewer, waitFor, sleep, jpegSize } = require('./support')
 
 const chromePath = findChromium()
@@ -46,24 +46,6 @@ const PAGE = `<!doctype html>
     })
   </script>
 </body></html>`
-
-async function startSite() {
-  const server = http.createServer((req, res) => {
-    const found = req.url.split('?')[0] === '/takeover'
-    res.writeHead(found ? 200 : 404, { 'content-type': 'text/html' })
-    res.end(found ? PAGE : 'not found')
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  return {
-    url: (p) => `${base}${p}`,
-    close() {
-      // Chromium keeps its keep-alive connection; do not wait for it to time out.
-      server.closeAllConnections()
-      return new Promise((resolve) => server.close(resolve))
-    },
-  }
-}
 
 /** The centre of an element in CSS pixels of the viewport. */
 function centreOf(page, selector) {
@@ -132,7 +114,7 @@ async function browserWithPage(defer, site) {
 
 test('takeover: the controller drives the page in frame pixels, others are refused, control is handed over', { skip, timeout: 120_000 }, async (t) => {
   const defer = cleanups(t)
-  const site = await startSite()
+  const site = await startSite({ '/takeover': PAGE })
   defer(() => site.close())
   const { browser, page } = await browserWithPage(defer, site)
   const srv = await startServer({
@@ -215,7 +197,7 @@ test('takeover: the controller drives the page in frame pixels, others are refus
 
 test('takeover on scaled frames: maxWidth/maxHeight shrink the image, clicks in frame pixels still land', { skip, timeout: 120_000 }, async (t) => {
   const defer = cleanups(t)
-  const site = await startSite()
+  const site = await startSite({ '/takeover': PAGE })
   defer(() => site.close())
   const { browser, page } = await browserWithPage(defer, site)
   const srv = await startServer({

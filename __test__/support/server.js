@@ -59,6 +59,23 @@ async function serveRegistry(registry, config = {}) {
   }
 }
 
+/**
+ * Two apps over `registry`: one hands plain-TCP sockets to Rust (`native`), the other keeps
+ * them in JS (`bridged`). `close()` closes the registry, then both servers.
+ */
+async function nativeAndBridged(registry) {
+  const native = await serveRegistry(registry, { nativeSockets: true })
+  const bridged = await serveRegistry(registry, { nativeSockets: false })
+  return {
+    native,
+    bridged,
+    async close() {
+      await registry.close()
+      await Promise.all([native.close(), bridged.close()])
+    },
+  }
+}
+
 /** What viewers are told with each source error code (a fixed text; details go to the log). */
 const VIEWER_ERROR_TEXT = Object.freeze({
   screencast_failed: "the browser's screencast could not be started",
@@ -92,4 +109,4 @@ function selfSignedCert() {
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
-module.exports = { startServer, serveRegistry, logCapture, selfSignedCert, VIEWER_ERROR_TEXT }
+module.exports = { startServer, serveRegistry, nativeAndBridged, logCapture, selfSignedCert, VIEWER_ERROR_TEXT }

@@ -45,19 +45,32 @@ fn labelled(labels: Labels) -> Metric {
     Metric::from_label(pairs)
 }
 
-/// A counter family: one sample per label set.
-fn counters(name: &str, help: &str, samples: Vec<(Labels, u64)>) -> MetricFamily {
+/// A family of `kind`, one sample per label set, each value set on its metric by `set`.
+fn samples<V>(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Labels, V)>,
+    set: impl Fn(&mut Metric, V),
+) -> MetricFamily {
     let metrics = samples
         .into_iter()
         .map(|(labels, value)| {
             let mut metric = labelled(labels);
-            let mut counter = Counter::default();
-            counter.set_value(value as f64);
-            metric.set_counter(counter);
+            set(&mut metric, value);
             metric
         })
         .collect();
-    family(name, help, MetricType::COUNTER, metrics)
+    family(name, help, kind, metrics)
+}
+
+/// A counter family: one sample per label set.
+fn counters(name: &str, help: &str, values: Vec<(Labels, u64)>) -> MetricFamily {
+    samples(name, help, MetricType::COUNTER, values, |metric, value| {
+        let mut counter = Counter::default();
+        counter.set_value(value as f64);
+        metric.set_counter(counter);
+    })
 }
 
 fn counter(name: &str, help: &str, value: u64) -> MetricFamily {
@@ -65,18 +78,12 @@ fn counter(name: &str, help: &str, value: u64) -> MetricFamily {
 }
 
 /// A gauge family: one sample per label set.
-fn gauges(name: &str, help: &str, samples: Vec<(Labels, f64)>) -> MetricFamily {
-    let metrics = samples
-        .into_iter()
-        .map(|(labels, value)| {
-            let mut metric = labelled(labels);
-            let mut gauge = Gauge::default();
-            gauge.set_value(value);
-            metric.set_gauge(gauge);
-            metric
-        })
-        .collect();
-    family(name, help, MetricType::GAUGE, metrics)
+fn gauges(name: &str, help: &str, values: Vec<(Labels, f64)>) -> MetricFamily {
+    samples(name, help, MetricType::GAUGE, values, |metric, value| {
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    })
 }
 
 fn gauge(name: &str, help: &str, value: f64) -> MetricFamily {

@@ -233,6 +233,18 @@ impl Channel {
         }
     }
 
+    /// Withdraws every picture up to the newest frame (`state` is this channel's, locked): the
+    /// cached frame, frames still queued for viewers, the encoder's picture and chunks of
+    /// them not sent yet. A publication still on its way cannot bring one back.
+    pub(super) fn withdraw_pictures(&self, state: &ChannelState) {
+        self.cleared_through
+            .store(state.frame_seq, Ordering::Release);
+        self.frames.send_replace(None);
+        if let Some(video) = self.video_pipeline() {
+            video.clear(state.frame_seq);
+        }
+    }
+
     /// The channel's video pipeline, if one runs.
     pub fn video_pipeline(&self) -> Option<Arc<VideoPipeline>> {
         lock(&self.video).clone()

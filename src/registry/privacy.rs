@@ -5,7 +5,6 @@
 //! and input paths read it (`publish`, `control`). Must not touch sockets.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use super::{lock, Channel, ChannelId, ChannelState, Registry, SourceState};
 use crate::mailbox::StickyKind;
@@ -137,13 +136,7 @@ fn apply(channel: &Channel, state: &mut ChannelState, reason: Option<String>) {
             if state.privacy.is_none() {
                 // Nothing captured before may be sent while private either: what is queued
                 // or cached is withdrawn, as when a session ends.
-                channel
-                    .cleared_through
-                    .store(state.frame_seq, Ordering::Release);
-                channel.frames.send_replace(None);
-                if let Some(video) = channel.video_pipeline() {
-                    video.clear(state.frame_seq);
-                }
+                channel.withdraw_pictures(state);
             }
             if state.privacy.as_deref() != Some(reason.as_str()) {
                 let message = private_status_message(&reason);

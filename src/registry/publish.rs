@@ -202,13 +202,7 @@ impl Registry {
             let mut state = lock(&channel.state);
             state.url = None;
             state.viewport = None;
-            channel
-                .cleared_through
-                .store(state.frame_seq, Ordering::Release);
-            channel.frames.send_replace(None);
-            if let Some(video) = channel.video_pipeline() {
-                video.clear(state.frame_seq);
-            }
+            channel.withdraw_pictures(&state);
         }
     }
 }
