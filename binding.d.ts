@@ -268,6 +268,8 @@ export interface ChannelStats {
   movesCoalesced: number
   /** Viewers' replies to agent events handed to `onViewerReply`. */
   replies: number
+  /** Frames written to viewers of this channel that have left. */
+  framesSentDeparted: number
   /** Source starts requested. */
   starts: number
   /** Source stops requested. */

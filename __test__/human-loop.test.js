@@ -169,3 +169,23 @@ test('broadcastEvent reaches the extended viewers of every channel, numbered and
   assert.throws(() => srv.registry.broadcastEvent({ version: 3 }), TypeError)
   assert.throws(() => srv.registry.broadcastEvent({ type: 'big', text: 'x'.repeat(300_000) }), /larger|bytes/)
 })
+
+test('replies waiting for a slow hook are bounded: past 16 at once they are refused, then all are answered', async (t) => {
+  const pending = []
+  const srv = await startServer({
+    getToolset: () => new FakeToolset(),
+    // A hook that takes its time: each reply waits until the test lets it go.
+    onViewerReply: () => new Promise((resolve) => pending.push(resolve)),
+  })
+  t.after(() => srv.close())
+  const viewers = [await viewer(t, srv, 'slow-hook'), await viewer(t, srv, 'slow-hook')]
+  srv.registry.publishEvent('slow-hook', { type: 'question' })
+  const q = await viewers[0].waitJson((m) => m.type === 'event', { what: 'the question' })
+  // Ten each (the 200-token burst of 20-token replies): twenty, four over the bound.
+  for (const v of viewers) for (let i = 0; i < 10; i += 1) v.send({ type: 'reply', to: q.seq, reply: i })
+  const refusals = () => viewers.flatMap((v) => v.errors('rate_limited')).filter((e) => /faster than the server hands them on/.test(e.message))
+  await waitFor(() => pending.length === 16 && refusals().length === 4, { what: '16 waiting, 4 refused' })
+  assert.equal(viewers.flatMap((v) => v.json.filter((m) => m.type === 'reply-ok')).length, 0, 'no reply-ok before the hook ran')
+  for (const resolve of pending.splice(0)) resolve()
+  await waitFor(() => viewers.flatMap((v) => v.json.filter((m) => m.type === 'reply-ok')).length === 16, { what: 'sixteen reply-ok' })
+})

@@ -170,3 +170,45 @@ test('the metrics route serves the exposition behind the gate; off unless asked 
   assert.equal((await fetch(`http://127.0.0.1:${plain.port}/api/browser/metrics`)).status, 404)
   assert.throws(() => require('..').setupBrowserStream(new (require('hono').Hono)(), { metricsRoute: 'yes' }), /metricsRoute must be a boolean/)
 })
+
+test('counters never go back while viewers and channels come and go, scraped all along', async (t) => {
+  const { toolset, registry, native, bridged } = await setup(t)
+  const counterNames = () => [...scrape(registry.metrics()).values()].filter((f) => f.type === 'COUNTER')
+  let previous = new Map()
+  let scrapes = 0
+  const check = () => {
+    for (const family of counterNames()) {
+      for (const sample of family.metrics) {
+        const key = `${family.name}${JSON.stringify(sample.labels ?? {})}`
+        const now = Number(sample.value)
+        assert.ok(now >= (previous.get(key) ?? 0), `${key} went back: ${previous.get(key)} → ${now}`)
+        previous.set(key, now)
+      }
+    }
+    scrapes += 1
+  }
+  // Scraping all along, on every turn of the event loop, while viewers churn.
+  let churning = true
+  const scraper = (async () => {
+    while (churning) {
+      check()
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  })()
+  let seq = 0
+  for (let round = 0; round < 8; round += 1) {
+    const agent = `churn-${round % 2}`
+    const viewers = [new Viewer(native.url(agent)), new Viewer(bridged.url(agent), { extended: true }), new Viewer(native.url(agent), { extended: true })]
+    await Promise.all(viewers.map((v) => v.opened))
+    await waitFor(() => toolset.current && registry.stats().channels.some((c) => c.agentId === agent && c.viewers.length === 3), { what: 'three viewers' })
+    for (let i = 0; i < 5; i += 1) toolset.emitFrame((seq += 1))
+    await waitFor(() => viewers.every((v) => v.frameSeqs.includes(seq)), { what: 'the round\'s frames' })
+    await Promise.all(viewers.map((v) => v.close()))
+  }
+  await waitFor(() => registry.stats().channels.length === 0, { what: 'every channel gone' })
+  churning = false
+  await scraper
+  check()
+  assert.ok(scrapes > 20, `${scrapes} scrapes`)
+  assert.ok((previous.get('browser_stream_frames_sent_total{}') ?? 0) >= 8 * 3, 'frames were sent and counted')
+})

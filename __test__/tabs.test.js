@@ -89,6 +89,9 @@ test('tabs: the list follows the agent pages and the controller switches between
   assert.ok(!lastTabs(controller).some((tab) => tab.id === secondTab.id))
   // Compat viewers (Studio) know no tab list.
   assert.equal(compat.json.filter((m) => m.type === 'tabs').length, 0)
+  // The session ends (the close route, a crash): its tabs are forgotten, and viewers told.
+  await srv.registry.closeBrowserSessionOf('tabs-agent')
+  await untilTabs(controller, (tabs) => tabs.length === 0, 'an empty list once the session ended')
 })
 
 test('tabs: a toolset source lists none and answers tab-select with tabs_unavailable', async (t) => {

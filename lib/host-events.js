@@ -101,7 +101,8 @@ class HostEvents {
         this.#controlChanged(event)
         return
       case 'reply':
-        this.#viewerReplied(event)
+        // Resolved once the hook ran: the viewer's `reply-ok` waits for it.
+        await this.#viewerReplied(event)
         return
       case 'probe':
         this.#native.answerProbe(event.probeId, await this.#hasBrowser(event))
@@ -312,17 +313,16 @@ class HostEvents {
     await source.input(inputKind, inputKind === 'text' ? { text } : input)
   }
 
-  #viewerReplied({ key, agentId, threadId, viewerId, canControl, to, reply, event }) {
+  async #viewerReplied({ key, agentId, threadId, viewerId, canControl, to, reply, event }) {
     if (!this.#onViewerReply) return
-    const warn = (err) => this.#log.warn(`[browser-stream] onViewerReply: ${errorText(err)}`)
     try {
       // Rust checked it is JSON (and bounded it) before sending it here.
       const answer = { viewerId, canControl, threadId: threadId ?? undefined, key, to, reply: JSON.parse(reply) }
       if (event !== undefined && event !== null) answer.event = JSON.parse(event)
-      const result = this.#onViewerReply(agentId, answer)
-      if (result && typeof result.then === 'function') result.then(undefined, warn)
+      await this.#onViewerReply(agentId, answer)
     } catch (err) {
-      warn(err)
+      // A hook that fails is the deployer's to see; the viewer's reply did arrive.
+      this.#log.warn(`[browser-stream] onViewerReply: ${errorText(err)}`)
     }
   }
 

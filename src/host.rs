@@ -131,9 +131,11 @@ pub trait Host: Send + Sync + 'static {
     fn control_changed(&self, change: ControlChange) {
         let _ = change;
     }
-    /// A viewer answered an agent event (`onViewerReply`). Must not block.
-    fn viewer_reply(&self, reply: ViewerReply) {
+    /// A viewer answered an agent event (`onViewerReply`): resolves once the deployer's hook
+    /// ran (an error: it could not be called). Must not block.
+    fn viewer_reply(&self, reply: ViewerReply) -> HostFuture {
         let _ = reply;
+        Box::pin(async { Err("this host takes no replies".to_string()) })
     }
     /// The controller asked to show tab `tab` (an id of the source's last `set_tabs`). False
     /// when the source cannot switch tabs. Must not block.

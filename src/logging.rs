@@ -20,10 +20,13 @@ use crate::sync::lock;
 
 /// Lines one call site may log about one viewer per window.
 pub const LINES_PER_WINDOW: u32 = 5;
-/// The window of [`LINES_PER_WINDOW`].
+/// Lines one call site may log about all viewers together per window: viewers that come and
+/// go (each with a new id) must not get around the limit.
+pub const SITE_LINES_PER_WINDOW: u32 = 50;
+/// The window of the limits.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Keys (call site, viewer) the limiter remembers; past it, it starts afresh (a flood of
-/// viewers each logging once is no flood of any one of them).
+/// (Call site, viewer) keys the limiter remembers; past it, expired ones are dropped, and a
+/// new key is refused while none has expired (the call site's limit still holds).
 const MAX_KEYS: usize = 4096;
 
 /// Logs an event to `registry`'s host through its dispatch: `log!(registry, warn, field =
@@ -42,34 +45,65 @@ struct Budget {
     suppressed: u64,
 }
 
-/// The rate limit of log lines, per (call site, viewer).
-#[derive(Default)]
-struct Limiter {
-    budgets: HashMap<(tracing::callsite::Identifier, String), Budget>,
-}
-
-impl Limiter {
-    /// `None`: hold this line back; `Some(n)`: send it, `n` lines of its key having been
-    /// held back since the last one sent.
-    fn admit(&mut self, key: (tracing::callsite::Identifier, String), now: Instant) -> Option<u64> {
-        if self.budgets.len() >= MAX_KEYS && !self.budgets.contains_key(&key) {
-            self.budgets.clear();
-        }
-        let budget = self.budgets.entry(key).or_insert(Budget {
+impl Budget {
+    fn new(now: Instant) -> Budget {
+        Budget {
             window_start: now,
             sent: 0,
             suppressed: 0,
-        });
-        if now.duration_since(budget.window_start) >= WINDOW {
-            budget.window_start = now;
-            budget.sent = 0;
         }
-        if budget.sent >= LINES_PER_WINDOW {
-            budget.suppressed += 1;
+    }
+
+    /// Whether one more line fits this window (counted if so, else held back).
+    fn take(&mut self, now: Instant, limit: u32) -> bool {
+        if now.duration_since(self.window_start) >= WINDOW {
+            self.window_start = now;
+            self.sent = 0;
+        }
+        if self.sent >= limit {
+            self.suppressed += 1;
+            return false;
+        }
+        self.sent += 1;
+        true
+    }
+}
+
+type Site = tracing::callsite::Identifier;
+
+/// The rate limit of log lines about viewers: per (call site, viewer) and per call site.
+#[derive(Default)]
+struct Limiter {
+    viewers: HashMap<(Site, String), Budget>,
+    sites: HashMap<Site, Budget>,
+}
+
+impl Limiter {
+    /// `None`: hold this line back; `Some(n)`: send it, `n` lines of its call site having
+    /// been held back since the last one sent.
+    fn admit(&mut self, site: Site, viewer: String, now: Instant) -> Option<u64> {
+        let key = (site.clone(), viewer);
+        if self.viewers.len() >= MAX_KEYS && !self.viewers.contains_key(&key) {
+            self.viewers
+                .retain(|_, budget| now.duration_since(budget.window_start) < WINDOW);
+        }
+        let site_budget = self.sites.entry(site).or_insert_with(|| Budget::new(now));
+        let room = self.viewers.len() < MAX_KEYS || self.viewers.contains_key(&key);
+        if !room {
+            site_budget.suppressed += 1;
             return None;
         }
-        budget.sent += 1;
-        Some(std::mem::take(&mut budget.suppressed))
+        let viewer_budget = self.viewers.entry(key).or_insert_with(|| Budget::new(now));
+        if !viewer_budget.take(now, LINES_PER_WINDOW) {
+            return None;
+        }
+        if !site_budget.take(now, SITE_LINES_PER_WINDOW) {
+            return None;
+        }
+        Some(
+            std::mem::take(&mut viewer_budget.suppressed)
+                + std::mem::take(&mut site_budget.suppressed),
+        )
     }
 }
 
@@ -124,8 +158,9 @@ impl<S: Subscriber> Layer<S> for HostLayer {
             .map(|(_, value)| value.clone());
         let suppressed = match viewer {
             Some(viewer) => {
-                let key = (event.metadata().callsite(), viewer);
-                let Some(suppressed) = lock(&self.limiter).admit(key, Instant::now()) else {
+                let site = event.metadata().callsite();
+                let Some(suppressed) = lock(&self.limiter).admit(site, viewer, Instant::now())
+                else {
                     return;
                 };
                 suppressed
@@ -244,14 +279,28 @@ mod tests {
     #[test]
     fn the_next_line_after_a_window_tells_how_many_were_held_back() {
         let mut limiter = Limiter::default();
-        let key = || (tracing::callsite::Identifier(&CALLSITE), "1".to_string());
+        let site = || tracing::callsite::Identifier(&CALLSITE);
         let start = Instant::now();
         for _ in 0..LINES_PER_WINDOW {
-            assert_eq!(limiter.admit(key(), start), Some(0));
+            assert_eq!(limiter.admit(site(), "1".into(), start), Some(0));
         }
-        assert_eq!(limiter.admit(key(), start), None);
-        assert_eq!(limiter.admit(key(), start), None);
-        assert_eq!(limiter.admit(key(), start + WINDOW), Some(2));
+        assert_eq!(limiter.admit(site(), "1".into(), start), None);
+        assert_eq!(limiter.admit(site(), "1".into(), start), None);
+        assert_eq!(limiter.admit(site(), "1".into(), start + WINDOW), Some(2));
+    }
+
+    #[test]
+    fn viewers_with_new_ids_do_not_get_around_the_call_site_limit() {
+        let mut limiter = Limiter::default();
+        let site = || tracing::callsite::Identifier(&CALLSITE);
+        let now = Instant::now();
+        let sent = (0..1000)
+            .filter(|viewer| limiter.admit(site(), viewer.to_string(), now).is_some())
+            .count();
+        assert_eq!(sent as u32, SITE_LINES_PER_WINDOW);
+        let later = now + WINDOW;
+        let told = limiter.admit(site(), "new".into(), later);
+        assert_eq!(told, Some(1000 - u64::from(SITE_LINES_PER_WINDOW)));
     }
 
     struct Site;

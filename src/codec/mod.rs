@@ -99,22 +99,25 @@ impl EncodeTimes {
         }
         self.sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Release);
     }
 
-    /// (sum in seconds, count, cumulative count at or under each bound).
+    /// (sum in seconds, count, cumulative count at or under each bound). The count is read
+    /// first and bounds every bucket: a frame recorded meanwhile cannot make a bucket larger
+    /// than the count (`observe` bumps its bucket before the count).
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let count = self.count.load(Ordering::Acquire);
         let mut cumulative = 0;
         let buckets = ENCODE_TIME_BUCKETS
             .iter()
             .zip(&self.buckets)
             .map(|(bound, n)| {
                 cumulative += n.load(Ordering::Relaxed);
-                (*bound, cumulative)
+                (*bound, cumulative.min(count))
             })
             .collect();
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        (sum, self.count.load(Ordering::Relaxed), buckets)
+        (sum, count, buckets)
     }
 }
 

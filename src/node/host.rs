@@ -287,8 +287,8 @@ impl Host for JsHost {
         });
     }
 
-    fn viewer_reply(&self, reply: ViewerReply) {
-        self.notify(HostEvent::Reply {
+    fn viewer_reply(&self, reply: ViewerReply) -> HostFuture {
+        self.call_and_wait(HostEvent::Reply {
             key: reply.key,
             agent_id: reply.agent_id,
             thread_id: reply.thread_id,
@@ -297,7 +297,7 @@ impl Host for JsHost {
             to: reply.to as i64,
             reply: reply.reply,
             event: reply.event,
-        });
+        })
     }
 
     fn log(&self, record: LogRecord) {

@@ -107,10 +107,16 @@ fn transport_name(transport: Transport) -> &'static str {
 
 /// The text exposition of `registry` (and its CDP sessions) now.
 pub fn exposition(registry: &Registry, cdp: &CdpSessions) -> prometheus::Result<String> {
+    // One moment of the books: every count is live or retired, not both, not neither.
+    let books = registry
+        .books
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let channels = registry.stats();
-    let viewers = || channels.iter().flat_map(|c| c.viewers.iter());
     let gone = registry.retired.channels.snapshot();
-    let retired = &registry.retired;
+    let retired = crate::registry::RetiredSnapshot::of(&registry.retired);
+    drop(books);
+    let viewers = || channels.iter().flat_map(|c| c.viewers.iter());
     let totals = registry.totals.snapshot();
     let live = |f: fn(&ChannelStats) -> u64| channels.iter().map(f).sum::<u64>();
     let sent = |f: fn(&ViewerStats) -> u64| viewers().map(f).sum::<u64>();
@@ -173,22 +179,22 @@ pub fn exposition(registry: &Registry, cdp: &CdpSessions) -> prometheus::Result<
     families.push(counter(
         "frames_sent_total",
         "Frames written to viewers.",
-        retired.frames_sent.load(Ordering::Relaxed) + sent(|v| v.frames_sent),
+        retired.frames_sent + sent(|v| v.frames_sent),
     ));
     families.push(counter(
         "frames_skipped_total",
         "Frames a busy viewer skipped (a newer one replaced them).",
-        retired.frames_skipped.load(Ordering::Relaxed) + sent(|v| v.frames_skipped),
+        retired.frames_skipped + sent(|v| v.frames_skipped_counted),
     ));
     families.push(counter(
         "sent_bytes_total",
         "Bytes written to viewers (frames, video chunks and messages).",
-        retired.bytes_sent.load(Ordering::Relaxed) + sent(|v| v.bytes_sent),
+        retired.bytes_sent + sent(|v| v.bytes_sent),
     ));
     families.push(counter(
         "video_chunks_sent_total",
         "H.264 chunks written to viewers' WebSockets.",
-        retired.video_chunks_sent.load(Ordering::Relaxed) + sent(|v| v.video_chunks_sent),
+        retired.video_chunks_sent + sent(|v| v.video_chunks_sent),
     ));
     families.push(counter(
         "viewers_admitted_total",

@@ -108,8 +108,8 @@ pub struct Channel {
     pub(super) source_decisions: watch::Sender<u64>,
     /// Wakes the channel's control watchdog (`control_lease::watch_control`): control changed.
     pub(super) control_wake: Arc<tokio::sync::Notify>,
-    /// The registry's sums of channels gone, which this one's counters join when it goes.
-    pub(super) retired: Arc<super::stats::Retired>,
+    /// Replies handed to the host and not answered yet (see `replies`).
+    pub(super) replies_in_flight: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for Channel {
@@ -117,7 +117,6 @@ impl Drop for Channel {
         // Ends the channel's relay task and its control watchdog.
         self.inputs.close();
         self.control_wake.notify_one();
-        self.counters.add_to(&self.retired.channels);
     }
 }
 

@@ -171,6 +171,8 @@ impl Registry {
             ExtendedMessage::WebRtcOffer { .. } => 20,
             // Each reply reaches the deployer's code: at most 10 a second per viewer.
             ExtendedMessage::Reply { .. } => 20,
+            // Each switch re-attaches the screencast to another page.
+            ExtendedMessage::TabSelect { .. } => 10,
             _ => 1,
         };
         if !self.take_tokens(channel, link, cost, is_move) {

@@ -55,7 +55,9 @@ pub(crate) use control::{ControlRefusal, RemoteAsk, RemoteVerdict};
 pub(crate) use event_log::EventLog;
 pub(crate) use input_flow::{InputQueue, RateLimiter};
 pub(crate) use publish::PushOutcome;
-pub(crate) use stats::{ChannelCounters, ChannelStats, RegistryTotals, ViewerStats};
+pub(crate) use stats::{
+    ChannelCounters, ChannelStats, RegistryTotals, RetiredSnapshot, ViewerStats,
+};
 use viewer_link::ViewerEntry;
 pub(crate) use viewer_link::{
     JoinOptions, Outbound, Transport, ViewerCloser, ViewerCounters, ViewerLink, ViewerSlot,
@@ -94,6 +96,10 @@ pub struct Registry {
     private: Mutex<privacy::PrivateSet>,
     /// What channels and viewers gone counted (see `stats::Retired`).
     pub(crate) retired: Arc<stats::Retired>,
+    /// Retirements (a viewer or a channel leaving the live stats for `retired`) hold it
+    /// shared, a metrics scrape exclusively: a scrape sees each count live or retired, never
+    /// both or neither. Taken before any other lock.
+    pub(crate) books: std::sync::RwLock<()>,
     /// Encode times of every channel's encoder, over the registry's life.
     pub(crate) encode_times: Arc<crate::codec::EncodeTimes>,
     /// Where this registry's `tracing` events go: its host's log (see `logging`).
@@ -131,6 +137,7 @@ impl Registry {
             totals: RegistryTotals::default(),
             private: Mutex::new(privacy::PrivateSet::default()),
             retired: Arc::default(),
+            books: std::sync::RwLock::new(()),
             encode_times: Arc::default(),
             log_dispatch,
         });
@@ -243,7 +250,7 @@ impl Registry {
             video: Mutex::new(None),
             source_decisions: watch::Sender::new(0),
             control_wake: Arc::new(Notify::new()),
-            retired: self.retired.clone(),
+            replies_in_flight: AtomicU32::new(0),
         });
         self.runtime.spawn(control_lease::watch_control(
             Arc::downgrade(self),
@@ -340,7 +347,11 @@ impl Registry {
             if let Some((width, height)) = state.viewport {
                 join_messages.push(protocol::viewport_message(width, height));
             }
-            if let (Mode::Extended, Some(tabs)) = (join.mode, &state.tabs.message) {
+            // Not to another instance's relay viewer: the relay carries no tabs.
+            let tabs = (join.mode == Mode::Extended && transport != Transport::Relay)
+                .then_some(state.tabs.message.as_ref())
+                .flatten();
+            if let Some(tabs) = tabs {
                 join_messages.push(tabs.clone());
             }
             for text in join_messages {
@@ -448,6 +459,7 @@ impl Registry {
     /// Removes a viewer whose connection ended. On the 1→0 transition the source lingers, then
     /// stops; an idle channel with no viewers is forgotten.
     pub fn release(self: &Arc<Self>, channel: &Arc<Channel>, viewer_id: u32) {
+        let _books = self.retiring();
         lock(&self.viewer_index).remove(&viewer_id);
         let mut channels = lock(&self.channels);
         let edge = {
@@ -456,7 +468,12 @@ impl Registry {
                 return;
             };
             self.totals.viewers_closed.fetch_add(1, Ordering::Relaxed);
-            self.retired.viewer_gone(&viewer.link.counters);
+            self.retired
+                .viewer_gone(&viewer.link.counters, state.frame_count);
+            channel.counters.frames_sent_departed.fetch_add(
+                viewer.link.counters.frames_sent.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
             if Channel::is_relayed(&state) && viewer.link.can_control {
                 // The owner may have handed it control: it gives it back.
                 if let Some(relay) = &self.relay {
@@ -535,10 +552,20 @@ impl Registry {
             .is_some_and(|current| Arc::ptr_eq(current, channel))
         {
             channels.remove(&channel.id.key);
+            // Under the books (every caller holds them): out of the live stats, into the sums.
+            channel.counters.add_to(&self.retired.channels);
         }
     }
 
+    /// The books, shared: for a retirement (see `books`).
+    fn retiring(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.books
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn linger_expired(&self, channel: &Arc<Channel>, epoch: u64) {
+        let _books = self.retiring();
         let mut channels = lock(&self.channels);
         let mut state = lock(&channel.state);
         if state.source != SourceState::Lingering
@@ -561,6 +588,7 @@ impl Registry {
     /// goes idle and keeps its viewers; the next viewer or a `relaunch` starts a new session.
     /// False when `generation` is not the live session.
     pub fn source_ended(&self, key: &str, generation: u32) -> bool {
+        let _books = self.retiring();
         let mut channels = lock(&self.channels);
         let Some(channel) = channels.get(key).cloned() else {
             return false;
@@ -738,6 +766,7 @@ impl Registry {
         if let Some(relay) = &self.relay {
             relay.close();
         }
+        let _books = self.retiring();
         let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         for channel in channels {
             {

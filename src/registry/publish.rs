@@ -203,6 +203,7 @@ impl Registry {
             state.url = None;
             state.viewport = None;
             channel.withdraw_pictures(&state);
+            super::tabs::clear(&mut state);
         }
     }
 }
@@ -247,14 +248,16 @@ impl Registry {
 
     /// Publishes one event (JSON object text) to every channel (a server-wide notice such as
     /// `config_changed`): each channel numbers it and keeps it for resume like its own
-    /// events. Returns how many channels it went to.
+    /// events. A channel relayed from another instance is left out: that instance's own
+    /// broadcast reaches it through the relay. Returns how many channels it went to.
     pub fn broadcast_event(self: &Arc<Self>, json: String) -> Result<usize, EventError> {
         // Checked once, so a bad event is refused even when no channel exists.
-        Event::parse(json.clone(), self.config.events.max_event_bytes)?;
-        let keys: Vec<String> = lock(&self.channels).keys().cloned().collect();
+        let event = Event::parse(json, self.config.events.max_event_bytes)?;
+        let channels: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         let mut sent = 0;
-        for key in keys {
-            if self.publish_event(&key, json.clone())? {
+        for channel in channels {
+            if !Channel::is_relayed(&lock(&channel.state)) {
+                self.publish_to(&channel, event.clone());
                 sent += 1;
             }
         }
@@ -269,11 +272,17 @@ impl Registry {
         let Some(channel) = self.channel(key) else {
             return Ok(false);
         };
+        self.publish_to(&channel, event);
+        Ok(true)
+    }
+
+    /// Publishes checked `event` to `channel`'s extended viewers (see `publish_event`).
+    fn publish_to(self: &Arc<Self>, channel: &Arc<Channel>, event: Event) {
         let published =
             channel.write_events(|log, now| log.publish(event, now, || channel.next_seq()));
         if let Some(epoch) = published.batch_started {
             let window = self.config.events.batch_window;
-            let batching = Arc::downgrade(&channel);
+            let batching = Arc::downgrade(channel);
             self.runtime.spawn(async move {
                 tokio::time::sleep(window).await;
                 if let Some(channel) = batching.upgrade() {
@@ -284,6 +293,5 @@ impl Registry {
                 }
             });
         }
-        Ok(true)
     }
 }

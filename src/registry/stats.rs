@@ -41,6 +41,8 @@ macro_rules! for_channel_counters {
             moves_coalesced,
             #[doc = "Viewers' replies to agent events handed to `onViewerReply`."]
             replies,
+            #[doc = "Frames written to viewers of this channel that have left."]
+            frames_sent_departed,
             #[doc = "Source starts requested."]
             starts,
             #[doc = "Source stops requested."]
@@ -142,17 +144,50 @@ pub struct Retired {
     pub video_chunks_sent: AtomicU64,
 }
 
+/// [`Retired`] read at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct RetiredSnapshot {
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub bytes_sent: u64,
+    pub video_chunks_sent: u64,
+}
+
+impl RetiredSnapshot {
+    pub fn of(retired: &Retired) -> RetiredSnapshot {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        RetiredSnapshot {
+            frames_sent: get(&retired.frames_sent),
+            frames_skipped: get(&retired.frames_skipped),
+            bytes_sent: get(&retired.bytes_sent),
+            video_chunks_sent: get(&retired.video_chunks_sent),
+        }
+    }
+}
+
 impl Retired {
-    /// Adds what a viewer that goes counted.
-    pub fn viewer_gone(&self, viewer: &super::ViewerCounters) {
+    /// Adds what a viewer that goes counted, its skipped frames as its stats count them (of
+    /// a channel that published `frame_count` frames).
+    pub fn viewer_gone(&self, viewer: &super::ViewerCounters, frame_count: u64) {
         let add = |into: &AtomicU64, from: &AtomicU64| {
             into.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
         };
         add(&self.frames_sent, &viewer.frames_sent);
-        add(&self.frames_skipped, &viewer.frames_skipped);
+        self.frames_skipped
+            .fetch_add(frames_skipped_by(viewer, frame_count), Ordering::Relaxed);
         add(&self.bytes_sent, &viewer.bytes_sent);
         add(&self.video_chunks_sent, &viewer.video_chunks_sent);
     }
+}
+
+/// The frames a viewer skipped, of a channel that published `frame_count`: counted, and those
+/// strictly between the one it is on and the newest (superseded already: it can never get
+/// them).
+fn frames_skipped_by(viewer: &super::ViewerCounters, frame_count: u64) -> u64 {
+    viewer.frames_skipped.load(Ordering::Relaxed)
+        + frame_count
+            .saturating_sub(viewer.seen_index.load(Ordering::Relaxed))
+            .saturating_sub(1)
 }
 
 /// Stats of one viewer.
@@ -167,6 +202,9 @@ pub struct ViewerStats {
     pub can_control: bool,
     /// Frames written.
     pub frames_sent: u64,
+    /// Frames skipped as counted when it moved on (only grows; `frames_skipped` also counts
+    /// those it is bound to skip, which may be taken back when it sends one of them).
+    pub frames_skipped_counted: u64,
     /// Frames skipped (it was busy).
     pub frames_skipped: u64,
     /// Bytes written.
@@ -243,13 +281,8 @@ impl Registry {
                             mode: link.mode,
                             can_control: link.can_control,
                             frames_sent: get(&link.counters.frames_sent),
-                            // Frames strictly between the one it is on and the newest are
-                            // superseded already: it can never get them.
-                            frames_skipped: get(&link.counters.frames_skipped)
-                                + state
-                                    .frame_count
-                                    .saturating_sub(get(&link.counters.seen_index))
-                                    .saturating_sub(1),
+                            frames_skipped: frames_skipped_by(&link.counters, state.frame_count),
+                            frames_skipped_counted: get(&link.counters.frames_skipped),
                             bytes_sent: get(&link.counters.bytes_sent),
                             messages_sent: get(&link.counters.messages_sent),
                             video: link.counters.video.load(Ordering::Relaxed),

@@ -5,15 +5,17 @@
 //! Must not choose pages (the source does) nor touch sockets.
 
 use super::control::ControlRefusal;
-use super::{lock, Channel, ChannelState, Registry, ViewerLink};
+use super::{lock, Channel, ChannelState, Registry, Transport, ViewerLink};
 use crate::mailbox::StickyKind;
 use crate::protocol::Mode;
 
-/// Tabs listed at most (the newest are kept): a page that opens hundreds of popups must not
-/// make every viewer's message grow without bound.
+/// Tabs listed at most (the shown one and the newest are kept; the source picks them): a page
+/// that opens hundreds of popups must not make every viewer's message grow without bound.
 pub const MAX_TABS: usize = 100;
-/// Longest URL or title of a tab in the list, in bytes (longer ones are cut).
-pub const MAX_TAB_TEXT: usize = 2048;
+/// Longest URL of a tab in the list, in bytes (longer ones are cut).
+pub const MAX_TAB_URL: usize = 2048;
+/// Longest title of a tab in the list, in bytes (longer ones are cut).
+pub const MAX_TAB_TITLE: usize = 256;
 
 /// One page of the agent's browser, as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +30,8 @@ pub struct Tab {
 
 /// `{"type":"tabs","tabs":[{id,url,title,shown}]}`.
 pub fn tabs_message(tabs: &[Tab]) -> String {
-    let cut = |text: &str| {
-        let mut end = text.len().min(MAX_TAB_TEXT);
+    let cut = |text: &str, bound: usize| {
+        let mut end = text.len().min(bound);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -41,8 +43,8 @@ pub fn tabs_message(tabs: &[Tab]) -> String {
         .map(|tab| {
             serde_json::json!({
                 "id": tab.id,
-                "url": cut(&tab.url),
-                "title": cut(&tab.title),
+                "url": cut(&tab.url, MAX_TAB_URL),
+                "title": cut(&tab.title, MAX_TAB_TITLE),
                 "shown": tab.shown,
             })
         })
@@ -120,12 +122,23 @@ impl Registry {
     }
 }
 
-/// Queues `message` for every extended viewer (compat viewers know no tabs), latest-wins.
+/// The session is over: its tabs are forgotten, and extended viewers that were told some are
+/// told there are none (a new session lists its own).
+pub(super) fn clear(state: &mut ChannelState) {
+    if state.tabs.message.take().is_some() {
+        state.tabs.ids.clear();
+        broadcast_to_extended(state, &tabs_message(&[]));
+    }
+}
+
+/// Queues `message` for every extended viewer of this instance, latest-wins (compat viewers
+/// know no tabs; another instance's relay viewer has no use for them: the relay carries
+/// none).
 fn broadcast_to_extended(state: &mut ChannelState, message: &str) {
     let text = bytes::Bytes::from(message.to_string());
     let after_seq = state.frame_seq;
     for viewer in state.viewers.values() {
-        if viewer.link.mode == Mode::Extended {
+        if viewer.link.mode == Mode::Extended && viewer.transport != Transport::Relay {
             viewer
                 .link
                 .send_sticky(StickyKind::Tabs, text.clone(), after_seq);
@@ -139,7 +152,7 @@ mod tests {
 
     #[test]
     fn tab_lists_are_bounded_and_cut_at_character_boundaries() {
-        let long = "é".repeat(MAX_TAB_TEXT);
+        let long = "é".repeat(MAX_TAB_URL);
         let tabs: Vec<Tab> = (1..=MAX_TABS as u32 + 5)
             .map(|id| Tab {
                 id,
@@ -151,7 +164,7 @@ mod tests {
         let message: serde_json::Value = serde_json::from_str(&tabs_message(&tabs)).expect("json");
         let list = message["tabs"].as_array().expect("a list");
         assert_eq!(list.len(), MAX_TABS);
-        assert!(list[0]["url"].as_str().expect("url").len() <= MAX_TAB_TEXT);
+        assert!(list[0]["url"].as_str().expect("url").len() <= MAX_TAB_URL);
         assert_eq!(list[0]["shown"], true);
     }
 }

@@ -33,7 +33,7 @@ use crate::clock::{sleep_until, wall_clock_ms};
 use crate::frame::FrameMeta;
 use crate::host::SourceRequest;
 use crate::protocol::{ClientMessage, ErrorCode, Status};
-use crate::registry::tabs::Tab;
+use crate::registry::tabs::{Tab, MAX_TABS};
 use crate::registry::{PushOutcome, Registry};
 use crate::sync::lock;
 
@@ -392,6 +392,9 @@ impl Session {
                 shown: shown == Some(page.target_id.as_ref()),
             });
         }
+        // Past the bound, the shown page and the newest (highest ids) stay listed.
+        tabs.sort_by_key(|tab| (!tab.shown, std::cmp::Reverse(tab.id)));
+        tabs.truncate(MAX_TABS);
         tabs.sort_by_key(|tab| tab.id);
         self.registry.set_tabs(&self.key, self.generation, &tabs);
     }
